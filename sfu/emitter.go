@@ -1,0 +1,77 @@
+package sfu
+
+import (
+	"sync"
+	"time"
+)
+
+// Emitter takes every event of the daemon. Emit fills ID (when empty), Time (when zero) and Seq,
+// and returns once the event is recorded: for the durable log that means on disk, so the change
+// it reports may be acknowledged after Emit returns. Safe for concurrent use. Callers emit the
+// events of one object from one place in order; Emit keeps the order of calls it receives.
+type Emitter interface {
+	Emit(ev *Event)
+}
+
+// EmitterFunc adapts a function to Emitter.
+type EmitterFunc func(ev *Event)
+
+// Emit calls f(ev).
+func (f EmitterFunc) Emit(ev *Event) { f(ev) }
+
+// Stamp fills the envelope fields an emitter owns when the caller left them empty: ID and Time.
+func Stamp(ev *Event, now time.Time) {
+	if ev.ID == "" {
+		ev.ID = NewID("evt_")
+	}
+	if ev.Time.IsZero() {
+		ev.Time = now.UTC()
+	}
+}
+
+// LocalEmitter is an in-process emitter with a sequence counter and a bounded history, used
+// when no durable log is configured and in tests. Subscribers get events through Events.
+type LocalEmitter struct {
+	mu      sync.Mutex
+	seq     uint64
+	history []Event
+	limit   int
+	clock   func() time.Time
+}
+
+// NewLocalEmitter returns an emitter keeping the last limit events (limit <= 0 keeps 10,000).
+func NewLocalEmitter(limit int, clock func() time.Time) *LocalEmitter {
+	if limit <= 0 {
+		limit = 10000
+	}
+	if clock == nil {
+		clock = time.Now
+	}
+	return &LocalEmitter{limit: limit, clock: clock}
+}
+
+// Emit records ev and assigns the next sequence number.
+func (l *LocalEmitter) Emit(ev *Event) {
+	Stamp(ev, l.clock())
+	l.mu.Lock()
+	l.seq++
+	ev.Seq = l.seq
+	l.history = append(l.history, *ev)
+	if len(l.history) > l.limit {
+		l.history = append(l.history[:0:0], l.history[len(l.history)-l.limit:]...)
+	}
+	l.mu.Unlock()
+}
+
+// Events returns a copy of the recorded events with Seq > since, in order.
+func (l *LocalEmitter) Events(since uint64) []Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Event, 0, len(l.history))
+	for _, ev := range l.history {
+		if ev.Seq > since {
+			out = append(out, ev)
+		}
+	}
+	return out
+}

@@ -1,0 +1,463 @@
+package sfu
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/transport/v4/test"
+)
+
+var h264 = Codec{Name: CodecH264, ClockRate: 90000, PayloadType: 96}
+var opus = Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2, PayloadType: 111}
+
+func newTestHub(t *testing.T, cfg Config) (*Hub, *LocalEmitter) {
+	t.Helper()
+	em := NewLocalEmitter(0, nil)
+	h, err := NewHub(Options{Config: cfg, Emitter: em, Tick: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, em
+}
+
+func types(evs []Event) []string {
+	out := make([]string, len(evs))
+	for i, e := range evs {
+		out[i] = e.Type
+	}
+	return out
+}
+
+// videoPacket builds packet i of a stream with a keyframe every gop packets.
+func videoPacket(i, gop int) *Packet {
+	kf := i%gop == 0
+	payload := []byte{0x41, byte(i)} // non-IDR slice
+	if kf {
+		payload = []byte{0x65, byte(i)} // IDR slice
+	}
+	return &Packet{
+		Header:   rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), Timestamp: uint32(i * 3000), SSRC: 1, Marker: true},
+		Payload:  payload,
+		Keyframe: kf,
+	}
+}
+
+type collectSink struct {
+	mu   sync.Mutex
+	seqs []uint16
+	gaps int
+	kf   []bool
+}
+
+func (c *collectSink) WritePacket(p *Packet, gap bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seqs = append(c.seqs, p.Header.SequenceNumber)
+	c.kf = append(c.kf, p.Keyframe)
+	if gap {
+		c.gaps++
+	}
+	return nil
+}
+
+func (c *collectSink) snapshot() ([]uint16, []bool, int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.seqs), slices.Clone(c.kf), c.gaps
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func TestLifecycleEvents(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	cfg := DefaultConfig()
+	cfg.EmptyTimeout = 50 * time.Millisecond
+	h, em := newTestHub(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.Run(ctx) }()
+
+	pub, err := h.Join("lobby", ParticipantSpec{Identity: "alice", Kind: ParticipantWHIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := pub.StartStream(StreamSpec{Direction: DirectionPublish, Protocol: ProtocolWHIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	video, err := pub.Publish(TrackSpec{Codec: h264, Source: SourceCamera})
+	if err != nil {
+		t.Fatal(err)
+	}
+	viewer, err := h.Join("lobby", ParticipantSpec{Identity: "bob", Kind: ParticipantWebRTC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.Room("lobby").MainPublisher(); got != pub {
+		t.Fatalf("main publisher = %v, want alice", got)
+	}
+	sink := &collectSink{}
+	if _, err := viewer.Subscribe(video, sink, SubscribeOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		video.WritePacket(videoPacket(i, 5))
+	}
+	waitFor(t, "delivery", func() bool { s, _, _ := sink.snapshot(); return len(s) == 10 })
+	stream.End(ReasonClientDisconnected, nil)
+	pub.Close(ReasonClientDisconnected, nil)
+	viewer.Close(ReasonClientDisconnected, nil)
+	waitFor(t, "room.finished", func() bool { return h.Room("lobby") == nil })
+
+	want := []string{
+		EventRoomStarted, EventParticipantJoined, EventStreamPublishing, EventTrackPublished,
+		EventParticipantJoined, EventTrackSubscribed, EventStreamUnpublished,
+		EventTrackUnpublished, EventTrackUnsubscribed, EventParticipantLeft,
+		EventParticipantLeft, EventRoomFinished,
+	}
+	evs := em.Events(0)
+	if got := types(evs); !slices.Equal(got, want) {
+		t.Fatalf("events:\n got %v\nwant %v", got, want)
+	}
+	for i, e := range evs {
+		if e.Seq != uint64(i+1) || e.ID == "" || e.Time.IsZero() || e.Room == nil || e.Room.Name != "lobby" {
+			t.Fatalf("event %d has a bad envelope: %+v", i, e)
+		}
+	}
+	if evs[7].Reason != ReasonClientDisconnected || evs[9].Reason != ReasonClientDisconnected {
+		t.Fatalf("reasons: %q %q", evs[7].Reason, evs[9].Reason)
+	}
+	if evs[8].Participant.Identity != "bob" {
+		t.Fatalf("track.unsubscribed should name the subscriber, got %s", evs[8].Participant.Identity)
+	}
+	if evs[11].Reason != ReasonEmptyTimeout {
+		t.Fatalf("room.finished reason = %q", evs[11].Reason)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSubscriberStartsOnKeyframe(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, _ := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	var requests atomic.Int32
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, err := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		video.WritePacket(videoPacket(i, 5))
+	}
+	sink := &collectSink{}
+	sub, err := video.Subscribe(sink, SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if requests.Load() != 1 {
+		t.Fatalf("keyframe requests = %d, want 1 on subscribe", requests.Load())
+	}
+	for i := 3; i < 12; i++ {
+		video.WritePacket(videoPacket(i, 5))
+	}
+	waitFor(t, "delivery", func() bool { s, _, _ := sink.snapshot(); return len(s) == 7 })
+	seqs, kf, _ := sink.snapshot()
+	if seqs[0] != 5 || !kf[0] {
+		t.Fatalf("first packet = %d (keyframe %v), want keyframe 5", seqs[0], kf[0])
+	}
+}
+
+func TestGOPCacheStartsAtOnce(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, _ := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, _ := pub.Publish(TrackSpec{Codec: h264, CacheGOP: true})
+	for i := range 8 {
+		video.WritePacket(videoPacket(i, 5))
+	}
+	sink := &collectSink{}
+	sub, err := video.Subscribe(sink, SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	video.WritePacket(videoPacket(8, 5))
+	waitFor(t, "delivery", func() bool { s, _, _ := sink.snapshot(); return len(s) == 4 })
+	seqs, _, _ := sink.snapshot()
+	if !slices.Equal(seqs, []uint16{5, 6, 7, 8}) {
+		t.Fatalf("got %v, want the cached GOP 5 6 7 then 8", seqs)
+	}
+}
+
+// blockingSink stalls until released, to play a viewer that stopped reading.
+type blockingSink struct {
+	release chan struct{}
+	n       atomic.Int32
+}
+
+func (b *blockingSink) WritePacket(*Packet, bool) error {
+	b.n.Add(1)
+	<-b.release
+	return nil
+}
+
+func TestSlowSubscriberDoesNotSlowOthers(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, _ := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	var requests atomic.Int32
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, _ := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+
+	stuck := &blockingSink{release: make(chan struct{})}
+	slow, err := video.Subscribe(stuck, SubscribeOptions{QueueSize: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fast := &collectSink{}
+	fsub, _ := video.Subscribe(fast, SubscribeOptions{QueueSize: 4096})
+	const n = 2000
+	start := time.Now()
+	for i := range n {
+		video.WritePacket(videoPacket(i, 100))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("the producer was held back by a stuck subscriber: %v for %d packets", d, n)
+	}
+	waitFor(t, "fast subscriber", func() bool { s, _, _ := fast.snapshot(); return len(s) == n })
+	seqs, _, gaps := fast.snapshot()
+	for i, s := range seqs {
+		if s != uint16(i) {
+			t.Fatalf("fast subscriber lost packets: index %d has seq %d", i, s)
+		}
+	}
+	if gaps != 0 || fsub.Dropped() != 0 {
+		t.Fatalf("fast subscriber saw gaps=%d drops=%d", gaps, fsub.Dropped())
+	}
+	if slow.Dropped() == 0 {
+		t.Fatal("the stuck subscriber dropped nothing")
+	}
+	close(stuck.release)
+	fsub.Close()
+	slow.Close()
+}
+
+func TestOverflowResyncsOnKeyframe(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, _ := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, _ := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() {})})
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var got []*Packet
+	var gaps []bool
+	sink := SinkFunc(func(p *Packet, gap bool) error {
+		<-gate
+		mu.Lock()
+		got, gaps = append(got, p), append(gaps, gap)
+		mu.Unlock()
+		return nil
+	})
+	sub, _ := video.Subscribe(sink, SubscribeOptions{QueueSize: 8})
+	defer sub.Close()
+	for i := range 40 { // keyframes at 0, 10, 20, 30; the queue overflows after the first ones
+		video.WritePacket(videoPacket(i, 10))
+	}
+	close(gate)
+	waitFor(t, "drain", func() bool { return sub.q.free() == 8 })
+	video.WritePacket(videoPacket(40, 10))
+	waitFor(t, "resync", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1].Header.SequenceNumber == 40 })
+	mu.Lock()
+	defer mu.Unlock()
+	resumed := -1
+	for i := 1; i < len(got); i++ {
+		if got[i].Header.SequenceNumber != got[i-1].Header.SequenceNumber+1 {
+			resumed = i
+			break
+		}
+	}
+	if resumed < 0 {
+		t.Fatal("expected a skip after the overflow")
+	}
+	if !got[resumed].Keyframe || !gaps[resumed] {
+		t.Fatalf("after the overflow delivery resumed at seq %d keyframe=%v gap=%v; want a keyframe flagged as gap",
+			got[resumed].Header.SequenceNumber, got[resumed].Keyframe, gaps[resumed])
+	}
+	if sub.Dropped() == 0 {
+		t.Fatal("drops not counted")
+	}
+}
+
+func TestKeyframeRequestsThrottled(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var requests atomic.Int32
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, _ := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	for range 100 {
+		video.RequestKeyframe()
+	}
+	if requests.Load() != 1 {
+		t.Fatalf("requests = %d, want 1 within the interval", requests.Load())
+	}
+	clockMu.Lock()
+	now = now.Add(600 * time.Millisecond)
+	clockMu.Unlock()
+	video.RequestKeyframe()
+	if requests.Load() != 2 {
+		t.Fatalf("requests = %d, want 2 after the interval", requests.Load())
+	}
+}
+
+func TestInterruptedAndRecovered(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	cfg := DefaultConfig()
+	cfg.InterruptAfter = 100 * time.Millisecond
+	h, em := newTestHub(t, cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.Run(ctx) }()
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "cam"})
+	video, _ := pub.Publish(TrackSpec{Codec: h264})
+	has := func(typ string) bool { return slices.Contains(types(em.Events(0)), typ) }
+	video.WritePacket(videoPacket(0, 10))
+	waitFor(t, "track.interrupted", func() bool { return has(EventTrackInterrupted) })
+	video.WritePacket(videoPacket(1, 10))
+	waitFor(t, "track.recovered", func() bool { return has(EventTrackRecovered) })
+	cancel()
+	<-done
+	got := types(em.Events(0))
+	if want := []string{EventTrackInterrupted, EventTrackRecovered}; !slices.Equal(filter(got, "track.interrupted", "track.recovered")[:2], want) {
+		t.Fatalf("got %v", got)
+	}
+	if got[len(got)-1] != EventRoomFinished {
+		t.Fatalf("shutdown should finish the room, last event %s", got[len(got)-1])
+	}
+}
+
+func filter(types []string, keep ...string) []string {
+	var out []string
+	for _, t := range types {
+		if slices.Contains(keep, t) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func TestDuplicateIdentity(t *testing.T) {
+	h, em := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	first, _ := h.Join("r", ParticipantSpec{Identity: "same"})
+	if _, err := h.Join("r", ParticipantSpec{Identity: "same", RefuseDuplicate: true}); !errors.Is(err, ErrDuplicateIdentity) {
+		t.Fatalf("refused join: err = %v", err)
+	}
+	second, err := h.Join("r", ParticipantSpec{Identity: "same"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-first.Done():
+	default:
+		t.Fatal("the replaced participant is still present")
+	}
+	if first.LeaveReason() != ReasonDuplicateIdentity || h.Room("r").Participant("same") != second {
+		t.Fatalf("reason %q", first.LeaveReason())
+	}
+	evs := em.Events(0)
+	if evs[len(evs)-2].Type != EventParticipantLeft || evs[len(evs)-2].Reason != ReasonDuplicateIdentity {
+		t.Fatalf("want participant.left duplicate_identity before the new join, got %v", types(evs))
+	}
+}
+
+func TestDeleteRoomRemovesEveryone(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, em := newTestHub(t, DefaultConfig())
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "a"})
+	video, _ := pub.Publish(TrackSpec{Codec: h264})
+	viewer, _ := h.Join("r", ParticipantSpec{Identity: "b"})
+	sub, _ := viewer.Subscribe(video, &collectSink{}, SubscribeOptions{})
+	if err := h.DeleteRoom("r"); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Done()
+	if !errors.Is(sub.Err(), ErrTrackClosed) {
+		t.Fatalf("sub err = %v", sub.Err())
+	}
+	if h.Room("r") != nil || h.DeleteRoom("r") == nil {
+		t.Fatal("room still there")
+	}
+	evs := em.Events(0)
+	last := evs[len(evs)-1]
+	if last.Type != EventRoomFinished || last.Reason != ReasonRoomDeleted {
+		t.Fatalf("last event %s %s", last.Type, last.Reason)
+	}
+	for _, e := range evs {
+		if e.Type == EventParticipantLeft && e.Reason != ReasonRoomDeleted {
+			t.Fatalf("participant.left reason %q", e.Reason)
+		}
+	}
+	if _, err := pub.Publish(TrackSpec{Codec: opus}); !errors.Is(err, ErrParticipantClosed) {
+		t.Fatalf("publish after delete: %v", err)
+	}
+}
+
+func TestSinkErrorEndsSubscription(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, _ := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "a"})
+	audio, _ := pub.Publish(TrackSpec{Codec: opus})
+	boom := errors.New("peer gone")
+	sub, _ := audio.Subscribe(SinkFunc(func(*Packet, bool) error { return boom }), SubscribeOptions{})
+	audio.WritePacket(&Packet{Payload: []byte{1}})
+	<-sub.Done()
+	if !errors.Is(sub.Err(), boom) {
+		t.Fatalf("err = %v", sub.Err())
+	}
+	if n := len(audio.Subscriptions()); n != 0 {
+		t.Fatalf("failed subscription still attached (%d)", n)
+	}
+	sub.Close()
+}
+
+func TestValidateName(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		ok   bool
+	}{
+		{"lobby", true}, {"cam-01_a.b@x", true}, {"", false}, {"../etc", false}, {".hidden", false},
+		{"a/b", false}, {"sp ace", false}, {string(make([]byte, 129)), false},
+	} {
+		if err := ValidateName(tc.name); (err == nil) != tc.ok {
+			t.Errorf("ValidateName(%q) = %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}

@@ -1,0 +1,23 @@
+package sfu
+
+import "github.com/pion/rtp"
+
+// Packet is one RTP packet of a track, with the original timestamps. A packet written to a track
+// is immutable and shared by every subscriber: a consumer that rewrites headers (SSRC, sequence
+// numbers, timestamps) copies Header and shares Payload.
+//
+// H.264 and H.265 tracks carry their parameter sets in-band before every keyframe, so a
+// subscriber starting at a keyframe needs nothing else.
+type Packet struct {
+	Header  rtp.Header
+	Payload []byte
+	// Keyframe marks a packet that starts a video keyframe (or the parameter sets before one):
+	// a subscriber may start decoding here.
+	Keyframe bool
+}
+
+// entry is one queued delivery: the shared packet and whether packets were skipped before it.
+type entry struct {
+	p   *Packet
+	gap bool
+}
