@@ -287,7 +287,11 @@ func TestOverflowResyncsOnKeyframe(t *testing.T) {
 	close(gate)
 	waitFor(t, "drain", func() bool { return sub.q.free() == 8 })
 	video.WritePacket(videoPacket(40, 10))
-	waitFor(t, "resync", func() bool { mu.Lock(); defer mu.Unlock(); return len(got) > 0 && got[len(got)-1].Header.SequenceNumber == 40 })
+	waitFor(t, "resync", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(got) > 0 && got[len(got)-1].Header.SequenceNumber == 40
+	})
 	mu.Lock()
 	defer mu.Unlock()
 	resumed := -1

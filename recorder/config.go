@@ -1,0 +1,68 @@
+// Package recorder writes recordings of rooms, participants and tracks as crash-safe fragmented
+// MP4 and keeps their catalogue in per-recording manifests.
+package recorder
+
+import (
+	"fmt"
+	"path"
+	"time"
+)
+
+// Config is the `recording:` section.
+type Config struct {
+	// Dir holds recordings; "" means <data_dir>/recordings.
+	Dir              string        `yaml:"dir"`
+	Format           string        `yaml:"format"`
+	FragmentDuration time.Duration `yaml:"fragment_duration"`
+	SegmentDuration  time.Duration `yaml:"segment_duration"`
+	// Grace is how long a recording waits for its source to come back.
+	Grace time.Duration `yaml:"grace"`
+	// Auto starts recordings by rule when a matching room gets a publisher.
+	Auto []AutoRule `yaml:"auto"`
+}
+
+// AutoRule records every room whose name matches Room (a glob).
+type AutoRule struct {
+	Room            string        `yaml:"room"`
+	Participant     string        `yaml:"participant"`
+	Format          string        `yaml:"format"`
+	SegmentDuration time.Duration `yaml:"segment"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config {
+	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second}
+}
+
+// Validate reports the first invalid value.
+func (c Config) Validate() error {
+	if err := validFormat(c.Format); err != nil {
+		return fmt.Errorf("format: %w", err)
+	}
+	switch {
+	case c.FragmentDuration < 100*time.Millisecond:
+		return fmt.Errorf("fragment_duration: must be at least 100ms")
+	case c.SegmentDuration < c.FragmentDuration:
+		return fmt.Errorf("segment_duration: must not be shorter than fragment_duration")
+	case c.Grace < 0:
+		return fmt.Errorf("grace: must not be negative")
+	}
+	for i, r := range c.Auto {
+		if _, err := path.Match(r.Room, ""); err != nil || r.Room == "" {
+			return fmt.Errorf("auto.%d.room: %q is not a glob", i, r.Room)
+		}
+		if r.Format != "" {
+			if err := validFormat(r.Format); err != nil {
+				return fmt.Errorf("auto.%d.format: %w", i, err)
+			}
+		}
+	}
+	return nil
+}
+
+func validFormat(f string) error {
+	if f != "mp4" && f != "mkv" {
+		return fmt.Errorf("%q is not mp4 or mkv", f)
+	}
+	return nil
+}

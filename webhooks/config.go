@@ -1,0 +1,82 @@
+// Package webhooks holds the durable event log, webhook delivery (signing, ordering, retries,
+// replay) and the status stream that `sluice status -f` follows.
+package webhooks
+
+import (
+	"fmt"
+	"net/url"
+	"path"
+	"time"
+)
+
+// EventsConfig is the `events:` section.
+type EventsConfig struct {
+	// Retention is how long events are kept in the log.
+	Retention time.Duration `yaml:"retention"`
+	// NATSURL points at an external NATS cluster; "" embeds a JetStream server in the daemon.
+	NATSURL string `yaml:"nats_url"`
+	// StatsInterval is the period of stream.stats events.
+	StatsInterval time.Duration `yaml:"stats_interval"`
+}
+
+// DefaultEventsConfig returns the documented defaults.
+func DefaultEventsConfig() EventsConfig {
+	return EventsConfig{Retention: 168 * time.Hour, StatsInterval: 10 * time.Second}
+}
+
+// Validate reports the first invalid value.
+func (c EventsConfig) Validate() error {
+	if c.Retention < time.Minute {
+		return fmt.Errorf("retention: must be at least 1m")
+	}
+	if c.StatsInterval < 0 {
+		return fmt.Errorf("stats_interval: must not be negative")
+	}
+	return nil
+}
+
+// Config is the `webhooks:` section.
+type Config struct {
+	Endpoints []EndpointConfig `yaml:"endpoints"`
+	// Timeout bounds one delivery attempt.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxAge is how long an undelivered event is retried before it is kept as failed.
+	MaxAge time.Duration `yaml:"max_age"`
+}
+
+// EndpointConfig is one webhook endpoint of the config file.
+type EndpointConfig struct {
+	ID  string `yaml:"id"`
+	URL string `yaml:"url"`
+	// Secret is "whsec_<base64>"; generated and logged once when empty.
+	Secret string `yaml:"secret"`
+	// Events are type globs ("recording.*"); empty means every type but stream.stats.
+	Events []string `yaml:"events"`
+	// Rooms are room-name globs; empty means every room.
+	Rooms []string `yaml:"rooms"`
+}
+
+// DefaultConfig returns the documented defaults.
+func DefaultConfig() Config { return Config{Timeout: 10 * time.Second, MaxAge: 72 * time.Hour} }
+
+// Validate reports the first invalid value.
+func (c Config) Validate() error {
+	if c.Timeout <= 0 {
+		return fmt.Errorf("timeout: must be positive")
+	}
+	if c.MaxAge <= 0 {
+		return fmt.Errorf("max_age: must be positive")
+	}
+	for i, e := range c.Endpoints {
+		u, err := url.Parse(e.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("endpoints.%d.url: must be an http:// or https:// URL", i)
+		}
+		for _, g := range append(append([]string{}, e.Events...), e.Rooms...) {
+			if _, err := path.Match(g, ""); err != nil {
+				return fmt.Errorf("endpoints.%d: %q is not a glob", i, g)
+			}
+		}
+	}
+	return nil
+}
