@@ -317,6 +317,7 @@ func (h *Hub) watchTracks(now time.Time) {
 							return false
 						}
 						t.interrupted = true
+						t.interruptedFlag.Store(true)
 						return true
 					})
 				case t.interrupted && !silent:
@@ -325,6 +326,7 @@ func (h *Hub) watchTracks(now time.Time) {
 							return false
 						}
 						t.interrupted = false
+						t.interruptedFlag.Store(false)
 						return true
 					})
 				}

@@ -94,9 +94,10 @@ type Track struct {
 	// Rates, computed by the hub's ticker from the counters.
 	rate rateMeter
 
-	// Watchdog state, owned by the hub's ticker.
-	interrupted bool
-	publishedAt time.Time
+	// Watchdog state, owned by the hub's ticker; interruptedFlag mirrors it for readers.
+	interrupted     bool
+	interruptedFlag atomic.Bool
+	publishedAt     time.Time
 }
 
 // gopMaxPackets bounds the GOP cache: a longer GOP is not cached (subscribers then wait for the

@@ -8,7 +8,8 @@ import (
 
 // Config is the `webrtc:` section.
 type Config struct {
-	// Port is the one UDP port of every WebRTC session (ICE-UDP mux), and the ICE-TCP port.
+	// Port is the one UDP port of every WebRTC session (ICE-UDP mux), and the ICE-TCP port; 0
+	// picks a free one (tests).
 	Port int `yaml:"port"`
 	// BindIP restricts the media sockets to one local address ("" = all interfaces).
 	BindIP string `yaml:"bind_ip"`
@@ -32,7 +33,7 @@ func DefaultConfig() Config { return Config{Port: 8900, ICETCP: true} }
 
 // Validate reports the first invalid value.
 func (c Config) Validate() error {
-	if c.Port <= 0 || c.Port > 65535 {
+	if c.Port < 0 || c.Port > 65535 {
 		return fmt.Errorf("port: %d is not a port number", c.Port)
 	}
 	if c.BindIP != "" && net.ParseIP(c.BindIP) == nil {

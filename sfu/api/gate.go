@@ -1,0 +1,124 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/auth"
+)
+
+// Gate decides who may do what, for every protocol: in open mode publish and play are allowed
+// and the API answers loopback clients only; with keys every request needs a token with the
+// right grants. Every refusal emits auth.failed (without the token). Safe for concurrent use.
+type Gate struct {
+	verifier *auth.Verifier
+	emit     sfu.Emitter
+}
+
+// NewGate returns a gate over verifier that reports refusals to emit.
+func NewGate(verifier *auth.Verifier, emit sfu.Emitter) *Gate {
+	return &Gate{verifier: verifier, emit: emit}
+}
+
+// Verifier returns the token verifier.
+func (g *Gate) Verifier() *auth.Verifier { return g.verifier }
+
+// OpenMode reports whether no keys are configured.
+func (g *Gate) OpenMode() bool { return g.verifier.OpenMode() }
+
+// Check authorizes a token for action in room over protocol. It returns the claims (nil in open
+// mode) or an error wrapping one of auth's errors; refusals are reported as auth.failed.
+func (g *Gate) Check(token string, action auth.Action, room, protocol, remoteAddr string) (*auth.Claims, error) {
+	if g.verifier.OpenMode() {
+		return nil, nil
+	}
+	claims, err := g.verifier.Verify(token)
+	if err == nil && !claims.Allows(action, room) {
+		err = auth.ErrPermissionDenied
+	}
+	if err != nil {
+		g.Refused(err, protocol, remoteAddr)
+		return nil, err
+	}
+	return claims, nil
+}
+
+// Refused emits auth.failed for err (an auth error) from remoteAddr over protocol.
+func (g *Gate) Refused(err error, protocol, remoteAddr string) {
+	g.emit.Emit(&sfu.Event{Type: sfu.EventAuthFailed, Reason: auth.Reason(err), RemoteAddr: remoteAddr, Protocol: protocol})
+}
+
+// RequestToken returns the token of an HTTP request: the Bearer header, else ?access_token=.
+func RequestToken(r *http.Request) string {
+	if t := auth.BearerToken(r.Header.Get("Authorization")); t != "" {
+		return t
+	}
+	return r.URL.Query().Get("access_token")
+}
+
+// HTTPError turns an error of Check into the API error to send.
+func HTTPError(err error) *Error {
+	if errors.Is(err, auth.ErrPermissionDenied) {
+		return Errorf(http.StatusForbidden, CodeForbidden, "the token does not allow this")
+	}
+	if errors.Is(err, errLoopbackOnly) {
+		return Errorf(http.StatusForbidden, CodeForbidden, "open mode: the API answers loopback clients only; configure auth.keys to use it remotely")
+	}
+	return Errorf(http.StatusUnauthorized, CodeUnauthorized, "%s", authMessage(err))
+}
+
+func authMessage(err error) string {
+	switch {
+	case errors.Is(err, auth.ErrMissingToken):
+		return "a token is required (Authorization: Bearer <token>)"
+	case errors.Is(err, auth.ErrExpiredToken):
+		return "the token has expired"
+	}
+	return "the token is not valid"
+}
+
+var errLoopbackOnly = errors.New("api from a non-loopback address in open mode")
+
+type claimsKey struct{}
+
+// Claims returns the claims an Admin- or Room-wrapped handler was admitted with (nil in open
+// mode).
+func Claims(ctx context.Context) *auth.Claims {
+	c, _ := ctx.Value(claimsKey{}).(*auth.Claims)
+	return c
+}
+
+// Admin wraps an API handler: in open mode only loopback clients pass; with keys the token
+// needs the admin grant.
+func (g *Gate) Admin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if g.OpenMode() {
+			if !IsLoopback(r.RemoteAddr) {
+				g.Refused(auth.ErrPermissionDenied, "http", r.RemoteAddr)
+				WriteError(w, HTTPError(errLoopbackOnly))
+				return
+			}
+			h.ServeHTTP(w, r)
+			return
+		}
+		claims, err := g.Check(RequestToken(r), auth.ActionAdmin, "", "http", r.RemoteAddr)
+		if err != nil {
+			WriteError(w, HTTPError(err))
+			return
+		}
+		h.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), claimsKey{}, claims)))
+	})
+}
+
+// IsLoopback reports whether a host:port address is on the loopback interface.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = addr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,92 @@
+package rtc
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+)
+
+// Session is the client side of a WHIP or WHEP exchange.
+type Session struct {
+	// Resource is the session URL from the Location header (DELETE it to end the session).
+	Resource string
+	client   *http.Client
+	token    string
+}
+
+// Negotiate performs a WHIP or WHEP exchange for pc against endpoint (…/whip/ROOM or
+// …/whep/ROOM): it creates the offer, waits for local candidates, POSTs it and applies the
+// answer. token may be empty (open mode).
+func Negotiate(ctx context.Context, endpoint, token string, pc *webrtc.PeerConnection) (*Session, error) {
+	offer, err := pc.CreateOffer(nil)
+	if err != nil {
+		return nil, err
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(offer); err != nil {
+		return nil, err
+	}
+	select {
+	case <-gathered:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, strings.NewReader(pc.LocalDescription().SDP))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/sdp")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	client := &http.Client{Timeout: 15 * time.Second}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxSDPBody))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusCreated {
+		return nil, fmt.Errorf("%s: %s: %s", endpoint, resp.Status, strings.TrimSpace(string(body)))
+	}
+	loc, err := resp.Location()
+	if err != nil {
+		return nil, fmt.Errorf("%s: answer without Location: %w", endpoint, err)
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: string(body)}); err != nil {
+		return nil, fmt.Errorf("applying the answer: %w", err)
+	}
+	return &Session{Resource: loc.String(), client: client, token: token}, nil
+}
+
+// Close ends the session on the server (DELETE on its resource).
+func (s *Session) Close(ctx context.Context) error {
+	if _, err := url.Parse(s.Resource); err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodDelete, s.Resource, nil)
+	if err != nil {
+		return err
+	}
+	if s.token != "" {
+		req.Header.Set("Authorization", "Bearer "+s.token)
+	}
+	resp, err := s.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_ = resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("DELETE %s: %s", s.Resource, resp.Status)
+	}
+	return nil
+}

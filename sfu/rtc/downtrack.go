@@ -1,0 +1,203 @@
+package rtc
+
+import (
+	"errors"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/sluice-media/sluice/sfu"
+)
+
+// errNoCodec is returned by Bind when the viewer negotiated nothing that can carry the source.
+var errNoCodec = errors.New("the viewer's offer has no codec for this track")
+
+// DownTrack sends one sfu track to one viewer: a pion TrackLocal that is also the subscription's
+// Sink. It rewrites SSRC and payload type to the negotiated ones, and sequence numbers and
+// timestamps so that they run on without jumps across SFU drops and source switches (RFC 3550
+// §5.1 lets a sender start anywhere, never go back).
+//
+// WritePacket is called serially by the subscription goroutine; Bind/Unbind by pion; Switch by
+// the session between two subscriptions (never concurrently with WritePacket).
+type DownTrack struct {
+	id, streamID string
+	kind         webrtc.RTPCodecType
+	codec        sfu.Codec
+
+	// binding is the negotiated output, set by Bind and cleared by Unbind; read per packet
+	// without a lock.
+	binding atomic.Pointer[binding]
+
+	// Munger state, owned by the writing goroutine.
+	hdr       rtp.Header // reused: WriteRTP takes a pointer, a fresh header would escape
+	started   bool
+	resync    atomic.Bool
+	seqOffset uint16
+	tsOffset  uint32
+	lastSeq   uint16
+	lastTS    uint32
+	lastAt    time.Time
+	haveLast  bool
+	anchor    uint16 // first source seq of the current mapping; older packets are dropped
+
+	sent  atomic.Uint64
+	clock func() time.Time
+}
+
+type binding struct {
+	writer webrtc.TrackLocalWriter
+	ssrc   uint32
+	pt     uint8
+}
+
+// NewDownTrack returns a down track carrying codec.
+func NewDownTrack(codec sfu.Codec, id, streamID string) *DownTrack {
+	kind := webrtc.RTPCodecTypeAudio
+	if codec.Kind() == sfu.KindVideo {
+		kind = webrtc.RTPCodecTypeVideo
+	}
+	return &DownTrack{id: id, streamID: streamID, kind: kind, codec: codec, clock: time.Now}
+}
+
+// ID implements webrtc.TrackLocal.
+func (d *DownTrack) ID() string { return d.id }
+
+// RID implements webrtc.TrackLocal.
+func (d *DownTrack) RID() string { return "" }
+
+// StreamID implements webrtc.TrackLocal.
+func (d *DownTrack) StreamID() string { return d.streamID }
+
+// Kind implements webrtc.TrackLocal.
+func (d *DownTrack) Kind() webrtc.RTPCodecType { return d.kind }
+
+// Codec returns the source codec the track was made for.
+func (d *DownTrack) Codec() sfu.Codec { return d.codec }
+
+// Bind implements webrtc.TrackLocal: it picks the negotiated codec that carries the source.
+func (d *DownTrack) Bind(ctx webrtc.TrackLocalContext) (webrtc.RTPCodecParameters, error) {
+	c, ok := matchCodec(d.codec, ctx.CodecParameters())
+	if !ok {
+		return webrtc.RTPCodecParameters{}, errNoCodec
+	}
+	d.binding.Store(&binding{writer: ctx.WriteStream(), ssrc: uint32(ctx.SSRC()), pt: uint8(c.PayloadType)})
+	return c, nil
+}
+
+// Unbind implements webrtc.TrackLocal.
+func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
+	d.binding.Store(nil)
+	return nil
+}
+
+// Switch announces that the next packet comes from another source track: sequence numbers
+// and timestamps are re-anchored to continue from the last ones sent.
+func (d *DownTrack) Switch() { d.resync.Store(true) }
+
+// Sent returns the number of packets written.
+func (d *DownTrack) Sent() uint64 { return d.sent.Load() }
+
+// WritePacket implements sfu.Sink.
+func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
+	b := d.binding.Load()
+	if b == nil {
+		return nil // not negotiated yet or being torn down; the subscription keeps running
+	}
+	now := d.clock()
+	in := p.Header
+	switch {
+	case !d.started:
+		d.seqOffset = uint16(rand.Uint32()) - in.SequenceNumber
+		d.tsOffset = rand.Uint32() - in.Timestamp
+		d.anchor, d.started = in.SequenceNumber, true
+	case d.resync.Swap(false):
+		// New source: continue the sequence, and advance the clock by the wall time elapsed.
+		elapsed := uint32(max(now.Sub(d.lastAt), time.Millisecond).Seconds() * float64(d.codec.ClockRate))
+		d.seqOffset = d.lastSeq + 1 - in.SequenceNumber
+		d.tsOffset = d.lastTS + elapsed - in.Timestamp
+		d.anchor = in.SequenceNumber
+	case gap:
+		// The SFU skipped packets of this source: close the sequence gap; timestamps are real.
+		d.seqOffset = d.lastSeq + 1 - in.SequenceNumber
+		d.anchor = in.SequenceNumber
+	case int16(in.SequenceNumber-d.anchor) < 0:
+		return nil // a late packet from before the current mapping: it would reuse a number
+	}
+	h := &d.hdr
+	*h = in
+	h.SSRC = b.ssrc
+	h.PayloadType = b.pt
+	h.SequenceNumber = in.SequenceNumber + d.seqOffset
+	h.Timestamp = in.Timestamp + d.tsOffset
+	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+	h.Padding, h.PaddingSize = false, 0
+	if _, err := b.writer.WriteRTP(h, p.Payload); err != nil {
+		return err
+	}
+	if !d.haveLast || int16(h.SequenceNumber-d.lastSeq) > 0 {
+		d.lastSeq, d.lastTS, d.lastAt, d.haveLast = h.SequenceNumber, h.Timestamp, now, true
+	}
+	d.sent.Add(1)
+	return nil
+}
+
+// matchCodec picks the negotiated codec that can carry src: the same MIME type, and for H.264
+// the same packetization mode, preferring the same profile.
+func matchCodec(src sfu.Codec, negotiated []webrtc.RTPCodecParameters) (webrtc.RTPCodecParameters, bool) {
+	mime := src.MimeType()
+	var best webrtc.RTPCodecParameters
+	score := -1
+	for _, c := range negotiated {
+		if !strings.EqualFold(c.MimeType, mime) || (src.ClockRate != 0 && c.ClockRate != src.ClockRate) {
+			continue
+		}
+		s := 1
+		if src.Name == sfu.CodecH264 {
+			if fmtpValue(c.SDPFmtpLine, "packetization-mode") != h264PacketizationMode(src.Fmtp) {
+				continue
+			}
+			want := strings.ToLower(fmtpValue(src.Fmtp, "profile-level-id"))
+			got := strings.ToLower(fmtpValue(c.SDPFmtpLine, "profile-level-id"))
+			if len(want) >= 4 && len(got) >= 4 {
+				switch {
+				case want[:4] == got[:4]:
+					s = 3
+				case want[:2] == got[:2]:
+					s = 2
+				}
+			}
+		}
+		if s > score {
+			best, score = c, s
+		}
+	}
+	return best, score >= 0
+}
+
+func h264PacketizationMode(fmtp string) string {
+	if m := fmtpValue(fmtp, "packetization-mode"); m != "" {
+		return m
+	}
+	return "1" // what every source of ours packetizes with (FU-A, STAP-A)
+}
+
+// fmtpValue returns one parameter of an a=fmtp line.
+func fmtpValue(fmtp, key string) string {
+	for _, kv := range strings.Split(fmtp, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok && strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
+}
+
+// CanCarry reports whether a viewer that negotiated codecs can receive src.
+func CanCarry(src sfu.Codec, negotiated []webrtc.RTPCodecParameters) bool {
+	_, ok := matchCodec(src, negotiated)
+	return ok
+}

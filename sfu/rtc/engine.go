@@ -1,0 +1,191 @@
+// Package rtc is the WebRTC edge of the SFU: WHIP publish (RFC 9725) and WHEP play sessions
+// on one pion engine, with every session's media on one UDP port (ICE mux) and ICE-TCP on the
+// same number.
+package rtc
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strconv"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/webrtc/v4"
+)
+
+// Engine is the daemon's one WebRTC stack: the pion API with our codecs and interceptors, and
+// the shared UDP and TCP sockets. NewEngine opens the sockets; Close releases them.
+type Engine struct {
+	api      *webrtc.API
+	udp      net.PacketConn
+	tcp      net.Listener
+	udpMux   ice.UDPMux
+	tcpMux   ice.TCPMux
+	cfg      Config
+	log      *slog.Logger
+	iceConfs []webrtc.ICEServer
+}
+
+// NewEngine builds the WebRTC stack for cfg and binds its port.
+func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{cfg: cfg, log: log}
+	lf := &loggerFactory{log: log}
+
+	addr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.Port))
+	udp, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
+	}
+	e.udp = udp
+	e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), udp)
+
+	var s webrtc.SettingEngine
+	s.LoggerFactory = lf
+	s.SetICEUDPMux(e.udpMux)
+	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled) // never multicast
+	s.DisableActiveTCP(true)
+	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
+	if cfg.ICETCP {
+		// Same number as the UDP port (which Port 0 lets the system pick).
+		tcpAddr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port))
+		tcp, err := net.Listen("tcp", tcpAddr)
+		if err != nil {
+			_ = e.Close()
+			return nil, fmt.Errorf("webrtc ice-tcp %s: %w", tcpAddr, err)
+		}
+		e.tcp = tcp
+		e.tcpMux = webrtc.NewICETCPMux(lf.NewLogger("tcpmux"), tcp, 8)
+		s.SetICETCPMux(e.tcpMux)
+		networks = append(networks, webrtc.NetworkTypeTCP4, webrtc.NetworkTypeTCP6)
+	}
+	s.SetNetworkTypes(networks)
+	if cfg.BindIP != "" {
+		bind := net.ParseIP(cfg.BindIP)
+		s.SetIPFilter(func(ip net.IP) bool { return ip.Equal(bind) })
+		if bind.IsLoopback() {
+			s.SetIncludeLoopbackCandidate(true)
+		}
+	}
+	if len(cfg.PublicIPs) > 0 {
+		if err := s.SetICEAddressRewriteRules(webrtc.ICEAddressRewriteRule{
+			External:        cfg.PublicIPs,
+			AsCandidateType: webrtc.ICECandidateTypeHost,
+			Mode:            webrtc.ICEAddressRewriteReplace,
+		}); err != nil {
+			_ = e.Close()
+			return nil, fmt.Errorf("webrtc public_ips: %w", err)
+		}
+	}
+
+	m := &webrtc.MediaEngine{}
+	if err := registerCodecs(m); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.ConfigureNack(m, reg); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	if err := webrtc.ConfigureTWCCSender(m, reg); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
+	for _, srv := range cfg.ICEServers {
+		e.iceConfs = append(e.iceConfs, webrtc.ICEServer{URLs: srv.URLs, Username: srv.Username, Credential: srv.Credential})
+	}
+	return e, nil
+}
+
+// LocalAddr returns the bound UDP address (useful when Port was 0 in tests).
+func (e *Engine) LocalAddr() net.Addr { return e.udp.LocalAddr() }
+
+// newPeerConnection makes a peer connection on the shared sockets. Clients get the ICE servers
+// through Link headers; the daemon itself needs none: it is the reachable side.
+func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
+	return e.api.NewPeerConnection(webrtc.Configuration{})
+}
+
+// Close releases the shared sockets. Idempotent.
+func (e *Engine) Close() error {
+	var errs []error
+	if e.udpMux != nil {
+		errs = append(errs, e.udpMux.Close())
+		e.udpMux = nil
+	} else if e.udp != nil {
+		errs = append(errs, e.udp.Close())
+	}
+	e.udp = nil
+	if e.tcpMux != nil {
+		errs = append(errs, e.tcpMux.Close())
+		e.tcpMux = nil
+	} else if e.tcp != nil {
+		errs = append(errs, e.tcp.Close())
+	}
+	e.tcp = nil
+	return errors.Join(errs...)
+}
+
+var videoFeedback = []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "transport-cc"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}
+
+// videoCodecs in preference order: H.264 first (it goes to MP4 and RTMP unchanged), then VP8,
+// VP9, AV1, H.265. Each has an RTX companion (payload type + 1) so that browsers send their
+// bandwidth probes as RTX padding, which pion drops, instead of on the media SSRC.
+var videoCodecs = []webrtc.RTPCodecParameters{
+	h264Codec(106, "42e01f"), h264Codec(102, "42001f"), h264Codec(108, "4d001f"), h264Codec(112, "64001f"),
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP8, ClockRate: 90000, RTCPFeedback: videoFeedback}, PayloadType: 96},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeVP9, ClockRate: 90000, SDPFmtpLine: "profile-id=0", RTCPFeedback: videoFeedback}, PayloadType: 98},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeAV1, ClockRate: 90000, RTCPFeedback: videoFeedback}, PayloadType: 45},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH265, ClockRate: 90000, RTCPFeedback: videoFeedback}, PayloadType: 116},
+}
+
+func h264Codec(pt uint8, profile string) webrtc.RTPCodecParameters {
+	return webrtc.RTPCodecParameters{
+		RTPCodecCapability: webrtc.RTPCodecCapability{
+			MimeType: webrtc.MimeTypeH264, ClockRate: 90000, RTCPFeedback: videoFeedback,
+			SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + profile,
+		},
+		PayloadType: webrtc.PayloadType(pt),
+	}
+}
+
+var audioCodecs = []webrtc.RTPCodecParameters{
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2, SDPFmtpLine: "minptime=10;useinbandfec=1"}, PayloadType: 111},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMU, ClockRate: 8000}, PayloadType: 0},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypePCMA, ClockRate: 8000}, PayloadType: 8},
+	{RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeG722, ClockRate: 8000}, PayloadType: 9},
+}
+
+func registerCodecs(m *webrtc.MediaEngine) error {
+	for _, c := range videoCodecs {
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+		rtx := webrtc.RTPCodecParameters{
+			RTPCodecCapability: webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeRTX, ClockRate: 90000, SDPFmtpLine: "apt=" + strconv.Itoa(int(c.PayloadType))},
+			PayloadType:        c.PayloadType + 1,
+		}
+		if err := m.RegisterCodec(rtx, webrtc.RTPCodecTypeVideo); err != nil {
+			return err
+		}
+	}
+	for _, c := range audioCodecs {
+		if err := m.RegisterCodec(c, webrtc.RTPCodecTypeAudio); err != nil {
+			return err
+		}
+	}
+	return nil
+}

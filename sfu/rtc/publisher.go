@@ -1,0 +1,248 @@
+package rtc
+
+import (
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/pion/rtcp"
+	"github.com/pion/rtp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/api"
+	"github.com/sluice-media/sluice/sfu/auth"
+)
+
+// postWHIP answers a WHIP offer: the publisher joins the room and each of its tracks is
+// published as media arrives.
+func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
+	claims, ok := s.admit(w, r, auth.ActionPublish, sfu.ProtocolWHIP)
+	if !ok {
+		return
+	}
+	offer, err := readOffer(w, r)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	parent, ok := s.sessionContext(r)
+	if !ok {
+		return
+	}
+	pc, err := s.engine.newPeerConnection()
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		_ = pc.Close()
+		api.WriteError(w, api.Errorf(http.StatusBadRequest, "invalid_sdp", "the offer was refused: %v", err))
+		return
+	}
+	if err := preferCodecs(pc); err != nil {
+		_ = pc.Close()
+		api.WriteError(w, err)
+		return
+	}
+	spec := sfu.ParticipantSpec{Kind: sfu.ParticipantWHIP, RemoteAddr: r.RemoteAddr}
+	if claims != nil {
+		spec.Identity, spec.Name = claims.Identity, claims.Name
+	}
+	p, err := s.hub.Join(r.PathValue("room"), spec)
+	if err != nil {
+		_ = pc.Close()
+		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot join: %v", err))
+		return
+	}
+	pub := &publisher{sessionLife: newSessionLife(parent, pc, p, s.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", "whip"))}
+	pc.OnTrack(pub.onTrack)
+	pub.watchConnection()
+	sdpAnswer, err := answer(pc, nil)
+	if err != nil {
+		_ = pc.Close()
+		p.Close(sfu.ReasonError, err)
+		api.WriteError(w, err)
+		return
+	}
+	id, ok := s.add(pub)
+	if !ok {
+		_ = pc.Close()
+		p.Close(sfu.ReasonServerShutdown, nil)
+		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
+		return
+	}
+	pub.log.Info("whip session started", "session", id)
+	s.writeAnswer(w, "whip", id, pub.etag(), sdpAnswer)
+}
+
+// preferCodecs orders every receiving video transceiver's codecs H.264 first (then VP8, VP9,
+// AV1, H.265) so that the publisher encodes what MP4 and RTMP take unchanged, and refuses an
+// offer in which no media section has a codec we take.
+func preferCodecs(pc *webrtc.PeerConnection) error {
+	usable := 0
+	for _, t := range pc.GetTransceivers() {
+		if t.Kind() == webrtc.RTPCodecTypeVideo {
+			_ = t.SetCodecPreferences(videoPreference(t))
+		}
+		if len(t.Receiver().GetParameters().Codecs) > 0 {
+			usable++
+		}
+	}
+	if usable == 0 {
+		return api.Errorf(http.StatusNotAcceptable, "unsupported_codec",
+			"no media section offers a codec sluice takes (video: H264, VP8, VP9, AV1, H265; audio: opus, PCMU, PCMA, G722)")
+	}
+	return nil
+}
+
+func videoPreference(t *webrtc.RTPTransceiver) []webrtc.RTPCodecParameters {
+	offered := t.Receiver().GetParameters().Codecs
+	var out []webrtc.RTPCodecParameters
+	for _, want := range videoCodecs {
+		for _, c := range offered {
+			if c.MimeType == want.MimeType && (c.MimeType != webrtc.MimeTypeH264 || fmtpValue(c.SDPFmtpLine, "packetization-mode") == "1") &&
+				!slices.ContainsFunc(out, func(o webrtc.RTPCodecParameters) bool { return o.PayloadType == c.PayloadType }) {
+				out = append(out, c)
+			}
+		}
+	}
+	for _, c := range offered { // keep RTX and anything else negotiated
+		if !slices.ContainsFunc(out, func(o webrtc.RTPCodecParameters) bool { return o.PayloadType == c.PayloadType }) {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// publisher is a WHIP session: remote tracks read into sfu tracks.
+type publisher struct {
+	sessionLife
+	wg        sync.WaitGroup
+	streamMu  sync.Mutex
+	stream    *sfu.Stream
+	streamErr bool
+}
+
+func (p *publisher) run() {
+	select {
+	case <-p.ctx.Done():
+	case <-p.participant.Done():
+		p.close(p.participant.LeaveReason(), nil)
+	}
+	reason, err := p.cause()
+	// Teardown from producer to consumers: stop reading, then leave (tracks close, viewers see it).
+	_ = p.pc.Close()
+	p.wg.Wait()
+	p.participant.Close(reason, err)
+	p.log.Info("whip session ended", "reason", reason)
+}
+
+// onTrack publishes a remote track and reads it until the session ends.
+func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver) {
+	codec := remote.Codec()
+	name := sfu.CodecFromMime(codec.MimeType)
+	if name == "" {
+		p.log.Warn("ignoring a track with an unsupported codec", "mime", codec.MimeType)
+		return
+	}
+	source := sfu.SourceMicrophone
+	if remote.Kind() == webrtc.RTPCodecTypeVideo {
+		source = sfu.SourceCamera
+	}
+	ssrc := uint32(remote.SSRC())
+	pc := p.pc
+	track, err := p.participant.Publish(sfu.TrackSpec{
+		Codec:  sfu.Codec{Name: name, ClockRate: codec.ClockRate, Channels: codec.Channels, Fmtp: codec.SDPFmtpLine, PayloadType: uint8(codec.PayloadType)},
+		Source: source,
+		Name:   remote.ID(),
+		Keyframes: sfu.KeyframeRequesterFunc(func() {
+			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
+		}),
+	})
+	if err != nil {
+		return // the session is ending
+	}
+	p.startStream()
+	p.wg.Add(2)
+	go func() {
+		defer p.wg.Done()
+		p.readRTP(remote, track)
+	}()
+	go func() {
+		defer p.wg.Done()
+		readRTCP(recv, track)
+	}()
+}
+
+func (p *publisher) startStream() {
+	p.streamMu.Lock()
+	defer p.streamMu.Unlock()
+	if p.stream != nil || p.streamErr {
+		return
+	}
+	st, err := p.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWHIP, RemoteAddr: p.participant.Info().RemoteAddr})
+	if err != nil {
+		p.streamErr = true
+		return
+	}
+	p.stream = st
+}
+
+// readRTP copies each packet once into its own buffer and writes it to the track.
+func (p *publisher) readRTP(remote *webrtc.TrackRemote, track *sfu.Track) {
+	buf := make([]byte, 1500)
+	codec := track.Codec().Name
+	video := track.Kind() == sfu.KindVideo
+	for {
+		n, _, err := remote.Read(buf)
+		if err != nil {
+			if !errors.Is(err, io.EOF) {
+				p.log.Debug("track read ended", "track", track.SID(), "err", err)
+			}
+			return
+		}
+		raw := make([]byte, n)
+		copy(raw, buf[:n])
+		pkt := &sfu.Packet{}
+		var rp rtp.Packet
+		if err := rp.Unmarshal(raw); err != nil {
+			continue // not RTP: count nothing, it is the sender's problem
+		}
+		if len(rp.Payload) == 0 {
+			continue // padding only
+		}
+		pkt.Header, pkt.Payload = rp.Header, rp.Payload
+		if video {
+			pkt.Keyframe = sfu.IsKeyframe(codec, rp.Payload)
+		}
+		track.WritePacket(pkt)
+	}
+}
+
+// readRTCP drains a receiver's RTCP (interceptors need it read) and keeps the sender reports
+// that map the track's RTP clock to wall time.
+func readRTCP(recv *webrtc.RTPReceiver, track *sfu.Track) {
+	for {
+		pkts, _, err := recv.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pk := range pkts {
+			if sr, ok := pk.(*rtcp.SenderReport); ok {
+				track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: ntpTime(sr.NTPTime)})
+			}
+		}
+	}
+}
+
+// ntpTime converts a 64-bit NTP timestamp (RFC 5905) to time.Time.
+func ntpTime(ntp uint64) time.Time {
+	const ntpEpochOffset = 2208988800
+	sec := int64(ntp>>32) - ntpEpochOffset
+	frac := int64(ntp&0xffffffff) * 1e9 >> 32
+	return time.Unix(sec, frac)
+}

@@ -1,0 +1,346 @@
+package rtc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/sdp/v3"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/api"
+	"github.com/sluice-media/sluice/sfu/auth"
+)
+
+// MaxSDPBody bounds an SDP offer or trickle fragment.
+const MaxSDPBody = 64 << 10
+
+// Server answers WHIP and WHEP requests and owns their sessions. NewServer starts nothing;
+// Run serves until its context ends and then closes every session. Handlers are safe for
+// concurrent use.
+type Server struct {
+	engine *Engine
+	hub    *sfu.Hub
+	gate   *api.Gate
+	log    *slog.Logger
+	ctx    context.Context // session contexts derive from it; set by Run
+
+	mu       sync.Mutex
+	sessions map[string]session
+	closed   bool
+	wg       sync.WaitGroup
+	ready    chan struct{}
+}
+
+// session is a WHIP or WHEP session as the server sees it.
+type session interface {
+	// run serves the session until it ends and releases everything it holds.
+	run()
+	// close ends the session with reason; it does not wait.
+	close(reason string, err error)
+	// addCandidates applies a trickle ICE fragment.
+	addCandidates(frag string) error
+	etag() string
+}
+
+// NewServer returns a server for engine; it starts nothing.
+func NewServer(engine *Engine, hub *sfu.Hub, gate *api.Gate, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{engine: engine, hub: hub, gate: gate, log: log, sessions: map[string]session{}, ready: make(chan struct{})}
+}
+
+// Run accepts sessions until ctx ends, then closes them all and waits for them.
+func (s *Server) Run(ctx context.Context) error {
+	s.mu.Lock()
+	s.ctx = ctx
+	s.mu.Unlock()
+	close(s.ready)
+	<-ctx.Done()
+	s.mu.Lock()
+	s.closed = true
+	all := make([]session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		all = append(all, ss)
+	}
+	s.mu.Unlock()
+	for _, ss := range all {
+		ss.close(sfu.ReasonServerShutdown, nil)
+	}
+	s.wg.Wait()
+	return nil
+}
+
+// sessionContext returns the context sessions derive from, waiting for Run to start; it
+// reports false when the request ends first.
+func (s *Server) sessionContext(r *http.Request) (context.Context, bool) {
+	select {
+	case <-s.ready:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ctx, true
+	case <-r.Context().Done():
+		return nil, false
+	}
+}
+
+// Sessions returns the number of live sessions.
+func (s *Server) Sessions() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.sessions)
+}
+
+// Register mounts the WHIP and WHEP routes.
+func (s *Server) Register(mux interface {
+	Handle(pattern string, h http.Handler)
+}) {
+	mux.Handle("POST /whip/{room}", cors(http.HandlerFunc(s.postWHIP)))
+	mux.Handle("POST /whep/{room}", cors(http.HandlerFunc(s.postWHEP)))
+	mux.Handle("POST /whep/{room}/{identity}", cors(http.HandlerFunc(s.postWHEP)))
+	for _, kind := range []string{"whip", "whep"} {
+		mux.Handle("PATCH /"+kind+"/session/{id}", cors(http.HandlerFunc(s.patch)))
+		mux.Handle("DELETE /"+kind+"/session/{id}", cors(http.HandlerFunc(s.delete)))
+		mux.Handle("OPTIONS /"+kind+"/", cors(http.HandlerFunc(s.options)))
+	}
+}
+
+// cors lets pages of any origin publish and play (browsers call WHIP/WHEP cross-origin).
+func cors(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Access-Control-Allow-Origin", "*")
+		hd.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+		hd.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+		hd.Set("Access-Control-Expose-Headers", "Location, Link, ETag")
+		h.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) options(w http.ResponseWriter, _ *http.Request) {
+	s.setLinks(w)
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// setLinks advertises the configured STUN/TURN servers (RFC 9725 §4.6).
+func (s *Server) setLinks(w http.ResponseWriter) {
+	for _, srv := range s.engine.cfg.ICEServers {
+		for _, u := range srv.URLs {
+			link := fmt.Sprintf("<%s>; rel=\"ice-server\"", u)
+			if srv.Username != "" {
+				link += fmt.Sprintf("; username=%q; credential=%q; credential-type=\"password\"", srv.Username, srv.Credential)
+			}
+			w.Header().Add("Link", link)
+		}
+	}
+}
+
+// admit runs the auth gate for a WHIP/WHEP request and returns the claims (nil in open mode).
+func (s *Server) admit(w http.ResponseWriter, r *http.Request, action auth.Action, protocol string) (*auth.Claims, bool) {
+	room := r.PathValue("room")
+	if err := sfu.ValidateName(room); err != nil {
+		api.WriteError(w, api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "room: %v", err))
+		return nil, false
+	}
+	claims, err := s.gate.Check(api.RequestToken(r), action, room, protocol, r.RemoteAddr)
+	if err != nil {
+		api.WriteError(w, api.HTTPError(err))
+		return nil, false
+	}
+	return claims, true
+}
+
+// readOffer reads and parses an SDP offer, refusing what pion would choke on with a precise error.
+func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
+	body, err := api.ReadBody(w, r, "application/sdp", MaxSDPBody)
+	if err != nil {
+		return "", err
+	}
+	var parsed sdp.SessionDescription
+	if err := parsed.UnmarshalString(string(body)); err != nil {
+		return "", api.Errorf(http.StatusBadRequest, "invalid_sdp", "the offer is not valid SDP: %v", err)
+	}
+	if len(parsed.MediaDescriptions) == 0 {
+		return "", api.Errorf(http.StatusBadRequest, "invalid_sdp", "the offer has no media sections")
+	}
+	return string(body), nil
+}
+
+// add registers a session under a fresh id and runs it; false when shutting down.
+func (s *Server) add(ss session) (string, bool) {
+	id := sfu.NewID("")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return "", false
+	}
+	s.sessions[id] = ss
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		ss.run()
+		s.mu.Lock()
+		delete(s.sessions, id)
+		s.mu.Unlock()
+	}()
+	return id, true
+}
+
+func (s *Server) lookup(w http.ResponseWriter, r *http.Request) session {
+	s.mu.Lock()
+	ss := s.sessions[r.PathValue("id")]
+	s.mu.Unlock()
+	if ss == nil {
+		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "no such session"))
+	}
+	return ss
+}
+
+// patch applies trickle ICE candidates (RFC 8840 fragments).
+func (s *Server) patch(w http.ResponseWriter, r *http.Request) {
+	ss := s.lookup(w, r)
+	if ss == nil {
+		return
+	}
+	body, err := api.ReadBody(w, r, "application/trickle-ice-sdpfrag", MaxSDPBody)
+	if err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	if m := r.Header.Get("If-Match"); m != "" && m != "*" && m != ss.etag() {
+		api.WriteError(w, api.Errorf(http.StatusPreconditionFailed, "etag_mismatch", "If-Match does not name this ICE session"))
+		return
+	}
+	if err := ss.addCandidates(string(body)); err != nil {
+		api.WriteError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *Server) delete(w http.ResponseWriter, r *http.Request) {
+	ss := s.lookup(w, r)
+	if ss == nil {
+		return
+	}
+	ss.close(sfu.ReasonClientDisconnected, nil)
+	w.WriteHeader(http.StatusOK)
+}
+
+// answer completes the SDP exchange on pc: remote offer, answer, all local candidates.
+func answer(pc *webrtc.PeerConnection, prepare func() error) (string, error) {
+	if prepare != nil {
+		if err := prepare(); err != nil {
+			return "", err
+		}
+	}
+	ans, err := pc.CreateAnswer(nil)
+	if err != nil {
+		return "", api.Errorf(http.StatusBadRequest, "negotiation_failed", "cannot answer the offer: %v", err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(ans); err != nil {
+		return "", api.Errorf(http.StatusBadRequest, "negotiation_failed", "cannot answer the offer: %v", err)
+	}
+	select {
+	case <-gathered:
+	case <-time.After(3 * time.Second):
+	}
+	return pc.LocalDescription().SDP, nil
+}
+
+// writeAnswer sends 201 with the answer and the session's URL.
+func (s *Server) writeAnswer(w http.ResponseWriter, kind, id, etag, answer string) {
+	s.setLinks(w)
+	w.Header().Set("Location", "/"+kind+"/session/"+id)
+	w.Header().Set("ETag", etag)
+	w.Header().Set("Content-Type", "application/sdp")
+	w.WriteHeader(http.StatusCreated)
+	_, _ = w.Write([]byte(answer))
+}
+
+// addTrickle parses a trickle-ice-sdpfrag and adds its candidates to pc.
+func addTrickle(pc *webrtc.PeerConnection, frag string) error {
+	mid := ""
+	for _, line := range strings.Split(frag, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case strings.HasPrefix(line, "a=ice-ufrag:"):
+			remote := pc.RemoteDescription()
+			if remote != nil && !strings.Contains(remote.SDP, line) {
+				return api.Errorf(http.StatusNotImplemented, "ice_restart_unsupported", "ICE restarts are not supported: start a new session")
+			}
+		case strings.HasPrefix(line, "a=mid:"):
+			mid = strings.TrimPrefix(line, "a=mid:")
+		case strings.HasPrefix(line, "a=candidate:"):
+			m := mid
+			if err := pc.AddICECandidate(webrtc.ICECandidateInit{Candidate: strings.TrimPrefix(line, "a="), SDPMid: &m}); err != nil {
+				return api.Errorf(http.StatusBadRequest, "invalid_candidate", "candidate rejected: %v", err)
+			}
+		}
+	}
+	return nil
+}
+
+// sessionLife is what WHIP and WHEP sessions share: the peer connection, the participant, one
+// context, and the one path that ends them.
+type sessionLife struct {
+	pc          *webrtc.PeerConnection
+	participant *sfu.Participant
+	log         *slog.Logger
+	tag         string
+	ctx         context.Context
+	cancel      context.CancelFunc
+
+	endOnce sync.Once
+	mu      sync.Mutex
+	reason  string
+	err     error
+}
+
+func newSessionLife(parent context.Context, pc *webrtc.PeerConnection, p *sfu.Participant, log *slog.Logger) sessionLife {
+	ctx, cancel := context.WithCancel(parent)
+	return sessionLife{pc: pc, participant: p, log: log, tag: sfu.NewID(""), ctx: ctx, cancel: cancel}
+}
+
+func (l *sessionLife) etag() string { return `"` + l.tag + `"` }
+
+func (l *sessionLife) addCandidates(frag string) error { return addTrickle(l.pc, frag) }
+
+// close records why the session ends (first cause wins) and cancels it; run does the rest.
+func (l *sessionLife) close(reason string, err error) {
+	l.mu.Lock()
+	if l.reason == "" {
+		l.reason, l.err = reason, err
+	}
+	l.mu.Unlock()
+	l.cancel()
+}
+
+func (l *sessionLife) cause() (string, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reason == "" {
+		return sfu.ReasonClientDisconnected, nil
+	}
+	return l.reason, l.err
+}
+
+// watchConnection ends the session when ICE/DTLS fails or closes, or the participant is removed.
+func (l *sessionLife) watchConnection() {
+	l.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		switch st {
+		case webrtc.PeerConnectionStateFailed:
+			l.close(sfu.ReasonError, errors.New("ice/dtls connection failed"))
+		case webrtc.PeerConnectionStateClosed:
+			l.close(sfu.ReasonClientDisconnected, nil)
+		}
+	})
+}
