@@ -39,7 +39,9 @@ type TranscodeConfig struct {
 }
 
 // DefaultTranscodeConfig returns the documented defaults.
-func DefaultTranscodeConfig() TranscodeConfig { return TranscodeConfig{Enabled: true, FFmpeg: "ffmpeg"} }
+func DefaultTranscodeConfig() TranscodeConfig {
+	return TranscodeConfig{Enabled: true, FFmpeg: "ffmpeg"}
+}
 
 // Validate reports the first invalid value.
 func (c TranscodeConfig) Validate() error {

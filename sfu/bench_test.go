@@ -26,7 +26,7 @@ func BenchmarkFanout(b *testing.B) {
 			h, _ := NewHub(Options{Config: DefaultConfig()})
 			defer h.Close()
 			pub, _ := h.Join("bench", ParticipantSpec{Identity: "pub"})
-			track, _ := pub.Publish(TrackSpec{Codec: opus})
+			track, _ := pub.Publish(TrackSpec{Codec: testOpus})
 			var total atomic.Uint64
 			for range sinks {
 				if _, err := track.Subscribe(countSink{&total}, SubscribeOptions{QueueSize: 1024}); err != nil {

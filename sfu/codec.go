@@ -1,6 +1,11 @@
 package sfu
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+)
 
 // Kind is a track's media kind.
 type Kind string
@@ -225,4 +230,52 @@ func vp9Keyframe(p []byte) bool {
 func av1Keyframe(p []byte) bool {
 	// Aggregation header Z Y W W N - - -: N is set on the first packet of a coded video sequence.
 	return len(p) >= 1 && p[0]&0x08 != 0
+}
+
+// VideoSize returns the resolution announced by the parameter set an RTP payload carries (an
+// H.264 or H.265 SPS, alone or in an aggregation packet), or ok=false.
+func VideoSize(codec string, payload []byte) (width, height int, ok bool) {
+	switch codec {
+	case CodecH264:
+		for _, nalu := range rtpNALUs(payload, 1, 24, func(b byte) byte { return b & 0x1f }) {
+			if len(nalu) > 0 && nalu[0]&0x1f == 7 {
+				var sps h264.SPS
+				if sps.Unmarshal(nalu) == nil {
+					return sps.Width(), sps.Height(), true
+				}
+			}
+		}
+	case CodecH265:
+		for _, nalu := range rtpNALUs(payload, 2, 48, func(b byte) byte { return (b >> 1) & 0x3f }) {
+			if len(nalu) > 1 && (nalu[0]>>1)&0x3f == 33 {
+				var sps h265.SPS
+				if sps.Unmarshal(nalu) == nil {
+					return sps.Width(), sps.Height(), true
+				}
+			}
+		}
+	}
+	return 0, 0, false
+}
+
+// rtpNALUs returns the NAL units of a single-NALU or aggregation payload (headerLen is the NAL
+// header size, aggType the aggregation packet type).
+func rtpNALUs(p []byte, headerLen int, aggType byte, typeOf func(byte) byte) [][]byte {
+	if len(p) < headerLen {
+		return nil
+	}
+	if typeOf(p[0]) != aggType {
+		return [][]byte{p}
+	}
+	var out [][]byte
+	for i := headerLen; i+2 <= len(p); {
+		size := int(p[i])<<8 | int(p[i+1])
+		i += 2
+		if size == 0 || i+size > len(p) {
+			break
+		}
+		out = append(out, p[i:i+size])
+		i += size
+	}
+	return out
 }

@@ -59,3 +59,19 @@ func TestCodecMime(t *testing.T) {
 		}
 	}
 }
+
+func TestVideoSize(t *testing.T) {
+	// A 1280x720 High profile SPS (libx264), alone and inside a STAP-A with its PPS.
+	sps := []byte{0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10, 0x00, 0x00, 0x03, 0x00, 0x10, 0x00, 0x00, 0x03, 0x03, 0xc0, 0xf1, 0x83, 0x19, 0x60}
+	stap := append([]byte{0x78, 0, byte(len(sps))}, sps...)
+	stap = append(stap, 0, 4, 0x68, 0xeb, 0xe3, 0xcb)
+	for _, p := range [][]byte{sps, stap} {
+		w, h, ok := VideoSize(CodecH264, p)
+		if !ok || w != 1280 || h != 720 {
+			t.Fatalf("VideoSize = %d %d %v, want 1280x720", w, h, ok)
+		}
+	}
+	if _, _, ok := VideoSize(CodecH264, []byte{0x65, 1, 2}); ok {
+		t.Fatal("an IDR slice has no size")
+	}
+}

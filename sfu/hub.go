@@ -238,7 +238,7 @@ func (h *Hub) Join(room string, spec ParticipantSpec) (*Participant, error) {
 		return nil, fmt.Errorf("room %w", err)
 	}
 	if spec.Identity == "" {
-		spec.Identity = NewID(spec.Kind + "-")
+		spec.Identity = NewID(spec.Kind + "-")[:len(spec.Kind)+9] // kind-XXXXXXXX
 	} else if err := ValidateName(spec.Identity); err != nil {
 		return nil, fmt.Errorf("identity %w", err)
 	}

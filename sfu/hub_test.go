@@ -13,8 +13,8 @@ import (
 	"github.com/pion/transport/v4/test"
 )
 
-var h264 = Codec{Name: CodecH264, ClockRate: 90000, PayloadType: 96}
-var opus = Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2, PayloadType: 111}
+var testH264 = Codec{Name: CodecH264, ClockRate: 90000, PayloadType: 96}
+var testOpus = Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2, PayloadType: 111}
 
 func newTestHub(t *testing.T, cfg Config) (*Hub, *LocalEmitter) {
 	t.Helper()
@@ -100,7 +100,7 @@ func TestLifecycleEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	video, err := pub.Publish(TrackSpec{Codec: h264, Source: SourceCamera})
+	video, err := pub.Publish(TrackSpec{Codec: testH264, Source: SourceCamera})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -160,7 +160,7 @@ func TestSubscriberStartsOnKeyframe(t *testing.T) {
 	defer h.Close()
 	var requests atomic.Int32
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
-	video, err := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	video, err := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -191,7 +191,7 @@ func TestGOPCacheStartsAtOnce(t *testing.T) {
 	h, _ := newTestHub(t, DefaultConfig())
 	defer h.Close()
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
-	video, _ := pub.Publish(TrackSpec{Codec: h264, CacheGOP: true})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264, CacheGOP: true})
 	for i := range 8 {
 		video.WritePacket(videoPacket(i, 5))
 	}
@@ -227,7 +227,7 @@ func TestSlowSubscriberDoesNotSlowOthers(t *testing.T) {
 	defer h.Close()
 	var requests atomic.Int32
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
-	video, _ := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
 
 	stuck := &blockingSink{release: make(chan struct{})}
 	slow, err := video.Subscribe(stuck, SubscribeOptions{QueueSize: 16})
@@ -267,7 +267,7 @@ func TestOverflowResyncsOnKeyframe(t *testing.T) {
 	h, _ := newTestHub(t, DefaultConfig())
 	defer h.Close()
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
-	video, _ := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() {})})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() {})})
 	gate := make(chan struct{})
 	var mu sync.Mutex
 	var got []*Packet
@@ -324,7 +324,7 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 	defer h.Close()
 	var requests atomic.Int32
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
-	video, _ := pub.Publish(TrackSpec{Codec: h264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
 	for range 100 {
 		video.RequestKeyframe()
 	}
@@ -349,7 +349,7 @@ func TestInterruptedAndRecovered(t *testing.T) {
 	done := make(chan error)
 	go func() { done <- h.Run(ctx) }()
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "cam"})
-	video, _ := pub.Publish(TrackSpec{Codec: h264})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264})
 	has := func(typ string) bool { return slices.Contains(types(em.Events(0)), typ) }
 	video.WritePacket(videoPacket(0, 10))
 	waitFor(t, "track.interrupted", func() bool { return has(EventTrackInterrupted) })
@@ -405,7 +405,7 @@ func TestDeleteRoomRemovesEveryone(t *testing.T) {
 	defer test.CheckRoutines(t)()
 	h, em := newTestHub(t, DefaultConfig())
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "a"})
-	video, _ := pub.Publish(TrackSpec{Codec: h264})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264})
 	viewer, _ := h.Join("r", ParticipantSpec{Identity: "b"})
 	sub, _ := viewer.Subscribe(video, &collectSink{}, SubscribeOptions{})
 	if err := h.DeleteRoom("r"); err != nil {
@@ -428,7 +428,7 @@ func TestDeleteRoomRemovesEveryone(t *testing.T) {
 			t.Fatalf("participant.left reason %q", e.Reason)
 		}
 	}
-	if _, err := pub.Publish(TrackSpec{Codec: opus}); !errors.Is(err, ErrParticipantClosed) {
+	if _, err := pub.Publish(TrackSpec{Codec: testOpus}); !errors.Is(err, ErrParticipantClosed) {
 		t.Fatalf("publish after delete: %v", err)
 	}
 }
@@ -438,7 +438,7 @@ func TestSinkErrorEndsSubscription(t *testing.T) {
 	h, _ := newTestHub(t, DefaultConfig())
 	defer h.Close()
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "a"})
-	audio, _ := pub.Publish(TrackSpec{Codec: opus})
+	audio, _ := pub.Publish(TrackSpec{Codec: testOpus})
 	boom := errors.New("peer gone")
 	sub, _ := audio.Subscribe(SinkFunc(func(*Packet, bool) error { return boom }), SubscribeOptions{})
 	audio.WritePacket(&Packet{Payload: []byte{1}})

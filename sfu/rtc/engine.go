@@ -18,14 +18,16 @@ import (
 // Engine is the daemon's one WebRTC stack: the pion API with our codecs and interceptors, and
 // the shared UDP and TCP sockets. NewEngine opens the sockets; Close releases them.
 type Engine struct {
-	api      *webrtc.API
-	udp      net.PacketConn
-	tcp      net.Listener
-	udpMux   ice.UDPMux
-	tcpMux   ice.TCPMux
-	cfg      Config
-	log      *slog.Logger
-	iceConfs []webrtc.ICEServer
+	api    *webrtc.API
+	udp    net.PacketConn
+	tcp    net.Listener
+	udpMux ice.UDPMux
+	// localAddr is what LocalAddr reports when there is no single socket.
+	localAddr net.Addr
+	tcpMux    ice.TCPMux
+	cfg       Config
+	log       *slog.Logger
+	iceConfs  []webrtc.ICEServer
 }
 
 // NewEngine builds the WebRTC stack for cfg and binds its port.
@@ -40,12 +42,28 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	lf := &loggerFactory{log: log}
 
 	addr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.Port))
-	udp, err := net.ListenPacket("udp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
+	port := cfg.Port
+	if cfg.BindIP != "" {
+		udp, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
+		}
+		e.udp = udp
+		e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), udp)
+		port = udp.LocalAddr().(*net.UDPAddr).Port
+	} else {
+		// One socket per local address on the same port, so that each host candidate is
+		// the address the packets really leave from.
+		mux, err := ice.NewMultiUDPMuxFromPort(cfg.Port, ice.UDPMuxFromPortWithLogger(lf.NewLogger("udpmux")))
+		if err != nil {
+			return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
+		}
+		e.udpMux = mux
+		if addrs := mux.GetListenAddresses(); len(addrs) > 0 {
+			e.localAddr = addrs[0]
+			port = addrs[0].(*net.UDPAddr).Port
+		}
 	}
-	e.udp = udp
-	e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), udp)
 
 	var s webrtc.SettingEngine
 	s.LoggerFactory = lf
@@ -55,7 +73,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	networks := []webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6}
 	if cfg.ICETCP {
 		// Same number as the UDP port (which Port 0 lets the system pick).
-		tcpAddr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(udp.LocalAddr().(*net.UDPAddr).Port))
+		tcpAddr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(port))
 		tcp, err := net.Listen("tcp", tcpAddr)
 		if err != nil {
 			_ = e.Close()
@@ -111,7 +129,12 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 }
 
 // LocalAddr returns the bound UDP address (useful when Port was 0 in tests).
-func (e *Engine) LocalAddr() net.Addr { return e.udp.LocalAddr() }
+func (e *Engine) LocalAddr() net.Addr {
+	if e.udp != nil {
+		return e.udp.LocalAddr()
+	}
+	return e.localAddr
+}
 
 // newPeerConnection makes a peer connection on the shared sockets. Clients get the ICE servers
 // through Link headers; the daemon itself needs none: it is the reachable side.

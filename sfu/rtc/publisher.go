@@ -218,6 +218,11 @@ func (p *publisher) readRTP(remote *webrtc.TrackRemote, track *sfu.Track) {
 		pkt.Header, pkt.Payload = rp.Header, rp.Payload
 		if video {
 			pkt.Keyframe = sfu.IsKeyframe(codec, rp.Payload)
+			if pkt.Keyframe {
+				if w, h, ok := sfu.VideoSize(codec, rp.Payload); ok {
+					_ = p.participant.SetTrackSize(track, w, h) // track.updated when it changed
+				}
+			}
 		}
 		track.WritePacket(pkt)
 	}

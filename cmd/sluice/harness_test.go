@@ -1,0 +1,184 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// binary is the sluice binary built once for the end-to-end tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sluice-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "sluice")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "building sluice:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	_ = os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// syncBuffer collects a process's output for the test log.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// freePort returns a TCP port that was free a moment ago on 127.0.0.1.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// daemonProc is a running `sluice serve` on loopback ports.
+type daemonProc struct {
+	t        *testing.T
+	dir      string
+	config   string
+	URL      string
+	RTMPPort int
+	RTSPPort int
+	logs     *syncBuffer
+	cmd      *exec.Cmd
+	exited   chan struct{}
+}
+
+// startDaemon runs sluice with a test config (loopback only, short timeouts) plus extra YAML.
+func startDaemon(t *testing.T, extra string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, dir: t.TempDir(), logs: &syncBuffer{}}
+	http := freePort(t)
+	d.RTMPPort, d.RTSPPort = freePort(t), freePort(t)
+	d.URL = fmt.Sprintf("http://127.0.0.1:%d", http)
+	cfg := fmt.Sprintf(`node: { name: e2e, data_dir: %q }
+log: { level: debug }
+http: { listen: "127.0.0.1:%d" }
+webrtc: { port: 0, bind_ip: 127.0.0.1 }
+rtmp: { listen: "127.0.0.1:%d" }
+rtsp: { listen: "127.0.0.1:%d", udp_rtp_listen: "127.0.0.1:%d", udp_rtcp_listen: "127.0.0.1:%d" }
+`, filepath.Join(d.dir, "data"), http, d.RTMPPort, d.RTSPPort, freePort(t), freePort(t)) + extra
+	d.config = filepath.Join(d.dir, "sluice.yaml")
+	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d.start()
+	t.Cleanup(func() {
+		d.stop()
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", tail(d.logs.String(), 200))
+		}
+	})
+	return d
+}
+
+func (d *daemonProc) start() {
+	d.t.Helper()
+	d.cmd = exec.Command(binary, "serve", "--config", d.config)
+	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
+	d.cmd.Env = append(os.Environ(), "SLUICE_URL="+d.URL)
+	if err := d.cmd.Start(); err != nil {
+		d.t.Fatal(err)
+	}
+	d.exited = make(chan struct{})
+	go func() { _ = d.cmd.Wait(); close(d.exited) }()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := http.Get(d.URL + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		select {
+		case <-d.exited:
+			d.t.Fatalf("sluice exited at start:\n%s", d.logs.String())
+		default:
+		}
+		if time.Now().After(deadline) {
+			d.t.Fatalf("sluice not ready after 15 s:\n%s", d.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop sends SIGTERM and waits for a clean exit.
+func (d *daemonProc) stop() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-d.exited:
+		return
+	default:
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-d.exited:
+	case <-time.After(15 * time.Second):
+		d.t.Errorf("sluice did not stop within 15 s of SIGTERM")
+		_ = d.cmd.Process.Kill()
+		<-d.exited
+	}
+}
+
+// kill ends the daemon with SIGKILL, as a crash would.
+func (d *daemonProc) kill() {
+	_ = d.cmd.Process.Kill()
+	<-d.exited
+}
+
+// cli runs a sluice client command against this daemon.
+func (d *daemonProc) cli(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, append([]string{"--server", d.URL}, args...)...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}
+
+func tail(s string, lines int) string {
+	all := strings.Split(s, "\n")
+	if len(all) > lines {
+		all = all[len(all)-lines:]
+	}
+	return strings.Join(all, "\n")
+}

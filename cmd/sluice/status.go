@@ -1,0 +1,129 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/api"
+)
+
+func newStatusCmd(g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show rooms, participants and tracks with live bitrates",
+		Long: `Show a snapshot of the daemon: every room, its participants and their tracks with codec,
+resolution, bitrate, frame rate and subscriber count, and the daemon's other sections
+(ingests, recordings, broadcasts) as they exist.`,
+		Example: `  sluice status
+  sluice status -o json | jq '.rooms[].room.name'`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var raw json.RawMessage
+			if err := g.client().do(cmd.Context(), "GET", "/v1/status", nil, &raw); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), raw)
+			}
+			return renderStatus(cmd.OutOrStdout(), raw)
+		},
+	}
+	return cmd
+}
+
+func renderStatus(w io.Writer, raw json.RawMessage) error {
+	var st api.Status
+	if err := json.Unmarshal(raw, &st); err != nil {
+		return fmt.Errorf("reading status: %w", err)
+	}
+	mode := "auth keys"
+	if st.OpenMode {
+		mode = "open mode"
+	}
+	fmt.Fprintf(w, "sluice %s on %s, up %s, %s\n\n", st.Version, orDash(st.Node), time.Since(st.StartedAt).Round(time.Second), mode)
+	if len(st.Rooms) == 0 {
+		fmt.Fprintln(w, "no rooms")
+	} else {
+		t := newTable(w, "ROOM", "PARTICIPANT", "KIND", "TRACK", "CODEC", "SIZE", "BITRATE", "FPS", "SUBS", "STATE")
+		for _, r := range st.Rooms {
+			if len(r.Participants) == 0 {
+				t.row(r.Room.Name, "-", "-", "-", "-", "-", "-", "-", "-", "empty")
+			}
+			for _, p := range r.Participants {
+				if len(p.Tracks) == 0 {
+					state := "subscribed to " + fmt.Sprint(p.Subscriptions)
+					t.row(r.Room.Name, p.Participant.Identity, p.Participant.Kind, "-", "-", "-", "-", "-", "-", state)
+				}
+				for _, tr := range p.Tracks {
+					t.row(r.Room.Name, p.Participant.Identity, p.Participant.Kind, tr.Kind, tr.Codec, size(tr),
+						fmt.Sprintf("%.0f kbps", tr.BitrateKbps), fps(tr), fmt.Sprint(tr.Subscribers), trackState(tr))
+				}
+			}
+		}
+		if err := t.flush(); err != nil {
+			return err
+		}
+	}
+	return renderSections(w, raw)
+}
+
+// renderSections prints a count line for each section other packages add to /v1/status.
+func renderSections(w io.Writer, raw json.RawMessage) error {
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &all); err != nil {
+		return err
+	}
+	core := map[string]bool{"node": true, "version": true, "started_at": true, "open_mode": true, "rooms": true}
+	var names []string
+	for k := range all {
+		if !core[k] {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		var list []json.RawMessage
+		if json.Unmarshal(all[k], &list) == nil {
+			fmt.Fprintf(w, "\n%s: %d\n", k, len(list))
+		}
+	}
+	return nil
+}
+
+func size(t sfu.TrackStatus) string {
+	if t.Width == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%dx%d", t.Width, t.Height)
+}
+
+func fps(t sfu.TrackStatus) string {
+	if t.Kind != string(sfu.KindVideo) {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", t.FPS)
+}
+
+func trackState(t sfu.TrackStatus) string {
+	var s []string
+	if t.Muted {
+		s = append(s, "muted")
+	}
+	if t.Interrupted {
+		s = append(s, "interrupted")
+	}
+	if t.PacketsDropped > 0 {
+		s = append(s, fmt.Sprintf("%d dropped", t.PacketsDropped))
+	}
+	if len(s) == 0 {
+		return "live"
+	}
+	return strings.Join(s, ", ")
+}
