@@ -21,7 +21,6 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
-	"github.com/sluice-media/sluice/sfu/rtc"
 )
 
 func newServeCmd() *cobra.Command {
@@ -65,15 +64,37 @@ func newLogger(cfg *configs.Config, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// phase orders components: they start in phase order and stop in reverse, so that sessions
+// stop before egress (which finalizes files), egress before the core closes rooms, and the core
+// before the event log is flushed.
+type phase int
+
+const (
+	phaseEvents   phase = iota // the event log and webhook delivery
+	phaseCore                  // the hub: rooms, housekeeping
+	phaseEgress                // recorder, broadcaster, transcoder
+	phaseSessions              // protocol servers: WebRTC, RTMP, RTSP
+	phaseCount
+)
+
+// component is one long-running part of the daemon.
+type component struct {
+	name string
+	run  func(ctx context.Context) error
+}
+
 // daemon is the wired process: it owns every component and stops them in order.
 type daemon struct {
+	components [phaseCount][]component
+	closers    []func() error // sockets and stores released after everything stopped, last first
+	registry   *prometheus.Registry
+	gate       *api.Gate
+
 	cfg      *configs.Config
 	log      *slog.Logger
 	node     string
 	emitter  sfu.Emitter
 	hub      *sfu.Hub
-	engine   *rtc.Engine
-	rtc      *rtc.Server
 	api      *api.Server
 	http     *http.Server
 	listener net.Listener
@@ -114,18 +135,18 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
 		return nil, err
 	}
 	verifier := auth.NewVerifier(cfg.Auth, nil)
-	gate := api.NewGate(verifier, d.emitter)
+	d.gate = api.NewGate(verifier, d.emitter)
+	d.registry = prometheus.NewRegistry()
+	d.registry.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(), d.hub)
+	d.api = api.New(api.Options{Hub: d.hub, Gate: d.gate, Registry: d.registry, Logger: log, Version: version, Node: node})
+	d.add(phaseCore, "sfu", d.hub.Run)
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(), d.hub)
-
-	d.engine, err = rtc.NewEngine(cfg.WebRTC, log.With("component", "webrtc"))
-	if err != nil {
-		return nil, err
+	// Each edge package is wired in its own wire_*.go file.
+	for _, wire := range []func() error{d.wireWebRTC} {
+		if err := wire(); err != nil {
+			return nil, err
+		}
 	}
-	d.rtc = rtc.NewServer(d.engine, d.hub, gate, log.With("component", "webrtc"))
-	d.api = api.New(api.Options{Hub: d.hub, Gate: gate, Registry: reg, Logger: log, Version: version, Node: node})
-	d.rtc.Register(d.api)
 
 	d.listener, err = net.Listen("tcp", cfg.HTTP.Listen)
 	if err != nil {
@@ -145,37 +166,53 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
 	return d, nil
 }
 
-// closeSockets releases what newDaemon bound when it fails half-way.
+// add registers a component to run in phase p.
+func (d *daemon) add(p phase, name string, run func(ctx context.Context) error) {
+	d.components[p] = append(d.components[p], component{name: name, run: run})
+}
+
+// onClose registers a release to run after every component stopped (last registered first).
+func (d *daemon) onClose(fn func() error) { d.closers = append(d.closers, fn) }
+
+// closeSockets releases what newDaemon bound, when it fails half-way or after run.
 func (d *daemon) closeSockets() {
 	if d.listener != nil {
 		_ = d.listener.Close()
 	}
-	if d.engine != nil {
-		_ = d.engine.Close()
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		if err := d.closers[i](); err != nil {
+			d.log.Warn("release", "err", err)
+		}
 	}
+	d.closers = nil
 }
 
-// run serves until ctx ends. Shutdown order: stop accepting, end sessions (publishers and
-// viewers leave with server_shutdown), close rooms, flush events, release sockets.
+// run serves until ctx ends, then stops the components in reverse phase order and releases
+// the sockets.
 func (d *daemon) run(ctx context.Context) error {
-	sessCtx, stopSessions := context.WithCancel(context.Background())
-	hubCtx, stopHub := context.WithCancel(context.Background())
-	defer stopSessions()
-	defer stopHub()
-
-	var hubWG, sessWG sync.WaitGroup
-	hubWG.Add(1)
-	go func() { defer hubWG.Done(); _ = d.hub.Run(hubCtx) }()
-	sessWG.Add(1)
-	go func() { defer sessWG.Done(); _ = d.rtc.Run(sessCtx) }()
-
+	defer d.closeSockets()
+	var cancels [phaseCount]context.CancelFunc
+	var groups [phaseCount]sync.WaitGroup
+	failed := make(chan error, 16)
+	for p := range phaseCount {
+		pctx, cancel := context.WithCancel(context.Background())
+		cancels[p] = cancel
+		for _, c := range d.components[p] {
+			groups[p].Add(1)
+			go func() {
+				defer groups[p].Done()
+				if err := c.run(pctx); err != nil && pctx.Err() == nil {
+					failed <- fmt.Errorf("%s: %w", c.name, err)
+				}
+			}()
+		}
+	}
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- d.http.Serve(d.listener) }()
 
 	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: d.node})
 	d.api.SetReady(true)
-	d.log.Info("sluice is serving", "version", version, "http", d.listener.Addr().String(),
-		"webrtc_udp", d.engine.LocalAddr().String(), "data_dir", d.cfg.Node.DataDir)
+	d.log.Info("sluice is serving", "version", version, "http", d.listener.Addr().String(), "data_dir", d.cfg.Node.DataDir)
 
 	var runErr error
 	select {
@@ -183,6 +220,8 @@ func (d *daemon) run(ctx context.Context) error {
 		d.log.Info("shutting down")
 	case err := <-httpErr:
 		runErr = fmt.Errorf("http server: %w", err)
+	case err := <-failed:
+		runErr = err
 	}
 	d.api.SetReady(false)
 	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStopping, Version: version, Node: d.node})
@@ -192,12 +231,9 @@ func (d *daemon) run(ctx context.Context) error {
 	if err := d.http.Shutdown(shutCtx); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		d.log.Warn("http shutdown", "err", err)
 	}
-	stopSessions()
-	sessWG.Wait()
-	stopHub()
-	hubWG.Wait()
-	if err := d.engine.Close(); err != nil {
-		d.log.Warn("webrtc close", "err", err)
+	for p := phaseCount - 1; p >= 0; p-- {
+		cancels[p]()
+		groups[p].Wait()
 	}
 	d.log.Info("stopped")
 	return runErr

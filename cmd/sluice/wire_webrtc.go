@@ -1,0 +1,17 @@
+package main
+
+import "github.com/sluice-media/sluice/sfu/rtc"
+
+// wireWebRTC adds the WebRTC engine (the UDP/TCP port of every session) and WHIP/WHEP.
+func (d *daemon) wireWebRTC() error {
+	engine, err := rtc.NewEngine(d.cfg.WebRTC, d.log.With("component", "webrtc"))
+	if err != nil {
+		return err
+	}
+	d.onClose(engine.Close)
+	srv := rtc.NewServer(engine, d.hub, d.gate, d.log.With("component", "webrtc"))
+	srv.Register(d.api)
+	d.add(phaseSessions, "webrtc", srv.Run)
+	d.log.Info("webrtc media", "udp", engine.LocalAddr().String())
+	return nil
+}
