@@ -30,6 +30,9 @@ type Definition struct {
 	Transport string `yaml:"transport" json:"transport,omitempty"`
 	// Override lets a new RTMP publisher on a live key take over from the old one.
 	Override bool `yaml:"override" json:"override,omitempty"`
+	// StreamKey fixes the key of a publish ingest (rtmp, rtsp_push) instead of a generated one;
+	// at least 16 characters.
+	StreamKey string `yaml:"stream_key" json:"stream_key,omitempty"`
 }
 
 // Validate reports the first invalid field of one definition.
@@ -42,8 +45,16 @@ func (d Definition) Validate() error {
 			return fmt.Errorf("identity: %w", err)
 		}
 	}
+	if d.ID != "" {
+		if err := sfu.ValidateName(d.ID); err != nil {
+			return fmt.Errorf("id: %w", err)
+		}
+	}
 	switch d.Type {
 	case TypeRTSPPull:
+		if d.StreamKey != "" {
+			return fmt.Errorf("stream_key: only publish ingests (rtmp, rtsp_push) have one")
+		}
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" {
 			return fmt.Errorf("url: must be rtsp://[user:pass@]host[:port]/path or rtsps://…")
@@ -54,6 +65,9 @@ func (d Definition) Validate() error {
 			return fmt.Errorf("transport: %q is not auto, udp or tcp", d.Transport)
 		}
 	case TypeRTMP, TypeRTSPPush, TypeWHIP:
+		if d.StreamKey != "" && len(d.StreamKey) < 16 {
+			return fmt.Errorf("stream_key: must be at least 16 characters")
+		}
 	default:
 		return fmt.Errorf("type: %q is not rtsp_pull, rtmp, rtsp_push or whip", d.Type)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-media/sluice/configs"
+	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
@@ -96,6 +97,7 @@ type daemon struct {
 	emitter  sfu.Emitter
 	hub      *sfu.Hub
 	api      *api.Server
+	ingests  *ingest.Store
 	http     *http.Server
 	listener net.Listener
 }
@@ -142,7 +144,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireWebRTC} {
+	for _, wire := range []func() error{d.wireIngests, d.wireWebRTC} {
 		if err := wire(); err != nil {
 			return nil, err
 		}
