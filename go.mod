@@ -3,6 +3,7 @@ module github.com/sluice-media/sluice
 go 1.26.0
 
 require (
+	github.com/bluenviron/gortsplib/v4 v4.16.2
 	github.com/bluenviron/mediacommon/v2 v2.4.1
 	github.com/pion/ice/v4 v4.4.2
 	github.com/pion/interceptor v0.1.48

@@ -1,0 +1,5 @@
+package media
+
+import "time"
+
+func waitTick() { time.Sleep(10 * time.Millisecond) }
