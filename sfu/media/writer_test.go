@@ -100,7 +100,15 @@ func TestH264ParamsBeforeEveryKeyframe(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pkts := waitPackets(t, s, 1)
+	// Wait for the last access unit's final packet.
+	var pkts []*sfu.Packet
+	for range 500 {
+		pkts = s.all()
+		if n := len(pkts); n > 0 && pkts[n-1].Header.Timestamp == 12000 && pkts[n-1].Header.Marker {
+			break
+		}
+		waitTick()
+	}
 	// Depacketize everything back into access units.
 	var dec rtph264.Decoder
 	if err := dec.Init(); err != nil {
