@@ -30,11 +30,29 @@ type Engine struct {
 	iceConfs  []webrtc.ICEServer
 }
 
-// NewEngine builds the WebRTC stack for cfg and binds its port.
+// NewEngine builds the WebRTC stack for cfg and binds its port. With Port 0 the system picks a
+// UDP port and ICE-TCP takes the same number; if that TCP port is taken, another pair is tried.
 func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	for attempt := 0; ; attempt++ {
+		e, err := newEngine(cfg, log)
+		var inUse *tcpInUseError
+		if cfg.Port == 0 && attempt < 20 && errors.As(err, &inUse) {
+			continue
+		}
+		return e, err
+	}
+}
+
+// tcpInUseError is an ICE-TCP bind failure on the port the UDP socket got.
+type tcpInUseError struct{ err error }
+
+func (e *tcpInUseError) Error() string { return e.err.Error() }
+func (e *tcpInUseError) Unwrap() error { return e.err }
+
+func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -77,7 +95,7 @@ func NewEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		tcp, err := net.Listen("tcp", tcpAddr)
 		if err != nil {
 			_ = e.Close()
-			return nil, fmt.Errorf("webrtc ice-tcp %s: %w", tcpAddr, err)
+			return nil, &tcpInUseError{fmt.Errorf("webrtc ice-tcp %s: %w", tcpAddr, err)}
 		}
 		e.tcp = tcp
 		e.tcpMux = webrtc.NewICETCPMux(lf.NewLogger("tcpmux"), tcp, 8)

@@ -21,7 +21,7 @@ import (
 
 // harness is a daemon core on loopback: hub, WebRTC engine and server, HTTP API.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	hub    *sfu.Hub
 	events *sfu.LocalEmitter
 	engine *Engine
@@ -31,7 +31,7 @@ type harness struct {
 	wg     sync.WaitGroup
 }
 
-func newHarness(t *testing.T, authCfg auth.Config) *harness {
+func newHarness(t testing.TB, authCfg auth.Config) *harness {
 	t.Helper()
 	em := sfu.NewLocalEmitter(0, nil)
 	cfg := sfu.DefaultConfig()

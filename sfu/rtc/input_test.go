@@ -51,7 +51,7 @@ func do(t *testing.T, method, url, contentType, token string, body io.Reader) (i
 }
 
 // offerSDP makes a real offer from a pion peer with the given codecs.
-func offerSDP(t *testing.T, register func(*webrtc.MediaEngine) error, kinds ...webrtc.RTPCodecType) string {
+func offerSDP(t testing.TB, register func(*webrtc.MediaEngine) error, kinds ...webrtc.RTPCodecType) string {
 	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := register(m); err != nil {
