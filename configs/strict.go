@@ -1,6 +1,7 @@
 package configs
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"regexp"
@@ -118,8 +119,9 @@ func describe(t reflect.Type) string {
 		return "a whole number"
 	case reflect.Float32, reflect.Float64:
 		return "a number"
+	default:
+		return "a " + t.Kind().String()
 	}
-	return "a " + t.Kind().String()
 }
 
 // yamlFields maps the YAML keys of a struct (following inline fields) to their types.
@@ -248,7 +250,8 @@ func envWalk(v reflect.Value, path string, env func(string) (string, bool), line
 		n = *doc.Content[0]
 	}
 	if err := check(&n, t, path, file, map[string]source{}); err != nil {
-		if e, ok := err.(*Error); ok {
+		var e *Error
+		if errors.As(err, &e) {
 			e.Line = 0 // the variable has no lines worth naming
 		}
 		return err

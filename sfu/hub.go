@@ -156,13 +156,6 @@ func (h *Hub) Changed() <-chan struct{} {
 	return h.changed
 }
 
-func (h *Hub) notify() {
-	h.mu.Lock()
-	close(h.changed)
-	h.changed = make(chan struct{})
-	h.mu.Unlock()
-}
-
 // Room returns the open room with that name, or nil.
 func (h *Hub) Room(name string) *Room {
 	h.mu.Lock()

@@ -182,3 +182,14 @@ func tail(s string, lines int) string {
 	}
 	return strings.Join(all, "\n")
 }
+
+// runSluice runs the binary without a daemon.
+func runSluice(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var out bytes.Buffer
+	cmd := exec.CommandContext(ctx, binary, args...)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.String(), err
+}

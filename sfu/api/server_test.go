@@ -2,6 +2,7 @@ package api
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -198,7 +199,7 @@ func FuzzDecodeJSON(f *testing.F) {
 		w := httptest.NewRecorder()
 		var req CreateRoomRequest
 		if err := DecodeJSON(w, r, &req); err != nil {
-			if _, ok := err.(*Error); !ok {
+			if !errors.As(err, new(*Error)) {
 				t.Fatalf("not an API error: %v", err)
 			}
 		}

@@ -45,34 +45,34 @@ type Writer struct {
 func NewWriter(t *sfu.Track) (*Writer, error) {
 	c := t.Codec()
 	w := &Writer{track: t, codec: c.Name}
-	pt, max := c.PayloadType, MaxPayload
+	pt, size := c.PayloadType, MaxPayload
 	switch c.Name {
 	case sfu.CodecH264:
-		e := &rtph264.Encoder{PayloadType: pt, PayloadMaxSize: max, PacketizationMode: 1}
+		e := &rtph264.Encoder{PayloadType: pt, PayloadMaxSize: size, PacketizationMode: 1}
 		w.encode, w.params = e.Encode, h264ParamsFromFmtp(c.Fmtp)
 		return w, e.Init()
 	case sfu.CodecH265:
-		e := &rtph265.Encoder{PayloadType: pt, PayloadMaxSize: max}
+		e := &rtph265.Encoder{PayloadType: pt, PayloadMaxSize: size}
 		w.encode = e.Encode
 		return w, e.Init()
 	case sfu.CodecAV1:
-		e := &rtpav1.Encoder{PayloadType: pt, PayloadMaxSize: max}
+		e := &rtpav1.Encoder{PayloadType: pt, PayloadMaxSize: size}
 		w.encode = e.Encode
 		return w, e.Init()
 	case sfu.CodecVP8:
-		e := &rtpvp8.Encoder{PayloadType: pt, PayloadMaxSize: max}
+		e := &rtpvp8.Encoder{PayloadType: pt, PayloadMaxSize: size}
 		w.encode = single(e.Encode)
 		return w, e.Init()
 	case sfu.CodecVP9:
-		e := &rtpvp9.Encoder{PayloadType: pt, PayloadMaxSize: max}
+		e := &rtpvp9.Encoder{PayloadType: pt, PayloadMaxSize: size}
 		w.encode = single(e.Encode)
 		return w, e.Init()
 	case sfu.CodecAAC:
-		e := &rtpmpeg4audio.Encoder{PayloadType: pt, PayloadMaxSize: max, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}
+		e := &rtpmpeg4audio.Encoder{PayloadType: pt, PayloadMaxSize: size, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}
 		w.encode = e.Encode
 		return w, e.Init()
 	case sfu.CodecOpus, sfu.CodecPCMU, sfu.CodecPCMA, sfu.CodecG722:
-		e := &rtpsimpleaudio.Encoder{PayloadType: pt, PayloadMaxSize: max}
+		e := &rtpsimpleaudio.Encoder{PayloadType: pt, PayloadMaxSize: size}
 		w.encode = func(frame [][]byte) ([]*rtp.Packet, error) {
 			if len(frame) != 1 {
 				return nil, fmt.Errorf("%s: one frame per packet", c.Name)

@@ -50,7 +50,7 @@ func (c Config) Validate() error {
 		}
 		for _, u := range s.URLs {
 			if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "turn:") && !strings.HasPrefix(u, "turns:") {
-				return fmt.Errorf("ice_servers.%d.urls: %q must start with stun:, turn: or turns:", i, u)
+				return fmt.Errorf("ice_servers.%d.urls: %q is not a stun, turn or turns URL", i, u)
 			}
 		}
 	}

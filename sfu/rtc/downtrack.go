@@ -111,8 +111,9 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	in := p.Header
 	switch {
 	case !d.started:
-		d.seqOffset = uint16(rand.Uint32()) - in.SequenceNumber
-		d.tsOffset = rand.Uint32() - in.Timestamp
+		// RFC 3550 §5.1 wants unpredictable starting values, not secret ones.
+		d.seqOffset = uint16(rand.Uint32()) - in.SequenceNumber //nolint:gosec // see above
+		d.tsOffset = rand.Uint32() - in.Timestamp               //nolint:gosec // see above
 		d.anchor, d.started = in.SequenceNumber, true
 	case d.resync.Swap(false):
 		// New source: continue the sequence, and advance the clock by the wall time elapsed.

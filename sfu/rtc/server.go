@@ -299,10 +299,9 @@ type sessionLife struct {
 	ctx         context.Context
 	cancel      context.CancelFunc
 
-	endOnce sync.Once
-	mu      sync.Mutex
-	reason  string
-	err     error
+	mu     sync.Mutex
+	reason string
+	err    error
 }
 
 func newSessionLife(parent context.Context, pc *webrtc.PeerConnection, p *sfu.Participant, log *slog.Logger) sessionLife {
@@ -341,6 +340,7 @@ func (l *sessionLife) watchConnection() {
 			l.close(sfu.ReasonError, errors.New("ice/dtls connection failed"))
 		case webrtc.PeerConnectionStateClosed:
 			l.close(sfu.ReasonClientDisconnected, nil)
+		default: // new, connecting, connected, disconnected: ICE may still recover
 		}
 	})
 }

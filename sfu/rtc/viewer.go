@@ -186,6 +186,7 @@ func (v *viewer) watchConnection() {
 			v.close(sfu.ReasonError, errors.New("ice/dtls connection failed"))
 		case webrtc.PeerConnectionStateClosed:
 			v.close(sfu.ReasonClientDisconnected, nil)
+		default: // new, connecting, disconnected: ICE may still recover
 		}
 	})
 }
