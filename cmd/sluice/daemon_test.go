@@ -58,3 +58,26 @@ func TestRestartAfterKillAndCLIErrors(t *testing.T) {
 		t.Fatalf("bad config: %v %q", err, out)
 	}
 }
+
+// A port in use is a clear startup error, not a crash, and releases what was bound before it.
+func TestPortInUse(t *testing.T) {
+	d := startDaemon(t, "")
+	cfg := strings.Replace(readFile(t, d.config), filepath.Join(d.dir, "data"), filepath.Join(t.TempDir(), "data"), 1)
+	second := filepath.Join(t.TempDir(), "second.yaml")
+	if err := os.WriteFile(second, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := runSluice("serve", "--config", second)
+	if err == nil || strings.Contains(out, "panic") || !strings.Contains(out, "address already in use") {
+		t.Fatalf("second daemon on the same ports: %v\n%s", err, out)
+	}
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

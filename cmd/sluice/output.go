@@ -20,7 +20,9 @@ type table struct{ tw *tabwriter.Writer }
 
 func newTable(w io.Writer, header ...string) *table {
 	t := &table{tw: tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)}
-	t.row(header...)
+	if len(header) > 0 {
+		t.row(header...)
+	}
 	return t
 }
 
@@ -34,11 +36,8 @@ func ago(t time.Time) string {
 		return "-"
 	}
 	d := time.Since(t).Round(time.Second)
-	switch {
-	case d < time.Minute:
+	if d < time.Minute {
 		return d.String()
-	case d < time.Hour:
-		return d.Round(time.Minute).String()
 	}
 	return d.Round(time.Minute).String()
 }

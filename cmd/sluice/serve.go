@@ -112,7 +112,7 @@ func serve(ctx context.Context, cfg *configs.Config, logOut io.Writer) error {
 	return d.run(ctx)
 }
 
-func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
+func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := os.MkdirAll(cfg.Node.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -120,7 +120,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
 	if node == "" {
 		node, _ = os.Hostname()
 	}
-	d = &daemon{cfg: cfg, log: log, node: node}
+	d := &daemon{cfg: cfg, log: log, node: node}
 	defer func() {
 		if err != nil {
 			d.closeSockets()

@@ -9,6 +9,7 @@ func (d *daemon) wireWebRTC() error {
 		return err
 	}
 	d.onClose(engine.Close)
+	d.registry.MustRegister(engine)
 	srv := rtc.NewServer(engine, d.hub, d.gate, d.log.With("component", "webrtc"))
 	srv.Register(d.api)
 	d.add(phaseSessions, "webrtc", srv.Run)

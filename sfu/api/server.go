@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -62,6 +63,10 @@ func New(opts Options) *Server {
 	if opts.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
 	}
+	// Profiles for operators (and `go tool pprof`), behind the admin gate.
+	s.mux.Handle("GET /debug/pprof/", g.Admin(http.HandlerFunc(pprof.Index)))
+	s.mux.Handle("GET /debug/pprof/profile", g.Admin(http.HandlerFunc(pprof.Profile)))
+	s.mux.Handle("GET /debug/pprof/trace", g.Admin(http.HandlerFunc(pprof.Trace)))
 	s.mux.Handle("GET /v1/status", g.Admin(http.HandlerFunc(s.getStatus)))
 	s.mux.Handle("GET /v1/rooms", g.Admin(http.HandlerFunc(s.listRooms)))
 	s.mux.Handle("POST /v1/rooms", g.Admin(http.HandlerFunc(s.createRoom)))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,24 @@ type DownTrack struct {
 
 	sent  atomic.Uint64
 	clock func() time.Time
+
+	// history keeps the last sent packets for retransmission: the shared packet and the
+	// sequence number and timestamp it went out with. Written by WritePacket, read by Resend.
+	history [historySize]sentPacket
+	// resendHdr is Resend's own header scratch (it runs on the RTCP goroutine).
+	resendMu  sync.Mutex
+	resendHdr rtp.Header
+	resent    atomic.Uint64
+}
+
+// historySize is the retransmission window in packets (about 3 s of 2.6 Mbit/s video).
+const historySize = 1024
+
+// sentPacket is one history slot. meta holds seq<<32 | timestamp and is stored after p, so a
+// reader that sees the same meta before and after loading p has a consistent pair.
+type sentPacket struct {
+	p    atomic.Pointer[sfu.Packet]
+	meta atomic.Uint64
 }
 
 type binding struct {
@@ -139,12 +158,48 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	if _, err := b.writer.WriteRTP(h, p.Payload); err != nil {
 		return err
 	}
+	slot := &d.history[h.SequenceNumber%historySize]
+	slot.meta.Store(0)
+	slot.p.Store(p)
+	slot.meta.Store(uint64(h.SequenceNumber)<<32 | uint64(h.Timestamp) | 1<<48)
 	if !d.haveLast || int16(h.SequenceNumber-d.lastSeq) > 0 {
 		d.lastSeq, d.lastTS, d.lastAt, d.haveLast = h.SequenceNumber, h.Timestamp, now, true
 	}
 	d.sent.Add(1)
 	return nil
 }
+
+// Resend retransmits the packets a viewer reported lost (RTCP generic NACK, RFC 4585 §6.2.1)
+// that are still in the history. Safe to call from the RTCP goroutine.
+func (d *DownTrack) Resend(seqs []uint16) {
+	b := d.binding.Load()
+	if b == nil {
+		return
+	}
+	d.resendMu.Lock()
+	defer d.resendMu.Unlock()
+	for _, seq := range seqs {
+		slot := &d.history[seq%historySize]
+		m1 := slot.meta.Load()
+		p := slot.p.Load()
+		if m1 == 0 || p == nil || slot.meta.Load() != m1 || uint16(m1>>32) != seq {
+			continue // overwritten or never sent
+		}
+		h := &d.resendHdr
+		*h = p.Header
+		h.SSRC, h.PayloadType = b.ssrc, b.pt
+		h.SequenceNumber, h.Timestamp = seq, uint32(m1)
+		h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+		h.Padding, h.PaddingSize = false, 0
+		if _, err := b.writer.WriteRTP(h, p.Payload); err != nil {
+			return
+		}
+		d.resent.Add(1)
+	}
+}
+
+// Resent returns the number of retransmitted packets.
+func (d *DownTrack) Resent() uint64 { return d.resent.Load() }
 
 // matchCodec picks the negotiated codec that can carry src: the same MIME type, and for H.264
 // the same packetization mode, preferring the same profile.

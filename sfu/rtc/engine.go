@@ -8,11 +8,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/interceptor/pkg/nack"
 	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Engine is the daemon's one WebRTC stack: the pion API with our codecs and interceptors, and
@@ -20,6 +23,7 @@ import (
 type Engine struct {
 	api    *webrtc.API
 	udp    net.PacketConn
+	conns  []*batchConn // every media socket
 	tcp    net.Listener
 	udpMux ice.UDPMux
 	// localAddr is what LocalAddr reports when there is no single socket.
@@ -62,25 +66,24 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	addr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.Port))
 	port := cfg.Port
 	if cfg.BindIP != "" {
-		udp, err := net.ListenPacket("udp", addr)
+		udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(mustAddr(cfg.BindIP), uint16(cfg.Port))))
 		if err != nil {
 			return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
 		}
-		e.udp = udp
-		e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), udp)
+		bc := newBatchConn(udp)
+		e.udp, e.conns = bc, []*batchConn{bc}
+		e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), bc)
 		port = udp.LocalAddr().(*net.UDPAddr).Port
 	} else {
-		// One socket per local address on the same port, so that each host candidate is
-		// the address the packets really leave from.
-		mux, err := ice.NewMultiUDPMuxFromPort(cfg.Port, ice.UDPMuxFromPortWithLogger(lf.NewLogger("udpmux")))
+		// One socket per local address on the same port, so that each host candidate is the
+		// address the packets really leave from.
+		mux, conns, err := multiMux(cfg.Port, lf)
 		if err != nil {
 			return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
 		}
-		e.udpMux = mux
-		if addrs := mux.GetListenAddresses(); len(addrs) > 0 {
-			e.localAddr = addrs[0]
-			port = addrs[0].(*net.UDPAddr).Port
-		}
+		e.udpMux, e.conns = mux, conns
+		e.localAddr = conns[0].LocalAddr()
+		port = conns[0].LocalAddr().(*net.UDPAddr).Port
 	}
 
 	var s webrtc.SettingEngine
@@ -127,10 +130,15 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
-	if err := webrtc.ConfigureNack(m, reg); err != nil {
+	// NACKs from publishers come from pion's generator. Retransmissions to viewers are ours
+	// (DownTrack keeps pointers to the shared packets): pion's responder would copy every
+	// packet for every viewer.
+	gen, err := nack.NewGeneratorInterceptor()
+	if err != nil {
 		_ = e.Close()
 		return nil, err
 	}
+	reg.Add(gen)
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		_ = e.Close()
 		return nil, err
@@ -156,6 +164,84 @@ func (e *Engine) LocalAddr() net.Addr {
 
 // newPeerConnection makes a peer connection on the shared sockets. Clients get the ICE servers
 // through Link headers; the daemon itself needs none: it is the reachable side.
+// mustAddr parses an IP validated by Config.Validate.
+func mustAddr(ip string) netip.Addr {
+	a, _ := netip.ParseAddr(ip)
+	return a.Unmap()
+}
+
+// multiMux binds port on every up, non-loopback unicast address (the first bind picks the
+// number when port is 0) and muxes them, like ice.NewMultiUDPMuxFromPort but on batching
+// sockets.
+func multiMux(port int, lf *loggerFactory) (*ice.MultiUDPMuxDefault, []*batchConn, error) {
+	ips, err := localIPs()
+	if err != nil {
+		return nil, nil, err
+	}
+	var conns []*batchConn
+	fail := func(err error) (*ice.MultiUDPMuxDefault, []*batchConn, error) {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		return nil, nil, err
+	}
+	var muxes []ice.UDPMux
+	for _, ip := range ips {
+		udp, err := net.ListenUDP("udp", &net.UDPAddr{IP: ip, Port: port})
+		if err != nil {
+			return fail(err)
+		}
+		port = udp.LocalAddr().(*net.UDPAddr).Port
+		bc := newBatchConn(udp)
+		conns = append(conns, bc)
+		muxes = append(muxes, ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: lf.NewLogger("udpmux"), UDPConn: bc}))
+	}
+	if len(muxes) == 0 {
+		return fail(errors.New("no usable network address: set webrtc.bind_ip"))
+	}
+	return ice.NewMultiUDPMuxDefault(muxes...), conns, nil
+}
+
+// localIPs returns the unicast addresses of the interfaces that are up, loopback excluded.
+func localIPs() ([]net.IP, error) {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil, err
+	}
+	var out []net.IP
+	for _, ifc := range ifaces {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, err := ifc.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			ipn, ok := a.(*net.IPNet)
+			if !ok || !ipn.IP.IsGlobalUnicast() && !ipn.IP.IsPrivate() {
+				continue
+			}
+			if ipn.IP.To4() == nil && ipn.IP.IsLinkLocalUnicast() {
+				continue
+			}
+			out = append(out, ipn.IP)
+		}
+	}
+	return out, nil
+}
+
+// SentPackets returns packets written to the network, the sendmmsg calls that carried them,
+// and packets dropped because the socket could not take them.
+func (e *Engine) SentPackets() (sent, syscalls, dropped uint64) {
+	for _, c := range e.conns {
+		sent += c.sent.Load()
+		syscalls += c.syscalls.Load()
+		dropped += c.dropped.Load()
+	}
+	return sent, syscalls, dropped
+}
+
 func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
 	return e.api.NewPeerConnection(webrtc.Configuration{})
 }
@@ -177,7 +263,31 @@ func (e *Engine) Close() error {
 		errs = append(errs, e.tcp.Close())
 	}
 	e.tcp = nil
+	for _, c := range e.conns {
+		errs = append(errs, c.Close()) // idempotent: the mux closed them already
+	}
 	return errors.Join(errs...)
+}
+
+var (
+	descSent     = prometheus.NewDesc("sluice_webrtc_packets_sent_total", "UDP packets sent by WebRTC sessions.", nil, nil)
+	descSyscalls = prometheus.NewDesc("sluice_webrtc_send_syscalls_total", "sendmmsg calls carrying them.", nil, nil)
+	descDropped  = prometheus.NewDesc("sluice_webrtc_send_dropped_total", "UDP packets the socket could not take.", nil, nil)
+)
+
+// Describe implements prometheus.Collector.
+func (e *Engine) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descSent
+	ch <- descSyscalls
+	ch <- descDropped
+}
+
+// Collect implements prometheus.Collector.
+func (e *Engine) Collect(ch chan<- prometheus.Metric) {
+	sent, calls, dropped := e.SentPackets()
+	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(sent))
+	ch <- prometheus.MustNewConstMetric(descSyscalls, prometheus.CounterValue, float64(calls))
+	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
 }
 
 var videoFeedback = []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "transport-cc"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}

@@ -208,6 +208,21 @@ type testViewer struct {
 	video, audio  atomic.Int64
 	firstKeyframe atomic.Int32 // 1: the first video packet started a keyframe, 2: it did not
 	readers       sync.WaitGroup
+
+	seqMu            sync.Mutex
+	firstSeq, maxSeq int64 // unwrapped video sequence numbers
+}
+
+// videoLoss returns the share of video packets missing between the first and the highest
+// received, and how far the sequence advanced.
+func (v *testViewer) videoLoss() (loss float64, span int64) {
+	v.seqMu.Lock()
+	defer v.seqMu.Unlock()
+	span = v.maxSeq - v.firstSeq + 1
+	if span <= 0 {
+		return 1, 0
+	}
+	return 1 - float64(v.video.Load())/float64(span), span
 }
 
 func play(t *testing.T, api *webrtc.API, endpoint, token string, read bool) *testViewer {
@@ -234,6 +249,17 @@ func play(t *testing.T, api *webrtc.API, endpoint, token string, read bool) *tes
 				return
 			}
 			if tr.Kind() == webrtc.RTPCodecTypeVideo {
+				v.seqMu.Lock()
+				s := int64(pkt.SequenceNumber)
+				if v.video.Load() == 0 {
+					v.firstSeq, v.maxSeq = s, s
+				} else {
+					for s < v.maxSeq-32768 {
+						s += 65536
+					}
+					v.maxSeq = max(v.maxSeq, s)
+				}
+				v.seqMu.Unlock()
 				if v.video.Add(1) == 1 {
 					if sfu.IsKeyframe(sfu.CodecH264, pkt.Payload) {
 						v.firstKeyframe.Store(1)

@@ -41,25 +41,22 @@ func TestWHIPToTwentyWHEPViewers(t *testing.T) {
 		}
 		return true
 	})
-	// Measure a window of steady state.
+	// Let the stream run, then judge each viewer by what it is missing: a viewer that keeps up
+	// has a continuous sequence, whatever the machine's load does to counts in a time window.
 	startSent := pub.videoSent.Load()
-	startGot := make([]int64, n)
-	for i, v := range viewers {
-		startGot[i] = v.video.Load()
-	}
 	time.Sleep(3 * time.Second)
 	sent := pub.videoSent.Load() - startSent
+	if sent < 60 {
+		t.Fatalf("publisher sent only %d packets in 3 s", sent)
+	}
 	for i, v := range viewers {
-		got := v.video.Load() - startGot[i]
-		if float64(got) < 0.9*float64(sent) {
-			t.Errorf("viewer %d received %d of %d video packets in the window", i, got, sent)
+		loss, span := v.videoLoss()
+		if loss > 0.01 || span < sent {
+			t.Errorf("viewer %d: %.2f%% of video missing over %d packets (publisher sent %d in the last 3 s)", i, loss*100, span, sent)
 		}
 		if v.firstKeyframe.Load() != 1 {
 			t.Errorf("viewer %d: the first video packet was not a keyframe", i)
 		}
-	}
-	if sent < 60 {
-		t.Fatalf("publisher sent only %d packets in 3 s", sent)
 	}
 	status := h.hub.Room("lobby").Status()
 	if len(status.Participants) != n+2 {

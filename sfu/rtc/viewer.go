@@ -291,19 +291,27 @@ func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
 	return err
 }
 
-// readRTCP drains a sender's RTCP and turns PLI and FIR into keyframe requests.
+// readRTCP drains a sender's RTCP, turns PLI and FIR into keyframe requests and answers
+// NACKs from the down track's history.
 func (v *viewer) readRTCP(sl *slot) {
+	var lost []uint16
 	for {
 		pkts, _, err := sl.sender.ReadRTCP()
 		if err != nil {
 			return
 		}
 		for _, pk := range pkts {
-			switch pk.(type) {
+			switch pk := pk.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				if sub := sl.sub.Load(); sub != nil {
 					sub.RequestKeyframe()
 				}
+			case *rtcp.TransportLayerNack:
+				lost = lost[:0]
+				for _, pair := range pk.Nacks {
+					pair.Range(func(seq uint16) bool { lost = append(lost, seq); return true })
+				}
+				sl.dt.Resend(lost)
 			}
 		}
 	}

@@ -1,0 +1,210 @@
+package rtc
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+// batchSize is the largest sendmmsg batch.
+const batchSize = 64
+
+// maxPending bounds the packets waiting for the flusher; beyond it packets are dropped (and
+// counted), as a full socket buffer would.
+const maxPending = 8192
+
+// batchConn is the UDP socket under the ICE mux. Reads go straight to the socket. Writes are
+// copied into pooled buffers and queued; one flusher goroutine sends everything queued with
+// sendmmsg (one system call per up to 64 packets, to any mix of destinations), so the many
+// subscription goroutines of a fan-out share system calls instead of making one each.
+//
+// It implements net.PacketConn and pion's ice.AddrPortReaderWriter. Close stops the flusher
+// and waits for it.
+type batchConn struct {
+	conn  *net.UDPConn
+	batch interface {
+		WriteBatch(ms []ipv4.Message, flags int) (int, error)
+	}
+
+	mu      sync.Mutex
+	pending []outPacket
+	spare   []outPacket // the other buffer of the double-buffered queue
+	free    [][]byte    // packet buffers
+	closed  bool
+
+	wake chan struct{}
+	done chan struct{}
+
+	addrs map[netip.AddrPort]*net.UDPAddr // owned by the flusher
+
+	sent, dropped, syscalls atomic.Uint64
+}
+
+type outPacket struct {
+	buf  []byte
+	addr netip.AddrPort
+}
+
+func newBatchConn(conn *net.UDPConn) *batchConn {
+	_ = conn.SetWriteBuffer(4 << 20) // best effort: the kernel caps it
+	_ = conn.SetReadBuffer(4 << 20)
+	c := &batchConn{conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{}), addrs: map[netip.AddrPort]*net.UDPAddr{}}
+	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
+		c.batch = ipv6.NewPacketConn(conn)
+	} else {
+		c.batch = ipv4.NewPacketConn(conn)
+	}
+	go c.flushLoop()
+	return c
+}
+
+// ReadFromAddrPort implements ice.AddrPortReaderWriter.
+func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
+	return c.conn.ReadFromUDPAddrPort(b)
+}
+
+// WriteToAddrPort queues b for addr and returns at once.
+func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return 0, net.ErrClosed
+	}
+	if len(c.pending) >= maxPending {
+		c.mu.Unlock()
+		c.dropped.Add(1)
+		return len(b), nil // a full socket buffer drops silently too
+	}
+	var buf []byte
+	if n := len(c.free); n > 0 && cap(c.free[n-1]) >= len(b) {
+		buf, c.free = c.free[n-1][:len(b)], c.free[:n-1]
+	} else {
+		buf = make([]byte, len(b), max(len(b), 1500))
+	}
+	copy(buf, b)
+	c.pending = append(c.pending, outPacket{buf: buf, addr: addr})
+	if len(c.pending) == 1 {
+		select { // under the lock, so that Close cannot close wake in between
+		case c.wake <- struct{}{}:
+		default:
+		}
+	}
+	c.mu.Unlock()
+	return len(b), nil
+}
+
+func (c *batchConn) flushLoop() {
+	defer close(c.done)
+	msgs := make([]ipv4.Message, batchSize)
+	for i := range msgs {
+		msgs[i].Buffers = make([][]byte, 1)
+	}
+	for range c.wake {
+		for {
+			c.mu.Lock()
+			out := c.pending
+			c.pending, c.spare = c.spare[:0], nil
+			c.mu.Unlock()
+			if len(out) == 0 {
+				break
+			}
+			c.send(out, msgs)
+			c.mu.Lock()
+			for i := range out {
+				c.free = append(c.free, out[i].buf)
+				out[i] = outPacket{}
+			}
+			if c.spare == nil {
+				c.spare = out[:0]
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// send writes packets in batches; a batch the kernel takes in part is resumed after it.
+func (c *batchConn) send(out []outPacket, msgs []ipv4.Message) {
+	for len(out) > 0 {
+		n := min(len(out), batchSize)
+		for i := range n {
+			msgs[i].Buffers[0] = out[i].buf
+			msgs[i].Addr = c.udpAddr(out[i].addr)
+		}
+		wrote, err := c.batch.WriteBatch(msgs[:n], 0)
+		c.syscalls.Add(1)
+		if wrote > 0 {
+			c.sent.Add(uint64(wrote))
+			out = out[wrote:]
+			continue
+		}
+		if err != nil && errors.Is(err, net.ErrClosed) {
+			c.dropped.Add(uint64(len(out)))
+			return
+		}
+		// The socket buffer is full or the first destination failed (e.g. unreachable):
+		// drop that packet and go on, as a plain write would have failed it.
+		c.dropped.Add(1)
+		out = out[1:]
+		if err != nil {
+			time.Sleep(50 * time.Microsecond)
+		}
+	}
+}
+
+// udpAddr returns a cached *net.UDPAddr for addr (x/net needs a net.Addr per message).
+func (c *batchConn) udpAddr(addr netip.AddrPort) *net.UDPAddr {
+	if a, ok := c.addrs[addr]; ok {
+		return a
+	}
+	if len(c.addrs) > 65536 {
+		clear(c.addrs)
+	}
+	a := net.UDPAddrFromAddrPort(addr)
+	c.addrs[addr] = a
+	return a
+}
+
+// ReadFrom implements net.PacketConn.
+func (c *batchConn) ReadFrom(b []byte) (int, net.Addr, error) { return c.conn.ReadFrom(b) }
+
+// WriteTo implements net.PacketConn through the queue.
+func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	ua, ok := addr.(*net.UDPAddr)
+	if !ok {
+		return c.conn.WriteTo(b, addr)
+	}
+	return c.WriteToAddrPort(b, ua.AddrPort())
+}
+
+// Close closes the socket and stops the flusher.
+func (c *batchConn) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	err := c.conn.Close()
+	close(c.wake)
+	<-c.done
+	return err
+}
+
+// LocalAddr implements net.PacketConn.
+func (c *batchConn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
+
+// SetDeadline implements net.PacketConn (reads only: writes never block).
+func (c *batchConn) SetDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// SetReadDeadline implements net.PacketConn.
+func (c *batchConn) SetReadDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
+
+// SetWriteDeadline implements net.PacketConn; writes are queued and never block.
+func (c *batchConn) SetWriteDeadline(time.Time) error { return nil }
