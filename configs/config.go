@@ -40,6 +40,7 @@ type Config struct {
 	WebRTC    rtc.Config             `yaml:"webrtc"`
 	Auth      auth.Config            `yaml:"auth"`
 	Rooms     sfu.Config             `yaml:"rooms"`
+	Limits    sfu.Limits             `yaml:"limits"`
 	Ingests   []ingest.Definition    `yaml:"ingests"`
 	Recording recorder.Config        `yaml:"recording"`
 	Broadcast egress.BroadcastConfig `yaml:"broadcast"`
@@ -186,7 +187,7 @@ func (c *Config) validate(lines map[string]source) error {
 		v   validator
 	}{
 		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP},
-		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"recording", c.Recording},
+		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording},
 		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode},
 	}
 	for _, s := range sections {

@@ -44,6 +44,7 @@ func TestDefaultFileMatchesPackageDefaults(t *testing.T) {
 		got, want any
 	}{
 		{"rooms", cfg.Rooms, sfu.DefaultConfig()},
+		{"limits", cfg.Limits, sfu.DefaultLimits()},
 		{"webrtc", cfg.WebRTC, rtc.DefaultConfig()},
 		{"rtmp", cfg.RTMP, rtmp.DefaultConfig()},
 		{"rtsp", cfg.RTSP, rtsp.DefaultConfig()},

@@ -51,6 +51,10 @@ type Options struct {
 	Clock func() time.Time
 	// Tick is the period of the hub's housekeeping (default 250ms).
 	Tick time.Duration
+	// Limits protect viewers when the daemon runs out of CPU.
+	Limits Limits
+	// CPU returns the process's CPU time (ProcessCPU when nil; injectable for tests).
+	CPU func() time.Duration
 }
 
 // Hub is the SFU core: the set of rooms, and the housekeeping goroutine that closes empty rooms,
@@ -71,6 +75,7 @@ type Hub struct {
 	changed chan struct{}
 
 	retired counters
+	load    loadState
 }
 
 // counters are totals of tracks and subscriptions that have ended.
@@ -94,6 +99,15 @@ func NewHub(opts Options) (*Hub, error) {
 	}
 	if opts.Tick <= 0 {
 		opts.Tick = 250 * time.Millisecond
+	}
+	if opts.Limits == (Limits{}) {
+		opts.Limits = DefaultLimits()
+	}
+	if err := opts.Limits.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.CPU == nil {
+		opts.CPU = ProcessCPU
 	}
 	return &Hub{
 		cfg:     opts.Config,
@@ -128,6 +142,8 @@ func (h *Hub) Run(ctx context.Context) error {
 		now := h.clock()
 		if now.Sub(lastRates) >= time.Second {
 			h.updateRates(now)
+			h.measureLoad(now)
+			h.shed()
 			lastRates = now
 		}
 		h.watchTracks(now)

@@ -60,7 +60,8 @@ type Subscription struct {
 	bytesOut  atomic.Uint64
 	framesOut atomic.Uint64
 
-	rate rateMeter // owned by the hub's ticker
+	rate     rateMeter // owned by the hub's ticker
+	shedSeen uint64    // drops already seen by the hub's overload check (its goroutine only)
 }
 
 func newSubscription(t *Track, sink Sink, opts SubscribeOptions) *Subscription {

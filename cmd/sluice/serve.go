@@ -129,6 +129,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.emitter = newLoggingEmitter(sfu.NewLocalEmitter(0, nil), log)
 	d.hub, err = sfu.NewHub(sfu.Options{
 		Config:        cfg.Rooms,
+		Limits:        cfg.Limits,
 		StatsInterval: cfg.Events.StatsInterval,
 		Emitter:       d.emitter,
 		Logger:        log.With("component", "sfu"),

@@ -33,9 +33,18 @@ type harness struct {
 
 func newHarness(t testing.TB, authCfg auth.Config) *harness {
 	t.Helper()
+	return newHarnessWith(t, authCfg, nil)
+}
+
+// newHarnessWith lets a test adjust the hub's options.
+func newHarnessWith(t testing.TB, authCfg auth.Config, adjust func(*sfu.Options)) *harness {
+	t.Helper()
 	em := sfu.NewLocalEmitter(0, nil)
-	cfg := sfu.DefaultConfig()
-	hub, err := sfu.NewHub(sfu.Options{Config: cfg, Emitter: em, Tick: 50 * time.Millisecond})
+	opts := sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	hub, err := sfu.NewHub(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -257,5 +258,31 @@ func TestViewerFollowsTheMainPublisher(t *testing.T) {
 		if e.Type == sfu.EventStreamStopped && e.Reason == sfu.ReasonSourceChanged {
 			t.Fatal("the viewer was ended although the codecs match")
 		}
+	}
+}
+
+// Past the CPU budget new viewers are refused with 503 and Retry-After; publishers still get in.
+func TestWHEPRefusedWhenOverloaded(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	start := time.Now()
+	h := newHarnessWith(t, auth.Config{}, func(o *sfu.Options) {
+		// A process that has used every core since it started.
+		o.CPU = func() time.Duration { return time.Duration(float64(time.Since(start)) * float64(runtime.NumCPU())) }
+	})
+	defer h.close()
+	pub := publish(t, clientAPI(t), h.http.URL+"/whip/busy", "")
+	defer pub.close()
+	waitUntil(t, "the overload to be measured", 10*time.Second, h.hub.Overloaded)
+	req, _ := http.NewRequest("POST", h.http.URL+"/whep/busy", strings.NewReader(offerSDP(t, (*webrtc.MediaEngine).RegisterDefaultCodecs, webrtc.RTPCodecTypeVideo)))
+	req.Header.Set("Content-Type", "application/sdp")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var e apiError
+	_ = json.NewDecoder(resp.Body).Decode(&e)
+	if resp.StatusCode != 503 || e.Error.Code != "overloaded" || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("got %d %q, want 503 overloaded with Retry-After", resp.StatusCode, e.Error.Code)
 	}
 }
