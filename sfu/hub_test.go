@@ -332,11 +332,28 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 		t.Fatalf("requests = %d, want 1 within the interval", requests.Load())
 	}
 	clockMu.Lock()
-	now = now.Add(600 * time.Millisecond)
+	now = now.Add(250 * time.Millisecond)
 	clockMu.Unlock()
 	video.RequestKeyframe()
 	if requests.Load() != 2 {
 		t.Fatalf("requests = %d, want 2 after the interval", requests.Load())
+	}
+	// A request inside the interval is not lost: the next video packet after it sends it.
+	video.RequestKeyframe()
+	video.WritePacket(videoPacket(1, 30))
+	if requests.Load() != 2 {
+		t.Fatalf("requests = %d: the held request went out early", requests.Load())
+	}
+	clockMu.Lock()
+	now = now.Add(250 * time.Millisecond)
+	clockMu.Unlock()
+	video.WritePacket(videoPacket(2, 30))
+	if requests.Load() != 3 {
+		t.Fatalf("requests = %d, want the held request sent with the first packet after the interval", requests.Load())
+	}
+	video.WritePacket(videoPacket(3, 30))
+	if requests.Load() != 3 {
+		t.Fatal("the held request was sent twice")
 	}
 }
 

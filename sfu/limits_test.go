@@ -59,7 +59,14 @@ func TestShedNewestViewersWhenOverloaded(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "a viewer to be shed", func() bool { return viewers[19].LeaveReason() != "" })
+	waitFor(t, "a viewer to be shed", func() bool {
+		select {
+		case <-viewers[19].Done(): // closed after its events
+			return true
+		default:
+			return false
+		}
+	})
 	close(stop)
 	<-writerDone
 	if viewers[19].LeaveReason() != ReasonOverloaded {

@@ -14,6 +14,9 @@ type Packet struct {
 	// Keyframe marks a packet that starts a video keyframe (or the parameter sets before one):
 	// a subscriber may start decoding here.
 	Keyframe bool
+	// Arrival is when the track received the packet (unix nanoseconds), set by
+	// Track.WritePacket so that subscribers need no clock read of their own.
+	Arrival int64
 }
 
 // entry is one queued delivery: the shared packet and whether packets were skipped before it.

@@ -84,6 +84,7 @@ type Track struct {
 	lastPacketAt atomic.Int64 // unix nanoseconds
 	kfInterval   atomic.Int64 // nanoseconds between the last two keyframes
 	lastKFReq    atomic.Int64 // unix nanoseconds of the last forwarded keyframe request
+	kfPending    atomic.Bool  // a request was throttled: send it when the interval allows
 	kfRequests   atomic.Uint64
 
 	muted  atomic.Bool
@@ -196,6 +197,7 @@ func (t *Track) WritePacket(p *Packet) {
 		return
 	}
 	now := t.prodClock().UnixNano()
+	p.Arrival = now
 	t.packets.Add(1)
 	t.bytes.Add(uint64(len(p.Payload) + rtpHeaderSize))
 	t.lastPacketAt.Store(now)
@@ -211,6 +213,9 @@ func (t *Track) WritePacket(p *Packet) {
 		}
 		if t.spec.CacheGOP {
 			t.cacheGOP(p)
+		}
+		if t.kfPending.Load() {
+			t.RequestKeyframe() // one that the throttle held back
 		}
 	}
 	for _, s := range *t.subs.Load() {
@@ -237,7 +242,9 @@ func (t *Track) cacheGOP(p *Packet) {
 }
 
 // RequestKeyframe forwards a keyframe request to the publisher, at most once per
-// Config.KeyframeInterval. Safe for concurrent use; never blocks.
+// Config.KeyframeRequestInterval; a request inside the interval is remembered and sent when
+// the interval ends (with the next video packet), so that no waiting subscriber is forgotten.
+// Safe for concurrent use; never blocks.
 func (t *Track) RequestKeyframe() {
 	if t.keyframes == nil || t.kind != KindVideo || t.closed.Load() {
 		return
@@ -245,8 +252,10 @@ func (t *Track) RequestKeyframe() {
 	now := t.hub.clock().UnixNano()
 	last := t.lastKFReq.Load()
 	if now-last < int64(t.hub.cfg.KeyframeRequestInterval) || !t.lastKFReq.CompareAndSwap(last, now) {
+		t.kfPending.Store(true)
 		return
 	}
+	t.kfPending.Store(false)
 	t.kfRequests.Add(1)
 	t.keyframes.RequestKeyframe()
 }

@@ -164,6 +164,8 @@ type loadSubscriber struct {
 	session  *rtc.Session
 	started  time.Time
 	setup    atomic.Int64 // nanoseconds from the offer to the first video packet
+	answered atomic.Int64 // nanoseconds from the offer to the applied answer
+	connect  atomic.Int64 // nanoseconds from the offer to ICE and DTLS connected
 	failed   atomic.Bool
 	readers  sync.WaitGroup
 	statsMu  sync.Mutex
@@ -270,14 +272,19 @@ func subscribe(ctx context.Context, api *webrtc.API, endpoint, token string) *lo
 		}
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed {
+		switch st {
+		case webrtc.PeerConnectionStateFailed:
 			s.failed.Store(true)
+		case webrtc.PeerConnectionStateConnected:
+			s.connect.CompareAndSwap(0, int64(time.Since(s.started)))
+		default:
 		}
 	})
 	s.session, err = rtc.Negotiate(ctx, endpoint, token, pc)
 	if err != nil {
 		return fail(err)
 	}
+	s.answered.Store(int64(time.Since(s.started)))
 	return s
 }
 

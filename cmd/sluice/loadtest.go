@@ -85,6 +85,8 @@ type loadReport struct {
 	FirstError      string  `json:"first_error,omitempty"`
 	SetupP50Ms      float64 `json:"setup_p50_ms"`
 	SetupP95Ms      float64 `json:"setup_p95_ms"`
+	AnsweredP50Ms   float64 `json:"answered_p50_ms"`
+	ConnectedP50Ms  float64 `json:"connected_p50_ms"`
 	WindowSeconds   float64 `json:"window_seconds"`
 	BitrateKbps     float64 `json:"bitrate_kbps_per_subscriber"`
 	LossPct         float64 `json:"packet_loss_pct"`
@@ -195,7 +197,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	window := time.Since(start).Seconds()
 	rep.WindowSeconds = math.Round(window*10) / 10
 
-	var setups []float64
+	var setups, answered, connected []float64
 	var bytes, received, expected, jitter float64
 	for i, s := range subs {
 		v, a := s.counters()
@@ -208,6 +210,8 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 		}
 		rep.Connected++
 		setups = append(setups, float64(s.setup.Load())/1e6)
+		answered = append(answered, float64(s.answered.Load())/1e6)
+		connected = append(connected, float64(s.connect.Load())/1e6)
 		bytes += v[2] - c0[i][0][2] + a[2] - c0[i][1][2]
 		received += v[0] - c0[i][0][0] + a[0] - c0[i][1][0]
 		expected += v[1] - c0[i][0][1] + a[1] - c0[i][1][1]
@@ -221,6 +225,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 			rep.LossPct = round3(math.Max(0, 1-received/expected) * 100)
 		}
 		rep.SetupP50Ms, rep.SetupP95Ms = round1(percentile(setups, 50)), round1(percentile(setups, 95))
+		rep.AnsweredP50Ms, rep.ConnectedP50Ms = round1(percentile(answered, 50)), round1(percentile(connected, 50))
 	}
 	rep.Cores = round3(rate(m0, m1, "process_cpu_seconds_total"))
 	rep.RSSMiB = round1(m1["process_resident_memory_bytes"] / (1 << 20))
@@ -321,7 +326,8 @@ func (r *loadReport) print(w io.Writer) {
 	if r.FirstError != "" {
 		t.row("first error", r.FirstError)
 	}
-	t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet)", r.SetupP50Ms, r.SetupP95Ms))
+	t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet; p50 answer %.0f ms, connected %.0f ms)",
+		r.SetupP50Ms, r.SetupP95Ms, r.AnsweredP50Ms, r.ConnectedP50Ms))
 	t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms", r.BitrateKbps, r.LossPct, r.JitterMs))
 	t.row("daemon CPU", fmt.Sprintf("%.3f cores (publisher alone %.3f)", r.Cores, r.BaselineCores))
 	t.row("daemon memory", fmt.Sprintf("%.1f MiB RSS (idle %.1f MiB), %.2f MiB per subscriber", r.RSSMiB, r.IdleRSSMiB, r.RSSPerSubMiB))

@@ -45,8 +45,7 @@ type DownTrack struct {
 	haveLast  bool
 	anchor    uint16 // first source seq of the current mapping; older packets are dropped
 
-	sent  atomic.Uint64
-	clock func() time.Time
+	sent atomic.Uint64
 
 	// history keeps the last sent packets for retransmission: the shared packet and the
 	// sequence number and timestamp it went out with. Written by WritePacket, read by Resend.
@@ -79,7 +78,7 @@ func NewDownTrack(codec sfu.Codec, id, streamID string) *DownTrack {
 	if codec.Kind() == sfu.KindVideo {
 		kind = webrtc.RTPCodecTypeVideo
 	}
-	return &DownTrack{id: id, streamID: streamID, kind: kind, codec: codec, clock: time.Now}
+	return &DownTrack{id: id, streamID: streamID, kind: kind, codec: codec}
 }
 
 // ID implements webrtc.TrackLocal.
@@ -126,7 +125,7 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	if b == nil {
 		return nil // not negotiated yet or being torn down; the subscription keeps running
 	}
-	now := d.clock()
+	now := time.Unix(0, p.Arrival)
 	in := p.Header
 	switch {
 	case !d.started:
