@@ -45,6 +45,9 @@ func badName(desc string, err error) *refusal {
 	return &refusal{code: message.NetStreamOnStatusCodePublishBadName, desc: desc, err: err}
 }
 
+// streamKeyPrefix starts the stream keys the ingest store generates.
+const streamKeyPrefix = "sk_"
+
 // keyHash identifies a stream key in logs without revealing it.
 func keyHash(key string) string {
 	h := sha256.Sum256([]byte(key))
@@ -84,6 +87,12 @@ func (s *Server) resolve(name string, c *conn) (target, *refusal) {
 			lock = "t/" + room + "/#" + keyHash(key)
 		}
 		return target{room: room, identity: identity, lock: lock}, nil
+	}
+	if strings.HasPrefix(key, streamKeyPrefix) {
+		// Shaped like a generated stream key (a deleted one, a typo): never a room name, so
+		// that a key does not become a room, and reach logs and events as one.
+		s.gate.Refused(auth.ErrUnknownKey, c.protocol, c.remote)
+		return target{}, badName("Unknown stream key.", fmt.Errorf("%w (sha256 %s)", errBadKey, keyHash(key)))
 	}
 	room, identity, _ := strings.Cut(key, "/")
 	err := sfu.ValidateName(room)
