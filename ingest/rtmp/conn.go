@@ -64,6 +64,7 @@ type conn struct {
 	sess       *session
 	pub        *publisher
 	handlerErr error
+	namePrefix string // from the app, for ffmpeg's URL split
 }
 
 func newConn(s *Server, raw net.Conn, protocol string) *conn {
@@ -196,10 +197,16 @@ func (c *conn) OnServe(rc *gortmp.Conn) {
 	_ = rc.Write(ctx, 2, 0, &gortmp.ChunkMessage{Message: &message.SetChunkSize{ChunkSize: outChunkSize}})
 }
 
-// OnConnect implements gortmp.Handler: only the app "live" is served.
+// OnConnect implements gortmp.Handler: only the app "live" is served. ffmpeg splits
+// rtmp://HOST/live/room/identity into the app "live/room" and the stream "identity": the part
+// of the app after "live/" is put back in front of the stream name.
 func (c *conn) OnConnect(_ uint32, cmd *message.NetConnectionConnect) (err error) {
 	defer c.catch(&err)
 	app := strings.TrimSuffix(strings.SplitN(cmd.Command.App, "?", 2)[0], "/")
+	c.lib.redact(app)
+	if rest, ok := strings.CutPrefix(app, "live/"); ok && rest != "" {
+		app, c.namePrefix = "live", rest+"/"
+	}
 	if app != "live" {
 		shown := app // an app with a stream key in it must not reach the log
 		if strings.Contains(app, "/") || len(app) > 32 {
@@ -246,11 +253,13 @@ func (c *conn) OnDeleteStream(uint32, *message.NetStreamDeleteStream) error {
 // connection.
 func (c *conn) OnPublish(sctx *gortmp.StreamContext, _ uint32, cmd *message.NetStreamPublish) (err error) {
 	defer c.catch(&err)
+	name := c.namePrefix + cmd.PublishingName
 	c.lib.redact(cmd.PublishingName)
+	c.lib.redact(name)
 	if c.sess != nil {
 		return c.refuse(sctx, badName("This connection already published.", errPublished))
 	}
-	t, ref := c.s.resolve(cmd.PublishingName, c)
+	t, ref := c.s.resolve(name, c)
 	if ref != nil {
 		return c.refuse(sctx, ref)
 	}
