@@ -239,3 +239,104 @@ func hevcAccessUnits(nalus [][]byte) [][][]byte {
 	}
 	return aus
 }
+
+// VP9 and AV1 over Enhanced RTMP (vp09, av01) are published with their codec, from real
+// encoder output (libvpx-vp9 in IVF, libsvtav1 as an OBU stream): the tracks carry every
+// frame, start on a keyframe and know their resolution.
+func TestEnhancedRTMPVP9AndAV1(t *testing.T) {
+	bin := sfutest.RequireTool(t, "ffmpeg")
+	cases := []struct {
+		fourCC, codec, encoder, format string
+		frames                         func(b []byte) ([][]byte, []bool)
+	}{
+		{"vp09", sfu.CodecVP9, "libvpx-vp9", "ivf", ivfFrames},
+		{"av01", sfu.CodecAV1, "libsvtav1", "obu", av1TemporalUnits},
+	}
+	h := newHarness(t, harnessOptions{})
+	for _, tc := range cases {
+		t.Run(tc.fourCC, func(t *testing.T) {
+			src := filepath.Join(t.TempDir(), "in."+tc.format)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			args := []string{"-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+				"-frames:v", "30", "-c:v", tc.encoder, "-g", "15"}
+			if tc.encoder == "libsvtav1" {
+				args = append(args, "-preset", "12")
+			} else {
+				args = append(args, "-deadline", "realtime")
+			}
+			gen := exec.CommandContext(ctx, bin, append(args, "-f", tc.format, src)...)
+			if out, err := gen.CombinedOutput(); err != nil {
+				t.Fatalf("%s: %v\n%s", tc.encoder, err, out)
+			}
+			raw, err := os.ReadFile(src)
+			must(t, err)
+			frames, keys := tc.frames(raw)
+			if len(frames) == 0 || !keys[0] {
+				t.Fatalf("%d frames, first key %v", len(frames), keys)
+			}
+			c := dialClient(t, h.addr, nil)
+			c.mustPublish("ex/" + tc.fourCC)
+			for i, f := range frames {
+				must(t, c.video(uint32(i*33), exVideoTag(tc.fourCC, exCodedFramesX, keys[i], 0, f)))
+			}
+			tr := trackOf(t, h.participant("ex", tc.fourCC), sfu.KindVideo)
+			if tr.Codec().Name != tc.codec {
+				t.Fatalf("codec %q", tr.Codec().Name)
+			}
+			waitFor(t, "the resolution", 10*time.Second, func() bool { w, hgt := tr.Size(); return w == 320 && hgt == 240 })
+			waitFor(t, "a packet per frame at least", 10*time.Second, func() bool { return packetsOf(tr) >= uint64(len(frames)) })
+		})
+	}
+}
+
+// ivfFrames returns the frames of an IVF file and whether each is a VP9 keyframe.
+func ivfFrames(b []byte) ([][]byte, []bool) {
+	var frames [][]byte
+	var keys []bool
+	if len(b) < 32 {
+		return nil, nil
+	}
+	hdr := int(b[6]) | int(b[7])<<8
+	for b = b[hdr:]; len(b) >= 12; {
+		n := int(b[0]) | int(b[1])<<8 | int(b[2])<<16 | int(b[3])<<24
+		if 12+n > len(b) {
+			break
+		}
+		f := b[12 : 12+n]
+		frames = append(frames, f)
+		keys = append(keys, len(f) > 0 && f[0]&0x04 == 0 && f[0]>>6 == 2) // frame_type 0, VP9 §6.2 (profile 0)
+		b = b[12+n:]
+	}
+	return frames, keys
+}
+
+// av1TemporalUnits splits an AV1 low-overhead OBU stream at its temporal delimiters; a unit
+// with a sequence header is a keyframe.
+func av1TemporalUnits(b []byte) ([][]byte, []bool) {
+	var tus [][]byte
+	var keys []bool
+	for len(b) > 0 {
+		typ := (b[0] >> 3) & 0x0f
+		hdr := 1
+		if b[0]&0x04 != 0 {
+			hdr = 2
+		}
+		size, n, err := leb128(b[hdr:])
+		if err != nil {
+			break
+		}
+		total := hdr + n + int(size)
+		if typ == 2 { // temporal delimiter: a new unit
+			tus = append(tus, nil)
+			keys = append(keys, false)
+		} else if len(tus) > 0 {
+			tus[len(tus)-1] = append(tus[len(tus)-1], b[:total]...)
+			if typ == 1 {
+				keys[len(keys)-1] = true
+			}
+		}
+		b = b[total:]
+	}
+	return tus, keys
+}

@@ -240,6 +240,9 @@ func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
 		}
 		units, err = splitOBUs(units, frame)
 		units = dedupeAV1Seq(units)
+		if err == nil && tag.keyframe {
+			pub.av1Size(units)
+		}
 	case sfu.CodecVP9:
 		units = append(units, frame)
 		if tag.keyframe {
@@ -275,6 +278,20 @@ func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
 		}
 	}
 	return nil
+}
+
+// av1Size follows the resolution of the sequence header in a temporal unit.
+func (pub *publisher) av1Size(obus [][]byte) {
+	for _, o := range obus {
+		if (o[0]>>3)&0x0f != 1 {
+			continue
+		}
+		var sh av1.SequenceHeader
+		if sh.Unmarshal(o) == nil {
+			pub.setVideoSize(sh.Width(), sh.Height())
+		}
+		return
+	}
 }
 
 // dedupeAV1Seq drops the sequence header put first when the temporal unit has its own.

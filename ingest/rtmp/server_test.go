@@ -469,3 +469,58 @@ func TestConnectionsPerIP(t *testing.T) {
 		t.Error("the refusal was not logged")
 	}
 }
+
+// Sequence headers may change mid-stream: a new SPS (another resolution) goes on in the same
+// track (track.updated) and is sent before the following keyframes; a new audio
+// configuration replaces the audio track.
+func TestSequenceHeaderChangesMidStream(t *testing.T) {
+	sps2 := []byte{0x67, 0x4d, 0x40, 0x1e, 0xec, 0xa0, 0x50, 0x17, 0xfc, 0xb8, 0x08, 0x80, 0x00, 0x00, 0x03, 0x00,
+		0x80, 0x00, 0x00, 0x1e, 0x07, 0x8b, 0x16, 0xcb} // 640x360, Main
+	pps2 := []byte{0x68, 0xeb, 0xe3, 0xcb, 0x20}
+	h := newHarness(t, harnessOptions{})
+	c := dialClient(t, h.addr, nil)
+	c.mustPublish("switch/cam")
+	must(t, c.video(0, avcTag(true, 0, 0, avcConfigRecord(testSPS, testPPS))))
+	must(t, c.audio(0, aacTag(0, testASC)))
+	p := h.participant("switch", "cam")
+	video := trackOf(t, p, sfu.KindVideo)
+	audio := trackOf(t, p, sfu.KindAudio)
+	s := &sink{}
+	sub, err := video.Subscribe(s, sfu.SubscribeOptions{QueueSize: 4096})
+	must(t, err)
+	defer sub.Close()
+	must(t, c.video(0, avcTag(true, 1, 0, lengthPrefixed(fakeIDR(500)))))
+	must(t, c.video(33, avcTag(true, 0, 0, avcConfigRecord(sps2, pps2))))
+	must(t, c.video(33, avcTag(true, 1, 0, lengthPrefixed(fakeIDR(500)))))
+	must(t, c.audio(40, aacTag(0, []byte{0x12, 0x10}))) // AAC-LC 44.1 kHz stereo
+	waitFor(t, "the new resolution", 10*time.Second, func() bool { w, hgt := video.Size(); return w == 640 && hgt == 360 })
+	if !h.has(is(sfu.EventTrackUpdated, "cam")) {
+		t.Error("no track.updated")
+	}
+	waitFor(t, "both keyframes", 10*time.Second, func() bool {
+		n := 0
+		for _, pk := range s.all() {
+			if pk.Keyframe {
+				n++
+			}
+		}
+		return n == 2
+	})
+	var sizes []int
+	for _, pk := range s.all() {
+		if w, _, ok := sfu.VideoSize(sfu.CodecH264, pk.Payload); ok {
+			sizes = append(sizes, w)
+		}
+	}
+	if len(sizes) != 2 || sizes[0] != 320 || sizes[1] != 640 {
+		t.Errorf("SPS widths before the keyframes: %v, want [320 640]", sizes)
+	}
+	if video.Closed() {
+		t.Error("the video track was replaced; it should go on")
+	}
+	waitFor(t, "the new audio track", 10*time.Second, func() bool { return audio.Closed() })
+	a2 := trackOf(t, p, sfu.KindAudio)
+	if a2.Codec().ClockRate != 44100 {
+		t.Errorf("new audio track %+v", a2.Codec())
+	}
+}
