@@ -51,3 +51,23 @@ func BenchmarkVideoTagToRTP(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkChunkGuard measures the guard on a stream of 9 KB video and 300-byte audio
+// messages in 4 KiB chunks, read in 4 KiB reads as go-rtmp's bufio does.
+func BenchmarkChunkGuard(b *testing.B) {
+	in := sessionBytes(300, 9000)
+	buf := make([]byte, 4096)
+	r := bytes.NewReader(nil)
+	b.SetBytes(int64(len(in)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.Reset(in)
+		g := newChunkGuard(r, newLimits(8<<20))
+		for {
+			if _, err := g.Read(buf); err != nil {
+				break
+			}
+		}
+	}
+}
