@@ -1,0 +1,523 @@
+package rtmp
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/av1"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/vp9"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
+)
+
+// RTP payload types of the tracks (the WebRTC edge rewrites them to the negotiated ones).
+const (
+	ptVideo = 96
+	ptAAC   = 97
+	ptOpus  = 111
+)
+
+// publisher turns the FLV tags of one publish session into the participant's tracks: one
+// video and one audio track, packetized by sfu/media, on a clock shared by both. It is owned
+// by the connection goroutine, the single producer of its tracks.
+type publisher struct {
+	c      *conn
+	p      *sfu.Participant
+	clock  sessionClock
+	t0     time.Time // wall time of the session's first timestamp: RTP time 0 of every track
+	stream *sfu.Stream
+	video  *videoOut
+	audio  *audioOut
+	meta   metadata
+
+	scratch []byte   // the message being read; reused
+	units   [][]byte // NAL units or OBUs of the frame being written; reused
+
+	unsupported map[string]bool
+	frames      uint64 // video frames written
+	dropped     uint64 // frames that could not be used (before a sequence header, refused by the packetizer)
+}
+
+type videoOut struct {
+	track      *sfu.Track
+	w          *media.Writer
+	codec      string
+	lengthSize int
+	av1Seq     []byte   // AV1 sequence header OBU from the configuration record
+	params     [][]byte // the parameter sets the resolution was last read from
+	width      int
+	height     int
+}
+
+type audioOut struct {
+	track  *sfu.Track
+	w      *media.Writer
+	codec  string
+	config []byte
+	clock  audioClock
+}
+
+func newPublisher(c *conn, p *sfu.Participant) *publisher {
+	return &publisher{c: c, p: p, unsupported: map[string]bool{}}
+}
+
+// read copies the message payload into the reusable scratch buffer.
+func (pub *publisher) read(r io.Reader) ([]byte, error) {
+	b := pub.scratch[:0]
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			pub.scratch = b
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// at returns the session time (ms) of an RTMP timestamp, fixing the wall time of the first.
+func (pub *publisher) at(ts uint32) int64 {
+	if !pub.clock.started {
+		pub.t0 = pub.c.s.clock()
+	}
+	return pub.clock.at(ts)
+}
+
+// onVideo handles one video message.
+func (pub *publisher) onVideo(ts uint32, r io.Reader) error {
+	body, err := pub.read(r)
+	if err != nil {
+		return err
+	}
+	tag, err := parseVideoTag(body)
+	if err != nil {
+		return err
+	}
+	ms := pub.at(ts)
+	switch tag.kind {
+	case packetSequenceStart:
+		if err := pub.videoConfig(tag); err != nil {
+			return err
+		}
+	case packetFrame:
+		if err := pub.videoFrame(tag, ms); err != nil {
+			return err
+		}
+	}
+	return pub.startStream()
+}
+
+func (pub *publisher) videoConfig(tag videoTag) error {
+	if tag.codec == "" {
+		pub.unsupportedCodec("video", tag.format)
+		return nil
+	}
+	codec := sfu.Codec{Name: tag.codec, ClockRate: 90000, PayloadType: ptVideo}
+	var params [][]byte
+	var av1Seq []byte
+	lengthSize := 4
+	width, height := 0, 0
+	switch tag.codec {
+	case sfu.CodecH264, sfu.CodecH265:
+		parse := parseAVCC
+		if tag.codec == sfu.CodecH265 {
+			parse = parseHVCC
+		}
+		cfg, err := parse(tag.data)
+		if err != nil {
+			return err
+		}
+		params, lengthSize = cloneAll(cfg.params), cfg.lengthSize
+		width, height = paramsSize(tag.codec, params)
+		if tag.codec == sfu.CodecH264 {
+			codec = media.H264Codec(firstNALU(params, 7, false), firstNALU(params, 8, false), ptVideo)
+		}
+	case sfu.CodecAV1:
+		cfgOBUs, err := parseAV1C(tag.data)
+		if err != nil {
+			return err
+		}
+		obus, err := splitOBUs(nil, cfgOBUs)
+		if err != nil {
+			return err
+		}
+		for _, o := range obus {
+			if (o[0]>>3)&0x0f == 1 { // OBU_SEQUENCE_HEADER
+				av1Seq = o
+				var sh av1.SequenceHeader
+				if sh.Unmarshal(o) == nil {
+					width, height = sh.Width(), sh.Height()
+				}
+			}
+		}
+	}
+	v := pub.video
+	if v != nil && v.codec == tag.codec {
+		// A new configuration of the same codec (resolution change, encoder restart): the
+		// track goes on with the new parameter sets, sent before every keyframe from now.
+		if params != nil {
+			v.w.SetParams(params)
+			v.params = params
+		}
+		v.lengthSize = lengthSize
+		if av1Seq != nil {
+			v.av1Seq = av1Seq
+		}
+		pub.setVideoSize(width, height)
+		return nil
+	}
+	return pub.publishVideo(codec, params, lengthSize, av1Seq, width, height)
+}
+
+// publishVideo publishes the video track (replacing one of another codec).
+func (pub *publisher) publishVideo(codec sfu.Codec, params [][]byte, lengthSize int, av1Seq []byte, width, height int) error {
+	if old := pub.video; old != nil {
+		pub.video = nil
+		if err := pub.p.Unpublish(old.track, sfu.ReasonUnpublished); err != nil && !sfu.IsClosed(err) {
+			return err
+		}
+	}
+	if width == 0 {
+		width, height = pub.meta.width, pub.meta.height
+	}
+	track, err := pub.p.Publish(sfu.TrackSpec{Codec: codec, Name: "video", Width: width, Height: height, CacheGOP: true})
+	if err != nil {
+		return err
+	}
+	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+	w, err := media.NewWriter(track)
+	if err != nil {
+		return err
+	}
+	if params != nil {
+		w.SetParams(params)
+	}
+	pub.video = &videoOut{track: track, w: w, codec: codec.Name, lengthSize: lengthSize, av1Seq: av1Seq,
+		params: params, width: width, height: height}
+	pub.c.log.Info("rtmp video track", "codec", codec.Name, "width", width, "height", height)
+	return nil
+}
+
+func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
+	if tag.codec == "" {
+		pub.unsupportedCodec("video", tag.format)
+		return nil
+	}
+	v := pub.video
+	if (v == nil || v.codec != tag.codec) && tag.keyframe && (tag.codec == sfu.CodecVP9 || tag.codec == sfu.CodecAV1) {
+		// VP9 and AV1 carry what a decoder needs in-band: no configuration record is needed.
+		if err := pub.publishVideo(sfu.Codec{Name: tag.codec, ClockRate: 90000, PayloadType: ptVideo}, nil, 4, nil, 0, 0); err != nil {
+			return err
+		}
+		v = pub.video
+	}
+	if v == nil || v.codec != tag.codec || len(tag.data) == 0 {
+		pub.dropped++
+		return nil
+	}
+	// The packetizer may keep slices of the frame in the packets it writes, and the
+	// payload buffer is reused: the frame gets its own copy.
+	frame := bytes.Clone(tag.data)
+	var err error
+	units := pub.units[:0]
+	switch v.codec {
+	case sfu.CodecH264, sfu.CodecH265:
+		units, err = splitNALUs(units, frame, v.lengthSize)
+	case sfu.CodecAV1:
+		if tag.keyframe && v.av1Seq != nil {
+			units = append(units, v.av1Seq)
+		}
+		units, err = splitOBUs(units, frame)
+		units = dedupeAV1Seq(units)
+		if err == nil && tag.keyframe {
+			pub.av1Size(units)
+		}
+	case sfu.CodecVP9:
+		units = append(units, frame)
+		if tag.keyframe {
+			var h vp9.Header
+			if h.Unmarshal(frame) == nil {
+				pub.setVideoSize(h.Width(), h.Height())
+			}
+		}
+	}
+	pub.units = units[:0]
+	if err != nil {
+		return err
+	}
+	if len(units) == 0 {
+		pub.dropped++
+		return nil
+	}
+	pts := (ms + int64(tag.cts)) * 90 // RTP time is the presentation time
+	if err := v.w.Write(uint32(pts), units); err != nil {
+		pub.dropped++
+		if pub.dropped == 1 || pub.dropped%1000 == 0 {
+			pub.c.log.Warn("rtmp video frame refused by the packetizer", "err", err, "dropped", pub.dropped)
+		}
+		return nil
+	}
+	pub.frames++
+	clear(units)
+	if tag.keyframe && (v.codec == sfu.CodecH264 || v.codec == sfu.CodecH265) {
+		// Parameter sets may change in-band: follow the resolution.
+		if ps := v.w.Params(); !sameParams(ps, v.params) {
+			v.params = ps
+			pub.setVideoSize(paramsSize(v.codec, ps))
+		}
+	}
+	return nil
+}
+
+// av1Size follows the resolution of the sequence header in a temporal unit.
+func (pub *publisher) av1Size(obus [][]byte) {
+	for _, o := range obus {
+		if (o[0]>>3)&0x0f != 1 {
+			continue
+		}
+		var sh av1.SequenceHeader
+		if sh.Unmarshal(o) == nil {
+			pub.setVideoSize(sh.Width(), sh.Height())
+		}
+		return
+	}
+}
+
+// dedupeAV1Seq drops the sequence header put first when the temporal unit has its own.
+func dedupeAV1Seq(units [][]byte) [][]byte {
+	if len(units) < 2 || (units[0][0]>>3)&0x0f != 1 {
+		return units
+	}
+	for _, u := range units[1:] {
+		if (u[0]>>3)&0x0f == 1 {
+			return units[1:]
+		}
+	}
+	return units
+}
+
+func (pub *publisher) setVideoSize(width, height int) {
+	v := pub.video
+	if v == nil || width <= 0 || height <= 0 || (width == v.width && height == v.height) {
+		return
+	}
+	v.width, v.height = width, height
+	_ = pub.p.SetTrackSize(v.track, width, height)
+}
+
+// onAudio handles one audio message.
+func (pub *publisher) onAudio(ts uint32, r io.Reader) error {
+	body, err := pub.read(r)
+	if err != nil {
+		return err
+	}
+	tag, err := parseAudioTag(body)
+	if err != nil {
+		return err
+	}
+	ms := pub.at(ts)
+	if tag.codec == "" {
+		if tag.kind == packetFrame || tag.kind == packetSequenceStart {
+			pub.unsupportedCodec("audio", tag.format)
+		}
+		return pub.startStream()
+	}
+	switch tag.kind {
+	case packetSequenceStart:
+		if err := pub.audioConfig(tag); err != nil {
+			return err
+		}
+	case packetFrame:
+		a := pub.audio
+		if a == nil && tag.codec == sfu.CodecOpus { // Opus needs no configuration
+			if err := pub.publishAudio(sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: 2, PayloadType: ptOpus}, nil, 0); err != nil {
+				return err
+			}
+			a = pub.audio
+		}
+		if a == nil || a.codec != tag.codec || len(tag.data) == 0 {
+			break
+		}
+		frame := bytes.Clone(tag.data)
+		rtpTS := a.clock.at(ms)
+		if err := a.w.Write(uint32(rtpTS), [][]byte{frame}); err != nil {
+			pub.dropped++
+		}
+	}
+	return pub.startStream()
+}
+
+func (pub *publisher) audioConfig(tag audioTag) error {
+	var codec sfu.Codec
+	frame := 0
+	switch tag.codec {
+	case sfu.CodecAAC:
+		var asc mpeg4audio.AudioSpecificConfig
+		if err := asc.Unmarshal(tag.data); err != nil {
+			pub.unsupportedCodec("audio", "aac ("+err.Error()+")")
+			return nil
+		}
+		channels := asc.ChannelCount
+		if channels == 0 {
+			channels = 2 // defined by a program config element
+		}
+		frame = mpeg4audio.SamplesPerAccessUnit
+		if asc.FrameLengthFlag {
+			frame = 960
+		}
+		codec = media.AACCodec(bytes.Clone(tag.data), asc.SampleRate, channels, ptAAC)
+	case sfu.CodecOpus:
+		channels := 2
+		if len(tag.data) >= 19 && string(tag.data[:8]) == "OpusHead" && tag.data[9] == 1 {
+			channels = 1
+		}
+		codec = sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: uint16(channels), PayloadType: ptOpus}
+	}
+	if a := pub.audio; a != nil && a.track.Codec() == codec {
+		return nil // the same configuration again
+	}
+	return pub.publishAudio(codec, tag.data, frame)
+}
+
+// publishAudio publishes the audio track (replacing one of another configuration).
+func (pub *publisher) publishAudio(codec sfu.Codec, config []byte, frame int) error {
+	if old := pub.audio; old != nil {
+		pub.audio = nil
+		if err := pub.p.Unpublish(old.track, sfu.ReasonUnpublished); err != nil && !sfu.IsClosed(err) {
+			return err
+		}
+	}
+	track, err := pub.p.Publish(sfu.TrackSpec{Codec: codec, Name: "audio"})
+	if err != nil {
+		return err
+	}
+	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+	w, err := media.NewWriter(track)
+	if err != nil {
+		return err
+	}
+	pub.audio = &audioOut{track: track, w: w, codec: codec.Name, config: bytes.Clone(config),
+		clock: newAudioClock(int(codec.ClockRate), frame)}
+	pub.c.log.Info("rtmp audio track", "codec", codec.Name, "rate", codec.ClockRate, "channels", codec.Channels)
+	return nil
+}
+
+// startStream reports the publish session once its first media message has arrived
+// (stream.publishing).
+func (pub *publisher) startStream() error {
+	if pub.stream != nil {
+		return nil
+	}
+	st, err := pub.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: pub.c.protocol, RemoteAddr: pub.c.remote})
+	if err != nil {
+		return err
+	}
+	pub.stream = st
+	return nil
+}
+
+// setMetadata records onMetaData; its resolution stands until a sequence header gives one.
+func (pub *publisher) setMetadata(md metadata) {
+	pub.meta = md
+	pub.c.log.Info("rtmp stream metadata", "encoder", md.encoder, "width", md.width, "height", md.height,
+		"framerate", md.frameRate, "videocodecid", md.videoCodecID, "audiocodecid", md.audioCodecID)
+	if v := pub.video; v != nil && v.width == 0 {
+		pub.setVideoSize(md.width, md.height)
+	}
+}
+
+func (pub *publisher) unsupportedCodec(kind, format string) {
+	if pub.unsupported[format] {
+		return
+	}
+	pub.unsupported[format] = true
+	pub.c.log.Warn("rtmp publisher sends a codec that cannot be published; it is ignored", "kind", kind, "codec", format)
+	if id := pub.c.sess.ingestID; id != "" {
+		if s, ok := pub.c.s.ingests.(interface{ SetUnsupported(string, []string) }); ok {
+			var list []string
+			for f := range pub.unsupported {
+				list = append(list, f)
+			}
+			s.SetUnsupported(id, list)
+		}
+	}
+}
+
+// summary returns log attributes of the session's media.
+func (pub *publisher) summary() []any {
+	attrs := []any{"video_frames", pub.frames}
+	if pub.dropped > 0 {
+		attrs = append(attrs, "dropped", pub.dropped)
+	}
+	if pub.clock.jumps > 0 {
+		attrs = append(attrs, "timestamp_jumps", pub.clock.jumps)
+	}
+	return attrs
+}
+
+// paramsSize reads the resolution from the SPS among H.264 or H.265 parameter sets.
+func paramsSize(codec string, params [][]byte) (int, int) {
+	if codec == sfu.CodecH264 {
+		if sps := firstNALU(params, 7, false); sps != nil {
+			var s h264.SPS
+			if s.Unmarshal(sps) == nil {
+				return s.Width(), s.Height()
+			}
+		}
+		return 0, 0
+	}
+	if sps := firstNALU(params, 33, true); sps != nil {
+		var s h265.SPS
+		if s.Unmarshal(sps) == nil {
+			return s.Width(), s.Height()
+		}
+	}
+	return 0, 0
+}
+
+func firstNALU(nalus [][]byte, typ byte, h265 bool) []byte {
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		t := n[0] & 0x1f
+		if h265 {
+			t = (n[0] >> 1) & 0x3f
+		}
+		if t == typ {
+			return n
+		}
+	}
+	return nil
+}
+
+func sameParams(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !bytes.Equal(a[i], b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func cloneAll(in [][]byte) [][]byte {
+	out := make([][]byte, len(in))
+	for i, b := range in {
+		out[i] = bytes.Clone(b)
+	}
+	return out
+}
