@@ -315,4 +315,3 @@ func (p *dispatcher) saveCursor(saved uint64) {
 		}
 	}
 }
-
