@@ -56,6 +56,8 @@ type Deliverer struct {
 
 	attempts *prometheus.CounterVec
 
+	ready chan struct{} // closed once Run has loaded the endpoints
+
 	mu        sync.Mutex
 	ctx       context.Context // set by Run; nil before
 	endpoints map[string]*storedEndpoint
@@ -99,6 +101,7 @@ func NewDeliverer(opts DeliveryOptions) (*Deliverer, error) {
 		client:    &http.Client{Transport: opts.Transport, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
 		endpoints: map[string]*storedEndpoint{},
 		running:   map[string]*dispatcher{},
+		ready:     make(chan struct{}),
 		attempts: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "sluice_webhook_attempts_total",
 			Help: "Webhook delivery attempts by endpoint and result (delivered, retry, failed, gone)."}, []string{"endpoint", "result"}),
 	}, nil
@@ -134,9 +137,23 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		}
 	}
 	d.mu.Unlock()
+	close(d.ready)
 	<-ctx.Done()
 	d.wg.Wait()
 	return nil
+}
+
+// Ready is closed once Run has loaded the endpoints; the API methods wait for it.
+func (d *Deliverer) Ready() <-chan struct{} { return d.ready }
+
+// waitReady waits until Run has loaded the endpoints, or ctx ends.
+func (d *Deliverer) waitReady(ctx context.Context) error {
+	select {
+	case <-d.ready:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("webhooks: not started yet: %w", ctx.Err())
+	}
 }
 
 // loadEndpoints merges the config's endpoints with the stored ones: a config endpoint keeps its
@@ -173,6 +190,14 @@ func (d *Deliverer) loadEndpoints(ctx context.Context) error {
 		if se.Secret == "" {
 			se.Secret = NewSecret()
 			d.log.Warn("webhooks: endpoint has no secret in the config; generated one (show it with `sluice webhooks secret ID`)", "endpoint", id)
+		}
+		if _, found, err := d.store.cursor(ctx, id); err != nil {
+			return fmt.Errorf("webhooks: endpoint %s: %w", id, err)
+		} else if !found {
+			// a new config endpoint gets the events of this run of the daemon on, not the history
+			if err := d.store.setCursor(ctx, id, d.events.startSeq); err != nil {
+				return fmt.Errorf("webhooks: endpoint %s: %w", id, err)
+			}
 		}
 		if err := d.store.save(ctx, se); err != nil {
 			return fmt.Errorf("webhooks: saving endpoint %s: %w", id, err)

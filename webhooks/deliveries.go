@@ -69,6 +69,9 @@ type DeliveryQuery struct {
 // Deliveries returns the latest record of each event delivered to an endpoint since q.Since,
 // oldest first, at most q.Limit (the newest).
 func (d *Deliverer) Deliveries(ctx context.Context, id string, q DeliveryQuery) ([]Delivery, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return nil, err
+	}
 	if _, err := d.Endpoint(id); err != nil {
 		return nil, err
 	}
@@ -120,6 +123,9 @@ type ReplayResult struct {
 // of them. It enables a disabled endpoint again. The resends run in the background, one attempt
 // each, in seq order; their records carry replay: true.
 func (d *Deliverer) Replay(ctx context.Context, id string, req ReplayRequest) (ReplayResult, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return ReplayResult{}, err
+	}
 	ep, err := d.Endpoint(id)
 	if err != nil {
 		return ReplayResult{}, err
@@ -218,6 +224,9 @@ const TestEventType = "webhook.test"
 
 // Test sends one signed test event to an endpoint and reports the answer.
 func (d *Deliverer) Test(ctx context.Context, id string) (TestResult, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return TestResult{}, err
+	}
 	d.mu.Lock()
 	se := d.endpoints[id]
 	var ep Endpoint

@@ -271,11 +271,19 @@ func (h *HTTP) follow(w http.ResponseWriter, r *http.Request, q Query, fromGiven
 	}
 }
 
-func (h *HTTP) list(w http.ResponseWriter, _ *http.Request) {
+func (h *HTTP) list(w http.ResponseWriter, r *http.Request) {
+	if err := h.Deliverer.waitReady(r.Context()); err != nil {
+		writeErr(w, err)
+		return
+	}
 	api.WriteJSON(w, http.StatusOK, map[string]any{"webhooks": h.Deliverer.Endpoints()})
 }
 
 func (h *HTTP) get(w http.ResponseWriter, r *http.Request) {
+	if err := h.Deliverer.waitReady(r.Context()); err != nil {
+		writeErr(w, err)
+		return
+	}
 	ep, err := h.Deliverer.Endpoint(r.PathValue("id"))
 	if err != nil {
 		writeErr(w, err)
@@ -364,6 +372,10 @@ func (h *HTTP) replay(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *HTTP) secret(w http.ResponseWriter, r *http.Request) {
+	if err := h.Deliverer.waitReady(r.Context()); err != nil {
+		writeErr(w, err)
+		return
+	}
 	s, err := h.Deliverer.Secret(r.PathValue("id"))
 	if err != nil {
 		writeErr(w, err)

@@ -67,6 +67,9 @@ func (d *Deliverer) Secret(id string) (string, error) {
 // Add creates an endpoint (persisted; delivering from the next event on) and returns it with
 // its secret, generated when the request has none.
 func (d *Deliverer) Add(ctx context.Context, req AddRequest) (Added, error) {
+	if err := d.waitReady(ctx); err != nil {
+		return Added{}, err
+	}
 	se := &storedEndpoint{Endpoint: Endpoint{ID: sfu.NewID("wh_"), URL: req.URL, Events: req.Events, Rooms: req.Rooms,
 		Source: SourceAPI, CreatedAt: d.clock().UTC()}, Secret: req.Secret}
 	if se.Events == nil {
@@ -103,6 +106,9 @@ func (d *Deliverer) Add(ctx context.Context, req AddRequest) (Added, error) {
 
 // Remove deletes an API endpoint, its position and its pending deliveries.
 func (d *Deliverer) Remove(ctx context.Context, id string) error {
+	if err := d.waitReady(ctx); err != nil {
+		return err
+	}
 	d.mu.Lock()
 	se := d.endpoints[id]
 	d.mu.Unlock()
