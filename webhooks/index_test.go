@@ -64,7 +64,7 @@ func TestReconcileAfterCrash(t *testing.T) {
 	var got map[string]*sfu.Event
 	sfutest.WaitFor(t, "recording and broadcast ended after the grace", wait, func() bool {
 		got = terminals(t, l, last)
-		return len(got) == 7
+		return len(got) == 6
 	})
 	want := map[string]string{"ST_1": sfu.EventStreamUnpublished, "TR_1": sfu.EventTrackUnpublished, "PA_1": sfu.EventParticipantLeft,
 		"RM_1": sfu.EventRoomFinished, "RC_1": sfu.EventRecordingFailed, "BC_1": sfu.EventBroadcastFailed}
@@ -77,8 +77,8 @@ func TestReconcileAfterCrash(t *testing.T) {
 	if r := got["RC_1"].Recording; r.Status != "failed" || len(r.Files) != 2 || r.Error == nil || got["RC_1"].Error == nil {
 		t.Fatalf("recording.failed carries %+v", r)
 	}
-	if got["ST_2"] == nil || got["ST_2"].Reason != sfu.ReasonClientDisconnected {
-		t.Fatal("the stream that ended got another terminal event")
+	if got["ST_2"] != nil {
+		t.Fatal("the stream that had ended got another terminal event")
 	}
 	// a second start finds nothing open
 	_ = l.Close()

@@ -81,7 +81,7 @@ func (l *Log) scan(ctx context.Context, q Query, follow bool, fn func(Record) er
 // (flow-controlled, ephemeral, recreated by the client after any gap) from after seq, or from
 // since, or from the start; without follow it stops once caught up.
 func scanStream(ctx context.Context, js jetstream.JetStream, stream, filter string, after uint64, since time.Time, follow bool, fn func(jetstream.Msg) error) error {
-	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 30 * time.Second}
+	cfg := jetstream.OrderedConsumerConfig{DeliverPolicy: jetstream.DeliverAllPolicy, InactiveThreshold: 10 * time.Second}
 	if filter != "" {
 		cfg.FilterSubjects = []string{filter}
 	}
@@ -99,7 +99,15 @@ func scanStream(ctx context.Context, js jetstream.JetStream, stream, filter stri
 	if err != nil {
 		return fmt.Errorf("events: reading the log: %w", err)
 	}
-	defer it.Stop()
+	defer func() {
+		it.Stop()
+		// the server would keep an idle ephemeral consumer for InactiveThreshold: drop it now
+		if info := cons.CachedInfo(); info != nil {
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = js.DeleteConsumer(dctx, stream, info.Name)
+			cancel()
+		}
+	}()
 	if !follow {
 		info, err := cons.Info(ctx)
 		if err != nil {

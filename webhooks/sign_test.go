@@ -98,7 +98,11 @@ func FuzzVerify(f *testing.F) {
 		h.Set(HeaderSignature, sig)
 		_ = s.Verify(h, body, time.Unix(vectorTS, 0), DefaultTolerance) // must not panic
 		// a signature we make always verifies
-		if err := s.Verify(func() http.Header { g := http.Header{}; s.SetHeaders(g, id+"x", time.Unix(vectorTS, 0), body); return g }(), body, time.Unix(vectorTS, 0), DefaultTolerance); err != nil {
+		if err := s.Verify(func() http.Header {
+			g := http.Header{}
+			s.SetHeaders(g, id+"x", time.Unix(vectorTS, 0), body)
+			return g
+		}(), body, time.Unix(vectorTS, 0), DefaultTolerance); err != nil {
 			t.Fatal(err)
 		}
 	})
