@@ -201,7 +201,13 @@ func (h *HTTP) follow(w http.ResponseWriter, r *http.Request, q Query, fromGiven
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
-	_, _ = w.Write([]byte("retry: 1000\n: following the sluice event log\n\n"))
+	// the starting position as an id without data: a client that reconnects before the first
+	// event resumes from here (EventSource updates its last event id from it, too)
+	hello := "retry: 1000\n: following the sluice event log\n"
+	if q.Since.IsZero() {
+		hello += "id: " + strconv.FormatUint(q.After, 10) + "\n"
+	}
+	_, _ = w.Write([]byte(hello + "\n"))
 	flusher.Flush()
 
 	recs := make(chan Record, 64)
