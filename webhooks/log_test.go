@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -141,5 +143,25 @@ func TestSubjectRoundTrip(t *testing.T) {
 		if !ok || room2 != room || typ != "recording.ended" {
 			t.Errorf("room %q: got %q %q %v (subject %s)", room, room2, typ, ok, eventSubject(room, "recording.ended"))
 		}
+	}
+}
+
+// An unreachable log costs an emitter at most EmitTimeout, is counted, and never panics.
+func TestEmitUnreachableLogGivesUp(t *testing.T) {
+	l := openTestLog(t, t.TempDir(), func(o *LogOptions) { o.EmitTimeout = 300 * time.Millisecond })
+	l.srv.Shutdown()
+	l.srv.WaitForShutdown()
+	start := time.Now()
+	ev := &sfu.Event{Type: sfu.EventRoomStarted, Room: &sfu.RoomInfo{Name: "x"}}
+	l.Emit(ev)
+	if took := time.Since(start); took > 5*time.Second {
+		t.Fatalf("Emit blocked %v", took)
+	}
+	var m dto.Metric
+	if err := l.failures.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	if ev.Seq != 0 || m.GetCounter().GetValue() != 1 {
+		t.Fatalf("seq %d, failures %v", ev.Seq, m.GetCounter().GetValue())
 	}
 }
