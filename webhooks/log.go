@@ -74,6 +74,7 @@ type Log struct {
 	startSeq uint64
 
 	closed   atomic.Bool
+	down     atomic.Bool // the last Emit gave up: the next ones try once, briefly, until one succeeds
 	ctx      context.Context // cancelled by Close; owns background work (deferred reconcile)
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -235,16 +236,21 @@ func (l *Log) Emit(ev *sfu.Event) {
 	msg.Header.Set(headerNode, l.opts.Node)
 	start := time.Now()
 	deadline := start.Add(l.opts.EmitTimeout)
+	if l.down.Load() && !l.nc.IsConnected() {
+		// the log is known to be unreachable: do not stall every emitter for the whole timeout
+		deadline = start.Add(100 * time.Millisecond)
+	}
 	backoff := 20 * time.Millisecond
 	for {
 		if l.closed.Load() {
 			l.lost(ev, errors.New("event log closed"))
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), min(2*time.Second, l.opts.EmitTimeout))
+		ctx, cancel := context.WithTimeout(context.Background(), max(min(2*time.Second, time.Until(deadline)), 10*time.Millisecond))
 		ack, err := l.js.PublishMsg(ctx, msg)
 		cancel()
 		if err == nil {
+			l.down.Store(false)
 			ev.Seq = ack.Sequence
 			l.latency.Observe(time.Since(start).Seconds())
 			l.emitted.Inc()
@@ -261,6 +267,7 @@ func (l *Log) Emit(ev *sfu.Event) {
 }
 
 func (l *Log) lost(ev *sfu.Event, err error) {
+	l.down.Store(true)
 	l.failures.Inc()
 	l.log.Error("EVENT LOST: the event log did not store it", "type", ev.Type, "id", ev.ID, "room", ev.RoomName(), "err", err)
 }
