@@ -74,7 +74,7 @@ type Log struct {
 	startSeq uint64
 
 	closed   atomic.Bool
-	down     atomic.Bool // the last Emit gave up: the next ones try once, briefly, until one succeeds
+	down     atomic.Bool     // the last Emit gave up: the next ones try once, briefly, until one succeeds
 	ctx      context.Context // cancelled by Close; owns background work (deferred reconcile)
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
