@@ -210,7 +210,10 @@ func TestCursorSurvivesRestart(t *testing.T) {
 	dir := t.TempDir()
 	rx := newReceiver(t, nil)
 	cfg := testConfig(EndpointConfig{ID: "e", URL: rx.srv.URL, Secret: rx.secret})
+	runNo := 0
 	run := func(n int) {
+		runNo++
+		run, t0, logged := runNo, time.Now(), false
 		l, err := OpenLog(context.Background(), LogOptions{Config: DefaultEventsConfig(), DataDir: dir, Node: "n"})
 		if err != nil {
 			t.Fatal(err)
@@ -226,7 +229,14 @@ func TestCursorSurvivesRestart(t *testing.T) {
 		for range n {
 			l.Emit(roomEvent(sfu.EventRoomUpdated, "r"))
 		}
-		sfutest.WaitFor(t, "deliveries", wait, func() bool { return len(rx.delivered()) == before+n })
+		sfutest.WaitFor(t, fmt.Sprintf("deliveries of run %d (before %d)", run, before), wait, func() bool {
+			if time.Since(t0) > 5*time.Second && !logged {
+				logged = true
+				c, _, _ := d.store.cursor(context.Background(), "e")
+				t.Logf("run %d: delivered %d, cursor %d, last seq %d, rx got %d bad %d", run, len(rx.delivered()), c, l.index.seq, len(rx.got), rx.badSignatures())
+			}
+			return len(rx.delivered()) == before+n
+		})
 		cancel()
 		if err := <-done; err != nil {
 			t.Fatal(err)

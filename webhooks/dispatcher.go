@@ -44,6 +44,9 @@ type lane struct {
 	spillFrom uint64
 }
 
+// inflightGrace is how long a stopping dispatcher waits for the answer of a request in flight.
+const inflightGrace = 2 * time.Second
+
 // item is one event to deliver.
 type item struct {
 	seq  uint64
@@ -223,10 +226,16 @@ func (p *dispatcher) deliver(it item) bool {
 		case <-p.ctx.Done():
 			return false
 		}
-		res := p.d.post(p.ctx, &p.ep, p.signer, it.id, it.body)
+		// a stop lets a request in flight finish for a moment, so that a clean stop does not
+		// leave a delivered event pending (and send it again at the next start)
+		reqCtx, cancelReq := context.WithCancel(context.WithoutCancel(p.ctx))
+		stop := context.AfterFunc(p.ctx, func() { time.AfterFunc(inflightGrace, cancelReq) })
+		res := p.d.post(reqCtx, &p.ep, p.signer, it.id, it.body)
+		stop()
+		cancelReq()
 		<-p.sem
-		if p.ctx.Err() != nil {
-			return false
+		if !res.ok() && p.ctx.Err() != nil {
+			return false // cut by the stop, not the endpoint's answer: stays pending
 		}
 		rec := Delivery{Endpoint: p.ep.ID, Seq: it.seq, EventID: it.id, Type: it.typ, Room: it.room, Attempts: attempt,
 			StatusCode: res.code, Error: res.errText(), At: p.d.clock().UTC(), DurationMs: float64(res.duration.Microseconds()) / 1000}
