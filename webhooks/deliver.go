@@ -58,11 +58,13 @@ type Deliverer struct {
 
 	ready chan struct{} // closed once Run has loaded the endpoints
 
-	mu        sync.Mutex
-	ctx       context.Context // set by Run; nil before
-	endpoints map[string]*storedEndpoint
-	running   map[string]*dispatcher
-	wg        sync.WaitGroup // dispatchers and replays
+	mu          sync.Mutex
+	runCtx      context.Context // Run's; owns replays
+	ctx         context.Context // while this node delivers (always, with an embedded log); else nil
+	endpoints   map[string]*storedEndpoint
+	running     map[string]*dispatcher
+	dispatchers sync.WaitGroup
+	wg          sync.WaitGroup // replays
 }
 
 // NewDeliverer validates opts; it starts nothing.
@@ -130,6 +132,27 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		return err
 	}
 	d.mu.Lock()
+	d.runCtx = ctx
+	d.mu.Unlock()
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		d.watchEndpoints(ctx)
+	}()
+	close(d.ready)
+	if d.events.External() {
+		d.leadLoop(ctx) // several nodes share the log: one of them delivers
+	} else {
+		d.serve(ctx)
+	}
+	<-watched
+	d.wg.Wait() // replays
+	return nil
+}
+
+// serve runs the dispatchers of the enabled endpoints until ctx ends and waits for them.
+func (d *Deliverer) serve(ctx context.Context) {
+	d.mu.Lock()
 	d.ctx = ctx
 	for _, se := range d.endpoints {
 		if !se.Disabled {
@@ -137,10 +160,11 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		}
 	}
 	d.mu.Unlock()
-	close(d.ready)
 	<-ctx.Done()
-	d.wg.Wait()
-	return nil
+	d.dispatchers.Wait()
+	d.mu.Lock()
+	d.ctx = nil
+	d.mu.Unlock()
 }
 
 // Ready is closed once Run has loaded the endpoints; the API methods wait for it.
@@ -232,9 +256,9 @@ func (d *Deliverer) startLocked(se *storedEndpoint) {
 	p := &dispatcher{d: d, ep: se.Endpoint, signer: signer, ctx: ctx, cancel: cancel, lanes: map[string]*lane{},
 		sem: make(chan struct{}, d.opts.Concurrency), log: d.log.With("endpoint", se.ID)}
 	d.running[se.ID] = p
-	d.wg.Add(1)
+	d.dispatchers.Add(1)
 	go func() {
-		defer d.wg.Done()
+		defer d.dispatchers.Done()
 		p.run()
 		d.mu.Lock()
 		if d.running[se.ID] == p {

@@ -166,7 +166,7 @@ func (d *Deliverer) Replay(ctx context.Context, id string, req ReplayRequest) (R
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if d.ctx == nil || d.ctx.Err() != nil {
+	if d.runCtx == nil || d.runCtx.Err() != nil {
 		return ReplayResult{}, errors.New("webhooks: the daemon is not delivering (starting or stopping)")
 	}
 	se := d.endpoints[id]
@@ -175,7 +175,7 @@ func (d *Deliverer) Replay(ctx context.Context, id string, req ReplayRequest) (R
 		return ReplayResult{}, err
 	}
 	epCopy := se.Endpoint
-	rctx := d.ctx
+	rctx := d.runCtx
 	d.wg.Add(1)
 	go func() {
 		defer d.wg.Done()

@@ -313,6 +313,10 @@ func (l *Log) Close() error {
 	return nil
 }
 
+// External reports whether the log is on an external NATS server (possibly shared by several
+// nodes) rather than embedded.
+func (l *Log) External() bool { return l.opts.Config.NATSURL != "" }
+
 // JetStream returns the JetStream context, for the webhook deliverer.
 func (l *Log) JetStream() jetstream.JetStream { return l.js }
 
