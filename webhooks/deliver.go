@@ -146,7 +146,10 @@ func (d *Deliverer) Run(ctx context.Context) error {
 		d.serve(ctx)
 	}
 	<-watched
-	d.wg.Wait() // replays
+	d.mu.Lock()
+	d.runCtx = nil // no replay starts any more
+	d.mu.Unlock()
+	d.wg.Wait()
 	return nil
 }
 
@@ -161,10 +164,10 @@ func (d *Deliverer) serve(ctx context.Context) {
 	}
 	d.mu.Unlock()
 	<-ctx.Done()
-	d.dispatchers.Wait()
 	d.mu.Lock()
-	d.ctx = nil
+	d.ctx = nil // no dispatcher starts any more
 	d.mu.Unlock()
+	d.dispatchers.Wait()
 }
 
 // Ready is closed once Run has loaded the endpoints; the API methods wait for it.

@@ -120,12 +120,6 @@ func (r *receiver) setSecret(secret string) {
 	r.mu.Unlock()
 }
 
-func (r *receiver) setAnswer(fn func(ev *sfu.Event, attempt int) int) {
-	r.mu.Lock()
-	r.answer = fn
-	r.mu.Unlock()
-}
-
 // checkOrder fails the test unless each room's first deliveries come in seq order.
 func checkOrder(t testing.TB, evs []sfu.Event) {
 	t.Helper()
