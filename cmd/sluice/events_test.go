@@ -318,7 +318,18 @@ func TestStatusFollowAcrossRestart(t *testing.T) {
 		}
 	}
 	create(0, 10)
+	// a live publisher: its participant, tracks and stream are open at the kill
+	pub := newWHIPPublisher(t, d.URL+"/whip/live")
+	sfutest.WaitFor(t, "the publisher's stream", e2eWait, func() bool {
+		for _, ev := range logEvents(t, d.URL) {
+			if ev.Type == sfu.EventStreamPublishing {
+				return true
+			}
+		}
+		return false
+	})
 	d.kill()
+	pub.close()
 	d.start()
 	create(10, 20)
 	d.stop()
@@ -345,6 +356,16 @@ func TestStatusFollowAcrossRestart(t *testing.T) {
 	for i := range want {
 		if printed[i].ID != want[i].ID || printed[i].Seq != want[i].Seq {
 			t.Fatalf("event %d: printed seq %d %s, log seq %d %s", i, printed[i].Seq, printed[i].Type, want[i].Seq, want[i].Type)
+		}
+	}
+	types := map[string]int{}
+	for _, ev := range printed {
+		types[ev.Type]++
+	}
+	for _, typ := range []string{sfu.EventServerStarted, sfu.EventServerStopping, sfu.EventParticipantJoined, sfu.EventTrackPublished,
+		sfu.EventStreamPublishing, sfu.EventStreamUnpublished, sfu.EventRoomFinished} {
+		if types[typ] == 0 {
+			t.Fatalf("the follower saw no %s: %v", typ, types)
 		}
 	}
 	if !strings.Contains(errs.String(), "reconnected") {
