@@ -219,8 +219,9 @@ func (d *daemon) run(ctx context.Context) error {
 	go func() { httpErr <- d.http.Serve(d.listener) }()
 
 	if d.events != nil {
-		// every component has started (and recovered what it owns): end what the log still
-		// shows open from before this process
+		// every component is running: end what the log still shows open from before this
+		// process (rooms, participants, tracks, streams now; recordings and broadcasts after a
+		// grace that leaves the recorder and broadcaster time to end their own)
 		d.events.Reconcile(ctx)
 	}
 	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: d.node})
