@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -164,4 +165,32 @@ func TestEmitUnreachableLogGivesUp(t *testing.T) {
 	if ev.Seq != 0 || m.GetCounter().GetValue() != 1 {
 		t.Fatalf("seq %d, failures %v", ev.Seq, m.GetCounter().GetValue())
 	}
+}
+
+func FuzzSubjectRoundTrip(f *testing.F) {
+	for _, s := range []string{"", "lobby", "a.b", "~", "x@y", "é", "*", ">"} {
+		f.Add(s, "room.started")
+	}
+	f.Fuzz(func(t *testing.T, room, typ string) {
+		if strings.ContainsAny(typ, " \t\r\n*>") || typ == "" || strings.HasPrefix(typ, ".") || strings.HasSuffix(typ, ".") || strings.Contains(typ, "..") {
+			return // types are the catalogue's constants
+		}
+		subj := eventSubject(room, typ)
+		if strings.ContainsAny(subj, " \t\r\n*>") {
+			t.Fatalf("subject %q is not a literal subject", subj)
+		}
+		r2, t2, ok := parseSubject(subj)
+		if !ok || r2 != room || t2 != typ {
+			t.Fatalf("%q %q -> %q -> %q %q %v", room, typ, subj, r2, t2, ok)
+		}
+	})
+}
+
+func FuzzParseSince(f *testing.F) {
+	for _, s := range []string{"", "0", "1042", "10m", "-5s", "1h30m", "18446744073709551616", "007"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		_, _, _ = ParseSince(s, time.Unix(1e9, 0)) // must not panic
+	})
 }

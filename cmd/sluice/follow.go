@@ -136,13 +136,24 @@ func (c *apiClient) followOnce(ctx context.Context, o followOptions, last uint64
 	// a silent connection (no event, no heartbeat) is a dead one
 	watchdog := time.AfterFunc(o.idle, cancel)
 	defer watchdog.Stop()
-	sc := bufio.NewScanner(resp.Body)
+	if err := readSSE(resp.Body, func() { watchdog.Reset(o.idle) }, fn); err != nil {
+		return err
+	}
+	return io.ErrUnexpectedEOF
+}
+
+// readSSE parses a Server-Sent Events stream (https://html.spec.whatwg.org/multipage/server-sent-events.html):
+// for each event it calls fn with its id and data (nil data for an id-only event, which moves
+// the resume position), and alive for every line read. It returns at the end of r or on fn's
+// error.
+func readSSE(r io.Reader, alive func(), fn func(id uint64, data []byte) error) error {
+	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 8<<20)
 	var id uint64
 	var data []byte
 	hasID := false
 	for sc.Scan() {
-		watchdog.Reset(o.idle)
+		alive()
 		line := sc.Bytes()
 		switch {
 		case len(line) == 0:
@@ -159,10 +170,7 @@ func (c *apiClient) followOnce(ctx context.Context, o followOptions, last uint64
 			data = append([]byte(nil), line[6:]...)
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return err
-	}
-	return io.ErrUnexpectedEOF
+	return sc.Err()
 }
 
 // eventLine renders an event as one readable line: seq, time, type, room, who, key facts.
