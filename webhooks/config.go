@@ -4,8 +4,6 @@ package webhooks
 
 import (
 	"fmt"
-	"net/url"
-	"path"
 	"time"
 )
 
@@ -89,25 +87,17 @@ func (c Config) Validate() error {
 	}
 	ids := map[string]bool{}
 	for i, e := range c.Endpoints {
-		if e.ID != "" {
-			if ids[e.ID] {
-				return fmt.Errorf("endpoints.%d.id: %q is used twice", i, e.ID)
-			}
-			ids[e.ID] = true
+		id := e.ID
+		if id == "" {
+			id = configEndpointID(e.URL)
 		}
-		if e.Secret != "" {
-			if err := ValidateSecret(e.Secret); err != nil {
-				return fmt.Errorf("endpoints.%d.secret: %w", i, err)
-			}
+		if ids[id] {
+			return fmt.Errorf("endpoints.%d.id: %q is used twice", i, id)
 		}
-		u, err := url.Parse(e.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("endpoints.%d.url: must be an http:// or https:// URL", i)
-		}
-		for _, g := range append(append([]string{}, e.Events...), e.Rooms...) {
-			if _, err := path.Match(g, ""); err != nil {
-				return fmt.Errorf("endpoints.%d: %q is not a glob", i, g)
-			}
+		ids[id] = true
+		ep := Endpoint{ID: id, URL: e.URL, Secret: e.Secret, Events: e.Events, Rooms: e.Rooms}
+		if err := validateEndpoint(&ep); err != nil {
+			return fmt.Errorf("endpoints.%d: %w", i, err)
 		}
 	}
 	return nil
