@@ -60,14 +60,16 @@ func (d *Deliverer) record(rec Delivery) {
 
 // DeliveryQuery selects delivery records.
 type DeliveryQuery struct {
-	Since time.Time // records at or after; zero: the last MaxAge
-	// Status keeps one status ("failed"); "" keeps all.
+	// Since: records at or after; zero means the last hour, or the last MaxAge with a Status.
+	Since time.Time
+	// Status keeps the events whose last record has this status ("failed"); "" keeps all.
 	Status string
 	Limit  int // newest records kept (default 100)
 }
 
 // Deliveries returns the latest record of each event delivered to an endpoint since q.Since,
-// oldest first, at most q.Limit (the newest).
+// oldest first, at most q.Limit (the newest). Memory is bounded: without a status it keeps a
+// window of the newest records; with one, only the events not (yet) delivered.
 func (d *Deliverer) Deliveries(ctx context.Context, id string, q DeliveryQuery) ([]Delivery, error) {
 	if err := d.waitReady(ctx); err != nil {
 		return nil, err
@@ -76,21 +78,39 @@ func (d *Deliverer) Deliveries(ctx context.Context, id string, q DeliveryQuery) 
 		return nil, err
 	}
 	if q.Since.IsZero() {
-		q.Since = d.clock().Add(-d.cfg.MaxAge)
+		q.Since = d.clock().Add(-time.Hour)
+		if q.Status != "" {
+			q.Since = d.clock().Add(-d.cfg.MaxAge)
+		}
 	}
 	if q.Limit <= 0 {
 		q.Limit = 100
 	}
 	latest := map[uint64]Delivery{}
+	var ring []Delivery // without a status: the newest records, in arrival order
 	err := scanStream(ctx, d.events.js, streamDeliveries, deliverySubjectPrefix+kvKey(id), 0, q.Since, false, func(m jetstream.Msg) error {
 		var rec Delivery
-		if json.Unmarshal(m.Data(), &rec) == nil {
+		if json.Unmarshal(m.Data(), &rec) != nil {
+			return nil
+		}
+		switch {
+		case q.Status == "":
+			ring = append(ring, rec)
+			if len(ring) > 4*q.Limit {
+				ring = append(ring[:0:0], ring[len(ring)-2*q.Limit:]...)
+			}
+		case rec.Status == StatusDelivered:
+			delete(latest, rec.Seq)
+		default:
 			latest[rec.Seq] = rec
 		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
+	}
+	for _, rec := range ring {
+		latest[rec.Seq] = rec
 	}
 	out := make([]Delivery, 0, len(latest))
 	for _, rec := range latest {

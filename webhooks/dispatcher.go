@@ -67,21 +67,9 @@ func (p *dispatcher) done() chan struct{} {
 func (p *dispatcher) run() {
 	done := p.done()
 	defer close(done)
-	store := p.d.store
-	floor, found, err := store.cursor(p.ctx, p.ep.ID)
+	floor, err := p.startPosition()
 	if err != nil {
-		p.log.Error("webhooks: reading the endpoint's position", "err", err)
-		return
-	}
-	if !found { // a new endpoint starts with the events after now
-		if floor, err = p.d.events.LastSeq(p.ctx); err != nil {
-			p.log.Error("webhooks: reading the log", "err", err)
-			return
-		}
-		if err := store.setCursor(p.ctx, p.ep.ID, floor); err != nil {
-			p.log.Error("webhooks: saving the endpoint's position", "err", err)
-			return
-		}
+		return // stopped before the log answered
 	}
 	p.readPos = floor
 	p.wg.Add(1)
@@ -96,13 +84,42 @@ func (p *dispatcher) run() {
 		})
 		if err != nil && p.ctx.Err() == nil {
 			p.log.Warn("webhooks: reading the log; retrying", "err", err)
-			select {
-			case <-time.After(time.Second):
-			case <-p.ctx.Done():
-			}
+			sleepCtx(p.ctx, time.Second)
 		}
 	}
 	p.wg.Wait()
+}
+
+// startPosition reads the endpoint's saved position (a new endpoint starts with the events
+// after now), retrying while the log is unreachable.
+func (p *dispatcher) startPosition() (uint64, error) {
+	for {
+		floor, found, err := p.d.store.cursor(p.ctx, p.ep.ID)
+		if err == nil && !found {
+			if floor, err = p.d.events.LastSeq(p.ctx); err == nil {
+				err = p.d.store.setCursor(p.ctx, p.ep.ID, floor)
+			}
+		}
+		if err == nil {
+			return floor, nil
+		}
+		p.log.Warn("webhooks: reading the endpoint's position; retrying", "err", err)
+		if !sleepCtx(p.ctx, time.Second) {
+			return 0, p.ctx.Err()
+		}
+	}
+}
+
+// sleepCtx waits d, or until ctx ends (false).
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // admit hands a record to its room's lane, or skips it.
@@ -149,7 +166,9 @@ func (p *dispatcher) runLane(ln *lane) {
 			if ln.spillFrom > 0 && p.ctx.Err() == nil {
 				from, upto := ln.spillFrom, p.readPos
 				p.mu.Unlock()
-				p.refill(ln, from, upto)
+				if !p.refill(ln, from, upto) {
+					sleepCtx(p.ctx, time.Second)
+				}
 				continue
 			}
 			ln.running = false
@@ -174,8 +193,9 @@ func (p *dispatcher) runLane(ln *lane) {
 	}
 }
 
-// refill reads back a spilled lane's events in [from, upto] from the log, up to LaneLimit.
-func (p *dispatcher) refill(ln *lane, from, upto uint64) {
+// refill reads back a spilled lane's events in [from, upto] from the log, up to LaneLimit;
+// false when the log could not be read.
+func (p *dispatcher) refill(ln *lane, from, upto uint64) bool {
 	var got []item
 	next, complete := from, true
 	err := scanStream(p.ctx, p.d.events.js, streamEvents, roomSubject(ln.room), from-1, time.Time{}, false, func(m jetstream.Msg) error {
@@ -204,7 +224,7 @@ func (p *dispatcher) refill(ln *lane, from, upto uint64) {
 		if p.ctx.Err() == nil {
 			p.log.Warn("webhooks: reading back a room's events", "room", ln.room, "err", err)
 		}
-		return // spillFrom unchanged: retried by the lane's next turn (or after a restart)
+		return false // spillFrom unchanged: retried by the lane's next turn (or after a restart)
 	}
 	ln.queue = append(ln.queue, got...)
 	switch {
@@ -215,6 +235,7 @@ func (p *dispatcher) refill(ln *lane, from, upto uint64) {
 	default:
 		ln.spillFrom = 0
 	}
+	return true
 }
 
 // deliver tries one event until it is delivered or given up; false means the dispatcher is
@@ -265,11 +286,7 @@ func (p *dispatcher) deliver(it item) bool {
 		if attempt == 1 {
 			p.log.Info("webhooks: delivery failed; retrying", "seq", it.seq, "type", it.typ, "room", it.room, "error", rec.Error, "next_in", wait)
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-t.C:
-		case <-p.ctx.Done():
-			t.Stop()
+		if !sleepCtx(p.ctx, wait) {
 			return false
 		}
 	}

@@ -201,7 +201,7 @@ func webhooksDeliveries(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&failed, "failed", false, "only deliveries given up after max_age (replayable)")
-	cmd.Flags().StringVar(&since, "since", "", "how far back to look (default: webhooks.max_age)")
+	cmd.Flags().StringVar(&since, "since", "", "how far back to look (default 1h; with --failed, webhooks.max_age)")
 	cmd.Flags().IntVar(&limit, "limit", 0, "at most this many, the newest (default 100)")
 	return cmd
 }
