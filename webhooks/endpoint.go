@@ -113,9 +113,6 @@ func blockedAddr(ip netip.Addr) bool {
 	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip == metadataV6
 }
 
-// errBlockedAddr is returned by the dialer for a blocked target.
-var errBlockedAddr = errors.New("blocked target address (link-local or metadata)")
-
 // dialControl refuses blocked addresses at connect time, after DNS resolution, so that a name
 // resolving to a metadata address is refused as well.
 func dialControl(_, address string, _ syscall.RawConn) error {

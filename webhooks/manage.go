@@ -2,18 +2,10 @@ package webhooks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sort"
 
 	"github.com/sluice-media/sluice/sfu"
-)
-
-// Errors of the endpoint API.
-var (
-	ErrEndpointNotFound = errors.New("webhook endpoint not found")
-	ErrConfigEndpoint   = errors.New("the endpoint is defined in the config file; remove it there")
-	ErrInvalidEndpoint  = errors.New("invalid endpoint")
 )
 
 // AddRequest is the body of POST /v1/webhooks.

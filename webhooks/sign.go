@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -25,17 +24,6 @@ const SecretPrefix = "whsec_"
 
 // DefaultTolerance is how far a webhook-timestamp may be from the receiver's clock.
 const DefaultTolerance = 5 * time.Minute
-
-// Verification errors.
-var (
-	ErrMissingHeaders   = errors.New("missing webhook-id, webhook-timestamp or webhook-signature header")
-	ErrBadTimestamp     = errors.New("webhook-timestamp is not a unix time")
-	ErrTimestampTooOld  = errors.New("webhook-timestamp is older than the tolerance")
-	ErrTimestampTooNew  = errors.New("webhook-timestamp is newer than the tolerance")
-	ErrNoMatchingSig    = errors.New("no signature matches the body")
-	ErrInvalidSecret    = errors.New("secret must be whsec_ followed by base64 of 24 to 64 bytes")
-	errSecretNotDecoded = errors.New("secret is not base64")
-)
 
 // NewSecret returns a fresh random secret "whsec_<base64 of 32 bytes>".
 func NewSecret() string {
