@@ -22,4 +22,3 @@ var (
 
 // errBlockedAddr is returned by the dialer for a blocked target.
 var errBlockedAddr = errors.New("blocked target address (link-local or metadata)")
-
