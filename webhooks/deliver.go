@@ -202,7 +202,8 @@ func (d *Deliverer) loadEndpoints(ctx context.Context) error {
 			id = configEndpointID(ec.URL)
 		}
 		inConfig[id] = true
-		se := &storedEndpoint{Endpoint: Endpoint{ID: id, URL: ec.URL, Events: ec.Events, Rooms: ec.Rooms, Source: SourceConfig, CreatedAt: d.clock().UTC()}, Secret: ec.Secret}
+		se := &storedEndpoint{Endpoint: Endpoint{ID: id, URL: ec.URL, Events: append([]string{}, ec.Events...), Rooms: append([]string{}, ec.Rooms...),
+			Source: SourceConfig, CreatedAt: d.clock().UTC()}, Secret: ec.Secret}
 		if err := validateEndpoint(&se.Endpoint); err != nil {
 			return fmt.Errorf("webhooks: endpoint %s: %w", id, err)
 		}
