@@ -4,8 +4,6 @@ package webhooks
 
 import (
 	"fmt"
-	"net/url"
-	"path"
 	"time"
 )
 
@@ -42,13 +40,17 @@ type Config struct {
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxAge is how long an undelivered event is retried before it is kept as failed.
 	MaxAge time.Duration `yaml:"max_age"`
+	// RetrySchedule are the waits before the second, third… attempt of a delivery (the first
+	// is at once); the last wait repeats until MaxAge.
+	RetrySchedule []time.Duration `yaml:"retry_schedule"`
 }
 
 // EndpointConfig is one webhook endpoint of the config file.
 type EndpointConfig struct {
 	ID  string `yaml:"id"`
 	URL string `yaml:"url"`
-	// Secret is "whsec_<base64>"; generated and logged once when empty.
+	// Secret is "whsec_<base64>"; when empty one is generated, kept in the event store and shown
+	// by `sluice webhooks secret ID` (never logged).
 	Secret string `yaml:"secret"`
 	// Events are type globs ("recording.*"); empty means every type but stream.stats.
 	Events []string `yaml:"events"`
@@ -57,7 +59,15 @@ type EndpointConfig struct {
 }
 
 // DefaultConfig returns the documented defaults.
-func DefaultConfig() Config { return Config{Timeout: 10 * time.Second, MaxAge: 72 * time.Hour} }
+func DefaultConfig() Config {
+	return Config{Timeout: 10 * time.Second, MaxAge: 72 * time.Hour, RetrySchedule: DefaultRetrySchedule()}
+}
+
+// DefaultRetrySchedule is shared/DESIGN.md's backoff: at once, 5 s, 30 s, 2 m, 10 m, 30 m, 1 h,
+// then every 2 h.
+func DefaultRetrySchedule() []time.Duration {
+	return []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour}
+}
 
 // Validate reports the first invalid value.
 func (c Config) Validate() error {
@@ -67,15 +77,27 @@ func (c Config) Validate() error {
 	if c.MaxAge <= 0 {
 		return fmt.Errorf("max_age: must be positive")
 	}
-	for i, e := range c.Endpoints {
-		u, err := url.Parse(e.URL)
-		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return fmt.Errorf("endpoints.%d.url: must be an http:// or https:// URL", i)
+	if len(c.RetrySchedule) == 0 {
+		return fmt.Errorf("retry_schedule: needs at least one wait")
+	}
+	for i, d := range c.RetrySchedule {
+		if d <= 0 {
+			return fmt.Errorf("retry_schedule.%d: must be positive", i)
 		}
-		for _, g := range append(append([]string{}, e.Events...), e.Rooms...) {
-			if _, err := path.Match(g, ""); err != nil {
-				return fmt.Errorf("endpoints.%d: %q is not a glob", i, g)
-			}
+	}
+	ids := map[string]bool{}
+	for i, e := range c.Endpoints {
+		id := e.ID
+		if id == "" {
+			id = configEndpointID(e.URL)
+		}
+		if ids[id] {
+			return fmt.Errorf("endpoints.%d.id: %q is used twice", i, id)
+		}
+		ids[id] = true
+		ep := Endpoint{ID: id, URL: e.URL, Secret: e.Secret, Events: e.Events, Rooms: e.Rooms}
+		if err := validateEndpoint(&ep); err != nil {
+			return fmt.Errorf("endpoints.%d: %w", i, err)
 		}
 	}
 	return nil

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/webhooks"
 )
 
 func newServeCmd() *cobra.Command {
@@ -88,6 +89,7 @@ type component struct {
 type daemon struct {
 	components [phaseCount][]component
 	closers    []func() error // sockets and stores released after everything stopped, last first
+	onShutdown []func()       // run when the HTTP server begins its graceful shutdown
 	registry   *prometheus.Registry
 	gate       *api.Gate
 
@@ -95,6 +97,7 @@ type daemon struct {
 	log      *slog.Logger
 	node     string
 	emitter  sfu.Emitter
+	events   *webhooks.Log // the durable event log: opened first, closed last
 	hub      *sfu.Hub
 	api      *api.Server
 	ingests  *ingest.Store
@@ -126,7 +129,9 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			d.closeSockets()
 		}
 	}()
-	d.emitter = newLoggingEmitter(sfu.NewLocalEmitter(0, nil), log)
+	if err := d.openEvents(); err != nil {
+		return nil, err
+	}
 	d.hub, err = sfu.NewHub(sfu.Options{
 		Config:        cfg.Rooms,
 		Limits:        cfg.Limits,
@@ -145,7 +150,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireIngests, d.wireWebRTC, d.wireRTMP} {
+	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireWebRTC, d.wireRTMP} {
 		if err := wire(); err != nil {
 			return nil, err
 		}
@@ -156,6 +161,9 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	d.http = &http.Server{Handler: d.api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	for _, fn := range d.onShutdown {
+		d.http.RegisterOnShutdown(fn)
+	}
 	if cfg.HTTP.TLS.CertFile != "" {
 		cert, err := tls.LoadX509KeyPair(cfg.HTTP.TLS.CertFile, cfg.HTTP.TLS.KeyFile)
 		if err != nil {
@@ -213,6 +221,12 @@ func (d *daemon) run(ctx context.Context) error {
 	httpErr := make(chan error, 1)
 	go func() { httpErr <- d.http.Serve(d.listener) }()
 
+	if d.events != nil {
+		// every component is running: end what the log still shows open from before this
+		// process (rooms, participants, tracks, streams now; recordings and broadcasts after a
+		// grace that leaves the recorder and broadcaster time to end their own)
+		d.events.Reconcile(ctx)
+	}
 	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: d.node})
 	d.api.SetReady(true)
 	d.log.Info("sluice is serving", "version", version, "http", d.listener.Addr().String(), "data_dir", d.cfg.Node.DataDir)

@@ -15,16 +15,33 @@ import (
 )
 
 func newStatusCmd(g *globals) *cobra.Command {
+	var follow bool
+	var fo followOptions
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show rooms, participants and tracks with live bitrates",
+		Short: "Show rooms, participants and tracks with live bitrates, or follow the live event stream",
 		Long: `Show a snapshot of the daemon: every room, its participants and their tracks with codec,
 resolution, bitrate, frame rate and subscriber count, and the daemon's other sections
-(ingests, recordings, broadcasts) as they exist.`,
+(ingests, recordings, broadcasts) as they exist.
+
+With -f, follow the event log instead: one line per event (seq, time, type, room, who, key
+facts), or one JSON event per line with -o json. --since starts in the past (a seq: the events
+after it; a duration: that long ago); without it, following starts with the next event. When the
+daemon restarts, the stream reconnects by itself and resumes after the last event it printed:
+nothing is lost or printed twice.`,
 		Example: `  sluice status
-  sluice status -o json | jq '.rooms[].room.name'`,
+  sluice status -o json | jq '.rooms[].room.name'
+  sluice status -f
+  sluice status -f --since 10m --type 'recording.*' --room lobby
+  sluice status -f -o json | jq -c 'select(.type == "stream.failed")'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if follow {
+				return followStatus(cmd, g, fo)
+			}
+			if fo.since != "" || len(fo.types) > 0 || fo.room != "" {
+				return fmt.Errorf("--since, --type and --room go with -f/--follow")
+			}
 			var raw json.RawMessage
 			if err := g.client().do(cmd.Context(), "GET", "/v1/status", nil, &raw); err != nil {
 				return err
@@ -35,7 +52,34 @@ resolution, bitrate, frame rate and subscriber count, and the daemon's other sec
 			return renderStatus(cmd.OutOrStdout(), raw)
 		},
 	}
+	f := cmd.Flags()
+	f.BoolVarP(&follow, "follow", "f", false, "follow the live event stream")
+	f.StringVar(&fo.since, "since", "", "with -f: start after this seq, or this long ago (10m)")
+	f.StringSliceVar(&fo.types, "type", nil, "with -f: event type globs ('recording.*'), comma-separated or repeated")
+	f.StringVar(&fo.room, "room", "", "with -f: only this room's events")
 	return cmd
+}
+
+// followStatus prints the event stream until interrupted.
+func followStatus(cmd *cobra.Command, g *globals, fo followOptions) error {
+	out := cmd.OutOrStdout()
+	warn := func(msg string) { fmt.Fprintln(cmd.ErrOrStderr(), "sluice:", msg) }
+	return g.client().followEvents(cmd.Context(), fo, func(_ uint64, raw []byte) error {
+		var err error
+		if g.output == "json" {
+			_, err = fmt.Fprintf(out, "%s\n", raw)
+		} else {
+			var ev sfu.Event
+			if jerr := json.Unmarshal(raw, &ev); jerr != nil {
+				return fmt.Errorf("reading an event: %w", jerr)
+			}
+			_, err = fmt.Fprintln(out, eventLine(&ev))
+		}
+		if err != nil {
+			return fmt.Errorf("%w: %w", errOutput, err)
+		}
+		return nil
+	}, warn)
 }
 
 func renderStatus(w io.Writer, raw json.RawMessage) error {

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
@@ -16,11 +19,12 @@ import (
 type Gate struct {
 	verifier *auth.Verifier
 	emit     sfu.Emitter
+	limiter  refusalLimiter
 }
 
 // NewGate returns a gate over verifier that reports refusals to emit.
 func NewGate(verifier *auth.Verifier, emit sfu.Emitter) *Gate {
-	return &Gate{verifier: verifier, emit: emit}
+	return &Gate{verifier: verifier, emit: emit, limiter: refusalLimiter{buckets: map[string]*bucket{}, clock: time.Now}}
 }
 
 // Verifier returns the token verifier.
@@ -46,9 +50,70 @@ func (g *Gate) Check(token string, action auth.Action, room, protocol, remoteAdd
 	return claims, nil
 }
 
-// Refused emits auth.failed for err (an auth error) from remoteAddr over protocol.
+// Refused reports a refusal of err (an auth error) from remoteAddr over protocol: always in
+// the refusals metric, and as an auth.failed event unless that address has already had its
+// share (a burst of 10, then one a second), so that a flood of bad requests cannot flood the
+// event log and the webhooks.
 func (g *Gate) Refused(err error, protocol, remoteAddr string) {
+	g.limiter.refusals.Add(1)
+	if !g.limiter.allow(hostOf(remoteAddr)) {
+		return
+	}
 	g.emit.Emit(&sfu.Event{Type: sfu.EventAuthFailed, Reason: auth.Reason(err), RemoteAddr: remoteAddr, Protocol: protocol})
+}
+
+// Refusals returns how many requests were refused, and how many of those were not reported
+// as events because their address was over its limit.
+func (g *Gate) Refusals() (total, unreported uint64) {
+	return g.limiter.refusals.Load(), g.limiter.suppressed.Load()
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// refusalLimiter is a token bucket per remote address.
+type refusalLimiter struct {
+	mu         sync.Mutex
+	buckets    map[string]*bucket
+	clock      func() time.Time
+	refusals   atomic.Uint64
+	suppressed atomic.Uint64
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+const (
+	refusalBurst = 10
+	refusalRate  = 1.0 // events per second per address, after the burst
+)
+
+func (l *refusalLimiter) allow(host string) bool {
+	now := l.clock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.buckets[host]
+	if b == nil {
+		if len(l.buckets) >= 10000 {
+			clear(l.buckets) // bounded memory; a wiped bucket starts full again
+		}
+		b = &bucket{tokens: refusalBurst, at: now}
+		l.buckets[host] = b
+	}
+	b.tokens = min(refusalBurst, b.tokens+now.Sub(b.at).Seconds()*refusalRate)
+	b.at = now
+	if b.tokens < 1 {
+		l.suppressed.Add(1)
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // RequestToken returns the token of an HTTP request: the Bearer header, else ?access_token=.

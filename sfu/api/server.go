@@ -62,6 +62,12 @@ func New(opts Options) *Server {
 	})
 	if opts.Registry != nil {
 		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+		opts.Registry.MustRegister(
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_auth_refusals_total", Help: "Requests refused by auth (API, WHIP, WHEP, RTMP, RTSP)."},
+				func() float64 { n, _ := g.Refusals(); return float64(n) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_auth_refusals_unreported_total", Help: "Refusals not reported as auth.failed because their address was over its rate."},
+				func() float64 { _, n := g.Refusals(); return float64(n) }),
+		)
 	}
 	// Profiles for operators (and `go tool pprof`), behind the admin gate.
 	s.mux.Handle("GET /debug/pprof/", g.Admin(http.HandlerFunc(pprof.Index)))

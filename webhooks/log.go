@@ -1,0 +1,404 @@
+package webhooks
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-media/sluice/sfu"
+)
+
+// Names of the JetStream objects the log owns.
+const (
+	streamEvents     = "SLUICE_EVENTS"
+	streamDeliveries = "SLUICE_DELIVERIES"
+	bucketState      = "sluice_state"
+	headerNode       = "Sluice-Node"
+)
+
+// LogOptions build a Log.
+type LogOptions struct {
+	Config EventsConfig
+	// DataDir holds the embedded server's store (DataDir/events).
+	DataDir string
+	// Node names this daemon; open objects are tracked per node.
+	Node   string
+	Logger *slog.Logger
+	// Clock returns the current time; time.Now when nil.
+	Clock func() time.Time
+	// EmitTimeout bounds how long one Emit retries an unreachable log (default 5 s).
+	EmitTimeout time.Duration
+	// SnapshotInterval is the period of the open-objects snapshot (default 30 s).
+	SnapshotInterval time.Duration
+	// EgressGrace is how long Reconcile leaves recordings and broadcasts to the components that
+	// recover them before it ends those still open (default 15 s).
+	EgressGrace time.Duration
+}
+
+// Log is the durable event log: a JetStream stream, embedded in the process (file store under
+// DataDir/events, no TCP listener) or on an external NATS server. It implements sfu.Emitter:
+// Emit returns once the event is stored (written to the store file) and sets its Seq.
+//
+// Lifecycle: OpenLog connects (and starts the embedded server) and recovers the index of open
+// objects; Run keeps the snapshot of that index and ends with a final one; Close releases the
+// connection and the server, after every emitter has stopped. Emit, Read and Follow are safe for
+// concurrent use between OpenLog and Close.
+type Log struct {
+	opts  LogOptions
+	log   *slog.Logger
+	clock func() time.Time
+
+	srv    *server.Server // nil with an external server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	stream jetstream.Stream
+	state  jetstream.KeyValue
+
+	index *index
+	// startSeq is the last seq of the log when this process opened it: Reconcile ends only
+	// objects begun at or before it.
+	startSeq uint64
+
+	closed   atomic.Bool
+	down     atomic.Bool     // the last Emit gave up: the next ones try once, briefly, until one succeeds
+	ctx      context.Context // cancelled by Close; owns background work (deferred reconcile)
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	emitted  prometheus.Counter
+	failures prometheus.Counter
+	latency  prometheus.Histogram
+}
+
+// OpenLog starts the embedded JetStream server (or connects to cfg.NATSURL), makes sure the
+// stream and state bucket exist with the configured retention, and recovers the open objects.
+func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
+	if err := opts.Config.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.EmitTimeout <= 0 {
+		opts.EmitTimeout = 5 * time.Second
+	}
+	if opts.SnapshotInterval <= 0 {
+		opts.SnapshotInterval = 30 * time.Second
+	}
+	if opts.EgressGrace <= 0 {
+		opts.EgressGrace = 15 * time.Second
+	}
+	l = &Log{opts: opts, log: opts.Logger, clock: opts.Clock, index: newIndex(opts.Node)}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	l.emitted = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_emitted_total", Help: "Events stored in the event log."})
+	l.failures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_emit_failures_total", Help: "Events that could not be stored in the event log (lost)."})
+	l.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_events_emit_seconds", Help: "Time to store one event.",
+		Buckets: []float64{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3}})
+	defer func() {
+		if err != nil {
+			_ = l.Close()
+		}
+	}()
+	if opts.Config.NATSURL == "" {
+		if err := l.startEmbedded(); err != nil {
+			return nil, err
+		}
+	} else {
+		l.nc, err = nats.Connect(opts.Config.NATSURL, nats.Name("sluice "+opts.Node), nats.MaxReconnects(-1),
+			nats.ReconnectWait(time.Second), nats.Timeout(5*time.Second))
+		if err != nil {
+			return nil, fmt.Errorf("events: connecting to %s: %w", redactURL(opts.Config.NATSURL), err)
+		}
+	}
+	l.js, err = jetstream.New(l.nc)
+	if err != nil {
+		return nil, fmt.Errorf("events: %w", err)
+	}
+	if err := l.ensureStreams(ctx); err != nil {
+		return nil, err
+	}
+	if err := l.recover(ctx); err != nil {
+		return nil, err
+	}
+	return l, nil
+}
+
+func (l *Log) startEmbedded() error {
+	dir := filepath.Join(l.opts.DataDir, "events")
+	srv, err := server.NewServer(&server.Options{
+		ServerName:         "sluice",
+		DontListen:         true, // in-process connections only: no TCP port at all
+		JetStream:          true,
+		StoreDir:           dir,
+		JetStreamMaxMemory: 8 << 20, // no memory streams are used; keep the reservation small
+		MaxPayload:         8 << 20, // room for the open-objects snapshot
+		NoSigs:             true,
+		NoLog:              true,
+	})
+	if err != nil {
+		return fmt.Errorf("events: embedded server: %w", err)
+	}
+	srv.SetLoggerV2(natsLogger{l.log.With("component", "nats")}, false, false, false)
+	l.srv = srv
+	srv.Start()
+	if !srv.ReadyForConnections(30 * time.Second) {
+		return fmt.Errorf("events: embedded server in %s did not start", dir)
+	}
+	l.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.Name("sluice"), nats.MaxReconnects(-1))
+	if err != nil {
+		return fmt.Errorf("events: in-process connection: %w", err)
+	}
+	return nil
+}
+
+func (l *Log) ensureStreams(ctx context.Context) error {
+	retention := l.opts.Config.Retention
+	for _, cfg := range []jetstream.StreamConfig{
+		{Name: streamEvents, Subjects: []string{subjectPrefix + ">"}, Storage: jetstream.FileStorage, MaxAge: retention,
+			Duplicates: 2 * time.Minute, Description: "sluice event log"},
+		{Name: streamDeliveries, Subjects: []string{deliverySubjectPrefix + ">"}, Storage: jetstream.FileStorage, MaxAge: retention,
+			Description: "sluice webhook delivery records"},
+	} {
+		if err := ensureStream(ctx, l.js, cfg); err != nil {
+			return err
+		}
+	}
+	s, err := l.js.Stream(ctx, streamEvents)
+	if err != nil {
+		return fmt.Errorf("events: %w", err)
+	}
+	l.stream = s
+	l.state, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, Description: "sluice endpoints, cursors and open objects", Storage: jetstream.FileStorage})
+	if err != nil {
+		return fmt.Errorf("events: state bucket: %w", err)
+	}
+	return nil
+}
+
+// ensureStream creates the stream, or updates the retention of an existing one (keeping the
+// replicas and placement an operator may have chosen on an external cluster).
+func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) error {
+	s, err := js.Stream(ctx, cfg.Name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		if _, err := js.CreateStream(ctx, cfg); err != nil {
+			return fmt.Errorf("events: creating stream %s: %w", cfg.Name, err)
+		}
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("events: stream %s: %w", cfg.Name, err)
+	}
+	cur := s.CachedInfo().Config
+	if cur.MaxAge == cfg.MaxAge {
+		return nil
+	}
+	cur.MaxAge = cfg.MaxAge
+	if _, err := js.UpdateStream(ctx, cur); err != nil {
+		return fmt.Errorf("events: updating stream %s: %w", cfg.Name, err)
+	}
+	return nil
+}
+
+// Collectors returns the log's metrics for a Prometheus registry.
+func (l *Log) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{l.emitted, l.failures, l.latency}
+}
+
+// Emit stores ev in the log and sets its ID, Time and Seq. It retries an unreachable log for up
+// to EmitTimeout with the same message id (the log drops duplicates), then logs the loss and
+// counts it in sluice_events_emit_failures_total; it never panics and never blocks longer.
+func (l *Log) Emit(ev *sfu.Event) {
+	sfu.Stamp(ev, l.clock())
+	ev.Seq = 0
+	body, err := json.Marshal(ev)
+	if err != nil { // cannot happen with the event types; count it like a loss
+		l.lost(ev, err)
+		return
+	}
+	msg := &nats.Msg{Subject: eventSubject(ev.RoomName(), ev.Type), Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	msg.Header.Set(headerNode, l.opts.Node)
+	start := time.Now()
+	deadline := start.Add(l.opts.EmitTimeout)
+	if l.down.Load() && !l.nc.IsConnected() {
+		// the log is known to be unreachable: do not stall every emitter for the whole timeout
+		deadline = start.Add(100 * time.Millisecond)
+	}
+	backoff := 20 * time.Millisecond
+	for {
+		if l.closed.Load() {
+			l.lost(ev, errors.New("event log closed"))
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), max(min(2*time.Second, time.Until(deadline)), 10*time.Millisecond))
+		ack, err := l.js.PublishMsg(ctx, msg)
+		cancel()
+		if err == nil {
+			l.down.Store(false)
+			ev.Seq = ack.Sequence
+			l.latency.Observe(time.Since(start).Seconds())
+			l.emitted.Inc()
+			l.index.apply(ev, ack.Sequence)
+			return
+		}
+		if time.Now().Add(backoff).After(deadline) {
+			l.lost(ev, err)
+			return
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (l *Log) lost(ev *sfu.Event, err error) {
+	l.down.Store(true)
+	l.failures.Inc()
+	l.log.Error("EVENT LOST: the event log did not store it", "type", ev.Type, "id", ev.ID, "room", ev.RoomName(), "err", err)
+}
+
+// Run keeps the snapshot of open objects fresh until ctx ends, then writes a final one. It is
+// the log's component in the daemon's first phase, so it ends after every emitter.
+func (l *Log) Run(ctx context.Context) error {
+	tick := time.NewTicker(l.opts.SnapshotInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := l.saveSnapshot(sctx); err != nil {
+				l.log.Warn("events: final snapshot", "err", err)
+			}
+			return nil
+		case <-tick.C:
+			if err := l.saveSnapshot(ctx); err != nil && ctx.Err() == nil {
+				l.log.Warn("events: snapshot", "err", err)
+			}
+		}
+	}
+}
+
+// Close stops background work, flushes and closes the connection, and shuts the embedded
+// server down. Idempotent; safe after a partial OpenLog.
+func (l *Log) Close() error {
+	if l.closed.Swap(true) {
+		return nil
+	}
+	l.cancel()
+	l.wg.Wait()
+	if l.nc != nil {
+		_ = l.nc.FlushTimeout(2 * time.Second)
+		l.nc.Close()
+	}
+	if l.srv != nil {
+		l.srv.Shutdown()
+		l.srv.WaitForShutdown()
+	}
+	return nil
+}
+
+// External reports whether the log is on an external NATS server (possibly shared by several
+// nodes) rather than embedded.
+func (l *Log) External() bool { return l.opts.Config.NATSURL != "" }
+
+// JetStream returns the JetStream context, for the webhook deliverer.
+func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// State returns the key-value bucket of endpoints, cursors and snapshots.
+func (l *Log) State() jetstream.KeyValue { return l.state }
+
+// LastSeq returns the seq of the newest event in the log (0 when empty).
+func (l *Log) LastSeq(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("events: %w", err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// Record is one event read from the log.
+type Record struct {
+	Seq  uint64
+	ID   string
+	Type string
+	Room string
+	Node string
+	Time time.Time
+	// Body is the event's JSON (the wire schema) with its seq filled in.
+	Body []byte
+}
+
+// Event decodes the record's body.
+func (r Record) Event() (*sfu.Event, error) {
+	var ev sfu.Event
+	if err := json.Unmarshal(r.Body, &ev); err != nil {
+		return nil, err
+	}
+	return &ev, nil
+}
+
+func recordOf(m jetstream.Msg) (Record, error) {
+	meta, err := m.Metadata()
+	if err != nil {
+		return Record{}, err
+	}
+	room, typ, _ := parseSubject(m.Subject())
+	return Record{
+		Seq:  meta.Sequence.Stream,
+		ID:   m.Headers().Get(jetstream.MsgIDHeader),
+		Type: typ,
+		Room: room,
+		Node: m.Headers().Get(headerNode),
+		Time: meta.Timestamp,
+		Body: withSeq(m.Data(), meta.Sequence.Stream),
+	}, nil
+}
+
+// withSeq returns body with its "seq":0 replaced by seq. The envelope's field order puts
+// "seq" after "id" and "type", whose string values cannot contain an unescaped quote, so the
+// first `"seq":0` is the envelope's.
+func withSeq(body []byte, seq uint64) []byte {
+	const zero = `"seq":0`
+	i := bytes.Index(body, []byte(zero))
+	if i < 0 {
+		return body
+	}
+	out := make([]byte, 0, len(body)+20)
+	out = append(out, body[:i+len(zero)-1]...)
+	out = strconv.AppendUint(out, seq, 10)
+	return append(out, body[i+len(zero):]...)
+}
+
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// natsLogger bridges the embedded server's logger into slog.
+type natsLogger struct{ log *slog.Logger }
+
+func (n natsLogger) Noticef(format string, v ...any) { n.log.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Warnf(format string, v ...any)   { n.log.Warn(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Debugf(format string, v ...any)  { n.log.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(format string, v ...any)  {}
