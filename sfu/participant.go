@@ -315,12 +315,11 @@ func (p *Participant) endTrackLocked(t *Track, reason string) {
 		reason = ReasonUnpublished
 	}
 	p.emit(EventTrackUnpublished, t.Info(), reason, nil)
-	for _, s := range t.Subscriptions() {
-		if sub := s.subscriber; sub != nil && sub != p {
-			sub.dropSubLocked(s)
-		}
+	p.dropSubscribersLocked(t)
+	for _, d := range t.Derived() {
+		p.dropSubscribersLocked(d)
 	}
-	t.close()
+	t.close() // and its derived tracks
 	p.room.hub.retireTrack(t)
 }
 
