@@ -210,7 +210,8 @@ func (p *Participant) SetTrackMuted(t *Track, muted bool) error {
 	})
 }
 
-// SetTrackSize records a new video resolution (track.updated when it changed).
+// SetTrackSize records a new video resolution (track.updated when it changed; a derived
+// track, which is never announced, changes silently).
 func (p *Participant) SetTrackSize(t *Track, width, height int) error {
 	return p.op(func() error {
 		if t.Closed() || (int(t.width.Load()) == width && int(t.height.Load()) == height) {
@@ -218,7 +219,9 @@ func (p *Participant) SetTrackSize(t *Track, width, height int) error {
 		}
 		t.width.Store(int32(width))
 		t.height.Store(int32(height))
-		p.emit(EventTrackUpdated, t.Info(), "", nil)
+		if t.from == nil {
+			p.emit(EventTrackUpdated, t.Info(), "", nil)
+		}
 		return nil
 	})
 }

@@ -1,11 +1,16 @@
 package transcode
 
 import (
+	"errors"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/pion/transport/v4/test"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/sfutest"
@@ -89,3 +94,95 @@ func TestAACToOpus(t *testing.T) {
 	}
 }
 
+
+// A process that takes input but writes nothing is killed after the stall timeout and restarted.
+func TestStalledProcessIsKilled(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t))
+	stuck := filepath.Join(t.TempDir(), "stuck-ffmpeg")
+	if err := os.WriteFile(stuck, []byte("#!/bin/sh\nexec cat >/dev/null\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var logs logBuffer
+	h, _ := newHub(t)
+	m := newManager(t, newTestLogger(&logs), func(o *Options) {
+		o.Config.FFmpeg = stuck
+		o.StallTimeout = time.Second
+	})
+	src := startAACSource(t, h, "room", "obs", toneADTS(t, 48000, 2))
+	out, release, err := m.Transcode(src.track, sfu.CodecOpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	sfutest.WaitFor(t, "two stalls", 20*time.Second, func() bool { return m.restarts.Load() >= 2 })
+	if !strings.Contains(logs.String(), "ffmpeg stalled: no output for 1s while input flowed; killed") {
+		t.Fatalf("no log line for the stall:\n%s", logs.String())
+	}
+	if out.Closed() {
+		t.Fatal("the derived track ended on a stall; it should wait for the restart")
+	}
+}
+
+// Status and metrics show what runs and what it costs.
+func TestStatusAndMetrics(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t))
+	h, _ := newHub(t)
+	m := newManager(t, nil, nil)
+	src := startAACSource(t, h, "room", "obs", toneADTS(t, 48000, 2))
+	out, release, err := m.Transcode(src.track, sfu.CodecOpus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out2, release2, err := m.Transcode(src.track, sfu.CodecOpus)
+	if err != nil || out2 != out {
+		t.Fatalf("a second reader of the same conversion got %v, %v", out2, err)
+	}
+	if _, _, err := m.Transcode(src.track, sfu.CodecH264); !errors.Is(err, ErrUnsupported) {
+		t.Fatalf("aac to H264: %v", err)
+	}
+	sfutest.WaitFor(t, "CPU figures", 20*time.Second, func() bool { return m.CPU() > 0 })
+	st := m.Status()
+	if len(st) != 1 || st[0].Readers != 2 || st[0].State != "running" || st[0].Room != "room" || st[0].Participant != "obs" ||
+		st[0].SourceTrack != src.track.SID() || st[0].Track != out.SID() || st[0].FramesIn == 0 {
+		t.Fatalf("status %+v", st)
+	}
+	metrics := collect(t, m)
+	if metrics["sluice_transcoders"] != 1 || metrics["sluice_transcoder_cpu_seconds_total"] <= 0 {
+		t.Fatalf("metrics %v", metrics)
+	}
+	release()
+	release() // a second call of the same release does nothing
+	if len(m.Status()) != 1 {
+		t.Fatal("the conversion stopped while a reader holds it")
+	}
+	release2()
+	sfutest.WaitFor(t, "the stop", 10*time.Second, func() bool { return len(m.Status()) == 0 })
+	if metrics := collect(t, m); metrics["sluice_transcoders"] != 0 || metrics["sluice_transcoder_cpu_seconds_total"] <= 0 {
+		t.Fatalf("metrics after the stop %v", metrics)
+	}
+	<-out.Done()
+}
+
+func collect(t *testing.T, c prometheus.Collector) map[string]float64 {
+	t.Helper()
+	ch := make(chan prometheus.Metric, 16)
+	c.Collect(ch)
+	close(ch)
+	out := map[string]float64{}
+	for m := range ch {
+		var pb dto.Metric
+		if err := m.Write(&pb); err != nil {
+			t.Fatal(err)
+		}
+		desc := m.Desc().String()
+		name := desc[strings.Index(desc, `"`)+1:]
+		name = name[:strings.Index(name, `"`)]
+		switch {
+		case pb.Gauge != nil:
+			out[name] = pb.Gauge.GetValue()
+		case pb.Counter != nil:
+			out[name] = pb.Counter.GetValue()
+		}
+	}
+	return out
+}

@@ -118,15 +118,18 @@ type written struct {
 	at time.Time
 }
 
-// aacSource publishes an AAC track from an ADTS file at the real-time pace, as an ingest would:
-// its clock starts at a random timestamp and a sender report maps it to wall-clock time. The
-// file loops with continuous timestamps.
-type aacSource struct {
+// source publishes a track from frames at the real-time pace, as an ingest would: its clock
+// starts at a large timestamp (it wraps soon) and a sender report maps it to wall-clock time.
+// The frames loop with continuous timestamps.
+type source struct {
 	p     *sfu.Participant
 	track *sfu.Track
-	file  adtsFile
+	rate  uint32
 	base  uint32
 	start time.Time
+
+	frames []sourceFrame
+	loop   uint32 // ticks of one pass over frames
 
 	stop chan struct{}
 	done chan struct{}
@@ -134,22 +137,24 @@ type aacSource struct {
 	log  []written
 }
 
-func startAACSource(t testing.TB, h *sfu.Hub, room, identity, adts string) *aacSource {
+// sourceFrame is one frame of a source, at ts ticks from its start.
+type sourceFrame struct {
+	ts uint32
+	au [][]byte
+}
+
+func startSource(t testing.TB, h *sfu.Hub, room, identity string, spec sfu.TrackSpec, frames []sourceFrame, loop uint32) *source {
 	t.Helper()
-	f := readADTS(t, adts)
-	cfg, err := f.config.Marshal()
-	if err != nil {
-		t.Fatal(err)
-	}
 	p, err := h.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
 	if err != nil {
 		t.Fatal(err)
 	}
-	track, err := p.Publish(sfu.TrackSpec{Codec: media.AACCodec(cfg, f.config.SampleRate, f.config.ChannelCount, 97), Name: "audio"})
+	track, err := p.Publish(spec)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &aacSource{p: p, track: track, file: f, base: 3_000_000_000, start: time.Now(), stop: make(chan struct{}), done: make(chan struct{})}
+	s := &source{p: p, track: track, rate: spec.Codec.ClockRate, base: 4_294_000_000, start: time.Now(),
+		frames: frames, loop: loop, stop: make(chan struct{}), done: make(chan struct{})}
 	track.SetSenderReport(sfu.SenderReport{RTPTime: s.base, NTPTime: s.start})
 	w, err := media.NewWriter(track)
 	if err != nil {
@@ -160,25 +165,21 @@ func startAACSource(t testing.TB, h *sfu.Hub, room, identity, adts string) *aacS
 	return s
 }
 
-func (s *aacSource) run(w *media.Writer) {
+func (s *source) run(w *media.Writer) {
 	defer close(s.done)
-	frame := time.Second * 1024 / time.Duration(s.file.config.SampleRate)
 	for i := 0; ; i++ {
-		if d := time.Until(s.start.Add(time.Duration(i) * frame)); d > 0 {
-			select {
-			case <-s.stop:
-				return
-			case <-time.After(d):
-			}
-		} else {
-			select {
-			case <-s.stop:
-				return
-			default:
-			}
+		f := s.frames[i%len(s.frames)]
+		rel := uint32(i/len(s.frames))*s.loop + f.ts
+		due := s.start.Add(time.Duration(rel) * time.Second / time.Duration(s.rate))
+		timer := time.NewTimer(time.Until(due))
+		select {
+		case <-s.stop:
+			timer.Stop()
+			return
+		case <-timer.C:
 		}
-		ts := s.base + uint32(i*1024)
-		if err := w.Write(ts, [][]byte{s.file.aus[i%len(s.file.aus)]}); err != nil {
+		ts := s.base + rel
+		if err := w.Write(ts, f.au); err != nil {
 			panic(err)
 		}
 		s.mu.Lock()
@@ -187,19 +188,20 @@ func (s *aacSource) run(w *media.Writer) {
 	}
 }
 
-// writtenAt returns when the frame holding source timestamp ts was written.
-func (s *aacSource) writtenAt(ts uint32) (time.Time, bool) {
+// writtenAt returns when the frame holding source timestamp ts (the last one at or before it)
+// was written.
+func (s *source) writtenAt(ts uint32) (time.Time, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, w := range s.log {
-		if d := int64(int32(ts - w.ts)); d >= 0 && d < 1024 {
-			return w.at, true
+	for i := len(s.log) - 1; i >= 0; i-- {
+		if int32(ts-s.log[i].ts) >= 0 {
+			return s.log[i].at, true
 		}
 	}
 	return time.Time{}, false
 }
 
-func (s *aacSource) close() {
+func (s *source) close() {
 	select {
 	case <-s.stop:
 	default:
@@ -207,6 +209,22 @@ func (s *aacSource) close() {
 	}
 	<-s.done
 	s.p.Close(sfu.ReasonClientDisconnected, nil)
+}
+
+// startAACSource publishes an ADTS file's AAC.
+func startAACSource(t testing.TB, h *sfu.Hub, room, identity, adts string) *source {
+	t.Helper()
+	f := readADTS(t, adts)
+	cfg, err := f.config.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	frames := make([]sourceFrame, len(f.aus))
+	for i, au := range f.aus {
+		frames[i] = sourceFrame{ts: uint32(i * 1024), au: [][]byte{au}}
+	}
+	codec := media.AACCodec(cfg, f.config.SampleRate, f.config.ChannelCount, 97)
+	return startSource(t, h, room, identity, sfu.TrackSpec{Codec: codec, Name: "audio"}, frames, uint32(len(f.aus)*1024))
 }
 
 // packetLog records what a subscription delivers, with arrival times.

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
@@ -181,6 +182,7 @@ func (c *conversion) readOutput(r io.Reader) error {
 		})
 	case *mpegts.CodecH264:
 		tr.OnDataH264(track, func(pts, _ int64, au [][]byte) error {
+			c.learnSize(au)
 			c.write(c.outTime(pts), au)
 			return nil
 		})
@@ -256,4 +258,22 @@ func (t *lineTail) String() string {
 		return ""
 	}
 	return ": " + strings.Join(t.lines, " | ")
+}
+
+// learnSize records the resolution of the SPS an H.264 access unit carries on the derived
+// track (for status; it changes silently).
+func (c *conversion) learnSize(au [][]byte) {
+	for _, n := range au {
+		if len(n) == 0 || h264.NALUType(n[0]&0x1f) != h264.NALUTypeSPS {
+			continue
+		}
+		var sps h264.SPS
+		if sps.Unmarshal(n) != nil {
+			return
+		}
+		if w, h := c.out.Size(); w != sps.Width() || h != sps.Height() {
+			_ = c.src.Participant().SetTrackSize(c.out, sps.Width(), sps.Height())
+		}
+		return
+	}
 }
