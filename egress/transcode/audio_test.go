@@ -94,7 +94,6 @@ func TestAACToOpus(t *testing.T) {
 	}
 }
 
-
 // A process that takes input but writes nothing is killed after the stall timeout and restarted.
 func TestStalledProcessIsKilled(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t))

@@ -354,4 +354,3 @@ func TestVideoToH264(t *testing.T) {
 		})
 	}
 }
-
