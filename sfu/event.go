@@ -171,6 +171,8 @@ type TrackInfo struct {
 	Width          int    `json:"width,omitempty"`
 	Height         int    `json:"height,omitempty"`
 	Muted          bool   `json:"muted"`
+	// TranscodedFrom is the sid of the published track a transcoded track is made from.
+	TranscodedFrom string `json:"transcoded_from,omitempty"`
 }
 
 // StreamInfo is the stream object: one media session on one protocol connection.

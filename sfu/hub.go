@@ -76,8 +76,9 @@ type Hub struct {
 	rooms   map[string]*Room
 	changed chan struct{}
 
-	retired counters
-	load    loadState
+	retired    counters
+	load       loadState
+	transcoder atomic.Pointer[transcoderBox]
 }
 
 // counters are totals of tracks and subscriptions that have ended.
@@ -305,6 +306,12 @@ func (h *Hub) updateRates(now time.Time) {
 				t.rate.update(now, t.bytes.Load(), t.frames.Load())
 				for _, s := range t.Subscriptions() {
 					s.rate.update(now, s.bytesOut.Load(), s.framesOut.Load())
+				}
+				for _, d := range t.Derived() {
+					d.rate.update(now, d.bytes.Load(), d.frames.Load())
+					for _, s := range d.Subscriptions() {
+						s.rate.update(now, s.bytesOut.Load(), s.framesOut.Load())
+					}
 				}
 			}
 		}

@@ -43,11 +43,15 @@ func (h *Hub) Collect(ch chan<- prometheus.Metric) {
 				pin += t.packets.Load()
 				bin += t.bytes.Load()
 				kf += t.kfRequests.Load()
-				for _, s := range t.Subscriptions() {
-					subs++
-					pout += s.delivered.Load()
-					bout += s.bytesOut.Load()
-					drop += s.dropped.Load()
+				// Subscriptions to derived (transcoded) tracks are deliveries too; the packets a
+				// transcoder writes are not publishers' packets_in.
+				for _, tr := range append([]*Track{t}, t.Derived()...) {
+					for _, s := range tr.Subscriptions() {
+						subs++
+						pout += s.delivered.Load()
+						bout += s.bytesOut.Load()
+						drop += s.dropped.Load()
+					}
 				}
 			}
 		}

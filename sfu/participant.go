@@ -210,7 +210,8 @@ func (p *Participant) SetTrackMuted(t *Track, muted bool) error {
 	})
 }
 
-// SetTrackSize records a new video resolution (track.updated when it changed).
+// SetTrackSize records a new video resolution (track.updated when it changed; a derived
+// track, which is never announced, changes silently).
 func (p *Participant) SetTrackSize(t *Track, width, height int) error {
 	return p.op(func() error {
 		if t.Closed() || (int(t.width.Load()) == width && int(t.height.Load()) == height) {
@@ -218,7 +219,9 @@ func (p *Participant) SetTrackSize(t *Track, width, height int) error {
 		}
 		t.width.Store(int32(width))
 		t.height.Store(int32(height))
-		p.emit(EventTrackUpdated, t.Info(), "", nil)
+		if t.from == nil {
+			p.emit(EventTrackUpdated, t.Info(), "", nil)
+		}
 		return nil
 	})
 }
@@ -315,12 +318,11 @@ func (p *Participant) endTrackLocked(t *Track, reason string) {
 		reason = ReasonUnpublished
 	}
 	p.emit(EventTrackUnpublished, t.Info(), reason, nil)
-	for _, s := range t.Subscriptions() {
-		if sub := s.subscriber; sub != nil && sub != p {
-			sub.dropSubLocked(s)
-		}
+	p.dropSubscribersLocked(t)
+	for _, d := range t.Derived() {
+		p.dropSubscribersLocked(d)
 	}
-	t.close()
+	t.close() // and its derived tracks
 	p.room.hub.retireTrack(t)
 }
 

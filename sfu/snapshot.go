@@ -23,6 +23,8 @@ type TrackStatus struct {
 	PacketsIn      uint64  `json:"packets_in"`
 	PacketsDropped uint64  `json:"packets_dropped"`
 	Interrupted    bool    `json:"interrupted,omitempty"`
+	// Transcoded lists the track's transcoded forms being read (see Track.Derive).
+	Transcoded []TrackStatus `json:"transcoded,omitempty"`
 }
 
 // Status returns the room's current state with live bitrates and frame rates.
@@ -32,20 +34,11 @@ func (r *Room) Status() RoomStatus {
 		ps := ParticipantStatus{Participant: p.Info(), Tracks: []TrackStatus{}, Streams: []*StreamInfo{},
 			Subscriptions: len(p.Subscriptions())}
 		for _, t := range p.Tracks() {
-			subs := t.Subscriptions()
-			var dropped uint64
-			for _, s := range subs {
-				dropped += s.Dropped()
+			ts := t.status()
+			for _, d := range t.Derived() {
+				ts.Transcoded = append(ts.Transcoded, d.status())
 			}
-			ps.Tracks = append(ps.Tracks, TrackStatus{
-				TrackInfo:      t.Info(),
-				BitrateKbps:    float64(int64(t.rate.Bitrate()/100)) / 10,
-				FPS:            float64(int64(t.rate.FPS()*10)) / 10,
-				Subscribers:    len(subs),
-				PacketsIn:      t.packets.Load(),
-				PacketsDropped: dropped,
-				Interrupted:    t.interruptedFlag.Load(),
-			})
+			ps.Tracks = append(ps.Tracks, ts)
 		}
 		for _, s := range p.Streams() {
 			ps.Streams = append(ps.Streams, s.Info(true))
@@ -53,4 +46,22 @@ func (r *Room) Status() RoomStatus {
 		st.Participants = append(st.Participants, ps)
 	}
 	return st
+}
+
+// status returns the track's live figures.
+func (t *Track) status() TrackStatus {
+	subs := t.Subscriptions()
+	var dropped uint64
+	for _, s := range subs {
+		dropped += s.Dropped()
+	}
+	return TrackStatus{
+		TrackInfo:      t.Info(),
+		BitrateKbps:    float64(int64(t.rate.Bitrate()/100)) / 10,
+		FPS:            float64(int64(t.rate.FPS()*10)) / 10,
+		Subscribers:    len(subs),
+		PacketsIn:      t.packets.Load(),
+		PacketsDropped: dropped,
+		Interrupted:    t.interruptedFlag.Load(),
+	}
 }

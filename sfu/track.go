@@ -52,7 +52,8 @@ type SenderReport struct {
 // list is a copy-on-write snapshot read without a lock.
 //
 // A track is created by Participant.Publish and ends when the participant unpublishes it or
-// leaves: Done is closed, every subscription drains and ends with ErrTrackClosed.
+// leaves: Done is closed, every subscription drains and ends with ErrTrackClosed. A derived
+// track (Derive: a transcoded form of a published track) ends with the track it is made from.
 type Track struct {
 	sid         string
 	participant *Participant
@@ -62,7 +63,12 @@ type Track struct {
 	keyframes   KeyframeRequester
 
 	subs   atomic.Pointer[[]*Subscription]
-	subsMu sync.Mutex // serializes changes to subs
+	subsMu sync.Mutex // serializes changes to subs and derived
+
+	// from is the track a derived track is made from (nil for a published track); derived are
+	// the tracks made from this one (guarded by subsMu). See Derive.
+	from    *Track
+	derived []*Track
 
 	closed atomic.Bool
 	done   chan struct{}
@@ -176,7 +182,7 @@ func (t *Track) LastPacketAt() time.Time {
 // Info returns the event/API object of the track.
 func (t *Track) Info() *TrackInfo {
 	w, h := t.Size()
-	return &TrackInfo{
+	info := &TrackInfo{
 		SID:            t.sid,
 		ParticipantSID: t.participant.sid,
 		Kind:           string(t.kind),
@@ -186,6 +192,11 @@ func (t *Track) Info() *TrackInfo {
 		Height:         h,
 		Muted:          t.muted.Load(),
 	}
+	if t.from != nil {
+		info.TranscodedFrom = t.from.sid
+		info.Muted = t.from.muted.Load()
+	}
+	return info
 }
 
 // WritePacket fans p out to every subscriber. It must be called by one goroutine at a time (the
@@ -300,8 +311,8 @@ func (t *Track) detach(s *Subscription) {
 // Subscriptions returns the current subscriptions.
 func (t *Track) Subscriptions() []*Subscription { return *t.subs.Load() }
 
-// close ends the track: subscriptions drain what they have and end with ErrTrackClosed. It does
-// not wait for subscribers; their owners do. Idempotent.
+// close ends the track and the tracks derived from it: subscriptions drain what they have and
+// end with ErrTrackClosed. It does not wait for subscribers; their owners do. Idempotent.
 func (t *Track) close() {
 	t.subsMu.Lock()
 	if t.closed.Swap(true) {
@@ -309,5 +320,9 @@ func (t *Track) close() {
 		return
 	}
 	close(t.done)
+	derived := t.derived
 	t.subsMu.Unlock()
+	for _, d := range derived {
+		d.close()
+	}
 }

@@ -103,6 +103,9 @@ type daemon struct {
 	ingests  *ingest.Store
 	http     *http.Server
 	listener net.Listener
+	// childCPU is the CPU time of the daemon's child processes (the transcoders), set when
+	// they are wired.
+	childCPU func() time.Duration
 }
 
 // serve builds the daemon, runs it until ctx ends, then shuts it down.
@@ -138,6 +141,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		StatsInterval: cfg.Events.StatsInterval,
 		Emitter:       d.emitter,
 		Logger:        log.With("component", "sfu"),
+		CPU:           d.cpuTime,
 	})
 	if err != nil {
 		return nil, err
@@ -150,7 +154,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireWebRTC, d.wireRTMP} {
+	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireWebRTC, d.wireRTMP} {
 		if err := wire(); err != nil {
 			return nil, err
 		}

@@ -133,6 +133,12 @@ func renderSections(w io.Writer, raw json.RawMessage) error {
 	}
 	sort.Strings(names)
 	for _, k := range names {
+		if k == "transcoders" {
+			if err := renderTranscoders(w, all[k]); err != nil {
+				return err
+			}
+			continue
+		}
 		var list []json.RawMessage
 		if json.Unmarshal(all[k], &list) == nil {
 			fmt.Fprintf(w, "\n%s: %d\n", k, len(list))

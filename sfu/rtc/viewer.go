@@ -77,6 +77,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 	}
 	v := &viewer{
 		sessionLife: newSessionLife(parent, pc, p, s.log.With("room", roomName, "participant", p.Identity(), "protocol", "whep")),
+		hub:         s.hub,
 		room:        room,
 		identity:    identity,
 		connected:   make(chan struct{}),
@@ -84,6 +85,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 	if err := v.attach(source); err != nil {
 		_ = pc.Close()
 		p.Close(sfu.ReasonError, err)
+		v.releaseAll()
 		api.WriteError(w, err)
 		return
 	}
@@ -92,6 +94,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		_ = pc.Close()
 		p.Close(sfu.ReasonError, err)
+		v.releaseAll()
 		api.WriteError(w, err)
 		return
 	}
@@ -99,6 +102,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		_ = pc.Close()
 		p.Close(sfu.ReasonServerShutdown, nil)
+		v.releaseAll()
 		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
@@ -115,9 +119,11 @@ func sourceOf(room *sfu.Room, identity string) *sfu.Participant {
 }
 
 // viewer is a WHEP session: one down track per kind, following the source across reconnects
-// and changes of main publisher.
+// and changes of main publisher. A source track in a codec the viewer cannot take is played
+// through the hub's transcoder (AAC as Opus, VP8/VP9/H.265 as H.264).
 type viewer struct {
 	sessionLife
+	hub       *sfu.Hub
 	room      *sfu.Room
 	identity  string
 	slots     []*slot
@@ -132,10 +138,36 @@ type slot struct {
 	dt     *DownTrack
 	sender *webrtc.RTPSender
 	sub    atomic.Pointer[sfu.Subscription]
+
+	// The source track the slot plays and, when its codec is not the negotiated one, its
+	// transcoded form with the release of the conversion. Owned by the session's goroutine
+	// (the request's before the session runs).
+	src     *sfu.Track
+	conv    *sfu.Track
+	release func()
+	// failed is a source track whose transcoder stopped while the source went on: reported
+	// once, not transcoded again.
+	failed *sfu.Track
 }
 
-// attach adds a down track for each of source's tracks that the viewer's offer can carry;
-// each other track gets track.subscription_failed.
+// dropConversion releases the slot's transcoded track, if any.
+func (sl *slot) dropConversion() {
+	if sl.release != nil {
+		sl.release()
+	}
+	sl.conv, sl.release = nil, nil
+}
+
+// transcodeTarget is the codec a track the viewer cannot take is converted to.
+func transcodeTarget(kind sfu.Kind) string {
+	if kind == sfu.KindVideo {
+		return sfu.CodecH264
+	}
+	return sfu.CodecOpus
+}
+
+// attach adds a down track for each of source's tracks that the viewer's offer can carry, as
+// is or transcoded; each other track gets track.subscription_failed.
 func (v *viewer) attach(source *sfu.Participant) error {
 	offered := map[webrtc.RTPCodecType][]webrtc.RTPCodecParameters{}
 	for _, t := range v.pc.GetTransceivers() {
@@ -147,18 +179,33 @@ func (v *viewer) attach(source *sfu.Participant) error {
 		if track == nil {
 			continue
 		}
-		dt := NewDownTrack(track.Codec(), string(kind), "sluice")
-		if !CanCarry(track.Codec(), offered[dt.Kind()]) {
-			err := fmt.Errorf("the viewer cannot receive %s %s (transcoding not available)", kind, track.Codec().Name)
-			v.participant.SubscriptionFailed(track, "codec_not_supported", err)
-			failures = append(failures, err.Error())
-			continue
+		sl := &slot{kind: kind, src: track}
+		codec := track.Codec()
+		rtpKind := webrtc.RTPCodecTypeAudio
+		if kind == sfu.KindVideo {
+			rtpKind = webrtc.RTPCodecTypeVideo
 		}
-		sender, err := v.pc.AddTrack(dt)
+		if !CanCarry(codec, offered[rtpKind]) {
+			out, release, err := v.transcode(track, offered[rtpKind])
+			if err != nil {
+				code := "codec_not_supported"
+				if errors.Is(err, sfu.ErrNoTranscoder) {
+					code = "transcoder_unavailable"
+				}
+				v.participant.SubscriptionFailed(track, code, err)
+				failures = append(failures, err.Error())
+				continue
+			}
+			sl.conv, sl.release, codec = out, release, out.Codec()
+		}
+		sl.dt = NewDownTrack(codec, string(kind), "sluice")
+		sender, err := v.pc.AddTrack(sl.dt)
 		if err != nil {
+			sl.dropConversion()
 			return api.Errorf(http.StatusBadRequest, "negotiation_failed", "cannot add %s: %v", kind, err)
 		}
-		v.slots = append(v.slots, &slot{kind: kind, dt: dt, sender: sender})
+		sl.sender = sender
+		v.slots = append(v.slots, sl)
 	}
 	if len(v.slots) == 0 {
 		msg := "the source has no tracks yet"
@@ -168,6 +215,31 @@ func (v *viewer) attach(source *sfu.Participant) error {
 		return api.Errorf(http.StatusNotAcceptable, "unsupported_codec", "%s", msg)
 	}
 	return nil
+}
+
+// transcode gets track converted into the codec a viewer takes instead (Opus for audio, H.264
+// for video), when the viewer offered it.
+func (v *viewer) transcode(track *sfu.Track, offered []webrtc.RTPCodecParameters) (*sfu.Track, func(), error) {
+	kind, from, to := track.Kind(), track.Codec().Name, transcodeTarget(track.Kind())
+	if !CanCarry(sfu.Codec{Name: to}, offered) {
+		return nil, nil, fmt.Errorf("the viewer cannot receive %s %s (nor %s to transcode it to)", kind, from, to)
+	}
+	out, release, err := v.hub.Transcode(track, to)
+	if err != nil {
+		return nil, nil, fmt.Errorf("the viewer cannot receive %s %s and it cannot be transcoded to %s: %w", kind, from, to, err)
+	}
+	if !CanCarry(out.Codec(), offered) {
+		release()
+		return nil, nil, fmt.Errorf("the viewer cannot receive %s %s, nor the transcoder's %s", kind, from, out.Codec().Name)
+	}
+	return out, release, nil
+}
+
+// releaseAll releases the slots' conversions, once the session's subscriptions ended.
+func (v *viewer) releaseAll() {
+	for _, sl := range v.slots {
+		sl.dropConversion()
+	}
 }
 
 func firstTrack(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
@@ -206,8 +278,10 @@ func (v *viewer) run() {
 	}
 	v.serve()
 	reason, err := v.cause()
-	// The viewer is a consumer: leave first (subscriptions end), then close the connection.
+	// The viewer is a consumer: leave first (subscriptions end), then release the transcoders
+	// it read, then close the connection.
 	v.participant.Close(reason, err)
+	v.releaseAll()
 	_ = v.pc.Close()
 	v.wg.Wait()
 	v.log.Info("whep session ended", "reason", reason)
@@ -249,37 +323,70 @@ func (v *viewer) serve() {
 	}
 }
 
-// follow points every slot at the current source's track of its kind. It returns a reason to
-// end the session when the new source cannot be played without renegotiation.
+// follow points every slot at the current source's track of its kind, transcoded when its codec
+// is not the one negotiated. It returns a reason to end the session when the new source cannot
+// be played without renegotiation.
 func (v *viewer) follow() string {
 	source := sourceOf(v.room, v.identity)
 	for _, sl := range v.slots {
 		want := firstTrack(source, sl.kind)
 		cur := sl.sub.Load()
-		if cur != nil && want == cur.Track() && !want.Closed() {
+		if cur != nil && want == sl.src && !cur.Track().Closed() {
 			continue
 		}
 		if cur != nil {
 			v.participant.Unsubscribe(cur)
 			sl.sub.Store(nil)
 		}
-		if want == nil {
+		if sl.conv != nil && (want != sl.src || sl.conv.Closed()) {
+			if want == sl.src && !want.Closed() {
+				// The transcoder stopped, not the source (it gave up on it): do not start it
+				// again and again; the slot stays idle until the source changes.
+				sl.failed = want
+				v.participant.SubscriptionFailed(want, "transcoder_failed", errors.New("the transcoder stopped converting this track"))
+			}
+			sl.dropConversion()
+		}
+		sl.src = want
+		if want == nil || want == sl.failed {
 			continue // wait for a publisher
 		}
-		if c := want.Codec(); c.Name != sl.dt.codec.Name || c.ClockRate != sl.dt.codec.ClockRate {
-			v.log.Info("source changed codec; ending the session", "from", sl.dt.codec.Name, "to", c.Name)
-			return sfu.ReasonSourceChanged
+		feed := want
+		if c := want.Codec(); !sameCodec(c, sl.dt.codec) {
+			if sl.conv == nil {
+				out, release, err := v.hub.Transcode(want, sl.dt.codec.Name)
+				if err == nil && !sameCodec(out.Codec(), sl.dt.codec) {
+					release()
+					err = fmt.Errorf("the transcoder makes %s/%d, not the negotiated %s/%d", out.Codec().Name, out.Codec().ClockRate, sl.dt.codec.Name, sl.dt.codec.ClockRate)
+				}
+				if err != nil {
+					if want.Closed() {
+						continue // the track ended meanwhile; the room change will bring us back here
+					}
+					v.participant.SubscriptionFailed(want, "codec_not_supported",
+						fmt.Errorf("the source changed to %s %s, which cannot be transcoded to the negotiated %s: %w", sl.kind, c.Name, sl.dt.codec.Name, err))
+					v.log.Info("source changed codec; ending the session", "from", sl.dt.codec.Name, "to", c.Name, "err", err)
+					return sfu.ReasonSourceChanged
+				}
+				sl.conv, sl.release = out, release
+			}
+			feed = sl.conv
 		}
 		if cur != nil {
 			sl.dt.Switch()
 		}
-		sub, err := v.participant.Subscribe(want, sinkClosing{sl.dt, v}, sfu.SubscribeOptions{})
+		sub, err := v.participant.Subscribe(feed, sinkClosing{sl.dt, v}, sfu.SubscribeOptions{})
 		if err != nil {
 			continue // the track ended meanwhile; the room change will bring us back here
 		}
 		sl.sub.Store(sub)
 	}
 	return ""
+}
+
+// sameCodec reports whether a track in codec c can feed a down track made for codec dt.
+func sameCodec(c, dt sfu.Codec) bool {
+	return c.Name == dt.Name && c.ClockRate == dt.ClockRate
 }
 
 // sinkClosing ends the session when a down track cannot write (the peer connection is gone).
