@@ -239,9 +239,11 @@ func (b *Broadcast) resolve() error {
 		b.bind.release()
 	}
 	b.bind = nb
-	b.mu.Lock()
-	b.source = nb.identity()
-	b.mu.Unlock()
+	if nb != nil {
+		b.mu.Lock()
+		b.source = nb.identity() // kept after it leaves: the source this broadcast carried last
+		b.mu.Unlock()
+	}
 	if nb == nil {
 		b.log.Info("broadcast source left: waiting for it", "grace", b.m.cfg.Grace)
 		b.resetGrace(b.m.cfg.Grace)

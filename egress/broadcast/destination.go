@@ -137,33 +137,44 @@ func (d *destination) attempt(ctx context.Context) error {
 		return err
 	}
 	d.conn.Store(conn)
+	flowing := make(chan struct{})
 	d.mu.Lock()
-	d.m.setConn(conn)
+	d.m.setConn(conn, flowing)
 	d.mu.Unlock()
 	if v := d.videoTrack(); v != nil {
 		v.RequestKeyframe()
 	}
-	d.downSince, d.lastErr = time.Time{}, nil
-	d.log.Info("broadcast destination publishing")
-	d.send(ctx, report{d: d, kind: reportActive})
-	select {
-	case <-ctx.Done():
-		d.mu.Lock()
-		d.m.end()
-		d.m.setConn(nil)
-		d.mu.Unlock()
-		_ = conn.Close()
-		d.retire(conn)
-		return nil
-	case <-conn.Done():
-		err := conn.Err()
-		d.mu.Lock()
-		d.m.setConn(nil)
-		d.mu.Unlock()
-		_ = conn.Close()
-		d.retire(conn)
-		d.downSince, d.lastErr = d.b.m.now(), err
-		return fmt.Errorf("connection lost: %w", err)
+	d.log.Info("broadcast destination connected: waiting for media")
+	for {
+		select {
+		case <-flowing:
+			// The platform took the publish and media flows: the destination is active.
+			flowing = nil
+			d.downSince, d.lastErr = time.Time{}, nil
+			d.log.Info("broadcast destination publishing")
+			d.send(ctx, report{d: d, kind: reportActive})
+			continue
+		case <-ctx.Done():
+			d.mu.Lock()
+			d.m.end()
+			d.m.setConn(nil, nil)
+			d.mu.Unlock()
+			_ = conn.Close()
+			d.retire(conn)
+			return nil
+		case <-conn.Done():
+			err := conn.Err()
+			d.mu.Lock()
+			d.m.setConn(nil, nil)
+			d.mu.Unlock()
+			_ = conn.Close()
+			d.retire(conn)
+			if d.lastErr == nil {
+				d.downSince = d.b.m.now()
+			}
+			d.lastErr = err
+			return fmt.Errorf("connection lost: %w", err)
+		}
 	}
 }
 

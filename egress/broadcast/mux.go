@@ -82,6 +82,8 @@ type mux struct {
 	filtered [][]byte
 	frames   uint64
 	needKey  bool // video lost a packet: skip to the next keyframe
+	// flowing is closed at the first media tag of the current connection (then nil).
+	flowing chan struct{}
 }
 
 func newMux(epoch time.Time) *mux {
@@ -89,9 +91,18 @@ func newMux(epoch time.Time) *mux {
 }
 
 // setConn starts a new connection (nil: none): sequence headers are due again.
-func (m *mux) setConn(c publisher) {
+func (m *mux) setConn(c publisher, flowing chan struct{}) {
 	m.conn = c
 	m.gen++
+	m.flowing = flowing
+}
+
+// flowed records that media reached the connection.
+func (m *mux) flowed() {
+	if m.flowing != nil {
+		close(m.flowing)
+		m.flowing = nil
+	}
 }
 
 // setBinding switches to new tracks: parameter sets and clocks start over, headers are due.
@@ -171,6 +182,7 @@ func (m *mux) video(ts uint32, arrival int64, nalus [][]byte) (wantKeyframe bool
 	m.videoOn = m.gen
 	m.lastV = ms
 	m.frames++
+	m.flowed()
 	return false, m.conn.WriteVideo(uint32(ms), m.vbuf)
 }
 
@@ -194,6 +206,7 @@ func (m *mux) audio(ts uint32, arrival int64, au []byte) error {
 	ms := max(m.aclock.ms(rel), m.lastA, 0)
 	m.lastA = ms
 	m.abuf = rtmp.AppendAACFrame(m.abuf[:0], au)
+	m.flowed()
 	return m.conn.WriteAudio(uint32(ms), m.abuf)
 }
 
