@@ -54,8 +54,8 @@ func pickTracks(p *sfu.Participant) (video, audio *sfu.Track) {
 // cannot carry. A missing transcoder fails with an error wrapping sfu.ErrNoTranscoder; a
 // video codec nothing converts fails with errUnsupportedCodec. Audio that cannot be carried is
 // left out with a note.
-func bindTracks(p *sfu.Participant, video, audio *sfu.Track, tc transcoder) (b *binding, err error) {
-	b = &binding{participant: p, srcVideo: video, srcAudio: audio}
+func bindTracks(p *sfu.Participant, video, audio *sfu.Track, tc transcoder) (_ *binding, err error) {
+	b := &binding{participant: p, srcVideo: video, srcAudio: audio}
 	defer func() {
 		if err != nil {
 			b.release()

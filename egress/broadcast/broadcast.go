@@ -45,8 +45,9 @@ type Broadcast struct {
 	first   chan error // the outcome of the first source resolution
 
 	// Owned by the goroutine.
-	bind  *binding
-	grace *time.Timer
+	bind   *binding
+	grace  *time.Timer
+	settle <-chan time.Time // a source missing a track is looked at again then
 
 	mu         sync.Mutex // guards what Info reads
 	status     string
@@ -154,6 +155,8 @@ func (b *Broadcast) run() {
 		case <-roomCh:
 		case <-hubCh:
 		case <-b.sourceWatch():
+		case <-b.settle:
+			b.settle = nil
 		case r := <-b.reports:
 			if err := b.handle(r); err != nil {
 				b.finish(StatusFailed, "", err)
@@ -214,6 +217,14 @@ func (b *Broadcast) resolve() error {
 	}
 	if p != nil && b.bind.same(p, video, audio) && b.bind.live() {
 		return nil
+	}
+	if p != nil && (video == nil || audio == nil) && (b.bind == nil || b.bind.participant != p) {
+		// A publisher's tracks arrive one by one (WHIP, RTMP): give the other one a moment, so
+		// that the platform gets both sequence headers before the first frame.
+		if wait := p.JoinedAt().Add(settleTime).Sub(b.m.now()); wait > 0 {
+			b.settle = time.After(wait)
+			return nil
+		}
 	}
 	if p == nil && b.bind == nil {
 		return nil
@@ -420,5 +431,8 @@ func (b *Broadcast) removeDestination(d *destination) {
 	b.mu.Unlock()
 	d.log.Info("broadcast destination removed")
 }
+
+// settleTime is how long a new source may take to publish its second track.
+const settleTime = 2 * time.Second
 
 var errLastDestination = errors.New("a broadcast keeps at least one destination: stop it instead")

@@ -154,61 +154,65 @@ func (d *h264Depacketizer) flush(emit func(ts uint32, nalus [][]byte)) {
 }
 
 // aacDepacketizer reads the access units of MPEG4-GENERIC packets (RFC 3640 §3.2, AAC-hbr and
-// AAC-lbr: AU-headers of sizeLength + indexLength bits, no auxiliary data), with access units
-// fragmented over several packets.
+// AAC-lbr: AU-headers of sizeLength + indexLength bits, no auxiliary data). An access unit
+// fragmented over several packets (§3.2.3: one AU-header each, the marker bit on the last) is
+// reassembled.
 type aacDepacketizer struct {
 	sizeLength, indexLength int
 	frag                    []byte
-	fragSize                int
 	fragTS                  uint32
+	inFrag                  bool
 }
 
 // push reads one packet and calls emit for each complete access unit with its RTP timestamp
 // (samples); the slice is valid during the call only.
-func (d *aacDepacketizer) push(ts uint32, payload []byte, emit func(ts uint32, au []byte)) error {
+func (d *aacDepacketizer) push(ts uint32, marker bool, payload []byte, emit func(ts uint32, au []byte)) error {
 	if len(payload) < 2 {
+		d.inFrag = false
 		return errAACPacket
 	}
 	headerBits := int(binary.BigEndian.Uint16(payload))
 	hdrBytes := (headerBits + 7) / 8
 	per := d.sizeLength + d.indexLength
-	if per == 0 || headerBits%per != 0 || 2+hdrBytes > len(payload) {
-		d.frag = d.frag[:0]
+	if per == 0 || headerBits == 0 || headerBits%per != 0 || 2+hdrBytes > len(payload) {
+		d.inFrag = false
 		return errAACPacket
 	}
 	n := headerBits / per
 	hdr := payload[2 : 2+hdrBytes]
 	data := payload[2+hdrBytes:]
-	if len(d.frag) > 0 { // continuing a fragmented access unit
-		if n != 1 || ts != d.fragTS {
-			d.frag = d.frag[:0]
+	if d.inFrag || (n == 1 && !marker) { // a fragment of one access unit
+		if d.inFrag && (n != 1 || ts != d.fragTS) {
+			d.inFrag = false
+			return errAACPacket
+		}
+		if !d.inFrag {
+			d.frag, d.fragTS, d.inFrag = d.frag[:0], ts, true
+		}
+		if len(d.frag)+len(data) > maxAccessUnit {
+			d.inFrag = false
 			return errAACPacket
 		}
 		d.frag = append(d.frag, data...)
-		if len(d.frag) >= d.fragSize {
-			emit(ts, d.frag[:d.fragSize])
-			d.frag = d.frag[:0]
+		if marker {
+			d.inFrag = false
+			emit(ts, d.frag)
 		}
 		return nil
 	}
 	for i := range n {
 		size := int(readBits(hdr, i*per, d.sizeLength))
-		if size == 0 {
+		if size == 0 || size > len(data) {
 			return errAACPacket
-		}
-		if size > len(data) {
-			if n != 1 || size > maxAccessUnit {
-				return errAACPacket
-			}
-			d.frag = append(d.frag[:0], data...)
-			d.fragSize, d.fragTS = size, ts
-			return nil
 		}
 		emit(ts+uint32(i)*1024, data[:size])
 		data = data[size:]
 	}
 	return nil
 }
+
+// lost drops a fragmented access unit in progress.
+func (d *aacDepacketizer) lost() { d.inFrag = false }
 
 // readBits reads n (<= 32) bits of b starting at bit pos, big-endian; missing bits read as 0.
 func readBits(b []byte, pos, n int) uint32 {

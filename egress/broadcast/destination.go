@@ -274,11 +274,11 @@ func (d *destination) audioSink(p *sfu.Packet, gap bool) error {
 	defer d.mu.Unlock()
 	seq := p.Header.SequenceNumber
 	if gap || (d.aSeqOK && seq != d.aSeq+1) {
-		d.adep.frag = d.adep.frag[:0]
+		d.adep.lost()
 	}
 	d.aSeq, d.aSeqOK = seq, true
 	d.arrival = p.Arrival
-	_ = d.adep.push(p.Header.Timestamp, p.Payload, d.emitA) // a malformed packet is skipped
+	_ = d.adep.push(p.Header.Timestamp, p.Header.Marker, p.Payload, d.emitA) // a malformed packet is skipped
 	return nil
 }
 

@@ -168,6 +168,7 @@ func (m *Manager) Start(req StartRequest) (*sfu.BroadcastInfo, error) {
 	select {
 	case err := <-b.first:
 		if err != nil {
+			<-b.done // failed at once: its state and event are final
 			return b.Info(), err
 		}
 	case <-time.After(startTimeout):

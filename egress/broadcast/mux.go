@@ -162,15 +162,15 @@ func (m *mux) video(ts uint32, arrival int64, nalus [][]byte) (wantKeyframe bool
 	if derr != nil {
 		dts = rel
 	}
+	ms := max(m.vclock.ms(dts), m.lastV, 0)
 	if m.headers != m.gen || (key && (!bytes.Equal(m.sps, m.sentSPS) || !bytes.Equal(m.pps, m.sentPPS))) {
-		if err := m.sendHeaders(); err != nil {
+		if err := m.sendHeaders(uint32(ms)); err != nil {
 			return false, err
 		}
 		if m.headers != m.gen {
 			return true, nil // no parameter sets yet
 		}
 	}
-	ms := max(m.vclock.ms(dts), m.lastV, 0)
 	cts := max(int32(m.vclock.ms(rel)-m.vclock.ms(dts)), 0)
 	m.filtered = m.filtered[:0]
 	for _, n := range nalus {
@@ -198,21 +198,22 @@ func (m *mux) audio(ts uint32, arrival int64, au []byte) error {
 	if m.bind.video != nil && m.videoOn != m.gen {
 		return nil // the stream starts with the video's keyframe
 	}
+	ms := max(m.aclock.ms(rel), m.lastA, 0)
 	if m.headers != m.gen {
-		if err := m.sendHeaders(); err != nil {
+		if err := m.sendHeaders(uint32(ms)); err != nil {
 			return err
 		}
 	}
-	ms := max(m.aclock.ms(rel), m.lastA, 0)
 	m.lastA = ms
 	m.abuf = rtmp.AppendAACFrame(m.abuf[:0], au)
 	m.flowed()
 	return m.conn.WriteAudio(uint32(ms), m.abuf)
 }
 
-// sendHeaders writes onMetaData and the sequence headers of the bound tracks. Without
+// sendHeaders writes onMetaData and the sequence headers of the bound tracks at ts, the
+// timestamp of the frame they precede. Without
 // parameter sets for the video yet, it writes nothing and leaves the headers due.
-func (m *mux) sendHeaders() error {
+func (m *mux) sendHeaders(ts uint32) error {
 	b := m.bind
 	var avc []byte
 	if b.video != nil {
@@ -234,7 +235,6 @@ func (m *mux) sendHeaders() error {
 			return err
 		}
 	}
-	ts := uint32(max(m.lastV, m.lastA, 0))
 	if avc != nil {
 		if err := m.conn.WriteVideo(ts, avc); err != nil {
 			return err
