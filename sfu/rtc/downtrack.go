@@ -111,6 +111,7 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	in := p.Header
 	switch {
 	case !d.started:
+		d.resync.Store(false) // nothing was sent yet: there is nothing to continue
 		d.seqOffset = uint16(rand.Uint32()) - in.SequenceNumber
 		d.tsOffset = rand.Uint32() - in.Timestamp
 		d.anchor, d.started = in.SequenceNumber, true

@@ -127,6 +127,9 @@ type slot struct {
 	dt     *DownTrack
 	sender *webrtc.RTPSender
 	sub    atomic.Pointer[sfu.Subscription]
+	// had is set once the slot subscribed: a later subscription continues its numbering, also
+	// after a time without source (a camera reconnecting). Owned by the session's serve loop.
+	had bool
 }
 
 // attach adds a down track for each of source's tracks that the viewer's offer can carry;
@@ -264,7 +267,7 @@ func (v *viewer) follow() string {
 			v.log.Info("source changed codec; ending the session", "from", sl.dt.codec.Name, "to", c.Name)
 			return sfu.ReasonSourceChanged
 		}
-		if cur != nil {
+		if sl.had {
 			sl.dt.Switch()
 		}
 		sub, err := v.participant.Subscribe(want, sinkClosing{sl.dt, v}, sfu.SubscribeOptions{})
@@ -272,6 +275,7 @@ func (v *viewer) follow() string {
 			continue // the track ended meanwhile; the room change will bring us back here
 		}
 		sl.sub.Store(sub)
+		sl.had = true
 	}
 	return ""
 }
