@@ -86,7 +86,7 @@ func (s *Server) authorize(sc *gortsplib.ServerConn, req *base.Request, path, qu
 				}
 			}
 		}
-		s.opts.Gate.Refused(auth.ErrUnknownKey, sfu.ProtocolRTSP, remote)
+		s.refuse(sc, auth.ErrUnknownKey, remote)
 		return target{}, &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 	}
 	// No credentials: challenge. VerifyCredentials makes the connection's digest nonce that the
@@ -101,11 +101,11 @@ func (s *Server) authorize(sc *gortsplib.ServerConn, req *base.Request, path, qu
 func (s *Server) admitKey(sc *gortsplib.ServerConn, t target, key string, action auth.Action, remote string) (target, *base.Response, error) {
 	ing, ok := s.opts.Ingests.ByStreamKey(key)
 	if !ok || !pushIngest(ing) {
-		s.opts.Gate.Refused(auth.ErrUnknownKey, sfu.ProtocolRTSP, remote)
+		s.refuse(sc, auth.ErrUnknownKey, remote)
 		return target{}, &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 	}
 	if action != auth.ActionPublish || ing.Room != t.room {
-		s.opts.Gate.Refused(auth.ErrPermissionDenied, sfu.ProtocolRTSP, remote)
+		s.refuse(sc, auth.ErrPermissionDenied, remote)
 		return target{}, &base.Response{StatusCode: base.StatusForbidden}, errForbidden
 	}
 	t.ingestID = ing.ID
@@ -121,7 +121,10 @@ func (s *Server) admitKey(sc *gortsplib.ServerConn, t target, key string, action
 
 // admitToken checks an access token for action in the room (Gate.Check reports refusals).
 func (s *Server) admitToken(sc *gortsplib.ServerConn, t target, token string, action auth.Action, remote string) (target, *base.Response, error) {
-	claims, err := s.opts.Gate.Check(token, action, t.room, sfu.ProtocolRTSP, remote)
+	claims, err := s.opts.Gate.Check(token, action, t.room, sfu.ProtocolRTSP, remote) // reports refusals
+	if err != nil {
+		s.connMark(sc, func(cs *connState) { cs.refused = true })
+	}
 	if errors.Is(err, auth.ErrPermissionDenied) {
 		return target{}, &base.Response{StatusCode: base.StatusForbidden}, errForbidden
 	}
@@ -156,18 +159,24 @@ func remoteAddr(sc *gortsplib.ServerConn) string {
 	return sc.NetConn().RemoteAddr().String()
 }
 
+// refuse reports a refused attempt (auth.failed) and remembers it for the connection.
+func (s *Server) refuse(sc *gortsplib.ServerConn, err error, remote string) {
+	s.opts.Gate.Refused(err, sfu.ProtocolRTSP, remote)
+	s.connMark(sc, func(cs *connState) { cs.refused = true })
+}
+
 func (s *Server) challenged(sc *gortsplib.ServerConn) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if cs := s.conns[sc]; cs != nil {
-		cs.challenged = true
-	}
+	s.connMark(sc, func(cs *connState) { cs.challenged = true })
 }
 
 func (s *Server) admitted(sc *gortsplib.ServerConn) {
+	s.connMark(sc, func(cs *connState) { cs.admitted = true })
+}
+
+func (s *Server) connMark(sc *gortsplib.ServerConn, mark func(*connState)) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if cs := s.conns[sc]; cs != nil {
-		cs.admitted = true
+		mark(cs)
 	}
 }

@@ -262,18 +262,24 @@ func (e *emulator) shutdown() {
 
 func (e *emulator) close() { e.shutdown() }
 
-// feed writes the media in real time until stop: video at 25 fps, audio every 20 ms (AAC per
-// 1024 samples). While paused the session stays but nothing is sent; timestamps run on.
+// feed runs the camera's media into its stream until stop.
 func (e *emulator) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, done chan<- struct{}) {
+	feedMedia(e.fx, e.opts, e.media, &e.paused, &e.sentVideo, stream.WritePacketRTP, stop, done)
+}
+
+// feedMedia writes the fixtures in real time until stop: video at 25 fps, audio every 20 ms (AAC
+// per 1024 samples). While paused nothing is sent; timestamps run on.
+func feedMedia(fx *fixtures, opts emulatorOptions, medias map[string]*description.Media, paused *atomic.Bool, sentVideo *atomic.Int64,
+	write func(*description.Media, *rtp.Packet) error, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	vm := e.media["video"]
+	vm := medias["video"]
 	venc := &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: 1400, PacketizationMode: 1}
 	_ = venc.Init()
 	var aenc interface {
 		Encode([][]byte) ([]*rtp.Packet, error)
 	}
 	var ulaw *rtpsimpleaudio.Encoder
-	switch e.opts.audio {
+	switch opts.audio {
 	case "", "pcmu":
 		ulaw = &rtpsimpleaudio.Encoder{PayloadType: 0}
 		_ = ulaw.Init()
@@ -284,7 +290,7 @@ func (e *emulator) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, do
 	case "latm":
 		enc := &rtpfragmented.Encoder{PayloadType: 98}
 		_ = enc.Init()
-		aenc = latmEncoder{enc: enc, conf: e.media["audio"].Formats[0].(*format.MPEG4AudioLATM).StreamMuxConfig}
+		aenc = latmEncoder{enc: enc, conf: medias["audio"].Formats[0].(*format.MPEG4AudioLATM).StreamMuxConfig}
 	}
 	start := time.Now()
 	tick := time.NewTicker(10 * time.Millisecond)
@@ -298,11 +304,11 @@ func (e *emulator) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, do
 		}
 		elapsed := time.Since(start)
 		for ; time.Duration(frames)*40*time.Millisecond <= elapsed; frames++ {
-			au := e.fx.video[frames%len(e.fx.video)]
-			if e.opts.inband && au[0][0]&0x1f == 5 {
-				au = append([][]byte{e.fx.sps, e.fx.pps}, au...)
+			au := fx.video[frames%len(fx.video)]
+			if opts.inband && au[0][0]&0x1f == 5 {
+				au = append([][]byte{fx.sps, fx.pps}, au...)
 			}
-			if e.paused.Load() {
+			if paused.Load() {
 				continue
 			}
 			pkts, err := venc.Encode(au)
@@ -311,37 +317,37 @@ func (e *emulator) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, do
 			}
 			for _, p := range pkts {
 				p.Timestamp = uint32(frames * 3600)
-				if stream.WritePacketRTP(vm, p) == nil {
-					e.sentVideo.Add(1)
+				if write(vm, p) == nil {
+					sentVideo.Add(1)
 				}
 			}
 		}
-		am := e.media["audio"]
+		am := medias["audio"]
 		if ulaw != nil {
 			for ; time.Duration(audioChunks)*20*time.Millisecond <= elapsed; audioChunks++ {
-				if e.paused.Load() {
+				if paused.Load() {
 					continue
 				}
-				off := (audioChunks * 160) % (len(e.fx.ulaw) - 160)
-				p, err := ulaw.Encode(e.fx.ulaw[off : off+160])
+				off := (audioChunks * 160) % (len(fx.ulaw) - 160)
+				p, err := ulaw.Encode(fx.ulaw[off : off+160])
 				if err == nil {
 					p.Timestamp = uint32(audioChunks * 160)
-					_ = stream.WritePacketRTP(am, p)
+					_ = write(am, p)
 				}
 			}
 		}
 		if aenc != nil {
 			for ; time.Duration(aacFrames)*1024*time.Second/48000 <= elapsed; aacFrames++ {
-				if e.paused.Load() {
+				if paused.Load() {
 					continue
 				}
-				pkts, err := aenc.Encode([][]byte{e.fx.aac[aacFrames%len(e.fx.aac)]})
+				pkts, err := aenc.Encode([][]byte{fx.aac[aacFrames%len(fx.aac)]})
 				if err != nil {
 					continue
 				}
 				for _, p := range pkts {
 					p.Timestamp = uint32(aacFrames * 1024)
-					_ = stream.WritePacketRTP(am, p)
+					_ = write(am, p)
 				}
 			}
 		}

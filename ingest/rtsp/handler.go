@@ -30,7 +30,7 @@ func (h *handler) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
 	cs := h.s.conns[ctx.Conn]
 	delete(h.s.conns, ctx.Conn)
 	h.s.mu.Unlock()
-	if cs != nil && cs.challenged && !cs.admitted {
+	if cs != nil && cs.challenged && !cs.admitted && !cs.refused {
 		h.s.opts.Gate.Refused(auth.ErrMissingToken, sfu.ProtocolRTSP, cs.remote)
 	}
 }

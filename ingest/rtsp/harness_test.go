@@ -42,7 +42,7 @@ type harnessOptions struct {
 // harness is a daemon core on loopback: hub, ingest store, the RTSP server and camera pulls,
 // and WHEP on an HTTP server for pion viewers.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	hub    *sfu.Hub
 	events *sfu.LocalEmitter
 	store  *ingest.Store
@@ -74,7 +74,7 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-func newHarness(t *testing.T, o harnessOptions) *harness {
+func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
 	em := sfu.NewLocalEmitter(0, nil)
 	logs := &lockedBuffer{}

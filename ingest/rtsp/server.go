@@ -84,6 +84,7 @@ type session interface {
 type connState struct {
 	remote     string
 	challenged bool // got a 401 asking for credentials
+	refused    bool // gave wrong credentials (already reported)
 	admitted   bool
 }
 
