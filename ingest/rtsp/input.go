@@ -57,10 +57,11 @@ type input struct {
 	clock func() time.Time
 
 	// Producer-owned.
-	lastSPS   []byte
-	firstSeen bool
-	prevTS    uint32 // timestamp of the previous packet (video)
-	havePrev  bool
+	lastSPS    []byte
+	firstSeen  bool
+	prevTS     uint32 // timestamp and marker of the previous packet (video)
+	prevMarker bool
+	havePrev   bool
 
 	// Counters.
 	lastPacketAt atomic.Int64 // unix nanoseconds of the last RTP packet
@@ -339,12 +340,13 @@ func (in *input) onRTP(pkt *rtp.Packet) {
 	video := in.codec.Kind() == sfu.KindVideo
 	base := pkt.Timestamp
 	if video {
-		// A decoder also ends an access unit when the timestamp changes (cameras that never set
-		// the marker bit): what it returns then belongs to the previous timestamp.
-		if in.havePrev && pkt.Timestamp != in.prevTS {
+		// A decoder also ends an access unit when the timestamp changes after a packet without
+		// the marker bit (cameras that never set it): what it returns then belongs to the
+		// previous timestamp.
+		if in.havePrev && pkt.Timestamp != in.prevTS && !in.prevMarker {
 			base = in.prevTS
 		}
-		in.prevTS, in.havePrev = pkt.Timestamp, true
+		in.prevTS, in.prevMarker, in.havePrev = pkt.Timestamp, pkt.Marker, true
 	}
 	frames, err := in.decode(pkt)
 	if err != nil {
