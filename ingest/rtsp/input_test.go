@@ -122,9 +122,9 @@ func TestInputCodecs(t *testing.T) {
 		{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}, sfu.CodecPCMU, true},
 		{&format.G722{}, sfu.CodecG722, true},
 		{&format.Opus{PayloadTyp: 111, ChannelCount: 1}, sfu.CodecOpus, true},
-		{&format.MPEG4Audio{PayloadTyp: 97}, "", false},                                   // no config
-		{&format.MPEG4AudioLATM{PayloadTyp: 97, CPresent: true}, "", false},               // in-band config
-		{&format.MJPEG{}, "", false},                                                      // unsupported
+		{&format.MPEG4Audio{PayloadTyp: 97}, "", false},                                  // no config
+		{&format.MPEG4AudioLATM{PayloadTyp: 97, CPresent: true}, "", false},              // in-band config
+		{&format.MJPEG{}, "", false},                                                     // unsupported
 		{&format.Generic{PayloadTyp: 107, RTPMa: "vnd.onvif.metadata/90000"}, "", false}, // unsupported
 	} {
 		in, err := newInput(&description.Media{}, tc.f, time.Now)
