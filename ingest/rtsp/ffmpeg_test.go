@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/transport/v4/test"
+
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
@@ -18,6 +20,7 @@ import (
 // decodes it without a single error, and ffprobe counts the frames; when the push ends the
 // stream is unpublished normally.
 func TestFFmpegPushAndPlay(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	ffmpeg := sfutest.RequireTool(t, "ffmpeg")
 	ffprobe := sfutest.RequireTool(t, "ffprobe")
 	for _, transport := range []string{"tcp", "udp"} {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/pion/rtp"
+	"github.com/pion/transport/v4/test"
 
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
@@ -70,6 +71,7 @@ func trackOf(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
 // tracks carry the SDP's parameter sets before the first keyframe and fit the MTU, and a pion
 // WHEP viewer receives its video from a keyframe on, and its audio.
 func TestCameraPulledToWHEPViewer(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{user: "admin", pass: "s3cret-pw"})
 	h := newHarness(t, harnessOptions{})
 	ing := h.pull(e.url("admin", "s3cret-pw"), "auto")
@@ -151,6 +153,7 @@ func TestCameraPulledToWHEPViewer(t *testing.T) {
 // error) then connected; the retries follow the backoff (1 s, 2 s, 4 s, 8 s, each up to 20%
 // shorter); a WHEP viewer and an RTSP player of the room resume without doing anything.
 func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{})
 	rec := &dialRecorder{addr: e.addr}
 	h := newHarness(t, harnessOptions{dial: rec.dial})
@@ -215,6 +218,7 @@ func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
 // The camera keeps the session but stops sending: track.interrupted within 3 s, then
 // track.recovered when it sends again; the ingest stays connected.
 func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{})
 	h := newHarness(t, harnessOptions{})
 	ing := h.pull(e.url("", ""), "tcp")
@@ -244,6 +248,7 @@ func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
 
 // A camera that stays silent for read_timeout is reconnected (no_media_timeout).
 func TestCameraSilentPastReadTimeoutReconnects(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{})
 	h := newHarness(t, harnessOptions{readTimeout: 2 * time.Second, backoff: Backoff{Initial: 100 * time.Millisecond, Max: time.Second}})
 	ing := h.pull(e.url("", ""), "auto")
@@ -261,6 +266,7 @@ func TestCameraSilentPastReadTimeoutReconnects(t *testing.T) {
 // A wrong camera password: ingest.state_changed says authentication failed (without the
 // password), and the retries follow the backoff instead of hammering the camera.
 func TestCameraWrongPasswordRetriesOnTheBackoff(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{user: "admin", pass: "right-one"})
 	rec := &dialRecorder{addr: e.addr}
 	h := newHarness(t, harnessOptions{dial: rec.dial})
@@ -299,6 +305,7 @@ func TestCameraWrongPasswordRetriesOnTheBackoff(t *testing.T) {
 // Transports: UDP, TCP, and auto on a camera without UDP (falls back to TCP); RTSPS with the
 // camera's self-signed certificate.
 func TestCameraTransports(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	for _, tc := range []struct {
 		name      string
 		opts      emulatorOptions
@@ -328,6 +335,7 @@ func TestCameraTransports(t *testing.T) {
 // AAC as MPEG4-GENERIC and as LATM both come out as one AAC representation (MPEG4-GENERIC,
 // AAC-hbr) whose access units are the camera's.
 func TestCameraAACIsNormalized(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	fx := loadFixtures(t)
 	for _, kind := range []string{"aac", "latm"} {
 		t.Run(kind, func(t *testing.T) {
@@ -377,6 +385,7 @@ func TestCameraAACIsNormalized(t *testing.T) {
 
 // A track in a codec sluice does not take is listed in the ingest's status; the others play.
 func TestCameraUnsupportedCodecIsListed(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{mjpeg: true})
 	h := newHarness(t, harnessOptions{})
 	ing := h.pull(e.url("", ""), "tcp")
@@ -392,6 +401,7 @@ func TestCameraUnsupportedCodecIsListed(t *testing.T) {
 
 // Deleting the ingest ends the pull: disconnected, and the camera leaves its room.
 func TestCameraIngestDeleted(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	e := newEmulator(t, emulatorOptions{})
 	h := newHarness(t, harnessOptions{})
 	ing := h.pull(e.url("", ""), "tcp")

@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/pion/transport/v4/test"
 
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
@@ -67,6 +68,7 @@ func (p *rtspPusher) close() {
 // a keyframe on with continuous numbering, and its audio; the publisher's TEARDOWN ends it
 // normally.
 func TestPushAndPlay(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	for _, transport := range []string{"tcp", "udp"} {
 		t.Run(transport, func(t *testing.T) {
 			h := newHarness(t, harnessOptions{})
@@ -112,6 +114,7 @@ func TestPushAndPlay(t *testing.T) {
 // A player keeps its session when the publisher leaves and another one takes over the room:
 // the numbering runs on.
 func TestPlayerFollowsTheMainPublisher(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	h := newHarness(t, harnessOptions{})
 	first, err := pushRTSP(t, "rtsp://"+h.rtsp+"/hall/a", "tcp")
 	if err != nil {
@@ -157,6 +160,7 @@ func (h *harness) authFailures(since uint64) []sfu.Event {
 // when the client gives up; play needs a token with the subscribe grant; deleting the ingest
 // ends its session.
 func TestKeyRules(t *testing.T) {
+	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	h := newHarness(t, harnessOptions{auth: auth.Config{Keys: map[string]string{"app": testSecret}}})
 	ing, err := h.store.Create(ingest.Definition{Type: ingest.TypeRTSPPush, Room: "studio"}, time.Now())
 	if err != nil {
