@@ -23,6 +23,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/sluice-media/sluice/ingest"
+	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
@@ -90,7 +91,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	gate := api.NewGate(auth.NewVerifier(o.auth, nil), em)
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	rtpPort, rtcpPort := freeUDPPair(t)
+	rtpPort, rtcpPort := rtsptest.FreeUDPPair(t)
 	cfg.UDPRTPListen, cfg.UDPRTCPListen = fmt.Sprintf("127.0.0.1:%d", rtpPort), fmt.Sprintf("127.0.0.1:%d", rtcpPort)
 	if o.readTimeout > 0 {
 		cfg.ReadTimeout = o.readTimeout

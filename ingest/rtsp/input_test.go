@@ -9,6 +9,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/pion/rtp"
 
+	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -48,8 +49,8 @@ func newTestInput(t *testing.T, f format.Format) (*input, *packetSink) {
 // Access units keep their own timestamps whether the source ends them with the marker bit
 // (ffmpeg, most cameras) or only by changing the timestamp (cameras that never set it).
 func TestInputH264Timestamps(t *testing.T) {
-	fx := loadFixtures(t)
-	idr, slice := fx.video[0][0], fx.video[1][0] // an IDR slice and a P slice of the fixture
+	fx := rtsptest.LoadFixtures(t)
+	idr, slice := fx.Video[0][0], fx.Video[1][0] // an IDR slice and a P slice of the fixture
 	fu := func(n []byte, start, end bool) []byte {
 		b := []byte{n[0]&0xe0 | 28, n[0] & 0x1f}
 		if start {
@@ -82,7 +83,7 @@ func TestInputH264Timestamps(t *testing.T) {
 		}, []uint32{0, 3600, 7200}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			in, sink := newTestInput(t, &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: fx.sps, PPS: fx.pps})
+			in, sink := newTestInput(t, &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: fx.SPS, PPS: fx.PPS})
 			for i, p := range tc.pkts {
 				in.onRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), Timestamp: p.ts, Marker: p.marker}, Payload: p.payload})
 			}

@@ -14,6 +14,7 @@ import (
 	"github.com/pion/transport/v4/test"
 
 	"github.com/sluice-media/sluice/ingest"
+	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
 )
@@ -72,9 +73,9 @@ func trackOf(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
 // WHEP viewer receives its video from a keyframe on, and its audio.
 func TestCameraPulledToWHEPViewer(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{user: "admin", pass: "s3cret-pw"})
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{User: "admin", Pass: "s3cret-pw"})
 	h := newHarness(t, harnessOptions{})
-	ing := h.pull(e.url("admin", "s3cret-pw"), "auto")
+	ing := h.pull(e.URL("admin", "s3cret-pw"), "auto")
 	p := h.connected(ing, 0)
 	if p.Kind() != sfu.ParticipantRTSPPull {
 		t.Errorf("participant kind %q", p.Kind())
@@ -154,10 +155,10 @@ func TestCameraPulledToWHEPViewer(t *testing.T) {
 // shorter); a WHEP viewer and an RTSP player of the room resume without doing anything.
 func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{})
-	rec := &dialRecorder{addr: e.addr}
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{})
+	rec := &dialRecorder{addr: e.Addr()}
 	h := newHarness(t, harnessOptions{dial: rec.dial})
-	ing := h.pull(e.url("", ""), "auto")
+	ing := h.pull(e.URL("", ""), "auto")
 	h.connected(ing, 0)
 	v := playWHEP(t, h.http.URL+"/whep/cams")
 	nvr := playRTSP(t, "rtsp://"+h.rtsp+"/cams", "tcp")
@@ -165,11 +166,11 @@ func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
 
 	seq := h.lastSeq()
 	off := time.Now()
-	e.shutdown()
+	e.Shutdown()
 	h.waitEvent("reconnecting", seq, 10*time.Second, stateChanged(ing.ID, ingest.StateReconnecting))
 	time.Sleep(10*time.Second - time.Since(off)) // the camera stays off for 10 s
 	before, beforeNVR := v.video.Load(), nvr.video.Load()
-	e.start()
+	e.Start()
 	back := h.waitEvent("connected again", seq, 20*time.Second, stateChanged(ing.ID, ingest.StateConnected))
 	if back.PrevState != ingest.StateReconnecting || back.Ingest.Retries < 3 {
 		t.Errorf("connected event: prev %q retries %d", back.PrevState, back.Ingest.Retries)
@@ -219,15 +220,15 @@ func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
 // track.recovered when it sends again; the ingest stays connected.
 func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{})
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{})
 	h := newHarness(t, harnessOptions{})
-	ing := h.pull(e.url("", ""), "tcp")
+	ing := h.pull(e.URL("", ""), "tcp")
 	p := h.connected(ing, 0)
 	video := trackOf(p, sfu.KindVideo)
 	waitFor(t, "media", 10*time.Second, func() bool { return !video.LastPacketAt().IsZero() })
 
 	seq := h.lastSeq()
-	e.paused.Store(true)
+	e.Paused.Store(true)
 	paused := time.Now()
 	interrupted := func(typ string) func(sfu.Event) bool {
 		return func(ev sfu.Event) bool { return ev.Type == typ && ev.Track != nil && ev.Track.SID == video.SID() }
@@ -237,7 +238,7 @@ func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
 		t.Errorf("track.interrupted came %v after the media stopped", d)
 	}
 	time.Sleep(5*time.Second - time.Since(paused))
-	e.paused.Store(false)
+	e.Paused.Store(false)
 	h.waitEvent("track.recovered", seq, 5*time.Second, interrupted(sfu.EventTrackRecovered))
 	for _, ev := range h.events.Events(seq) {
 		if ev.Type == sfu.EventIngestStateChanged || ev.Type == sfu.EventParticipantLeft {
@@ -249,17 +250,17 @@ func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
 // A camera that stays silent for read_timeout is reconnected (no_media_timeout).
 func TestCameraSilentPastReadTimeoutReconnects(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{})
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{})
 	h := newHarness(t, harnessOptions{readTimeout: 2 * time.Second, backoff: Backoff{Initial: 100 * time.Millisecond, Max: time.Second}})
-	ing := h.pull(e.url("", ""), "auto")
+	ing := h.pull(e.URL("", ""), "auto")
 	h.connected(ing, 0)
 	seq := h.lastSeq()
-	e.paused.Store(true)
+	e.Paused.Store(true)
 	ev := h.waitEvent("reconnecting", seq, 10*time.Second, stateChanged(ing.ID, ingest.StateReconnecting))
 	if ev.Error == nil || ev.Error.Code != sfu.ReasonNoMediaTimeout {
 		t.Errorf("reconnecting with %+v, want no_media_timeout", ev.Error)
 	}
-	e.paused.Store(false)
+	e.Paused.Store(false)
 	h.waitEvent("connected again", ev.Seq, 15*time.Second, stateChanged(ing.ID, ingest.StateConnected))
 }
 
@@ -267,11 +268,11 @@ func TestCameraSilentPastReadTimeoutReconnects(t *testing.T) {
 // password), and the retries follow the backoff instead of hammering the camera.
 func TestCameraWrongPasswordRetriesOnTheBackoff(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{user: "admin", pass: "right-one"})
-	rec := &dialRecorder{addr: e.addr}
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{User: "admin", Pass: "right-one"})
+	rec := &dialRecorder{addr: e.Addr()}
 	h := newHarness(t, harnessOptions{dial: rec.dial})
 	start := time.Now()
-	ing := h.pull(e.url("admin", "wrong-guess"), "auto")
+	ing := h.pull(e.URL("admin", "wrong-guess"), "auto")
 	ev := h.waitEvent("reconnecting", 0, 10*time.Second, stateChanged(ing.ID, ingest.StateReconnecting))
 	if ev.Error == nil || ev.Error.Code != "authentication_failed" || !strings.Contains(ev.Error.Message, "authentication failed") {
 		t.Errorf("error %+v", ev.Error)
@@ -285,7 +286,7 @@ func TestCameraWrongPasswordRetriesOnTheBackoff(t *testing.T) {
 	if len(dials) != 3 {
 		t.Errorf("%d connection attempts in 5 s, want 3", len(dials))
 	}
-	if got := e.refused.Load(); got < 2 || got > int32(len(dials)) {
+	if got := e.Refused.Load(); got < 2 || got > int32(len(dials)) {
 		t.Errorf("the camera refused %d requests with credentials for %d connections", got, len(dials))
 	}
 	cur, _ := h.store.Get(ing.ID)
@@ -308,18 +309,18 @@ func TestCameraTransports(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
 	for _, tc := range []struct {
 		name      string
-		opts      emulatorOptions
+		opts      rtsptest.CameraOptions
 		transport string
 	}{
-		{"udp", emulatorOptions{}, "udp"},
-		{"tcp", emulatorOptions{}, "tcp"},
-		{"auto without udp", emulatorOptions{noUDP: true}, "auto"},
-		{"rtsps", emulatorOptions{tls: true, noUDP: true}, "tcp"},
+		{"udp", rtsptest.CameraOptions{}, "udp"},
+		{"tcp", rtsptest.CameraOptions{}, "tcp"},
+		{"auto without udp", rtsptest.CameraOptions{NoUDP: true}, "auto"},
+		{"rtsps", rtsptest.CameraOptions{TLS: true, NoUDP: true}, "tcp"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := newEmulator(t, tc.opts)
+			e := rtsptest.NewCamera(t, tc.opts)
 			h := newHarness(t, harnessOptions{})
-			ing := h.pull(e.url("", ""), tc.transport)
+			ing := h.pull(e.URL("", ""), tc.transport)
 			p := h.connected(ing, 0)
 			sink := &packetSink{}
 			sub, err := trackOf(p, sfu.KindVideo).Subscribe(sink, sfu.SubscribeOptions{})
@@ -336,12 +337,12 @@ func TestCameraTransports(t *testing.T) {
 // AAC-hbr) whose access units are the camera's.
 func TestCameraAACIsNormalized(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	fx := loadFixtures(t)
+	fx := rtsptest.LoadFixtures(t)
 	for _, kind := range []string{"aac", "latm"} {
 		t.Run(kind, func(t *testing.T) {
-			e := newEmulator(t, emulatorOptions{audio: kind})
+			e := rtsptest.NewCamera(t, rtsptest.CameraOptions{Audio: kind})
 			h := newHarness(t, harnessOptions{})
-			ing := h.pull(e.url("", ""), "tcp")
+			ing := h.pull(e.URL("", ""), "tcp")
 			p := h.connected(ing, 0)
 			audio := trackOf(p, sfu.KindAudio)
 			c := audio.Codec()
@@ -360,7 +361,7 @@ func TestCameraAACIsNormalized(t *testing.T) {
 				t.Fatal(err)
 			}
 			known := map[string]bool{}
-			for _, au := range fx.aac {
+			for _, au := range fx.AAC {
 				known[string(au)] = true
 			}
 			matched := 0
@@ -386,9 +387,9 @@ func TestCameraAACIsNormalized(t *testing.T) {
 // A track in a codec sluice does not take is listed in the ingest's status; the others play.
 func TestCameraUnsupportedCodecIsListed(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{mjpeg: true})
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{MJPEG: true})
 	h := newHarness(t, harnessOptions{})
-	ing := h.pull(e.url("", ""), "tcp")
+	ing := h.pull(e.URL("", ""), "tcp")
 	p := h.connected(ing, 0)
 	if n := len(p.Tracks()); n != 2 {
 		t.Errorf("%d tracks published, want H.264 and G.711", n)
@@ -402,9 +403,9 @@ func TestCameraUnsupportedCodecIsListed(t *testing.T) {
 // Deleting the ingest ends the pull: disconnected, and the camera leaves its room.
 func TestCameraIngestDeleted(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs last: after every other cleanup
-	e := newEmulator(t, emulatorOptions{})
+	e := rtsptest.NewCamera(t, rtsptest.CameraOptions{})
 	h := newHarness(t, harnessOptions{})
-	ing := h.pull(e.url("", ""), "tcp")
+	ing := h.pull(e.URL("", ""), "tcp")
 	h.connected(ing, 0)
 	seq := h.lastSeq()
 	if err := h.store.Delete(ing.ID); err != nil {

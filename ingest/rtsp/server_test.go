@@ -19,6 +19,7 @@ import (
 	"github.com/pion/transport/v4/test"
 
 	"github.com/sluice-media/sluice/ingest"
+	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
 )
@@ -37,9 +38,9 @@ type rtspPusher struct {
 // pushRTSP publishes H.264 and G.711 to url; it fails with the server's answer.
 func pushRTSP(t testing.TB, rawURL, transport string) (*rtspPusher, error) {
 	t.Helper()
-	fx := loadFixtures(t)
+	fx := rtsptest.LoadFixtures(t)
 	medias := map[string]*description.Media{
-		"video": {Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: fx.sps, PPS: fx.pps}}},
+		"video": {Type: description.MediaTypeVideo, Formats: []format.Format{&format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: fx.SPS, PPS: fx.PPS}}},
 		"audio": {Type: description.MediaTypeAudio, Formats: []format.Format{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}}},
 	}
 	p := &rtspPusher{c: &gortsplib.Client{Transport: clientTransport(transport)}, stop: make(chan struct{}), done: make(chan struct{})}
@@ -47,7 +48,7 @@ func pushRTSP(t testing.TB, rawURL, transport string) (*rtspPusher, error) {
 	if err := p.c.StartRecording(rawURL, desc); err != nil {
 		return nil, err
 	}
-	go feedMedia(fx, emulatorOptions{inband: true}, medias, &p.paused, &p.sent, p.c.WritePacketRTP, p.stop, p.done)
+	go rtsptest.FeedMedia(fx, rtsptest.CameraOptions{Inband: true}, medias, &p.paused, &p.sent, p.c.WritePacketRTP, p.stop, p.done)
 	t.Cleanup(p.close)
 	return p, nil
 }

@@ -1,4 +1,7 @@
-package rtsp
+// Package rtsptest is an IP camera for tests: a gortsplib server serving real H.264 (made by
+// ffmpeg's libx264) and G.711 or AAC, with credentials, RTSPS, restarts and pauses. It is
+// imported only by tests.
+package rtsptest
 
 import (
 	"crypto/ecdsa"
@@ -7,10 +10,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"embed"
 	"fmt"
 	"math/big"
 	"net"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,22 +41,26 @@ import (
 //	ffmpeg -f lavfi -i sine=frequency=440:sample_rate=8000 -t 4 -ac 1 -f mulaw camera.ulaw
 //	ffmpeg -f lavfi -i sine=frequency=440:sample_rate=48000 -t 4 -ac 2 -c:a aac -b:a 64k -f adts camera.aac
 
-// fixtures are the camera's media, split into frames.
-type fixtures struct {
-	sps, pps []byte
-	video    [][][]byte // access units without delimiters and (by default) without SPS/PPS
-	ulaw     []byte
-	aac      [][]byte
-	aacConf  *mpeg4audio.AudioSpecificConfig
+//go:embed testdata
+var testdata embed.FS
+
+// Fixtures are the camera's media, split into frames.
+type Fixtures struct {
+	SPS, PPS  []byte
+	Video     [][][]byte // access units without delimiters, SEI and parameter sets
+	ULaw      []byte     // 8 kHz mono µ-law
+	AAC       [][]byte   // 48 kHz stereo AAC-LC access units
+	AACConfig *mpeg4audio.AudioSpecificConfig
 }
 
 var (
 	fixturesOnce sync.Once
-	fixturesVal  *fixtures
+	fixturesVal  *Fixtures
 	fixturesErr  error
 )
 
-func loadFixtures(t testing.TB) *fixtures {
+// LoadFixtures returns the fixtures, parsed once per test binary.
+func LoadFixtures(t testing.TB) *Fixtures {
 	t.Helper()
 	fixturesOnce.Do(func() { fixturesVal, fixturesErr = readFixtures() })
 	if fixturesErr != nil {
@@ -62,9 +69,9 @@ func loadFixtures(t testing.TB) *fixtures {
 	return fixturesVal
 }
 
-func readFixtures() (*fixtures, error) {
-	f := &fixtures{}
-	raw, err := os.ReadFile("testdata/camera.h264")
+func readFixtures() (*Fixtures, error) {
+	f := &Fixtures{}
+	raw, err := testdata.ReadFile("testdata/camera.h264")
 	if err != nil {
 		return nil, err
 	}
@@ -73,25 +80,25 @@ func readFixtures() (*fixtures, error) {
 		switch n[0] & 0x1f {
 		case 9: // access unit delimiter: the previous unit is complete
 			if len(au) > 0 {
-				f.video = append(f.video, au)
+				f.Video = append(f.Video, au)
 			}
 			au = nil
 		case 7:
-			f.sps = n
+			f.SPS = n
 		case 8:
-			f.pps = n
+			f.PPS = n
 		case 6: // SEI: leave it out
 		default:
 			au = append(au, n)
 		}
 	}
 	if len(au) > 0 {
-		f.video = append(f.video, au)
+		f.Video = append(f.Video, au)
 	}
-	if f.ulaw, err = os.ReadFile("testdata/camera.ulaw"); err != nil {
+	if f.ULaw, err = testdata.ReadFile("testdata/camera.ulaw"); err != nil {
 		return nil, err
 	}
-	adts, err := os.ReadFile("testdata/camera.aac")
+	adts, err := testdata.ReadFile("testdata/camera.aac")
 	if err != nil {
 		return nil, err
 	}
@@ -100,11 +107,11 @@ func readFixtures() (*fixtures, error) {
 		return nil, err
 	}
 	for _, p := range pkts {
-		f.aac = append(f.aac, p.AU)
+		f.AAC = append(f.AAC, p.AU)
 	}
-	f.aacConf = &mpeg4audio.AudioSpecificConfig{Type: pkts[0].Type, SampleRate: pkts[0].SampleRate, ChannelCount: pkts[0].ChannelCount}
-	if len(f.video) < 50 || f.sps == nil || f.pps == nil {
-		return nil, fmt.Errorf("camera.h264: %d access units, sps %v", len(f.video), f.sps != nil)
+	f.AACConfig = &mpeg4audio.AudioSpecificConfig{Type: pkts[0].Type, SampleRate: pkts[0].SampleRate, ChannelCount: pkts[0].ChannelCount}
+	if len(f.Video) < 50 || f.SPS == nil || f.PPS == nil {
+		return nil, fmt.Errorf("camera.h264: %d access units, sps %v", len(f.Video), f.SPS != nil)
 	}
 	return f, nil
 }
@@ -133,23 +140,24 @@ func splitAnnexB(b []byte) [][]byte {
 	return out
 }
 
-// emulatorOptions shape a camera emulator.
-type emulatorOptions struct {
-	user, pass string // required credentials ("" = none)
-	audio      string // "pcmu" (default), "aac", "latm", "none"
-	tls        bool   // serve RTSPS
-	noUDP      bool   // TCP only
-	inband     bool   // also send SPS/PPS in-band (default: only in the SDP, as many cameras do)
-	mjpeg      bool   // add an M-JPEG video media (not supported by sluice)
+// CameraOptions shape a Camera.
+type CameraOptions struct {
+	User, Pass string // required credentials ("" = none)
+	Audio      string // "pcmu" (default), "aac", "latm", "none"
+	TLS        bool   // serve RTSPS
+	NoUDP      bool   // TCP only
+	Inband     bool   // also send SPS/PPS in-band (default: only in the SDP, as many cameras do)
+	MJPEG      bool   // add an M-JPEG video media (not supported by sluice)
 }
 
-// emulator is an IP camera: a gortsplib server serving /stream with H.264 (from the fixture,
-// 25 fps, big packets) and audio, with digest/basic auth, restartable on the same ports, and a
-// switch that keeps the session but stops the media.
-type emulator struct {
-	t    *testing.T
-	opts emulatorOptions
-	fx   *fixtures
+// Camera is an IP camera: a gortsplib server serving /stream with H.264 (from the fixture,
+// 25 fps, packets larger than the WebRTC MTU) and audio, with digest/basic auth, restartable on
+// the same ports, and a switch that keeps the session but stops the media. Start and Shutdown
+// are called from the test goroutine; the counters may be read from anywhere.
+type Camera struct {
+	t    testing.TB
+	opts CameraOptions
+	fx   *Fixtures
 	addr string
 	rtp  int
 
@@ -160,28 +168,31 @@ type emulator struct {
 	stop   chan struct{}
 	done   chan struct{}
 
-	paused    atomic.Bool
-	describes atomic.Int32 // DESCRIBE requests
-	refused   atomic.Int32 // DESCRIBE requests answered 401 with wrong credentials
-	plays     atomic.Int32
-	sentVideo atomic.Int64
+	// Paused keeps the sessions but stops the media (timestamps run on).
+	Paused atomic.Bool
+	// Describes counts DESCRIBE requests; Refused those that came with wrong credentials.
+	Describes atomic.Int32
+	Refused   atomic.Int32
+	Plays     atomic.Int32
+	SentVideo atomic.Int64
 }
 
-func newEmulator(t *testing.T, opts emulatorOptions) *emulator {
+// NewCamera starts a camera on free loopback ports; it is shut down when the test ends.
+func NewCamera(t testing.TB, opts CameraOptions) *Camera {
 	t.Helper()
-	e := &emulator{t: t, opts: opts, fx: loadFixtures(t), addr: fmt.Sprintf("127.0.0.1:%d", freeTCPPort(t))}
-	if !opts.noUDP {
-		e.rtp, _ = freeUDPPair(t)
+	e := &Camera{t: t, opts: opts, fx: LoadFixtures(t), addr: fmt.Sprintf("127.0.0.1:%d", FreeTCPPort(t))}
+	if !opts.NoUDP {
+		e.rtp, _ = FreeUDPPair(t)
 	}
-	e.start()
-	t.Cleanup(e.close)
+	e.Start()
+	t.Cleanup(e.Shutdown)
 	return e
 }
 
-// url is the camera's URL with the given credentials ("" for none).
-func (e *emulator) url(user, pass string) string {
+// URL is the camera's URL with the given credentials ("" for none).
+func (e *Camera) URL(user, pass string) string {
 	scheme := "rtsp"
-	if e.opts.tls {
+	if e.opts.TLS {
 		scheme = "rtsps"
 	}
 	cred := ""
@@ -191,16 +202,20 @@ func (e *emulator) url(user, pass string) string {
 	return scheme + "://" + cred + e.addr + "/stream"
 }
 
-func (e *emulator) start() {
+// Addr returns the camera's host:port.
+func (e *Camera) Addr() string { return e.addr }
+
+// Start (re)starts the camera on its ports.
+func (e *Camera) Start() {
 	e.t.Helper()
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	srv := &gortsplib.Server{Handler: &emulatorHandler{e}, RTSPAddress: e.addr}
+	srv := &gortsplib.Server{Handler: &cameraHandler{e}, RTSPAddress: e.addr}
 	if e.rtp != 0 {
 		srv.UDPRTPAddress = fmt.Sprintf("127.0.0.1:%d", e.rtp)
 		srv.UDPRTCPAddress = fmt.Sprintf("127.0.0.1:%d", e.rtp+1)
 	}
-	if e.opts.tls {
+	if e.opts.TLS {
 		srv.TLSConfig = selfSignedTLS(e.t)
 	}
 	var err error
@@ -216,26 +231,26 @@ func (e *emulator) start() {
 	e.srv = srv
 	e.media = map[string]*description.Media{}
 	desc := &description.Session{}
-	h264 := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: e.fx.sps, PPS: e.fx.pps}
+	h264 := &format.H264{PayloadTyp: 96, PacketizationMode: 1, SPS: e.fx.SPS, PPS: e.fx.PPS}
 	e.media["video"] = &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{h264}}
 	desc.Medias = append(desc.Medias, e.media["video"])
-	switch e.opts.audio {
+	switch e.opts.Audio {
 	case "", "pcmu":
 		e.media["audio"] = &description.Media{Type: description.MediaTypeAudio,
 			Formats: []format.Format{&format.G711{PayloadTyp: 0, MULaw: true, SampleRate: 8000, ChannelCount: 1}}}
 	case "aac":
 		e.media["audio"] = &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.MPEG4Audio{
-			PayloadTyp: 97, ProfileLevelID: 1, Config: e.fx.aacConf, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}}}
+			PayloadTyp: 97, ProfileLevelID: 1, Config: e.fx.AACConfig, SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}}}
 	case "latm":
 		e.media["audio"] = &description.Media{Type: description.MediaTypeAudio, Formats: []format.Format{&format.MPEG4AudioLATM{
 			PayloadTyp: 98, ProfileLevelID: 30, StreamMuxConfig: &mpeg4audio.StreamMuxConfig{
 				Programs: []*mpeg4audio.StreamMuxConfigProgram{{Layers: []*mpeg4audio.StreamMuxConfigLayer{{
-					AudioSpecificConfig: e.fx.aacConf, LatmBufferFullness: 255}}}}}}}}
+					AudioSpecificConfig: e.fx.AACConfig, LatmBufferFullness: 255}}}}}}}}
 	}
 	if e.media["audio"] != nil {
 		desc.Medias = append(desc.Medias, e.media["audio"])
 	}
-	if e.opts.mjpeg {
+	if e.opts.MJPEG {
 		desc.Medias = append(desc.Medias, &description.Media{Type: description.MediaTypeVideo, Formats: []format.Format{&format.MJPEG{}}})
 	}
 	e.stream = &gortsplib.ServerStream{Server: srv, Desc: desc}
@@ -246,8 +261,8 @@ func (e *emulator) start() {
 	go e.feed(e.stream, e.stop, e.done)
 }
 
-// shutdown stops the camera as a power cut would: its port refuses connections.
-func (e *emulator) shutdown() {
+// Shutdown stops the camera as a power cut would: its port refuses connections.
+func (e *Camera) Shutdown() {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.srv == nil {
@@ -260,16 +275,14 @@ func (e *emulator) shutdown() {
 	e.srv = nil
 }
 
-func (e *emulator) close() { e.shutdown() }
-
 // feed runs the camera's media into its stream until stop.
-func (e *emulator) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, done chan<- struct{}) {
-	feedMedia(e.fx, e.opts, e.media, &e.paused, &e.sentVideo, stream.WritePacketRTP, stop, done)
+func (e *Camera) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, done chan<- struct{}) {
+	FeedMedia(e.fx, e.opts, e.media, &e.Paused, &e.SentVideo, stream.WritePacketRTP, stop, done)
 }
 
-// feedMedia writes the fixtures in real time until stop: video at 25 fps, audio every 20 ms (AAC
+// FeedMedia writes the fixtures in real time until stop: video at 25 fps, audio every 20 ms (AAC
 // per 1024 samples). While paused nothing is sent; timestamps run on.
-func feedMedia(fx *fixtures, opts emulatorOptions, medias map[string]*description.Media, paused *atomic.Bool, sentVideo *atomic.Int64,
+func FeedMedia(fx *Fixtures, opts CameraOptions, medias map[string]*description.Media, paused *atomic.Bool, sentVideo *atomic.Int64,
 	write func(*description.Media, *rtp.Packet) error, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
 	vm := medias["video"]
@@ -279,7 +292,7 @@ func feedMedia(fx *fixtures, opts emulatorOptions, medias map[string]*descriptio
 		Encode([][]byte) ([]*rtp.Packet, error)
 	}
 	var ulaw *rtpsimpleaudio.Encoder
-	switch opts.audio {
+	switch opts.Audio {
 	case "", "pcmu":
 		ulaw = &rtpsimpleaudio.Encoder{PayloadType: 0}
 		_ = ulaw.Init()
@@ -304,9 +317,9 @@ func feedMedia(fx *fixtures, opts emulatorOptions, medias map[string]*descriptio
 		}
 		elapsed := time.Since(start)
 		for ; time.Duration(frames)*40*time.Millisecond <= elapsed; frames++ {
-			au := fx.video[frames%len(fx.video)]
-			if opts.inband && au[0][0]&0x1f == 5 {
-				au = append([][]byte{fx.sps, fx.pps}, au...)
+			au := fx.Video[frames%len(fx.Video)]
+			if opts.Inband && au[0][0]&0x1f == 5 {
+				au = append([][]byte{fx.SPS, fx.PPS}, au...)
 			}
 			if paused.Load() {
 				continue
@@ -328,8 +341,8 @@ func feedMedia(fx *fixtures, opts emulatorOptions, medias map[string]*descriptio
 				if paused.Load() {
 					continue
 				}
-				off := (audioChunks * 160) % (len(fx.ulaw) - 160)
-				p, err := ulaw.Encode(fx.ulaw[off : off+160])
+				off := (audioChunks * 160) % (len(fx.ULaw) - 160)
+				p, err := ulaw.Encode(fx.ULaw[off : off+160])
 				if err == nil {
 					p.Timestamp = uint32(audioChunks * 160)
 					_ = write(am, p)
@@ -341,7 +354,7 @@ func feedMedia(fx *fixtures, opts emulatorOptions, medias map[string]*descriptio
 				if paused.Load() {
 					continue
 				}
-				pkts, err := aenc.Encode([][]byte{fx.aac[aacFrames%len(fx.aac)]})
+				pkts, err := aenc.Encode([][]byte{fx.AAC[aacFrames%len(fx.AAC)]})
 				if err != nil {
 					continue
 				}
@@ -369,24 +382,24 @@ func (l latmEncoder) Encode(aus [][]byte) ([]*rtp.Packet, error) {
 	return l.enc.Encode(buf)
 }
 
-type emulatorHandler struct{ e *emulator }
+type cameraHandler struct{ e *Camera }
 
-func (h *emulatorHandler) check(sc *gortsplib.ServerConn, req *base.Request) (*base.Response, error) {
+func (h *cameraHandler) check(sc *gortsplib.ServerConn, req *base.Request) (*base.Response, error) {
 	e := h.e
-	if e.opts.user == "" {
+	if e.opts.User == "" {
 		return nil, nil
 	}
-	if !sc.VerifyCredentials(req, e.opts.user, e.opts.pass) {
+	if !sc.VerifyCredentials(req, e.opts.User, e.opts.Pass) {
 		if _, ok := req.Header["Authorization"]; ok {
-			e.refused.Add(1)
+			e.Refused.Add(1)
 		}
 		return &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 	}
 	return nil, nil
 }
 
-func (h *emulatorHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
-	h.e.describes.Add(1)
+func (h *cameraHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) (*base.Response, *gortsplib.ServerStream, error) {
+	h.e.Describes.Add(1)
 	if res, err := h.check(ctx.Conn, ctx.Request); res != nil {
 		return res, nil, err
 	}
@@ -398,7 +411,7 @@ func (h *emulatorHandler) OnDescribe(ctx *gortsplib.ServerHandlerOnDescribeCtx) 
 	return &base.Response{StatusCode: base.StatusOK}, h.e.stream, nil
 }
 
-func (h *emulatorHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
+func (h *cameraHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base.Response, *gortsplib.ServerStream, error) {
 	if res, err := h.check(ctx.Conn, ctx.Request); res != nil {
 		return res, nil, err
 	}
@@ -407,17 +420,17 @@ func (h *emulatorHandler) OnSetup(ctx *gortsplib.ServerHandlerOnSetupCtx) (*base
 	return &base.Response{StatusCode: base.StatusOK}, h.e.stream, nil
 }
 
-func (h *emulatorHandler) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
-	h.e.plays.Add(1)
+func (h *cameraHandler) OnPlay(*gortsplib.ServerHandlerOnPlayCtx) (*base.Response, error) {
+	h.e.Plays.Add(1)
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
-func (h *emulatorHandler) OnDecodeError(*gortsplib.ServerHandlerOnDecodeErrorCtx)           {}
-func (h *emulatorHandler) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
-func (h *emulatorHandler) OnPacketsLost(*gortsplib.ServerHandlerOnPacketsLostCtx)           {}
+func (h *cameraHandler) OnDecodeError(*gortsplib.ServerHandlerOnDecodeErrorCtx)           {}
+func (h *cameraHandler) OnStreamWriteError(*gortsplib.ServerHandlerOnStreamWriteErrorCtx) {}
+func (h *cameraHandler) OnPacketsLost(*gortsplib.ServerHandlerOnPacketsLostCtx)           {}
 
 // selfSignedTLS makes a certificate for 127.0.0.1 that no one signed, as cameras have.
-func selfSignedTLS(t *testing.T) *tls.Config {
+func selfSignedTLS(t testing.TB) *tls.Config {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -437,8 +450,8 @@ func selfSignedTLS(t *testing.T) *tls.Config {
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
 }
 
-// freeTCPPort returns a TCP port that was free a moment ago on 127.0.0.1.
-func freeTCPPort(t testing.TB) int {
+// FreeTCPPort returns a TCP port that was free a moment ago on 127.0.0.1.
+func FreeTCPPort(t testing.TB) int {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -448,8 +461,8 @@ func freeTCPPort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// freeUDPPair returns an even UDP port whose successor is free too (RFC 3550 §11).
-func freeUDPPair(t testing.TB) (int, int) {
+// FreeUDPPair returns an even UDP port whose successor is free too (RFC 3550 §11).
+func FreeUDPPair(t testing.TB) (int, int) {
 	t.Helper()
 	for range 200 {
 		c, err := net.ListenPacket("udp", "127.0.0.1:0")
