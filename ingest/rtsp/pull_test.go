@@ -234,12 +234,16 @@ func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
 		return func(ev sfu.Event) bool { return ev.Type == typ && ev.Track != nil && ev.Track.SID == video.SID() }
 	}
 	h.waitEvent("track.interrupted", seq, 6*time.Second, interrupted(sfu.EventTrackInterrupted))
-	if d := time.Since(paused); d > 3*time.Second+700*time.Millisecond {
+	d := time.Since(paused)
+	if d > 3*time.Second+700*time.Millisecond {
 		t.Errorf("track.interrupted came %v after the media stopped", d)
 	}
+	t.Logf("track.interrupted %v after the last packet was sent", d.Round(time.Millisecond))
 	time.Sleep(5*time.Second - time.Since(paused))
 	e.Paused.Store(false)
+	resumed := time.Now()
 	h.waitEvent("track.recovered", seq, 5*time.Second, interrupted(sfu.EventTrackRecovered))
+	t.Logf("track.recovered %v after the media resumed", time.Since(resumed).Round(time.Millisecond))
 	for _, ev := range h.events.Events(seq) {
 		if ev.Type == sfu.EventIngestStateChanged || ev.Type == sfu.EventParticipantLeft {
 			t.Errorf("%s during a pause shorter than read_timeout", ev.Type)
