@@ -45,7 +45,7 @@ func parsePath(path string) (room, identity string, err error) {
 
 // authorize admits a request for action on path (DESIGN.md's key rules). Open mode: anyone.
 // Key mode: a push needs an ingest's stream key (rtsp_push or rtmp) as the RTSP password (any
-// user; Basic or Digest) or ?key=, or an access token with the publish grant as the password
+// user; Basic or Digest), as the user name, or ?key=, or an access token with the publish grant as the password
 // (Basic) or ?token=; a play needs a token with the subscribe grant. A request without
 // credentials gets a 401 challenge (reported as auth.failed missing_token if the connection
 // ends without being admitted); wrong credentials get 401 (403 for a grant that does not
@@ -71,6 +71,10 @@ func (s *Server) authorize(sc *gortsplib.ServerConn, req *base.Request, path, qu
 		return s.admitKey(sc, t, q.Get("key"), action, remote)
 	case q.Get("token") != "":
 		return s.admitToken(sc, t, q.Get("token"), action, remote)
+	case provided && s.isKey(hdr.Username):
+		// The key as the user name (DESIGN.md: "key as user/password"); with Digest the user
+		// name travels in clear, so it is a bearer credential like ?key=.
+		return s.admitKey(sc, t, hdr.Username, action, remote)
 	case provided && hdr.Method == headers.AuthMethodBasic:
 		if looksLikeToken(hdr.BasicPass) {
 			return s.admitToken(sc, t, hdr.BasicPass, action, remote)
@@ -144,6 +148,12 @@ func (s *Server) admitToken(sc *gortsplib.ServerConn, t target, token string, ac
 
 // errForbidden closes a connection whose credentials do not cover what it asked.
 var errForbidden = errors.New("the credentials do not allow this")
+
+// isKey reports whether s is the stream key of a push ingest.
+func (s *Server) isKey(key string) bool {
+	ing, ok := s.opts.Ingests.ByStreamKey(key)
+	return ok && pushIngest(ing)
+}
 
 func pushIngest(ing ingest.Ingest) bool {
 	return ing.Type == ingest.TypeRTSPPush || ing.Type == ingest.TypeRTMP

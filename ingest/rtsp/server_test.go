@@ -155,8 +155,8 @@ func (h *harness) authFailures(since uint64) []sfu.Event {
 	return out
 }
 
-// Key mode: an ingest's stream key admits a push as ?key= or as the password (Digest and
-// Basic, any user), a token with the publish grant too; a bad key gets 401 and auth.failed
+// Key mode: an ingest's stream key admits a push as ?key=, as the password (Digest and Basic,
+// any user) or as the user name, a token with the publish grant too; a bad key gets 401 and auth.failed
 // (never the key itself); no credentials gets a 401 challenge, and auth.failed missing_token
 // when the client gives up; play needs a token with the subscribe grant; deleting the ingest
 // ends its session.
@@ -195,6 +195,14 @@ func TestKeyRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "cam2") != nil })
+		pub.close()
+	})
+	t.Run("key as the user name", func(t *testing.T) {
+		pub, err := pushRTSP(t, "rtsp://"+ing.StreamKey+":x@"+h.rtsp+"/studio/cam3", "tcp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "cam3") != nil })
 		pub.close()
 	})
 	t.Run("key as the basic password", func(t *testing.T) {
