@@ -23,8 +23,9 @@ type target struct {
 	identity string
 	// self is the identity of a player that a token names.
 	self string
-	// ingestID is the ingest whose stream key admitted a push.
-	ingestID string
+	// ingestID and ingestType name the ingest whose stream key admitted a push.
+	ingestID   string
+	ingestType string
 }
 
 // errBadPath is returned for a URL path that is not /<room>[/<identity>].
@@ -112,7 +113,7 @@ func (s *Server) admitKey(sc *gortsplib.ServerConn, t target, key string, action
 		s.refuse(sc, auth.ErrPermissionDenied, remote)
 		return target{}, &base.Response{StatusCode: base.StatusForbidden}, errForbidden
 	}
-	t.ingestID = ing.ID
+	t.ingestID, t.ingestType = ing.ID, ing.Type
 	switch {
 	case ing.Identity != "":
 		t.identity = ing.Identity

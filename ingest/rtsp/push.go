@@ -12,6 +12,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 
+	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -98,6 +99,9 @@ func (pub *publisher) record() (*base.Response, error) {
 		case <-pub.done:
 		}
 	}()
+	if pub.t.ingestType == ingest.TypeRTSPPush {
+		pub.s.opts.Ingests.SetState(pub.t.ingestID, ingest.StateConnected, 0, "", nil)
+	}
 	pub.log.Info("rtsp publisher started", "tracks", len(pub.inputs))
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
@@ -128,6 +132,9 @@ func (pub *publisher) end(err error) {
 	reason, cause := sessionEndReason(err, stopReason)
 	if pub.participant != nil {
 		pub.participant.Close(reason, cause)
+		if pub.t.ingestType == ingest.TypeRTSPPush {
+			pub.s.opts.Ingests.SetState(pub.t.ingestID, ingest.StateDisconnected, 0, reason, cause)
+		}
 		pub.log.Info("rtsp publisher ended", "reason", reason, "err", cause,
 			"packets_lost", pub.lost.Load(), "decode_errors", pub.decodeErrors.Load()+inputErrors(pub.inputs))
 	}

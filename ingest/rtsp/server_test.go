@@ -186,8 +186,12 @@ func TestKeyRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", ing.ID) != nil })
+		if cur, _ := h.store.Get(ing.ID); cur.State != "connected" {
+			t.Errorf("the rtsp_push ingest is %q while its publisher is live", cur.State)
+		}
 		pub.close()
 		waitFor(t, "the publisher to leave", 10*time.Second, func() bool { return h.participant("studio", ing.ID) == nil })
+		waitFor(t, "the ingest to be disconnected", 5*time.Second, func() bool { cur, _ := h.store.Get(ing.ID); return cur.State == "disconnected" })
 	})
 	t.Run("key as the digest password", func(t *testing.T) {
 		pub, err := pushRTSP(t, "rtsp://anyone:"+ing.StreamKey+"@"+h.rtsp+"/studio/cam2", "udp")
