@@ -65,7 +65,7 @@ func fuzzConversation(addr string, data []byte) {
 	if err != nil {
 		return
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	end := time.Now().Add(2 * time.Second)
 	_ = conn.SetDeadline(end)
 	br := bufio.NewReader(conn)
@@ -123,7 +123,7 @@ func answersOptions(addr string) bool {
 	if err != nil {
 		return false
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 	if _, err := conn.Write([]byte("OPTIONS rtsp://" + addr + "/ RTSP/1.0\r\nCSeq: 1\r\n\r\n")); err != nil {
 		return false

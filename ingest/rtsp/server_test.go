@@ -311,7 +311,7 @@ func rawAnnounce(t *testing.T, addr, path, authorization string) int {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
+	defer func() { _ = conn.Close() }()
 	sdp := "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=test\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n" +
 		"m=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\na=control:trackID=0\r\n"
 	req := fmt.Sprintf("ANNOUNCE rtsp://%s%s RTSP/1.0\r\nCSeq: 1\r\nContent-Type: application/sdp\r\nAuthorization: %s\r\nContent-Length: %d\r\n\r\n%s",
