@@ -215,6 +215,9 @@ func (c *capture) drain() {
 
 func (c *capture) teardown() {
 	c.stop() // unblocks sinks
+	if c.malformed > 0 || c.lostPackets > 0 {
+		c.cfg.log.Info("capture ended with skipped media", "malformed", c.malformed, "lost_packets", c.lostPackets)
+	}
 	for _, t := range c.tr {
 		if t.sub != nil {
 			t.sub.Close()
@@ -261,6 +264,7 @@ func (c *capture) syncTracks() {
 			continue
 		}
 		ts.dep = dep
+		ts.cfg, _ = dep.config()
 		idx := len(c.tr)
 		ts.onFr = func(f *frame) { c.frame(ts, f) }
 		c.tr = append(c.tr, ts)

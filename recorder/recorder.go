@@ -65,7 +65,7 @@ type Recorder struct {
 	mu      sync.Mutex
 	closed  bool
 	recs    map[string]*entry
-	crashed []*Recording     // loaded manifests a crash left open, recovered by Run
+	crashed []*Recording        // loaded manifests a crash left open, recovered by Run
 	autoFor map[string][]string // auto key → participant SIDs already recorded by it
 }
 
