@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"path"
 	"path/filepath"
+	"sort"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -429,6 +430,7 @@ func (c *capture) open(ref *trackState, kIdx int) {
 	if len(kept) == 0 {
 		return
 	}
+	sort.SliceStable(kept, func(i, j int) bool { return kept[i].kind == sfu.KindVideo && kept[j].kind != sfu.KindVideo })
 	// Freeze the clock mappings: on the publisher's sender reports when every track has one,
 	// else on arrival times.
 	allSR := true

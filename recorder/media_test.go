@@ -93,11 +93,32 @@ type avTrack struct {
 // h264OpusSource is H.264 with B-frames (1 s GOP) and Opus, seconds long.
 func h264OpusSource(t testing.TB, seconds int, bframes int) (video, audio *avTrack) {
 	name := fmt.Sprintf("h264-opus-%ds-bf%d.mp4", seconds, bframes)
+	profile := "high"
+	if bframes == 0 {
+		profile = "baseline" // what WebRTC publishers send
+	}
 	p := ffmpegSource(t, name, "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
-		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "veryfast", "-g", "30", "-bf", strconv.Itoa(bframes), "-pix_fmt", "yuv420p",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", profile, "-g", "30", "-bf", strconv.Itoa(bframes), "-pix_fmt", "yuv420p",
 		"-c:a", "libopus", "-b:a", "48k", "-movflags", "frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets", "-f", "mp4")
 	tracks := readFMP4(t, p)
 	return tracks[0], tracks[1]
+}
+
+// h264AACSource is H.264 with B-frames and AAC-LC at 44.1 kHz.
+func h264AACSource(t testing.TB, seconds int) (video, audio *avTrack) {
+	p := ffmpegSource(t, fmt.Sprintf("h264-aac-%ds.mp4", seconds), "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "3", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", "64k", "-movflags", "frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets", "-f", "mp4")
+	tracks := readFMP4(t, p)
+	return tracks[0], tracks[1]
+}
+
+// h265Source is H.265 with B-frames.
+func h265Source(t testing.TB, seconds int) *avTrack {
+	p := ffmpegSource(t, fmt.Sprintf("h265-%ds.mp4", seconds), "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx265", "-preset", "ultrafast", "-x265-params", "keyint=30:bframes=2:log-level=error", "-pix_fmt", "yuv420p",
+		"-tag:v", "hvc1", "-movflags", "frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets", "-f", "mp4")
+	return readFMP4(t, p)[0]
 }
 
 // readFMP4 parses a fragmented MP4 made by ffmpeg into tracks with decode and presentation times.
