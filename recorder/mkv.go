@@ -85,7 +85,8 @@ type mkvWriter struct {
 type mkvRef struct {
 	track, sample int
 	off           int
-	ms            int64
+	ms            int64 // presentation time, the block's timestamp
+	order         int64 // decode time in µs, the order of blocks
 }
 
 // ebmlID appends an element ID (its bytes carry their own length marker).
@@ -263,27 +264,28 @@ func mkvTrack(b []byte, t *fileTrack) []byte {
 	})
 }
 
-// fragment writes the pending samples as Clusters, blocks interleaved by time. A Cluster
-// spans at most 30 s so that block offsets fit their 16 bits.
+// fragment writes the pending samples as Clusters, blocks in decode order interleaved by decode
+// time, each stamped with its presentation time. A Cluster spans at most 30 s so that block
+// offsets fit their 16 bits.
 func (w *mkvWriter) fragment(tracks []*fileTrack) ([]byte, error) {
 	w.order = w.order[:0]
 	for ti, t := range tracks {
 		off := 0
 		for si, s := range t.samples {
 			pts := s.dts + int64(s.ptsOff)
-			w.order = append(w.order, mkvRef{track: ti, sample: si, off: off, ms: pts * 1000 / int64(t.clock)})
+			w.order = append(w.order, mkvRef{track: ti, sample: si, off: off, ms: pts * 1000 / int64(t.clock), order: s.dts * 1_000_000 / int64(t.clock)})
 			off += s.n
 		}
 	}
 	if len(w.order) == 0 {
 		return nil, nil
 	}
-	sort.SliceStable(w.order, func(i, j int) bool { return w.order[i].ms < w.order[j].ms })
+	sort.SliceStable(w.order, func(i, j int) bool { return w.order[i].order < w.order[j].order })
 	w.body = w.body[:0]
 	for start := 0; start < len(w.order); {
 		base := w.order[start].ms
 		end := start
-		for end < len(w.order) && w.order[end].ms-base < 30_000 {
+		for end < len(w.order) && w.order[end].ms-base < 30_000 && w.order[end].ms-base > -30_000 {
 			end++
 		}
 		w.body = ebmlMaster(w.body, mkvCluster, func(b []byte) []byte {
