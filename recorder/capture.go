@@ -491,6 +491,7 @@ func (c *capture) open(ref *trackState, kIdx int) {
 		}
 		t.pre, t.preData = t.pre[:0], t.preData[:0]
 	}
+	c.cfg.log.Debug("file opened", "file", seg.rel, "tracks", len(kept))
 	c.note(captureNote{kind: noteFileOpened, file: seg.info(), format: format, tracks: sids})
 }
 
@@ -639,6 +640,7 @@ func (c *capture) closeFile() {
 	if err != nil && !c.failed {
 		c.fail(err)
 	}
+	c.cfg.log.Debug("file closed", "file", seg.rel, "bytes", seg.size, "err", err)
 	c.note(captureNote{kind: noteFileClosed, file: seg.info(), format: seg.format})
 }
 

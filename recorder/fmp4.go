@@ -1,6 +1,7 @@
 package recorder
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
@@ -88,15 +89,18 @@ func mp4Holds(codec string) bool {
 	return false
 }
 
-// fmp4Writer writes fragmented MP4 (ISO/IEC 14496-12) through mediacommon: an init segment
-// (ftyp+moov) then one moof+mdat per fragment, so that a file cut anywhere plays up to its last
-// complete fragment. It reuses its sample tables between fragments.
+// fmp4Writer writes fragmented MP4 (ISO/IEC 14496-12): an init segment (ftyp+moov) made by
+// mediacommon's fmp4, then one moof+mdat per fragment, so that a file cut anywhere plays up to
+// its last complete fragment.
+//
+// The fragments are encoded here, byte for byte as mediacommon's fmp4.Part.Marshal lays them
+// out (a test holds the two equal), into a buffer reused between fragments: mediacommon's
+// reflection-based box writer costs dozens of allocations per sample, which the recording path
+// does not pay.
 type fmp4Writer struct {
-	seq   uint32
-	buf   seekablebuffer.Buffer
-	parts []*fmp4.PartTrack
-	store [][]fmp4.Sample
-	ptrs  [][]*fmp4.Sample
+	seq uint32
+	buf seekablebuffer.Buffer
+	out []byte
 }
 
 func (w *fmp4Writer) header(tracks []*fileTrack) ([]byte, error) {
@@ -118,45 +122,104 @@ func (w *fmp4Writer) header(tracks []*fileTrack) ([]byte, error) {
 	return w.buf.Bytes(), nil
 }
 
+// trun flags (ISO/IEC 14496-12 §8.8.8) and the non-sync sample flag.
+const (
+	trunDataOffset   = 0x01
+	trunDuration     = 0x100
+	trunSize         = 0x200
+	trunFlags        = 0x400
+	trunCompositions = 0x800
+	sampleNonSync    = 1 << 16
+)
+
+func be32(b []byte, v uint32) []byte { return binary.BigEndian.AppendUint32(b, v) }
+
+// boxStart appends a box header with a size to patch; it returns the box's offset.
+func boxStart(b []byte, typ string) ([]byte, int) {
+	at := len(b)
+	b = be32(b, 0)
+	return append(b, typ...), at
+}
+
+func boxEnd(b []byte, at int) {
+	binary.BigEndian.PutUint32(b[at:], uint32(len(b)-at))
+}
+
+// fragment encodes moof(mfhd, traf(tfhd, tfdt, trun)...) + mdat for the tracks with samples.
 func (w *fmp4Writer) fragment(tracks []*fileTrack) ([]byte, error) {
-	for len(w.parts) < len(tracks) {
-		w.parts = append(w.parts, &fmp4.PartTrack{})
-		w.store = append(w.store, nil)
-		w.ptrs = append(w.ptrs, nil)
+	b := w.out[:0]
+	b, moof := boxStart(b, "moof")
+	b, mfhd := boxStart(b, "mfhd")
+	b = be32(b, 0) // version, flags
+	b = be32(b, w.seq+1)
+	boxEnd(b, mfhd)
+	var offsets [8]int // where each track's data_offset is, to patch
+	if len(tracks) > len(offsets) {
+		return nil, fmt.Errorf("too many tracks in one file")
 	}
-	part := fmp4.Part{SequenceNumber: w.seq + 1}
+	n := 0
 	for i, t := range tracks {
+		offsets[i] = -1
 		if len(t.samples) == 0 {
 			continue
 		}
-		st := w.store[i][:0]
-		off := 0
+		n++
+		var traf, box int
+		b, traf = boxStart(b, "traf")
+		b, box = boxStart(b, "tfhd")
+		b = be32(b, 0x020000) // default-base-is-moof
+		b = be32(b, uint32(t.id))
+		boxEnd(b, box)
+		b, box = boxStart(b, "tfdt")
+		b = be32(b, 1<<24) // version 1
+		b = binary.BigEndian.AppendUint64(b, uint64(t.samples[0].dts))
+		boxEnd(b, box)
+		flags := uint32(trunDataOffset | trunDuration | trunSize)
 		for _, s := range t.samples {
-			st = append(st, fmp4.Sample{Duration: s.dur, PTSOffset: s.ptsOff, IsNonSyncSample: !s.key, Payload: t.data[off : off+s.n]})
-			off += s.n
+			if !s.key {
+				flags |= trunFlags
+			}
+			if s.ptsOff != 0 {
+				flags |= trunCompositions
+			}
 		}
-		w.store[i] = st
-		ptrs := w.ptrs[i][:0]
-		for j := range st {
-			ptrs = append(ptrs, &st[j])
+		b, box = boxStart(b, "trun")
+		b = be32(b, 1<<24|flags)
+		b = be32(b, uint32(len(t.samples)))
+		offsets[i] = len(b)
+		b = be32(b, 0)
+		for _, s := range t.samples {
+			b = be32(b, s.dur)
+			b = be32(b, uint32(s.n))
+			if flags&trunFlags != 0 {
+				f := uint32(0)
+				if !s.key {
+					f = sampleNonSync
+				}
+				b = be32(b, f)
+			}
+			if flags&trunCompositions != 0 {
+				b = be32(b, uint32(s.ptsOff))
+			}
 		}
-		w.ptrs[i] = ptrs
-		pt := w.parts[i]
-		pt.ID, pt.BaseTime, pt.Samples = t.id, uint64(t.samples[0].dts), ptrs
-		part.Tracks = append(part.Tracks, pt)
+		boxEnd(b, box)
+		boxEnd(b, traf)
 	}
-	if len(part.Tracks) == 0 {
+	if n == 0 {
 		return nil, nil
 	}
-	w.buf.Reset()
-	if _, err := w.buf.Seek(0, 0); err != nil {
-		return nil, err
+	boxEnd(b, moof)
+	b, mdat := boxStart(b, "mdat")
+	for i, t := range tracks {
+		if offsets[i] >= 0 {
+			binary.BigEndian.PutUint32(b[offsets[i]:], uint32(len(b)-moof))
+			b = append(b, t.data...)
+		}
 	}
-	if err := part.Marshal(&w.buf); err != nil {
-		return nil, err
-	}
+	boxEnd(b, mdat)
+	w.out = b
 	w.seq++
-	return w.buf.Bytes(), nil
+	return b, nil
 }
 
 func (w *fmp4Writer) trailer([]*fileTrack, int64, int64) []patch { return nil }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"testing"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
 	"github.com/pion/rtp"
 
 	"github.com/sluice-media/sluice/sfu"
@@ -168,5 +170,50 @@ func TestScanOwnFiles(t *testing.T) {
 		if err != nil || good2 != int64(len(tc.data)) {
 			t.Errorf("%s: with a partial tail: good %d, want %d (%v)", name, good2, len(tc.data), err)
 		}
+	}
+}
+
+// TestFragmentMatchesMediacommon holds our fragment encoder byte-equal to mediacommon's
+// fmp4.Part.Marshal.
+func TestFragmentMatchesMediacommon(t *testing.T) {
+	tracks := []*fileTrack{
+		{id: 1, codec: sfu.CodecH264, kind: sfu.KindVideo, clock: 90000},
+		{id: 2, codec: sfu.CodecOpus, kind: sfu.KindAudio, clock: 48000},
+		{id: 3, codec: sfu.CodecOpus, kind: sfu.KindAudio, clock: 48000}, // no samples this time
+	}
+	for i := range 7 {
+		key := i%4 == 0
+		tracks[0].samples = append(tracks[0].samples, sample{dts: 90000 + int64(i)*3000, ptsOff: int32((i%3 - 1) * 3000), dur: 3000, key: key, n: 10 + i})
+		tracks[0].data = append(tracks[0].data, bytes.Repeat([]byte{byte(i)}, 10+i)...)
+	}
+	for i := range 5 {
+		tracks[1].samples = append(tracks[1].samples, sample{dts: int64(i) * 960, dur: 960, key: true, n: 3})
+		tracks[1].data = append(tracks[1].data, 1, 2, byte(i))
+	}
+	var w fmp4Writer
+	w.seq = 41
+	ours, err := w.fragment(tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part := fmp4.Part{SequenceNumber: 42}
+	for _, tr := range tracks {
+		if len(tr.samples) == 0 {
+			continue
+		}
+		pt := &fmp4.PartTrack{ID: tr.id, BaseTime: uint64(tr.samples[0].dts)}
+		off := 0
+		for _, s := range tr.samples {
+			pt.Samples = append(pt.Samples, &fmp4.Sample{Duration: s.dur, PTSOffset: s.ptsOff, IsNonSyncSample: !s.key, Payload: tr.data[off : off+s.n]})
+			off += s.n
+		}
+		part.Tracks = append(part.Tracks, pt)
+	}
+	var buf seekablebuffer.Buffer
+	if err := part.Marshal(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ours, buf.Bytes()) {
+		t.Fatalf("fragment differs from mediacommon's:\nours   %x\ntheirs %x", ours, buf.Bytes())
 	}
 }

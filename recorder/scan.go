@@ -213,7 +213,7 @@ func parseMoof(b []byte) map[uint32]uint64 {
 					base = uint64(binary.BigEndian.Uint32(body[4:]))
 				}
 			case "trun":
-				total += trunDuration(body)
+				total += sumTrunDurations(body)
 			}
 		})
 		if id != 0 {
@@ -223,8 +223,8 @@ func parseMoof(b []byte) map[uint32]uint64 {
 	return out
 }
 
-// trunDuration sums the sample durations of a trun box body.
-func trunDuration(b []byte) uint64 {
+// sumTrunDurations sums the sample durations of a trun box body.
+func sumTrunDurations(b []byte) uint64 {
 	if len(b) < 8 {
 		return 0
 	}
