@@ -1,13 +1,13 @@
 package recorder
 
 import (
-	"io"
 	"log/slog"
 	"testing"
 	"time"
 
 	"github.com/pion/rtp"
 
+	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -18,17 +18,17 @@ func (c countFS) Create(string) (File, error) { return &countFile{n: c.written},
 
 type countFile struct{ n *int64 }
 
-func (f *countFile) Write(p []byte) (int, error)          { *f.n += int64(len(p)); return len(p), nil }
+func (f *countFile) Write(p []byte) (int, error)            { *f.n += int64(len(p)); return len(p), nil }
 func (f *countFile) WriteAt(p []byte, _ int64) (int, error) { return len(p), nil }
-func (f *countFile) Truncate(int64) error                 { return nil }
-func (f *countFile) Sync() error                          { return nil }
-func (f *countFile) Close() error                         { return nil }
+func (f *countFile) Truncate(int64) error                   { return nil }
+func (f *countFile) Sync() error                            { return nil }
+func (f *countFile) Close() error                           { return nil }
 
 // BenchmarkRecorder measures the recording path from RTP packets to fMP4 bytes: depacketizing
 // (H.264 with B-frames and Opus from ffmpeg), timing, muxing into fragments and writing them.
 // One op is one packet; the file system discards the bytes.
 func BenchmarkRecorder(b *testing.B) {
-	video, audio := h264OpusSource(b, 10, 2)
+	video, audio := rectest.H264Opus(b, 10, 2)
 	type timed struct {
 		pk    *sfu.Packet
 		ts    uint32
@@ -37,8 +37,8 @@ func BenchmarkRecorder(b *testing.B) {
 	}
 	var pkts []timed
 	var payload int64
-	srcs := []*avTrack{video, audio}
-	feedAll(b, srcs, func(i int, at time.Duration, pk *rtp.Packet) {
+	srcs := []*rectest.Track{video, audio}
+	rectest.FeedAll(b, srcs, func(i int, at time.Duration, pk *rtp.Packet) {
 		pkts = append(pkts, timed{&sfu.Packet{Header: pk.Header, Payload: pk.Payload}, pk.Timestamp, i, int64(at)})
 		payload += int64(len(pk.Payload))
 	})
@@ -59,12 +59,12 @@ func BenchmarkRecorder(b *testing.B) {
 	c = newCapture(p, captureConfig{root: "/nonexistent", dir: "bench/RC_x", format: "mp4", fragment: 2 * time.Second, segment: 24 * time.Hour,
 		fs: countFS{&written}, clock: func() time.Time { return now }, log: slog.New(slog.DiscardHandler), notes: notes, openAfter: 3 * time.Second})
 	for _, s := range srcs {
-		tr, err := p.Publish(sfu.TrackSpec{Codec: s.codec})
+		tr, err := p.Publish(sfu.TrackSpec{Codec: s.Codec})
 		if err != nil {
 			b.Fatal(err)
 		}
-		ts := &trackState{track: tr, codec: s.codec, kind: tr.Kind(), clock: s.codec.ClockRate}
-		ts.dep, _ = newDepacketizer(s.codec)
+		ts := &trackState{track: tr, codec: s.Codec, kind: tr.Kind(), clock: s.Codec.ClockRate}
+		ts.dep, _ = newDepacketizer(s.Codec)
 		ts.cfg, _ = ts.dep.config()
 		ts.onFr = func(f *frame) { c.frame(ts, f) }
 		c.tr = append(c.tr, ts)
@@ -96,41 +96,4 @@ func BenchmarkRecorder(b *testing.B) {
 		b.Fatal("nothing written")
 	}
 	b.ReportMetric(float64(written)/float64(b.N), "fmp4-bytes/op")
-	_ = io.Discard
-}
-
-// feedAll packetizes the sources once (no pacing), in decode order, with each packet's time.
-func feedAll(b *testing.B, srcs []*avTrack, fn func(track int, at time.Duration, pk *rtp.Packet)) {
-	type item struct {
-		track int
-		s     avSample
-		at    int64
-	}
-	var items []item
-	for ti, tr := range srcs {
-		for _, s := range tr.samples {
-			items = append(items, item{ti, s, ticksToNs(s.dts-tr.samples[0].dts, tr.clock)})
-		}
-	}
-	sortItems := func(a []item) {
-		for i := 1; i < len(a); i++ {
-			for j := i; j > 0 && a[j].at < a[j-1].at; j-- {
-				a[j], a[j-1] = a[j-1], a[j]
-			}
-		}
-	}
-	sortItems(items)
-	ps := make([]*packetizer, len(srcs))
-	for i, tr := range srcs {
-		ps[i] = newPacketizer(b, tr)
-	}
-	for _, it := range items {
-		pkts, err := ps[it.track].packets(it.s, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for _, pk := range pkts {
-			fn(it.track, time.Duration(it.at), pk)
-		}
-	}
 }

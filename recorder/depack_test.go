@@ -7,16 +7,17 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
 
+	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
 // TestDepacketizeH264 sends real x264 access units (with B-frames) through gortsplib's
 // packetizer and checks that ours gives back the same access units with exact times.
 func TestDepacketizeH264(t *testing.T) {
-	video, _ := h264OpusSource(t, 3, 2)
-	pz := newPacketizer(t, video)
-	dep, _ := newDepacketizer(video.codec)
-	sps := video.init.Codec.(*mp4.CodecH264)
+	video, _ := rectest.H264Opus(t, 3, 2)
+	pz := rectest.NewPacketizer(t, video)
+	dep, _ := newDepacketizer(video.Codec)
+	sps := video.Init.Codec.(*mp4.CodecH264)
 	var got []frame
 	var datas [][]byte
 	emit := func(f *frame) {
@@ -25,34 +26,34 @@ func TestDepacketizeH264(t *testing.T) {
 	}
 	var ts trackState
 	ts.clock = 90000
-	for _, s := range video.samples {
-		pkts, err := pz.packets(s, 0)
+	for _, s := range video.Samples {
+		pkts, err := pz.Packets(s, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, pk := range pkts {
 			ext := ts.unwrap(pk.Timestamp)
 			if !dep.write(&sfu.Packet{Header: pk.Header, Payload: pk.Payload}, ext, false, emit) {
-				t.Fatalf("packet of sample pts %d refused", s.pts)
+				t.Fatalf("packet of sample pts %d refused", s.PTS)
 			}
 		}
 	}
-	if len(got) != len(video.samples) {
-		t.Fatalf("got %d access units, want %d", len(got), len(video.samples))
+	if len(got) != len(video.Samples) {
+		t.Fatalf("got %d access units, want %d", len(got), len(video.Samples))
 	}
-	for i, s := range video.samples {
-		want := s.data
-		if s.key {
+	for i, s := range video.Samples {
+		want := s.Data
+		if s.Key {
 			var au h264.AVCC
-			_ = au.Unmarshal(s.data)
+			_ = au.Unmarshal(s.Data)
 			b, _ := h264.AVCC(append([][]byte{sps.SPS, sps.PPS}, au...)).Marshal()
 			want = b
 		}
 		if !bytes.Equal(datas[i], want) {
 			t.Fatalf("access unit %d differs", i)
 		}
-		if got[i].pts-got[0].pts != s.pts-video.samples[0].pts || got[i].key != s.key {
-			t.Fatalf("access unit %d: pts %d key %v, want %d %v", i, got[i].pts-got[0].pts, got[i].key, s.pts-video.samples[0].pts, s.key)
+		if got[i].pts-got[0].pts != s.PTS-video.Samples[0].PTS || got[i].key != s.Key {
+			t.Fatalf("access unit %d: pts %d key %v, want %d %v", i, got[i].pts-got[0].pts, got[i].key, s.PTS-video.Samples[0].PTS, s.Key)
 		}
 		if got[i].dts > got[i].pts {
 			t.Fatalf("access unit %d: dts %d after pts %d", i, got[i].dts, got[i].pts)

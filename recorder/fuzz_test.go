@@ -50,8 +50,8 @@ func checkAVCC(t *testing.T, au *accessUnit) {
 }
 
 func FuzzNALUDepacketizer(f *testing.F) {
-	f.Add([]byte{1, 5, 0x65, 1, 2, 3, 4})                                            // single IDR with marker
-	f.Add([]byte{0, 12, 0x78, 0, 4, 0x67, 0x42, 0, 0x1f, 0, 3, 0x68, 0xce, 0x3c})     // STAP-A
+	f.Add([]byte{1, 5, 0x65, 1, 2, 3, 4})                                           // single IDR with marker
+	f.Add([]byte{0, 12, 0x78, 0, 4, 0x67, 0x42, 0, 0x1f, 0, 3, 0x68, 0xce, 0x3c})   // STAP-A
 	f.Add([]byte{0, 4, 0x7c, 0x85, 1, 2, 0, 3, 0x7c, 0x05, 3, 1, 3, 0x7c, 0x45, 4}) // FU-A start, middle, end
 	f.Add([]byte{1, 6, 0x26, 0x01, 0xaf, 1, 2, 3})                                  // H.265 IDR
 	f.Add([]byte{0, 5, 0x62, 0x01, 0x93, 1, 2, 1, 5, 0x62, 0x01, 0x53, 3, 4})       // H.265 FU

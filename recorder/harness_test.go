@@ -12,6 +12,7 @@ import (
 
 	"github.com/pion/rtp"
 
+	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -114,7 +115,7 @@ type publisher struct {
 
 // publish joins room as identity, publishes the sources' tracks (with a sender report, as the
 // RTMP and RTSP ingests set) and feeds them in real time for d.
-func (e *env) publish(room, identity string, d time.Duration, withSR bool, srcs ...*avTrack) *publisher {
+func (e *env) publish(room, identity string, d time.Duration, withSR bool, srcs ...*rectest.Track) *publisher {
 	e.t.Helper()
 	p, err := e.hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
 	if err != nil {
@@ -122,7 +123,7 @@ func (e *env) publish(room, identity string, d time.Duration, withSR bool, srcs 
 	}
 	pub := &publisher{p: p, stop: make(chan struct{}), done: make(chan struct{})}
 	for _, s := range srcs {
-		tr, err := p.Publish(sfu.TrackSpec{Codec: s.codec, CacheGOP: true})
+		tr, err := p.Publish(sfu.TrackSpec{Codec: s.Codec, CacheGOP: true})
 		if err != nil {
 			e.t.Fatal(err)
 		}
@@ -138,7 +139,7 @@ func (e *env) publish(room, identity string, d time.Duration, withSR bool, srcs 
 				tr.SetSenderReport(sfu.SenderReport{RTPTime: 1000, NTPTime: time.Now()})
 			}
 		}
-		feed(e.t, srcs, d, pub.stop, func(i int, pk *rtp.Packet) {
+		rectest.Feed(e.t, srcs, d, pub.stop, func(i int, pk *rtp.Packet) {
 			tr := pub.tracks[i]
 			tr.WritePacket(&sfu.Packet{Header: pk.Header, Payload: pk.Payload, Keyframe: sfu.IsKeyframe(tr.Codec().Name, pk.Payload)})
 		})

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -20,7 +21,7 @@ type recordSource func(t *testing.T, e *env, room, identity string, d time.Durat
 
 // synthetic publishes H.264 with B-frames and Opus as an ingest would (sender reports set).
 func synthetic(t *testing.T, e *env, room, identity string, d time.Duration) func() {
-	video, audio := h264OpusSource(t, 31, 2)
+	video, audio := rectest.H264Opus(t, 31, 2)
 	pub := e.publish(room, identity, d, true, video, audio)
 	t.Cleanup(pub.leave)
 	return pub.wait
@@ -28,9 +29,9 @@ func synthetic(t *testing.T, e *env, room, identity string, d time.Duration) fun
 
 // whip publishes H.264 (baseline, as browsers send) and Opus over WHIP from a pion peer.
 func whip(t *testing.T, e *env, room, identity string, d time.Duration) func() {
-	video, audio := h264OpusSource(t, 31, 0)
+	video, audio := rectest.H264Opus(t, 31, 0)
 	url := e.whipServer()
-	stop := whipPublish(t, url+"/whip/"+room, d, video, audio)
+	stop := rectest.WHIPPublish(t, url+"/whip/"+room, d, video, audio)
 	t.Cleanup(stop)
 	waitFor(t, "the WHIP publisher's tracks", 15*time.Second, func() bool {
 		r := e.hub.Room(room)
@@ -94,7 +95,7 @@ func TestRecord30s(t *testing.T) {
 			if wall < d-3*time.Second || wall > time.Since(begin) {
 				t.Errorf("recorded span %v for a %v feed", wall, d)
 			}
-			verifyFile(t, e.file(final, 0), wall, tc.codecs...)
+			rectest.Verify(t, e.file(final, 0), wall, tc.codecs...)
 			evs := e.recordingEvents(rec.ID)
 			if len(evs) != 2 || evs[0].Type != sfu.EventRecordingStarted || evs[1].Type != sfu.EventRecordingEnded || evs[1].Reason != sfu.ReasonStopped {
 				t.Errorf("events %v, want started then ended(stopped)", types(evs))
@@ -113,7 +114,7 @@ func types(evs []sfu.Event) []string {
 
 func TestRecordShort(t *testing.T) {
 	e := newEnv(t, testConfig(), nil)
-	video, audio := h264OpusSource(t, 6, 2)
+	video, audio := rectest.H264Opus(t, 6, 2)
 	pub := e.publish("cam", "cam1", 5*time.Second, true, video, audio)
 	defer pub.leave()
 	rec, err := e.rec.Start(Request{Room: "cam"})
@@ -128,5 +129,5 @@ func TestRecordShort(t *testing.T) {
 	if final.Status != StatusComplete || len(final.Files) != 1 {
 		t.Fatalf("recording %+v", final)
 	}
-	verifyFile(t, e.file(final, 0), 0, "h264", "opus")
+	rectest.Verify(t, e.file(final, 0), 0, "h264", "opus")
 }

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 )
 
 // record publishes srcs into room for d, records them, and returns the stopped recording.
-func (e *env) record(t *testing.T, room string, d time.Duration, req Request, srcs ...*avTrack) *Recording {
+func (e *env) record(t *testing.T, room string, d time.Duration, req Request, srcs ...*rectest.Track) *Recording {
 	t.Helper()
 	pub := e.publish(room, "pub", d, true, srcs...)
 	defer pub.leave()
@@ -36,19 +37,19 @@ func (e *env) record(t *testing.T, room string, d time.Duration, req Request, sr
 
 func TestRecordCodecs(t *testing.T) {
 	e := newEnv(t, testConfig(), nil)
-	h264v, aac := h264AACSource(t, 6)
-	_, opusA := h264OpusSource(t, 6, 2)
+	h264v, aac := rectest.H264AAC(t, 6)
+	_, opusA := rectest.H264Opus(t, 6, 2)
 	for _, tc := range []struct {
 		name   string
-		srcs   []*avTrack
+		srcs   []*rectest.Track
 		format string
 		ext    string
 		codecs []string
 	}{
-		{"h264-aac", []*avTrack{h264v, aac}, "mp4", ".mp4", []string{"h264", "aac"}},
-		{"h265", []*avTrack{h265Source(t, 6)}, "mp4", ".mp4", []string{"hevc"}},
-		{"vp8-opus-auto-webm", []*avTrack{vp8Source(t, 6), opusA}, "mp4", ".webm", []string{"vp8", "opus"}},
-		{"h264-opus-mkv", []*avTrack{h264v, opusA}, "mkv", ".mkv", []string{"h264", "opus"}},
+		{"h264-aac", []*rectest.Track{h264v, aac}, "mp4", ".mp4", []string{"h264", "aac"}},
+		{"h265", []*rectest.Track{rectest.H265(t, 6)}, "mp4", ".mp4", []string{"hevc"}},
+		{"vp8-opus-auto-webm", []*rectest.Track{rectest.VP8(t, 6), opusA}, "mp4", ".webm", []string{"vp8", "opus"}},
+		{"h264-opus-mkv", []*rectest.Track{h264v, opusA}, "mkv", ".mkv", []string{"h264", "opus"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			final := e.record(t, "codec-"+tc.name, 5*time.Second, Request{Format: tc.format}, tc.srcs...)
@@ -58,8 +59,8 @@ func TestRecordCodecs(t *testing.T) {
 			if ext := filepath.Ext(final.Files[0].Path); ext != tc.ext {
 				t.Errorf("file %s, want a %s", final.Files[0].Path, tc.ext)
 			}
-			p := verifyFile(t, e.file(final, 0), 0, tc.codecs...)
-			if d := seconds(p.Format.Duration); d < 3.5 || d > 5.5 {
+			p := rectest.Verify(t, e.file(final, 0), 0, tc.codecs...)
+			if d := rectest.Seconds(p.Format.Duration); d < 3.5 || d > 5.5 {
 				t.Errorf("duration %.2f s for a 5 s feed", d)
 			}
 		})
@@ -68,14 +69,14 @@ func TestRecordCodecs(t *testing.T) {
 
 func TestSegmentsRotateAtKeyframes(t *testing.T) {
 	e := newEnv(t, testConfig(), nil)
-	video, audio := h264OpusSource(t, 10, 2)
+	video, audio := rectest.H264Opus(t, 10, 2)
 	final := e.record(t, "seg", 9*time.Second, Request{Segment: 3 * time.Second}, video, audio)
 	if final.Status != StatusComplete || len(final.Files) < 3 {
 		t.Fatalf("recording %s with %d files, want at least 3 segments", final.Status, len(final.Files))
 	}
 	var total int64
 	for i, f := range final.Files {
-		verifyFile(t, e.file(final, i), 0, "h264", "opus")
+		rectest.Verify(t, e.file(final, i), 0, "h264", "opus")
 		total += f.DurationMs
 	}
 	if total < 7500 || total > 9500 {
@@ -91,7 +92,7 @@ func TestPauseResume(t *testing.T) {
 		t.Skip("20 s of media")
 	}
 	e := newEnv(t, testConfig(), nil)
-	video, audio := h264OpusSource(t, 31, 2)
+	video, audio := rectest.H264Opus(t, 31, 2)
 	pub := e.publish("pause", "pub", 21*time.Second, true, video, audio)
 	defer pub.leave()
 	rec, err := e.rec.Start(Request{Room: "pause"})
@@ -123,7 +124,7 @@ func TestPauseResume(t *testing.T) {
 		t.Errorf("pause recorded as %v", span)
 	}
 	for i := range final.Files {
-		verifyFile(t, e.file(final, i), 0, "h264", "opus")
+		rectest.Verify(t, e.file(final, i), 0, "h264", "opus")
 	}
 	// The paused span is in no file: the files hold the ~10 s recorded around it.
 	if final.DurationMs < 8000 || final.DurationMs > 11500 {
@@ -152,7 +153,7 @@ func TestReconnectWithinGrace(t *testing.T) {
 	cfg := testConfig()
 	cfg.Grace = 5 * time.Second
 	e := newEnv(t, cfg, nil)
-	video, audio := h264OpusSource(t, 6, 2)
+	video, audio := rectest.H264Opus(t, 6, 2)
 	pub := e.publish("obs", "studio", 4*time.Second, true, video, audio)
 	rec, err := e.rec.Start(Request{Room: "obs", Participant: "studio"})
 	if err != nil {
@@ -172,7 +173,7 @@ func TestReconnectWithinGrace(t *testing.T) {
 		t.Fatalf("recording %s with %d files, want complete with 2 (%v)", final.Status, len(final.Files), final.Error)
 	}
 	for i := range final.Files {
-		verifyFile(t, e.file(final, i), 0, "h264", "opus")
+		rectest.Verify(t, e.file(final, i), 0, "h264", "opus")
 	}
 	evs := e.recordingEvents(rec.ID)
 	if countType(evs, sfu.EventRecordingEnded) != 1 || countType(evs, sfu.EventRecordingFailed) != 0 || countType(evs, sfu.EventRecordingStarted) != 1 {
@@ -182,7 +183,7 @@ func TestReconnectWithinGrace(t *testing.T) {
 
 func TestSourceLostPastGrace(t *testing.T) {
 	e := newEnv(t, testConfig(), nil) // grace 2 s
-	video, audio := h264OpusSource(t, 6, 2)
+	video, audio := rectest.H264Opus(t, 6, 2)
 	pub := e.publish("gone", "cam", 3*time.Second, true, video, audio)
 	rec, err := e.rec.Start(Request{Room: "gone", Participant: "cam"})
 	if err != nil {
@@ -194,7 +195,7 @@ func TestSourceLostPastGrace(t *testing.T) {
 	if final.Status != StatusFailed || final.Error == nil || final.Error.Code != CodeSourceLost || len(final.Files) != 1 {
 		t.Fatalf("recording %s %v with %d files, want failed source_lost with its file", final.Status, final.Error, len(final.Files))
 	}
-	verifyFile(t, e.file(final, 0), 0, "h264", "opus")
+	rectest.Verify(t, e.file(final, 0), 0, "h264", "opus")
 	if evs := e.recordingEvents(rec.ID); countType(evs, sfu.EventRecordingFailed) != 1 || evs[len(evs)-1].Error == nil {
 		t.Errorf("events %v", types(evs))
 	}
@@ -232,7 +233,7 @@ func TestDiskFullFailsAlone(t *testing.T) {
 	fs := &fullFS{under: string(filepath.Separator) + "full" + string(filepath.Separator)}
 	fs.budget.Store(150_000)
 	e := newEnv(t, testConfig(), fs)
-	video, audio := h264OpusSource(t, 10, 2)
+	video, audio := rectest.H264Opus(t, 10, 2)
 	full := e.publish("full", "cam", 8*time.Second, true, video, audio)
 	defer full.leave()
 	ok := e.publish("ok", "cam", 8*time.Second, true, video, audio)
@@ -255,7 +256,7 @@ func TestDiskFullFailsAlone(t *testing.T) {
 	if st, err := os.Stat(e.file(failed, 0)); err != nil || st.Size() != failed.Files[0].SizeBytes {
 		t.Errorf("file on disk: %v, size %d, listed %d", err, st.Size(), failed.Files[0].SizeBytes)
 	}
-	verifyFile(t, e.file(failed, 0), 0, "h264", "opus") // playable up to its last fragment
+	rectest.Verify(t, e.file(failed, 0), 0, "h264", "opus") // playable up to its last fragment
 	evs := e.recordingEvents(recFull.ID)
 	if countType(evs, sfu.EventRecordingFailed) != 1 {
 		t.Errorf("events %v", types(evs))
@@ -265,7 +266,7 @@ func TestDiskFullFailsAlone(t *testing.T) {
 	if err != nil || final.Status != StatusComplete {
 		t.Fatalf("the other recording: %v %+v", err, final)
 	}
-	verifyFile(t, e.file(final, 0), 0, "h264", "opus")
+	rectest.Verify(t, e.file(final, 0), 0, "h264", "opus")
 }
 
 func TestUnwritableDirFailsAlone(t *testing.T) {
@@ -277,7 +278,7 @@ func TestUnwritableDirFailsAlone(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(e.dir, "blocked"), []byte("x"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	video, audio := h264OpusSource(t, 6, 2)
+	video, audio := rectest.H264Opus(t, 6, 2)
 	b := e.publish("blocked", "cam", 5*time.Second, true, video, audio)
 	defer b.leave()
 	rec, err := e.rec.Start(Request{Room: "blocked"})
@@ -306,7 +307,7 @@ func TestCrashRecovery(t *testing.T) {
 	cfg := testConfig()
 	cfg.FragmentDuration = time.Second
 	e := newEnv(t, cfg, nil)
-	video, audio := h264OpusSource(t, 10, 2)
+	video, audio := rectest.H264Opus(t, 10, 2)
 	pub := e.publish("crash", "cam", 6*time.Second, true, video, audio)
 	defer pub.leave()
 	rec, err := e.rec.Start(Request{Room: "crash"})
@@ -354,8 +355,8 @@ func TestCrashRecovery(t *testing.T) {
 	if st.Size() >= cut.Size() || st.Size() != got.Files[0].SizeBytes {
 		t.Errorf("file %d bytes after recovery (was %d, listed %d)", st.Size(), cut.Size(), got.Files[0].SizeBytes)
 	}
-	p := verifyFile(t, filepath.Join(dst, media), 0, "h264", "opus")
-	if d := seconds(p.Format.Duration); d < 2.5 || float64(got.Files[0].DurationMs)/1000 > d+0.1 {
+	p := rectest.Verify(t, filepath.Join(dst, media), 0, "h264", "opus")
+	if d := rectest.Seconds(p.Format.Duration); d < 2.5 || float64(got.Files[0].DurationMs)/1000 > d+0.1 {
 		t.Errorf("recovered file plays %.2f s, listed %d ms", d, got.Files[0].DurationMs)
 	}
 	evs := e2.recordingEvents(rec.ID)
@@ -373,7 +374,7 @@ func TestAutoRecord(t *testing.T) {
 	cfg := testConfig()
 	cfg.Auto = []AutoRule{{Room: "cam-*", SegmentDuration: time.Hour}}
 	e := newEnv(t, cfg, nil)
-	video, audio := h264OpusSource(t, 6, 2)
+	video, audio := rectest.H264Opus(t, 6, 2)
 	pub := e.publish("cam-7", "cam", 4*time.Second, true, video, audio)
 	other := e.publish("lobby", "cam", 4*time.Second, true, video, audio)
 	defer other.leave()
@@ -399,7 +400,7 @@ func TestAutoRecord(t *testing.T) {
 func TestAPI(t *testing.T) {
 	e := newEnv(t, testConfig(), nil)
 	base := e.whipServer()
-	video, audio := h264OpusSource(t, 6, 2)
+	video, audio := rectest.H264Opus(t, 6, 2)
 	pub := e.publish("api", "cam", 4*time.Second, true, video, audio)
 	defer pub.leave()
 	call := func(method, path, body string, want int) string {

@@ -142,7 +142,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireWebRTC} {
+	for _, wire := range []func() error{d.wireWebRTC, d.wireRecorder} {
 		if err := wire(); err != nil {
 			return nil, err
 		}
