@@ -119,9 +119,10 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (d *daemon, err error) {
 		node, _ = os.Hostname()
 	}
 	d = &daemon{cfg: cfg, log: log, node: node}
+	built := d // the named result is nil on the error returns
 	defer func() {
 		if err != nil {
-			d.closeSockets()
+			built.closeSockets()
 		}
 	}()
 	d.emitter = newLoggingEmitter(sfu.NewLocalEmitter(0, nil), log)
