@@ -105,7 +105,7 @@ func New(opts Options) (*Recorder, error) {
 	for _, m := range loaded {
 		r.recs[m.ID] = &entry{final: m}
 		if !m.Terminal() {
-			r.crashed = append(r.crashed, m)
+			r.crashed = append(r.crashed, m.clone()) // recovered apart from what readers see
 		}
 	}
 	return r, nil
@@ -428,9 +428,14 @@ func (r *Recorder) FilePath(id, name string) (string, error) {
 		return "", err
 	}
 	for _, f := range rec.Files {
-		if path.Base(f.Path) == name && !strings.ContainsAny(name, `/\`) && name != ".." {
-			return absDir(r.dir, f.Path), nil
+		if path.Base(f.Path) != name || strings.ContainsAny(name, `/\`) || name == ".." {
+			continue
 		}
+		p := absDir(r.dir, f.Path)
+		if rel, err := filepath.Rel(r.dir, p); err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+			return "", ErrNotFound // a manifest pointing outside the recordings directory
+		}
+		return p, nil
 	}
 	return "", ErrNotFound
 }
