@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pion/rtp"
+
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 )
@@ -50,6 +52,8 @@ func TestRecordCodecs(t *testing.T) {
 		{"h265", []*rectest.Track{rectest.H265(t, 6)}, "mp4", ".mp4", []string{"hevc"}},
 		{"vp8-opus-auto-webm", []*rectest.Track{rectest.VP8(t, 6), opusA}, "mp4", ".webm", []string{"vp8", "opus"}},
 		{"h264-opus-mkv", []*rectest.Track{h264v, opusA}, "mkv", ".mkv", []string{"h264", "opus"}},
+		{"h264-pcmu", []*rectest.Track{h264v, rectest.PCMU(t, 6)}, "mp4", ".mp4", []string{"h264", "pcm_s16be"}},
+		{"vp8-pcmu-mkv", []*rectest.Track{rectest.VP8(t, 6), rectest.PCMU(t, 6)}, "mkv", ".mkv", []string{"vp8", "pcm_s16be"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			final := e.record(t, "codec-"+tc.name, 5*time.Second, Request{Format: tc.format}, tc.srcs...)
@@ -467,4 +471,91 @@ func between(s, a, b string) string {
 	_, rest, _ := strings.Cut(s, a)
 	v, _, _ := strings.Cut(rest, b)
 	return v
+}
+
+func TestRoomScopeOneFilePerParticipant(t *testing.T) {
+	e := newEnv(t, testConfig(), nil)
+	video, audio := rectest.H264Opus(t, 6, 2)
+	a := e.publish("meet", "alice", 5*time.Second, true, video, audio)
+	defer a.leave()
+	b := e.publish("meet", "bob", 5*time.Second, false, video, audio)
+	defer b.leave()
+	rec, err := e.rec.Start(Request{Room: "meet"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.wait()
+	b.wait()
+	final, err := e.rec.Stop(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(final.Files) != 2 || final.Details[0].Participant == final.Details[1].Participant {
+		t.Fatalf("files %+v", final.Details)
+	}
+	for i := range final.Files {
+		if !strings.HasPrefix(final.Details[i].Name, final.Details[i].Participant+"_") {
+			t.Errorf("file %s of %s", final.Details[i].Name, final.Details[i].Participant)
+		}
+		rectest.Verify(t, e.file(final, i), 0, "h264", "opus")
+	}
+}
+
+func TestTrackScopeAndMaxDuration(t *testing.T) {
+	e := newEnv(t, testConfig(), nil)
+	video, audio := rectest.H264Opus(t, 6, 2)
+	pub := e.publish("one", "cam", 6*time.Second, true, video, audio)
+	defer pub.leave()
+	rec, err := e.rec.Start(Request{Room: "one", Participant: "cam", Track: "audio", MaxDuration: 3 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	final := e.waitStatus(rec.ID, 10*time.Second, (*Recording).Terminal)
+	if final.Status != StatusComplete || final.Reason != ReasonMaxDuration || len(final.Files) != 1 {
+		t.Fatalf("recording %s %q %d files", final.Status, final.Reason, len(final.Files))
+	}
+	p := rectest.Verify(t, e.file(final, 0), 0, "opus")
+	if d := rectest.Seconds(p.Format.Duration); d < 2 || d > 3.5 {
+		t.Errorf("a 3 s recording lasts %.2f s", d)
+	}
+}
+
+// TestMalformedPacketsSkipped replaces packets of a real stream by malformed ones: the recording
+// counts and skips them, resumes at the next keyframe and stays decodable.
+func TestMalformedPacketsSkipped(t *testing.T) {
+	e := newEnv(t, testConfig(), nil)
+	video, audio := rectest.H264Opus(t, 6, 2)
+	p, err := e.hub.Join("bad", sfu.ParticipantSpec{Identity: "cam", Kind: sfu.ParticipantRTSP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(sfu.ReasonClientDisconnected, nil)
+	vt, _ := p.Publish(sfu.TrackSpec{Codec: video.Codec, CacheGOP: true})
+	at, _ := p.Publish(sfu.TrackSpec{Codec: audio.Codec})
+	rec, err := e.rec.Start(Request{Room: "bad"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := [][]byte{{}, {0x00}, {0x1e, 1, 2}, {0x78, 0, 9, 1}, {0x7c}, {0x7c, 0x05, 1, 2}, {0x19, 0, 0}, {0xff, 0xff}}
+	n := 0
+	rectest.Feed(t, []*rectest.Track{video, audio}, 5*time.Second, nil, func(i int, pk *rtp.Packet) {
+		n++
+		payload := pk.Payload
+		if n%37 == 0 {
+			payload = bad[(n/37)%len(bad)]
+		}
+		tr := vt
+		if i == 1 {
+			tr = at
+		}
+		tr.WritePacket(&sfu.Packet{Header: pk.Header, Payload: payload, Keyframe: sfu.IsKeyframe(tr.Codec().Name, payload)})
+	})
+	final, err := e.rec.Stop(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != StatusComplete || len(final.Files) != 1 {
+		t.Fatalf("recording %s with %d files", final.Status, len(final.Files))
+	}
+	rectest.Verify(t, e.file(final, 0), 0, "h264", "opus")
 }

@@ -474,3 +474,18 @@ func FeedAll(t testing.TB, srcs []*Track, fn func(track int, at time.Duration, p
 		}
 	}
 }
+
+// PCMU is G.711 µ-law at 8 kHz in 20 ms packets.
+func PCMU(t testing.TB, seconds int) *Track {
+	p := ffmpegSource(t, fmt.Sprintf("pcmu-%ds.ul", seconds), "-f", "lavfi", "-i", "sine=frequency=500:sample_rate=8000",
+		"-t", strconv.Itoa(seconds), "-c:a", "pcm_mulaw", "-f", "mulaw")
+	data, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := &Track{Codec: sfu.Codec{Name: sfu.CodecPCMU, ClockRate: 8000, Channels: 1, PayloadType: 0}, Clock: 8000}
+	for i := 0; i+160 <= len(data); i += 160 {
+		tr.Samples = append(tr.Samples, Sample{PTS: int64(i), DTS: int64(i), Key: true, Data: data[i : i+160]})
+	}
+	return tr
+}
