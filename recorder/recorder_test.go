@@ -59,8 +59,9 @@ func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	}
 }
 
-// TestRecord30s records each source for 30 s and checks the file as the issue demands. RTMP and
-// RTSP sources are added to the table when those ingests land.
+// TestRecord30s records a source for 30 s in-process and checks the file as the issue demands.
+// The end-to-end 30 s recordings of each ingest (WHIP, RTMP, RTSP) through the daemon are in
+// cmd/sluice (TestRecord30s there); this one covers B-frames from an ingest-like publisher.
 func TestRecord30s(t *testing.T) {
 	if testing.Short() {
 		t.Skip("30 s recordings")
@@ -71,7 +72,6 @@ func TestRecord30s(t *testing.T) {
 		codecs []string
 	}{
 		{"synthetic-bframes", synthetic, []string{"h264", "opus"}},
-		{"whip", whip, []string{"h264", "opus"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -110,6 +110,25 @@ func types(evs []sfu.Event) []string {
 		out = append(out, ev.Type)
 	}
 	return out
+}
+
+// TestRecordWHIP records a pion WHIP publisher in-process.
+func TestRecordWHIP(t *testing.T) {
+	e := newEnv(t, testConfig(), nil)
+	wait := whip(t, e, "web", "pub", 8*time.Second)
+	rec, err := e.rec.Start(Request{Room: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wait()
+	final, err := e.rec.Stop(context.Background(), rec.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != StatusComplete || len(final.Files) != 1 {
+		t.Fatalf("recording %s with %d files", final.Status, len(final.Files))
+	}
+	rectest.Verify(t, e.file(final, 0), final.EndedAt.Sub(*final.StartedAt), "h264", "opus")
 }
 
 func TestRecordShort(t *testing.T) {

@@ -267,6 +267,9 @@ func (rec *recording) handle(n captureNote) {
 			}
 		}
 		first := rec.m.Status == StatusStarting
+		if len(rec.m.Files) == 1 && n.format != "" {
+			rec.m.Format = n.format // the format the codecs took (VP8: mkv)
+		}
 		if first {
 			rec.m.Status = StatusActive
 			t := n.file.StartedAt

@@ -174,3 +174,56 @@ func TestRecordKill9(t *testing.T) {
 		t.Errorf("no recording.failed event after the restart")
 	}
 }
+
+// publishFunc publishes real media (H.264 and audio) into room of the daemon for d; wait blocks
+// until the feed is over.
+type publishFunc func(t *testing.T, d *daemonProc, room string, dur time.Duration) (wait func())
+
+// publishWHIP publishes H.264 (baseline, as browsers send) and Opus from a pion WHIP peer.
+func publishWHIP(t *testing.T, d *daemonProc, room string, dur time.Duration) func() {
+	video, audio := rectest.H264Opus(t, 31, 0)
+	stop := rectest.WHIPPublish(t, d.URL+"/whip/"+room, dur, video, audio)
+	t.Cleanup(stop)
+	return stop
+}
+
+// TestRecord30s records each ingest for 30 s through the daemon and checks the file: codecs,
+// duration within 5 % of the recorded wall time, audio and video starts within 100 ms, and a
+// clean decode. RTMP (ffmpeg with B-frames) and RTSP (camera emulator) rows join the table when
+// those ingests land.
+func TestRecord30s(t *testing.T) {
+	if testing.Short() {
+		t.Skip("30 s recordings")
+	}
+	for _, tc := range []struct {
+		name    string
+		publish publishFunc
+		tracks  int
+		codecs  []string
+	}{
+		{"whip", publishWHIP, 2, []string{"h264", "opus"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := startDaemon(t, "")
+			const dur = 30 * time.Second
+			wait := tc.publish(t, d, tc.name, dur+2*time.Second)
+			d.waitPublisher(t, tc.name, tc.tracks)
+			out, err := d.cli("record", "start", "--room", tc.name, "-o", "json")
+			if err != nil {
+				t.Fatalf("record start: %v\n%s", err, out)
+			}
+			id := startedRecording(t, out)
+			r := d.waitRecording(t, id, 15*time.Second, func(r recorder.Recording) bool { return r.Status == recorder.StatusActive })
+			time.Sleep(time.Until(r.StartedAt.Add(dur)))
+			if out, err := d.cli("record", "stop", id); err != nil {
+				t.Fatalf("record stop: %v\n%s", err, out)
+			}
+			wait()
+			r = d.recordingOf(t, id)
+			if r.Status != recorder.StatusComplete || len(r.Files) != 1 {
+				t.Fatalf("recording %s with %d files", r.Status, len(r.Files))
+			}
+			rectest.Verify(t, filepath.Join(d.recordingsDir(), filepath.FromSlash(r.Files[0].Path)), r.EndedAt.Sub(*r.StartedAt), tc.codecs...)
+		})
+	}
+}
