@@ -224,6 +224,13 @@ func (c *capture) teardown() {
 			t.sub.Close()
 		}
 	}
+	if !c.failed { // the frames a depacketizer still holds (decode-order lookahead)
+		for _, t := range c.tr {
+			if t.dep != nil && !t.removed {
+				t.dep.end(t.onFr)
+			}
+		}
+	}
 	c.closeFile()
 }
 

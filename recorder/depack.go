@@ -44,7 +44,14 @@ type depacketizer interface {
 	// config returns the codec configuration learned from the stream (parameter sets, sequence
 	// header); changed reports a change since the previous call.
 	config() (cfg codecConfig, changed bool)
+	// end hands out frames still held (the source ended).
+	end(emit func(*frame))
 }
+
+// noHold is embedded by depacketizers that hold no frames.
+type noHold struct{}
+
+func (noHold) end(func(*frame)) {}
 
 // codecConfig is what a container's header needs beyond the codec name.
 type codecConfig struct {
@@ -65,7 +72,7 @@ var errUnsupportedCodec = errors.New("codec not supported by the recorder")
 func newDepacketizer(c sfu.Codec) (depacketizer, error) {
 	switch c.Name {
 	case sfu.CodecH264, sfu.CodecH265:
-		return &h26xDepack{d: newNALUDepacketizer(c.Name == sfu.CodecH265), h265: c.Name == sfu.CodecH265}, nil
+		return newH26xDepack(c.Name), nil
 	case sfu.CodecVP8:
 		d := &vp8Depack{}
 		return d, d.dec.Init()
@@ -91,72 +98,6 @@ func newDepacketizer(c sfu.Codec) (depacketizer, error) {
 		return &g711Depack{alaw: c.Name == sfu.CodecPCMA, cfg: codecConfig{channels: ch, sampleRate: int(c.ClockRate)}}, nil
 	}
 	return nil, errUnsupportedCodec
-}
-
-// h26xDepack reassembles H.264/H.265 access units (AVCC) and derives their decode times from
-// the picture order (RTP timestamps are presentation times).
-type h26xDepack struct {
-	d       *naluDepacketizer
-	h265    bool
-	dts264  *h264.DTSExtractor
-	dts265  *h265.DTSExtractor
-	cfg     codecConfig
-	changed bool
-	bad     bool // the last write saw a malformed or broken access unit
-	waitKey bool // drop until a keyframe (after a loss or a DTS error)
-	ext     int64
-	emit    func(*frame)
-	onAU    func(*accessUnit)
-	f       frame
-}
-
-func (h *h26xDepack) write(p *sfu.Packet, ext int64, lost bool, emit func(*frame)) bool {
-	if h.onAU == nil {
-		h.onAU = h.accessUnit
-		h.waitKey = true
-	}
-	h.bad = false
-	h.ext, h.emit = ext, emit
-	h.d.push(p.Payload, p.Header.Timestamp, p.Header.Marker, lost, h.onAU)
-	return !h.bad
-}
-
-func (h *h26xDepack) accessUnit(au *accessUnit) {
-	if au.broken {
-		h.bad = true
-		h.waitKey = true
-		return
-	}
-	if h.waitKey && !au.keyframe {
-		return
-	}
-	// Access units may complete on the next packet's timestamp change: rebase to the AU's own.
-	pts := h.ext + int64(int32(au.ts-uint32(h.ext)))
-	if au.keyframe {
-		h.learn(au.nalus)
-	}
-	dts, err := h.decodeTime(au.nalus, pts)
-	if err != nil {
-		h.bad, h.waitKey = true, true
-		h.dts264, h.dts265 = nil, nil
-		return
-	}
-	h.waitKey = false
-	h.f = frame{pts: pts, dts: dts, key: au.keyframe, data: au.avcc}
-	h.emit(&h.f)
-}
-
-func (h *h26xDepack) decodeTime(nalus [][]byte, pts int64) (int64, error) {
-	if h.h265 {
-		if h.dts265 == nil {
-			h.dts265 = h265.NewDTSExtractor()
-		}
-		return h.dts265.Extract(nalus, pts)
-	}
-	if h.dts264 == nil {
-		h.dts264 = h264.NewDTSExtractor()
-	}
-	return h.dts264.Extract(nalus, pts)
 }
 
 // learn keeps the parameter sets of a keyframe (copied only when they change).
@@ -185,15 +126,20 @@ func (h *h26xDepack) learn(nalus [][]byte) {
 		}
 		*dst = append([]byte(nil), n...)
 		h.changed = true
+		if dst != &h.cfg.sps {
+			continue
+		}
 		if h.h265 {
 			var sps h265.SPS
-			if dst == &h.cfg.sps && sps.Unmarshal(n) == nil {
+			if sps.Unmarshal(n) == nil {
 				h.cfg.width, h.cfg.height = sps.Width(), sps.Height()
+				h.setReorder(h265Reorder(&sps))
 			}
 		} else {
 			var sps h264.SPS
-			if dst == &h.cfg.sps && sps.Unmarshal(n) == nil {
+			if sps.Unmarshal(n) == nil {
 				h.cfg.width, h.cfg.height = sps.Width(), sps.Height()
+				h.setReorder(h264Reorder(&sps))
 			}
 		}
 	}
@@ -239,6 +185,7 @@ func decodeErr(err error, more ...error) (malformed bool) {
 
 // vp8Depack uses gortsplib's RFC 7741 decoder.
 type vp8Depack struct {
+	noHold
 	dec     rtpvp8.Decoder
 	cfg     codecConfig
 	changed bool
@@ -287,6 +234,7 @@ func (v *vp8Depack) config() (codecConfig, bool) {
 
 // vp9Depack uses gortsplib's RFC 9628 decoder.
 type vp9Depack struct {
+	noHold
 	dec     rtpvp9.Decoder
 	cfg     codecConfig
 	changed bool
@@ -337,6 +285,7 @@ func (v *vp9Depack) config() (codecConfig, bool) {
 // av1Depack uses gortsplib's AV1 RTP decoder and stores temporal units in the low-overhead
 // bitstream format (every OBU with its size), as MP4 and Matroska want.
 type av1Depack struct {
+	noHold
 	dec     rtpav1.Decoder
 	cfg     codecConfig
 	changed bool
@@ -393,6 +342,7 @@ func (a *av1Depack) config() (codecConfig, bool) {
 
 // opusDepack: one Opus packet per RTP packet (RFC 7587).
 type opusDepack struct {
+	noHold
 	cfg codecConfig
 	f   frame
 }
@@ -411,6 +361,7 @@ func (o *opusDepack) config() (codecConfig, bool) { return o.cfg, false }
 
 // g711Depack: PCMU/PCMA samples (RFC 3551), decoded to 16-bit PCM for the containers.
 type g711Depack struct {
+	noHold
 	alaw bool
 	cfg  codecConfig
 	f    frame
@@ -436,6 +387,7 @@ func (g *g711Depack) config() (codecConfig, bool) { return g.cfg, false }
 // aacDepack uses gortsplib's RFC 3640 (mpeg4-generic, AAC-hbr) decoder; the configuration comes
 // from the track's fmtp.
 type aacDepack struct {
+	noHold
 	dec rtpmpeg4audio.Decoder
 	cfg codecConfig
 	f   frame

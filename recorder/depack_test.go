@@ -38,6 +38,7 @@ func TestDepacketizeH264(t *testing.T) {
 			}
 		}
 	}
+	dep.end(emit)
 	if len(got) != len(video.Samples) {
 		t.Fatalf("got %d access units, want %d", len(got), len(video.Samples))
 	}
@@ -55,8 +56,14 @@ func TestDepacketizeH264(t *testing.T) {
 		if got[i].pts-got[0].pts != s.PTS-video.Samples[0].PTS || got[i].key != s.Key {
 			t.Fatalf("access unit %d: pts %d key %v, want %d %v", i, got[i].pts-got[0].pts, got[i].key, s.PTS-video.Samples[0].PTS, s.Key)
 		}
-		if got[i].dts > got[i].pts {
-			t.Fatalf("access unit %d: dts %d after pts %d", i, got[i].dts, got[i].pts)
+		// Decode times are exact: the encoder's composition offsets (up to the constant delay
+		// each muxer picks), a constant frame step.
+		s0 := video.Samples[0]
+		if off, want := got[i].pts-got[i].dts-(got[0].pts-got[0].dts), s.PTS-s.DTS-(s0.PTS-s0.DTS); off != want {
+			t.Fatalf("access unit %d: composition offset %d, want %d", i, off, want)
+		}
+		if i > 0 && got[i].dts-got[i-1].dts != s.DTS-video.Samples[i-1].DTS {
+			t.Fatalf("access unit %d: decode step %d, want %d", i, got[i].dts-got[i-1].dts, s.DTS-video.Samples[i-1].DTS)
 		}
 	}
 }

@@ -83,19 +83,26 @@ func FuzzVideoDepacketizers(f *testing.F) {
 			}
 			var seq uint16
 			var ts uint32
+			var last int64 = -1 << 62
+			check := func(fr *frame) {
+				if fr.dts > fr.pts && name != sfu.CodecH264 && name != sfu.CodecH265 {
+					t.Fatalf("%s: dts after pts", name)
+				}
+				if (name == sfu.CodecH264 || name == sfu.CodecH265) && fr.dts <= last {
+					t.Fatalf("%s: decode times not increasing: %d after %d", name, fr.dts, last)
+				}
+				last = fr.dts
+			}
 			packetsOf(data, func(p []byte, marker, lost, newTS bool) {
 				if newTS {
 					ts += 3000
 				}
 				seq++
 				pk := &sfu.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: marker}, Payload: p}
-				dep.write(pk, int64(ts), lost, func(fr *frame) {
-					if fr.dts > fr.pts && name != sfu.CodecH264 && name != sfu.CodecH265 {
-						t.Fatalf("%s: dts after pts", name)
-					}
-				})
+				dep.write(pk, int64(ts), lost, check)
 				dep.config()
 			})
+			dep.end(check)
 		}
 	})
 }
