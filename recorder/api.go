@@ -149,7 +149,7 @@ func (r *Recorder) httpFile(w http.ResponseWriter, req *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "the file is gone from disk"))
 		return
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		api.WriteError(w, err)

@@ -55,8 +55,7 @@ func BenchmarkRecorder(b *testing.B) {
 	}()
 	defer close(notes)
 	now := time.Unix(1_700_000_000, 0)
-	var c *capture
-	c = newCapture(p, captureConfig{root: "/nonexistent", dir: "bench/RC_x", format: "mp4", fragment: 2 * time.Second, segment: 24 * time.Hour,
+	c := newCapture(p, captureConfig{root: "/nonexistent", dir: "bench/RC_x", format: "mp4", fragment: 2 * time.Second, segment: 24 * time.Hour,
 		fs: countFS{&written}, clock: func() time.Time { return now }, log: slog.New(slog.DiscardHandler), notes: notes, openAfter: 3 * time.Second})
 	for _, s := range srcs {
 		tr, err := p.Publish(sfu.TrackSpec{Codec: s.Codec})

@@ -373,9 +373,13 @@ func (g *g711Depack) write(p *sfu.Packet, ext int64, _ bool, emit func(*frame)) 
 	}
 	var pcm []byte
 	if g.alaw {
-		pcm = g711.DecodeAlaw(p.Payload)
+		var a g711.Alaw
+		a.Unmarshal(p.Payload)
+		pcm = a
 	} else {
-		pcm = g711.DecodeMulaw(p.Payload)
+		var m g711.Mulaw
+		m.Unmarshal(p.Payload)
+		pcm = m
 	}
 	g.f = frame{pts: ext, dts: ext, key: true, data: pcm, dur: int64(len(p.Payload) / g.cfg.channels)}
 	emit(&g.f)

@@ -170,7 +170,7 @@ func validID(id string) error {
 		return errBadID
 	}
 	for _, c := range id[len(IDPrefix):] {
-		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z') {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'z') && (c < 'A' || c > 'Z') {
 			return errBadID
 		}
 	}

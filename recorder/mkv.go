@@ -74,7 +74,6 @@ func webmHolds(codec string) bool {
 // SimpleBlocks written at once, so a cut file is valid up to its last complete Cluster. Block
 // timestamps are presentation times in milliseconds.
 type mkvWriter struct {
-	buf         []byte
 	segmentSize int64 // offset of the Segment's size field
 	segmentData int64 // offset of the Segment's first child
 	durationAt  int64 // offset of the Void that the Duration replaces

@@ -24,7 +24,7 @@ func repairFile(path string) (repairResult, error) {
 	if err != nil {
 		return repairResult{}, err
 	}
-	defer f.Close()
+	defer func() { _ = f.Close() }()
 	st, err := f.Stat()
 	if err != nil {
 		return repairResult{}, err

@@ -115,7 +115,7 @@ func TestRecordCLI(t *testing.T) {
 		t.Fatal(err)
 	}
 	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	_ = resp.Body.Close()
 	if resp.StatusCode != http.StatusPartialContent || string(b[4:8]) != "ftyp" {
 		t.Errorf("download: %d %q", resp.StatusCode, b)
 	}

@@ -115,12 +115,17 @@ func H264Opus(t testing.TB, seconds int, bframes int) (video, audio *Track) {
 	return tracks[0], tracks[1]
 }
 
-// H264AAC is H.264 with B-frames and AAC-LC at 44.1 kHz.
-func H264AAC(t testing.TB, seconds int) (video, audio *Track) {
-	p := ffmpegSource(t, fmt.Sprintf("h264-aac-%ds.mp4", seconds), "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100",
+// H264AACFile is the path of an MP4 with H.264 (3 B-frames, 1 s GOP) and AAC-LC at 44.1 kHz,
+// seconds long: what an RTMP or RTSP publisher test streams with `ffmpeg -re -i FILE -c copy`.
+func H264AACFile(t testing.TB, seconds int) string {
+	return ffmpegSource(t, fmt.Sprintf("h264-aac-%ds.mp4", seconds), "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25", "-f", "lavfi", "-i", "sine=frequency=300:sample_rate=44100",
 		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "veryfast", "-g", "25", "-bf", "3", "-pix_fmt", "yuv420p",
 		"-c:a", "aac", "-b:a", "64k", "-movflags", "frag_keyframe+empty_moov+default_base_moof+negative_cts_offsets", "-f", "mp4")
-	tracks := ReadFMP4(t, p)
+}
+
+// H264AAC is the tracks of H264AACFile.
+func H264AAC(t testing.TB, seconds int) (video, audio *Track) {
+	tracks := ReadFMP4(t, H264AACFile(t, seconds))
 	return tracks[0], tracks[1]
 }
 
