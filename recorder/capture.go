@@ -90,7 +90,12 @@ type capture struct {
 	malformed   uint64
 	lostPackets uint64
 	recorded    map[string]bool // track SIDs that reached a file
+	trackAdded  time.Time       // when the last track was subscribed
 }
+
+// trackSettle is how long a capture waits after a track appears before it opens a file, so
+// that tracks a publisher announces one after the other (WHIP) start in the same file.
+const trackSettle = 500 * time.Millisecond
 
 type captureState int
 
@@ -160,11 +165,11 @@ func (c *capture) run() {
 	defer c.note(captureNote{kind: noteEnded})
 	defer c.teardown()
 	c.waitSince = c.cfg.clock()
+	changed := c.p.Room().Changed() // before reading the tracks: no change falls in between
 	c.syncTracks()
 	tick := time.NewTicker(min(c.cfg.fragment/4, 250*time.Millisecond))
 	defer tick.Stop()
 	for {
-		changed := c.p.Room().Changed()
 		select {
 		case <-c.quit:
 			return
@@ -172,6 +177,7 @@ func (c *capture) run() {
 			c.drain()
 			return
 		case <-changed:
+			changed = c.p.Room().Changed()
 			c.syncTracks()
 		case pk := <-c.in:
 			c.packet(pk)
@@ -282,6 +288,7 @@ func (c *capture) syncTracks() {
 			continue
 		}
 		ts.sub = sub
+		c.trackAdded = c.cfg.clock()
 		if c.state == stateOpen {
 			c.rotate = true // the next file holds the new track
 		}
@@ -367,7 +374,11 @@ func (c *capture) enterWaiting() {
 // start more than 100 ms after, audio at its first frame. A track that stays silent for
 // openAfter is left out (and joins at the next segment).
 func (c *capture) tryOpen() {
-	late := c.cfg.clock().Sub(c.waitSince) >= c.cfg.openAfter
+	now := c.cfg.clock()
+	late := now.Sub(c.waitSince) >= c.cfg.openAfter
+	if !late && now.Sub(c.trackAdded) < trackSettle {
+		return // more tracks may be on their way; the tick tries again
+	}
 	var ref *trackState
 	kIdx := -1
 	for _, t := range c.tr {
