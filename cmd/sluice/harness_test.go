@@ -66,6 +66,33 @@ func freePort(t *testing.T) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
+// freeUDPPair returns an even UDP port whose successor is free too, on 127.0.0.1: the RTP/RTCP
+// pair of the RTSP server (RFC 3550 §11).
+func freeUDPPair(t *testing.T) (int, int) {
+	t.Helper()
+	for range 200 {
+		c, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := c.LocalAddr().(*net.UDPAddr).Port &^ 1
+		_ = c.Close()
+		a, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		b, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
+		_ = a.Close()
+		if err != nil {
+			continue
+		}
+		_ = b.Close()
+		return p, p + 1
+	}
+	t.Fatal("no free UDP port pair")
+	return 0, 0
+}
+
 // daemonProc is a running `sluice serve` on loopback ports.
 type daemonProc struct {
 	t        *testing.T
@@ -86,13 +113,14 @@ func startDaemon(t *testing.T, extra string) *daemonProc {
 	http := freePort(t)
 	d.RTMPPort, d.RTSPPort = freePort(t), freePort(t)
 	d.URL = fmt.Sprintf("http://127.0.0.1:%d", http)
+	rtpPort, rtcpPort := freeUDPPair(t)
 	cfg := fmt.Sprintf(`node: { name: e2e, data_dir: %q }
 log: { level: debug }
 http: { listen: "127.0.0.1:%d" }
 webrtc: { port: 0, bind_ip: 127.0.0.1 }
 rtmp: { listen: "127.0.0.1:%d" }
 rtsp: { listen: "127.0.0.1:%d", udp_rtp_listen: "127.0.0.1:%d", udp_rtcp_listen: "127.0.0.1:%d" }
-`, filepath.Join(d.dir, "data"), http, d.RTMPPort, d.RTSPPort, freePort(t), freePort(t)) + extra
+`, filepath.Join(d.dir, "data"), http, d.RTMPPort, d.RTSPPort, rtpPort, rtcpPort) + extra
 	d.config = filepath.Join(d.dir, "sluice.yaml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

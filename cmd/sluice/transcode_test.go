@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -333,5 +334,30 @@ func TestChromiumVP8ToH264(t *testing.T) {
 	later := ps.report("view")
 	if num(later, "framesDecoded") <= num(first, "framesDecoded") {
 		t.Fatalf("playback stalled: %v then %v", first, later)
+	}
+}
+
+// ffmpeg as OBS publishes H.264 and an AAC sine over RTMP; headless Chromium plays the room
+// over WHEP and decodes both: the video as is, the audio as Opus from the transcoder, with
+// samples growing and a non-zero level.
+func TestChromiumHearsRTMPAudio(t *testing.T) {
+	requireChromium(t)
+	d := startDaemon(t, "")
+	_, _, _ = ffmpegOBS(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/obs", d.RTMPPort), 40, 0)
+	d.waitPublisher(t, "obs", 2)
+	ps := newPageServer(t)
+	ps.openPage(t, "play.html", "view", url.Values{"whep": {d.URL + "/whep/obs"}})
+	first := ps.waitReport(t, "view", "decoded audio and video", 45*time.Second, func(r map[string]any) bool {
+		return num(r, "framesDecoded") > 30 && num(r, "totalSamplesReceived") > 48000 && num(r, "audioLevel") > 0
+	})
+	if first["audioCodec"] != "audio/opus" || first["videoCodec"] != "video/H264" {
+		t.Fatalf("Chromium decodes %v and %v, want H.264 and Opus", first["videoCodec"], first["audioCodec"])
+	}
+	ps.waitReport(t, "view", "more audio", 10*time.Second, func(r map[string]any) bool {
+		return num(r, "totalSamplesReceived") > num(first, "totalSamplesReceived")+48000 && num(r, "audioLevel") > 0 &&
+			num(r, "framesDecoded") > num(first, "framesDecoded")+30
+	})
+	if n := strings.Count(d.logs.String(), "transcoder started"); n != 1 {
+		t.Errorf("%d transcoders started for one viewer, want 1", n)
 	}
 }

@@ -129,6 +129,7 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	in := p.Header
 	switch {
 	case !d.started:
+		d.resync.Store(false) // nothing was sent yet: there is nothing to continue
 		// RFC 3550 §5.1 wants unpredictable starting values, not secret ones.
 		d.seqOffset = uint16(rand.Uint32()) - in.SequenceNumber //nolint:gosec // see above
 		d.tsOffset = rand.Uint32() - in.Timestamp               //nolint:gosec // see above

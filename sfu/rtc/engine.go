@@ -6,10 +6,12 @@ package rtc
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
 	"strconv"
+	"time"
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
@@ -257,7 +259,7 @@ func (e *Engine) Close() error {
 	}
 	e.udp = nil
 	if e.tcpMux != nil {
-		errs = append(errs, e.tcpMux.Close())
+		errs = append(errs, closeWithin(e.tcpMux, tcpMuxCloseWait, e.log))
 		e.tcpMux = nil
 	} else if e.tcp != nil {
 		errs = append(errs, e.tcp.Close())
@@ -288,6 +290,28 @@ func (e *Engine) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(sent))
 	ch <- prometheus.MustNewConstMetric(descSyscalls, prometheus.CounterValue, float64(calls))
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+}
+
+// tcpMuxCloseWait bounds the wait for pion's ICE-TCP mux to close. The mux waits for every
+// connection it made; a browser that keeps sending STUN over ICE-TCP after its peer connection
+// was closed (daemon shutdown) gets a new connection for the old ufrag that nothing will ever
+// close (pion/ice v4.4.2), and Close would wait forever.
+const tcpMuxCloseWait = 2 * time.Second
+
+// closeWithin closes c and waits at most d for it; a close that takes longer is left to finish
+// in the background (the process is shutting down) and reported.
+func closeWithin(c io.Closer, d time.Duration, log *slog.Logger) error {
+	done := make(chan error, 1)
+	go func() { done <- c.Close() }()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		log.Warn("webrtc: the ICE-TCP mux did not close in time; leaving it to the process exit", "waited", d)
+		return nil
+	}
 }
 
 var videoFeedback = []webrtc.RTCPFeedback{{Type: "goog-remb"}, {Type: "transport-cc"}, {Type: "ccm", Parameter: "fir"}, {Type: "nack"}, {Type: "nack", Parameter: "pli"}}

@@ -374,3 +374,18 @@ func (v *seqViewer) jumps() int {
 }
 
 func (v *seqViewer) wait() { v.readers.Wait() }
+
+// duplicates counts sequence numbers received more than once.
+func (v *seqViewer) duplicates() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	seen := map[int64]bool{}
+	n := 0
+	for _, s := range v.ext {
+		if seen[s] {
+			n++
+		}
+		seen[s] = true
+	}
+	return n
+}

@@ -286,3 +286,46 @@ func TestWHEPRefusedWhenOverloaded(t *testing.T) {
 		t.Fatalf("got %d %q, want 503 overloaded with Retry-After", resp.StatusCode, e.Error.Code)
 	}
 }
+
+// When the only publisher leaves and, after a while without any, another one comes (a camera
+// reconnecting), the viewer resumes on its own and its sequence numbers run on: no repeats,
+// no gaps.
+func TestViewerResumesWhenTheSourceReturns(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h := newHarness(t, auth.Config{})
+	defer h.close()
+	client := clientAPI(t)
+	first := publish(t, client, h.http.URL+"/whip/cam", "")
+	defer first.close()
+	waitUntil(t, "first publisher", 10*time.Second, func() bool {
+		r := h.hub.Room("cam")
+		return r != nil && r.MainPublisher() != nil && len(r.MainPublisher().Tracks()) == 2
+	})
+	v := &seqViewer{}
+	pc := v.start(t, client)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sess, err := Negotiate(ctx, h.http.URL+"/whep/cam", "", pc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sess.Close(context.Background()); _ = pc.Close(); v.wait() }()
+	// A first session long enough that replaying its sequence numbers would stall the viewer
+	// (SRTP replay protection drops them) for longer than the wait below.
+	waitUntil(t, "video from the first publisher", 20*time.Second, func() bool { return v.count() > 250 })
+
+	first.close()
+	waitUntil(t, "the publisher to leave", 10*time.Second, func() bool { return h.hub.Room("cam").MainPublisher() == nil })
+	time.Sleep(500 * time.Millisecond) // a while without source
+	before := v.count()
+	second := publish(t, client, h.http.URL+"/whip/cam", "")
+	defer second.close()
+	// The returning publisher's next keyframe comes within a second.
+	waitUntil(t, "video from the returning publisher", 4*time.Second, func() bool { return v.count() > before+30 })
+	if jumps := v.jumps(); jumps != 0 {
+		t.Errorf("sequence numbers jumped %d times across the return", jumps)
+	}
+	if d := v.duplicates(); d != 0 {
+		t.Errorf("%d sequence numbers were sent twice across the return", d)
+	}
+}

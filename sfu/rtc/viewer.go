@@ -148,6 +148,9 @@ type slot struct {
 	// failed is a source track whose transcoder stopped while the source went on: reported
 	// once, not transcoded again.
 	failed *sfu.Track
+	// had is set once the slot subscribed: a later subscription continues its numbering, also
+	// after a time without source (a camera reconnecting). Owned by the session's serve loop.
+	had bool
 }
 
 // dropConversion releases the slot's transcoded track, if any.
@@ -372,7 +375,7 @@ func (v *viewer) follow() string {
 			}
 			feed = sl.conv
 		}
-		if cur != nil {
+		if sl.had {
 			sl.dt.Switch()
 		}
 		sub, err := v.participant.Subscribe(feed, sinkClosing{sl.dt, v}, sfu.SubscribeOptions{})
@@ -380,6 +383,7 @@ func (v *viewer) follow() string {
 			continue // the track ended meanwhile; the room change will bring us back here
 		}
 		sl.sub.Store(sub)
+		sl.had = true
 	}
 	return ""
 }

@@ -1,0 +1,166 @@
+package rtsp
+
+import (
+	"encoding/base64"
+	"fmt"
+	"strings"
+
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
+)
+
+// playKinds are the tracks a player gets, in SDP order: one video and one audio track of the
+// source, like a WHEP viewer.
+var playKinds = []sfu.Kind{sfu.KindVideo, sfu.KindAudio}
+
+// described is one media of a play description and the codec of the track it was made from.
+type described struct {
+	kind  sfu.Kind
+	media *description.Media
+	codec sfu.Codec
+}
+
+// describe builds the SDP description of what a player of t gets: the first video and the
+// first audio track of the source participant. On failure it returns the response to send.
+func (s *Server) describe(t target) (*description.Session, []described, *base.Response, error) {
+	room := s.opts.Hub.Room(t.room)
+	if room == nil {
+		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("room %q not found", t.room)
+	}
+	source := sourceOf(room, t.identity)
+	if source == nil {
+		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("no publisher to play in room %q", t.room)
+	}
+	desc := &description.Session{Title: "sluice " + t.room}
+	var medias []described
+	for _, kind := range playKinds {
+		tr := firstTrack(source, kind)
+		if tr == nil {
+			continue
+		}
+		f, err := playFormat(tr.Codec(), uint8(96+len(desc.Medias)))
+		if err != nil {
+			s.log.Info("rtsp play: track left out", "room", t.room, "codec", tr.Codec().Name, "reason", err)
+			continue
+		}
+		typ := description.MediaTypeVideo
+		if kind == sfu.KindAudio {
+			typ = description.MediaTypeAudio
+		}
+		m := &description.Media{Type: typ, Control: fmt.Sprintf("trackID=%d", len(desc.Medias)), Formats: []format.Format{f}}
+		desc.Medias = append(desc.Medias, m)
+		medias = append(medias, described{kind: kind, media: m, codec: tr.Codec()})
+	}
+	if len(desc.Medias) == 0 {
+		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("the publisher in room %q has no track RTSP can carry", t.room)
+	}
+	return desc, medias, nil, nil
+}
+
+// sourceOf returns the participant a player plays: the named one, else the main publisher.
+func sourceOf(room *sfu.Room, identity string) *sfu.Participant {
+	if identity != "" {
+		return room.Participant(identity)
+	}
+	return room.MainPublisher()
+}
+
+func firstTrack(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
+	if p == nil {
+		return nil
+	}
+	for _, t := range p.Tracks() {
+		if t.Kind() == kind && !t.Closed() {
+			return t
+		}
+	}
+	return nil
+}
+
+// playFormat describes an sfu codec for RTSP play. dynPT is the payload type used when the
+// codec has no static one. The packets of the track are sent as they are, so the format must
+// match how sluice packetizes them (media.Writer, or the source for pass-through codecs).
+func playFormat(c sfu.Codec, dynPT uint8) (format.Format, error) {
+	switch c.Name {
+	case sfu.CodecH264:
+		f := &format.H264{PayloadTyp: dynPT, PacketizationMode: 1}
+		if sets := spropList(fmtpValue(c.Fmtp, "sprop-parameter-sets")); len(sets) >= 2 {
+			f.SPS, f.PPS = sets[0], sets[1]
+		}
+		return f, nil
+	case sfu.CodecH265:
+		f := &format.H265{PayloadTyp: dynPT}
+		f.VPS = spropOne(fmtpValue(c.Fmtp, "sprop-vps"))
+		f.SPS = spropOne(fmtpValue(c.Fmtp, "sprop-sps"))
+		f.PPS = spropOne(fmtpValue(c.Fmtp, "sprop-pps"))
+		return f, nil
+	case sfu.CodecVP8:
+		return &format.VP8{PayloadTyp: dynPT}, nil
+	case sfu.CodecVP9:
+		return &format.VP9{PayloadTyp: dynPT}, nil
+	case sfu.CodecAV1:
+		return &format.AV1{PayloadTyp: dynPT}, nil
+	case sfu.CodecAAC:
+		raw, err := media.AACConfig(c)
+		if err != nil {
+			return nil, err
+		}
+		var cfg mpeg4audio.AudioSpecificConfig
+		if err := cfg.Unmarshal(raw); err != nil {
+			return nil, fmt.Errorf("aac config: %w", err)
+		}
+		return &format.MPEG4Audio{PayloadTyp: dynPT, ProfileLevelID: 1, Config: &cfg,
+			SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}, nil
+	case sfu.CodecPCMU, sfu.CodecPCMA:
+		pt := dynPT
+		if c.ClockRate == 8000 && c.Channels <= 1 {
+			pt = 0 // RFC 3551 static payload types: PCMU 0, PCMA 8
+			if c.Name == sfu.CodecPCMA {
+				pt = 8
+			}
+		}
+		return &format.G711{PayloadTyp: pt, MULaw: c.Name == sfu.CodecPCMU, SampleRate: int(c.ClockRate), ChannelCount: max(int(c.Channels), 1)}, nil
+	case sfu.CodecG722:
+		return &format.G722{}, nil
+	case sfu.CodecOpus:
+		return &format.Opus{PayloadTyp: dynPT, ChannelCount: 2}, nil
+	}
+	return nil, fmt.Errorf("codec %s cannot be played over RTSP", c.Name)
+}
+
+// fmtpValue returns one parameter of an a=fmtp line.
+func fmtpValue(fmtp, key string) string {
+	for _, kv := range strings.Split(fmtp, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
+		if ok && strings.EqualFold(k, key) {
+			return v
+		}
+	}
+	return ""
+}
+
+func spropList(v string) [][]byte {
+	var out [][]byte
+	for _, part := range strings.Split(v, ",") {
+		if b := spropOne(part); b != nil {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func spropOne(v string) []byte {
+	if v == "" {
+		return nil
+	}
+	b, err := base64.StdEncoding.DecodeString(v)
+	if err != nil || len(b) == 0 {
+		return nil
+	}
+	return b
+}

@@ -1,0 +1,295 @@
+package rtsp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/pion/rtp"
+
+	"github.com/sluice-media/sluice/sfu"
+)
+
+// player is an RTSP play session (DESCRIBE, SETUP, PLAY): a participant of kind rtsp that
+// subscribes to one video and one audio track of its source (a named participant or the room's
+// main publisher) and follows the source when it changes or reconnects, without the client
+// noticing: sequence numbers and timestamps run on.
+//
+// newPlayer, play and end run on the gortsplib session's goroutine; the follower runs on its
+// own goroutine owned by the server; the slots' WritePacket on the subscriptions' goroutines.
+type player struct {
+	s      *Server
+	ss     *gortsplib.ServerSession
+	t      target
+	remote string
+	stream *gortsplib.ServerStream
+	slots  []*playSlot
+	log    *slog.Logger
+
+	participant *sfu.Participant // set by play, before the follower starts
+	ctx         context.Context  // ends the follower
+	cancel      context.CancelFunc
+	followDone  chan struct{} // nil until play
+
+	playing    atomic.Bool   // PLAY was accepted
+	activeOnce sync.Once     // closes active
+	active     chan struct{} // closed once gortsplib sends to the session
+	ended      chan struct{} // closed by end: sinks stop waiting
+	done       chan struct{} // closed when end returns
+
+	mu         sync.Mutex
+	stopReason string
+
+	writeErrors atomic.Uint64
+}
+
+// playSlot is one outgoing media of a player and its current subscription.
+type playSlot struct {
+	pl    *player
+	kind  sfu.Kind
+	media *description.Media
+	pt    uint8
+	codec sfu.Codec
+
+	// Follower-owned; the subscription's goroutine reads src, and m/pkt/live belong to it
+	// (subscriptions of a slot never overlap: the old one is closed before the next starts).
+	sub  *sfu.Subscription
+	had  bool
+	src  *sfu.Track
+	m    munger
+	pkt  rtp.Packet
+	live bool
+}
+
+// errPlayerEnded ends a subscription whose session is gone.
+var errPlayerEnded = errors.New("rtsp player ended")
+
+// newPlayer makes the session's stream for t at its first SETUP.
+func (s *Server) newPlayer(ss *gortsplib.ServerSession, sc *gortsplib.ServerConn, t target) (*player, *base.Response, error) {
+	desc, medias, res, err := s.describe(t)
+	if res != nil {
+		return nil, res, err
+	}
+	stream := &gortsplib.ServerStream{Server: s.rtsp, Desc: desc}
+	if err := stream.Initialize(); err != nil {
+		return nil, &base.Response{StatusCode: base.StatusInternalServerError}, err
+	}
+	pl := &player{
+		s: s, ss: ss, t: t, remote: remoteAddr(sc), stream: stream,
+		log:    s.log.With("room", t.room, "protocol", "rtsp", "direction", "play", "remote", remoteAddr(sc)),
+		active: make(chan struct{}), ended: make(chan struct{}), done: make(chan struct{}),
+	}
+	pl.ctx, pl.cancel = context.WithCancel(context.Background())
+	for _, d := range medias {
+		pl.slots = append(pl.slots, &playSlot{pl: pl, kind: d.kind, media: d.media, pt: d.media.Formats[0].PayloadType(),
+			codec: d.codec, m: munger{clockRate: d.codec.ClockRate}})
+	}
+	if !s.track(ss, pl) {
+		pl.cancel()
+		stream.Close()
+		return nil, &base.Response{StatusCode: base.StatusServiceUnavailable}, errors.New("shutting down")
+	}
+	return pl, nil, nil
+}
+
+// play joins the room and starts following the source. Packets flow once gortsplib has made
+// the session a reader of the stream (markActive), so that the keyframe the subscriptions start
+// with is not lost.
+func (pl *player) play() (*base.Response, error) {
+	p, err := pl.s.opts.Hub.Join(pl.t.room, sfu.ParticipantSpec{Identity: pl.t.self, Kind: sfu.ParticipantRTSP, RemoteAddr: pl.remote})
+	if err != nil {
+		return &base.Response{StatusCode: base.StatusServiceUnavailable}, fmt.Errorf("joining room %s: %w", pl.t.room, err)
+	}
+	pl.participant = p
+	pl.log = pl.log.With("participant", p.Identity())
+	pl.followDone = make(chan struct{})
+	pl.playing.Store(true)
+	pl.s.wg.Add(1)
+	go func() {
+		defer pl.s.wg.Done()
+		defer close(pl.followDone)
+		pl.follow()
+	}()
+	return &base.Response{StatusCode: base.StatusOK}, nil
+}
+
+// markActive lets packets flow; called after gortsplib answered PLAY.
+func (pl *player) markActive() {
+	if pl.playing.Load() {
+		pl.activeOnce.Do(func() { close(pl.active) })
+	}
+}
+
+// follow keeps every slot subscribed to the current source's track of its kind until the
+// session ends.
+func (pl *player) follow() {
+	p := pl.participant
+	stream, err := p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote})
+	if err != nil {
+		return
+	}
+	room := p.Room()
+	for {
+		changed := room.Changed()
+		if reason := pl.reconcile(room); reason != "" {
+			stream.End(reason, nil)
+			pl.stopAsync(reason)
+			return
+		}
+		select {
+		case <-changed:
+		case <-pl.ctx.Done():
+			return
+		case <-p.Done():
+			pl.stopAsync(p.LeaveReason())
+			return
+		}
+	}
+}
+
+// reconcile points every slot at the source's current track of its kind; it returns a reason
+// to end the session when the new source cannot be played with the described codec.
+func (pl *player) reconcile(room *sfu.Room) string {
+	source := sourceOf(room, pl.t.identity)
+	for _, sl := range pl.slots {
+		want := firstTrack(source, sl.kind)
+		if sl.sub != nil && want == sl.sub.Track() && !want.Closed() {
+			continue
+		}
+		if sl.sub != nil {
+			pl.participant.Unsubscribe(sl.sub)
+			sl.sub = nil
+		}
+		if want == nil {
+			continue // wait for the source to come back
+		}
+		if c := want.Codec(); c.Name != sl.codec.Name || c.ClockRate != sl.codec.ClockRate {
+			pl.log.Info("source changed codec; ending the session", "from", sl.codec.Name, "to", c.Name)
+			return sfu.ReasonSourceChanged
+		}
+		if sl.had {
+			sl.m.resync = true // continue numbering across the switch
+		}
+		sl.src = want
+		sub, err := pl.participant.Subscribe(want, sl, sfu.SubscribeOptions{})
+		if err != nil {
+			continue // the track ended meanwhile; the room change brings us back
+		}
+		sl.sub, sl.had = sub, true
+	}
+	return ""
+}
+
+// WritePacket implements sfu.Sink: the packet goes to the session's stream with the slot's
+// payload type and continuous numbering. It allocates nothing of its own (gortsplib marshals
+// each packet into a new buffer).
+func (sl *playSlot) WritePacket(p *sfu.Packet, gap bool) error {
+	pl := sl.pl
+	if !sl.live {
+		select {
+		case <-pl.active:
+			sl.live = true
+		case <-pl.ended:
+			return errPlayerEnded
+		}
+	}
+	now := pl.s.clock()
+	h := &sl.pkt.Header
+	*h = p.Header
+	h.PayloadType = sl.pt
+	h.CSRC = nil
+	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
+	h.Padding, h.PaddingSize = false, 0
+	ntp := packetNTP(sl.src, p.Header.Timestamp, sl.codec.ClockRate, now)
+	sl.m.apply(h, gap, now)
+	sl.pkt.Payload = p.Payload
+	return pl.stream.WritePacketRTPWithNTP(sl.media, &sl.pkt, ntp)
+}
+
+// packetNTP is the wall-clock time of a packet from its track's sender report (now without one),
+// so that the RTCP sender reports of the stream let players align audio and video.
+func packetNTP(t *sfu.Track, ts, clockRate uint32, now time.Time) time.Time {
+	if t == nil || clockRate == 0 {
+		return now
+	}
+	sr, ok := t.SenderReport()
+	if !ok {
+		return now
+	}
+	d := int64(int32(ts - sr.RTPTime))
+	return sr.NTPTime.Add(time.Duration(d * int64(time.Second) / int64(clockRate)))
+}
+
+func (pl *player) ingestID() string { return "" }
+
+func (pl *player) stopAsync(reason string) {
+	pl.mu.Lock()
+	if pl.stopReason == "" {
+		pl.stopReason = reason
+	}
+	pl.mu.Unlock()
+	pl.ss.Close()
+}
+
+func (pl *player) stop(reason string) {
+	pl.stopAsync(reason)
+	<-pl.done
+}
+
+// end stops the follower, leaves the room (the subscriptions end) and closes the stream.
+func (pl *player) end(err error) {
+	defer close(pl.done)
+	close(pl.ended)
+	pl.cancel()
+	if pl.followDone != nil {
+		<-pl.followDone
+	}
+	pl.mu.Lock()
+	stopReason := pl.stopReason
+	pl.mu.Unlock()
+	reason, cause := sessionEndReason(err, stopReason)
+	if pl.participant != nil {
+		pl.participant.Close(reason, cause)
+		pl.log.Info("rtsp player ended", "reason", reason, "err", cause, "write_errors", pl.writeErrors.Load())
+	}
+	pl.stream.Close()
+}
+
+// munger rewrites sequence numbers and timestamps so that they run on without jumps across
+// SFU drops and source switches (RFC 3550 §5.1). Owned by the subscription goroutine.
+type munger struct {
+	clockRate uint32
+	started   bool
+	resync    bool
+	seqOff    uint16
+	tsOff     uint32
+	lastSeq   uint16
+	lastTS    uint32
+	lastAt    time.Time
+}
+
+func (m *munger) apply(h *rtp.Header, gap bool, now time.Time) {
+	switch {
+	case !m.started:
+		m.started, m.resync = true, false
+	case m.resync:
+		m.resync = false
+		elapsed := uint32(max(now.Sub(m.lastAt), time.Millisecond).Seconds() * float64(m.clockRate))
+		m.seqOff = m.lastSeq + 1 - h.SequenceNumber
+		m.tsOff = m.lastTS + elapsed - h.Timestamp
+	case gap:
+		m.seqOff = m.lastSeq + 1 - h.SequenceNumber
+	}
+	h.SequenceNumber += m.seqOff
+	h.Timestamp += m.tsOff
+	if int16(h.SequenceNumber-m.lastSeq) > 0 || m.lastAt.IsZero() {
+		m.lastSeq, m.lastTS, m.lastAt = h.SequenceNumber, h.Timestamp, now
+	}
+}

@@ -1,0 +1,390 @@
+package recorder
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/sluice-media/sluice/sfu"
+)
+
+// Request describes a recording to start.
+type Request struct {
+	Room string
+	// Participant limits the recording to one identity ("" records every publisher of the room,
+	// one file per participant).
+	Participant string
+	// Track limits it further: "audio", "video" or a track SID.
+	Track string
+	// Format is mp4 or mkv ("" uses the config's); a codec the format cannot hold switches the
+	// file to the other format.
+	Format string
+	// Segment rolls files at the first keyframe after this long (0: the config's).
+	Segment time.Duration
+	// MaxDuration ends the recording after this long (0: no limit).
+	MaxDuration time.Duration
+	// Auto names the rule that started it.
+	Auto string
+}
+
+// ReasonMaxDuration ends a recording that reached its max duration.
+const ReasonMaxDuration = "max_duration"
+
+// recording is one logical recording: it finds its source participants in the hub, runs one
+// capture per participant connection, and owns the manifest, which only its goroutine writes.
+// It ends on stop, max duration, shutdown, a write failure, or when no source is back within
+// the grace period. The Recorder starts it and waits for it.
+type recording struct {
+	env   *Recorder
+	req   Request
+	dir   string // absolute
+	rel   string // relative to the recordings directory
+	cmds  chan command
+	notes chan captureNote
+	done  chan struct{}
+
+	mu   sync.Mutex
+	view *Recording // snapshot for readers
+
+	// Owned by the goroutine.
+	m         *Recording
+	log       *slog.Logger
+	caps      map[*capture]string // capture → participant SID
+	fileOf    map[*capture]int    // index in m.Files of a capture's open file
+	finishing bool
+	failure   *sfu.ErrorInfo
+	lastWrite time.Time
+}
+
+type commandKind int
+
+const (
+	cmdStop commandKind = iota
+	cmdPause
+	cmdResume
+)
+
+type command struct {
+	kind  commandKind
+	reply chan error
+}
+
+func (rec *recording) snapshot() *Recording {
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	return rec.view.clone()
+}
+
+// publish updates the readers' snapshot.
+func (rec *recording) publish() {
+	v := rec.m.clone()
+	rec.mu.Lock()
+	rec.view = v
+	rec.mu.Unlock()
+}
+
+// send delivers a command to the goroutine and waits for its answer.
+func (rec *recording) send(ctx context.Context, k commandKind) error {
+	cmd := command{kind: k, reply: make(chan error, 1)}
+	select {
+	case rec.cmds <- cmd:
+	case <-rec.done:
+		return ErrNotActive
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-cmd.reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (rec *recording) run(ctx context.Context) {
+	defer close(rec.done)
+	env := rec.env
+	if err := os.MkdirAll(rec.dir, 0o750); err != nil {
+		rec.failure = fileError(err)
+		rec.finish(StatusFailed, "")
+		return
+	}
+	rec.writeManifest(true)
+	var graceC, maxC <-chan time.Time
+	var grace *time.Timer
+	if rec.req.MaxDuration > 0 {
+		t := time.NewTimer(rec.req.MaxDuration)
+		defer t.Stop()
+		maxC = t.C
+	}
+	for {
+		hubCh := env.hub.Changed()
+		var roomCh <-chan struct{}
+		if room := env.hub.Room(rec.req.Room); room != nil {
+			roomCh = room.Changed()
+			rec.reconcile(room)
+		}
+		switch {
+		case len(rec.caps) == 0 && grace == nil:
+			grace = time.NewTimer(env.cfg.Grace)
+			graceC = grace.C
+		case len(rec.caps) > 0 && grace != nil:
+			grace.Stop()
+			grace, graceC = nil, nil
+		}
+		select {
+		case <-ctx.Done():
+			rec.finish(StatusComplete, sfu.ReasonServerShutdown)
+			return
+		case cmd := <-rec.cmds:
+			if rec.command(cmd) {
+				return
+			}
+		case n := <-rec.notes:
+			rec.handle(n)
+			if rec.failure != nil {
+				rec.finish(StatusFailed, "")
+				return
+			}
+		case <-hubCh:
+		case <-roomCh:
+		case <-graceC:
+			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
+			rec.finish(StatusFailed, "")
+			return
+		case <-maxC:
+			rec.finish(StatusComplete, ReasonMaxDuration)
+			return
+		}
+	}
+}
+
+// command runs a command; it reports whether the recording ended.
+func (rec *recording) command(cmd command) bool {
+	switch cmd.kind {
+	case cmdStop:
+		rec.finish(StatusComplete, sfu.ReasonStopped)
+		cmd.reply <- nil
+		return true
+	case cmdPause, cmdResume:
+		pause := cmd.kind == cmdPause
+		if rec.m.Paused == pause {
+			cmd.reply <- nil
+			return false
+		}
+		now := rec.env.clock().UTC()
+		rec.m.Paused = pause
+		if pause {
+			rec.m.Pauses = append(rec.m.Pauses, Pause{PausedAt: now})
+		} else if n := len(rec.m.Pauses); n > 0 {
+			rec.m.Pauses[n-1].ResumedAt = &now
+		}
+		for c := range rec.caps {
+			c.setPaused(pause)
+		}
+		rec.writeManifest(true)
+		rec.emit(sfu.EventRecordingUpdated, "")
+		cmd.reply <- nil
+	}
+	return false
+}
+
+// sourceTracks returns whether the participant has a track the recording takes.
+func (rec *recording) sourceTracks(p *sfu.Participant) bool {
+	if rec.req.Participant != "" && p.Identity() != rec.req.Participant {
+		return false
+	}
+	for _, t := range p.Tracks() {
+		switch rec.req.Track {
+		case "":
+			return true
+		case string(sfu.KindAudio), string(sfu.KindVideo):
+			if string(t.Kind()) == rec.req.Track {
+				return true
+			}
+		default:
+			if t.SID() == rec.req.Track {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// reconcile starts a capture for every source participant that has none.
+func (rec *recording) reconcile(room *sfu.Room) {
+	for _, p := range room.Participants() {
+		if !rec.sourceTracks(p) || slices.Contains(mapValues(rec.caps), p.SID()) {
+			continue
+		}
+		c := newCapture(p, captureConfig{
+			root:      rec.env.dir,
+			dir:       rec.rel,
+			format:    rec.req.Format,
+			fragment:  rec.env.cfg.FragmentDuration,
+			segment:   rec.req.Segment,
+			trackSel:  rec.req.Track,
+			fs:        rec.env.fs,
+			clock:     rec.env.clock,
+			log:       rec.log.With("participant", p.Identity()),
+			notes:     rec.notes,
+			paused:    rec.m.Paused,
+			openAfter: openAfter,
+		})
+		rec.caps[c] = p.SID()
+		c.start()
+	}
+}
+
+// openAfter is how long a capture waits for every track before starting a file without the
+// silent ones.
+const openAfter = 3 * time.Second
+
+func mapValues(m map[*capture]string) []string {
+	out := make([]string, 0, len(m))
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+// handle applies a capture's report.
+func (rec *recording) handle(n captureNote) {
+	switch n.kind {
+	case noteFileOpened:
+		rec.m.Files = append(rec.m.Files, n.file)
+		rec.m.Details = append(rec.m.Details, FileDetail{Name: path.Base(n.file.Path), Participant: n.c.p.Identity(), Format: n.format, Tracks: n.tracks})
+		rec.fileOf[n.c] = len(rec.m.Files) - 1
+		for _, sid := range n.tracks {
+			if !slices.Contains(rec.m.Tracks, sid) {
+				rec.m.Tracks = append(rec.m.Tracks, sid)
+			}
+		}
+		first := rec.m.Status == StatusStarting
+		if len(rec.m.Files) == 1 && n.format != "" {
+			rec.m.Format = n.format // the format the codecs took (VP8: mkv)
+		}
+		if first {
+			rec.m.Status = StatusActive
+			t := n.file.StartedAt
+			rec.m.StartedAt = &t
+		}
+		rec.totals()
+		rec.writeManifest(true)
+		if first {
+			rec.emit(sfu.EventRecordingStarted, "")
+		}
+	case noteFileProgress:
+		if i, ok := rec.fileOf[n.c]; ok {
+			rec.m.Files[i] = n.file
+		}
+		rec.totals()
+		rec.writeManifest(false)
+	case noteFileClosed:
+		if i, ok := rec.fileOf[n.c]; ok {
+			rec.m.Files[i] = n.file
+			rec.m.Details[i].Complete = rec.failure == nil || n.file.SizeBytes > 0
+			delete(rec.fileOf, n.c)
+		}
+		rec.totals()
+		rec.writeManifest(true)
+		if !rec.finishing {
+			rec.emit(sfu.EventRecordingUpdated, "")
+		}
+	case noteFailed:
+		if rec.failure == nil {
+			rec.failure = n.err
+		}
+	case noteEnded:
+		delete(rec.caps, n.c)
+		delete(rec.fileOf, n.c)
+	}
+}
+
+// totals recomputes the recording's size and duration from its files.
+func (rec *recording) totals() {
+	var size, dur int64
+	for _, f := range rec.m.Files {
+		size += f.SizeBytes
+		dur += f.DurationMs
+	}
+	rec.m.SizeBytes, rec.m.DurationMs = size, dur
+}
+
+// finish stops every capture, waits for their files to close, and writes the final state:
+// status complete (recording.ended with reason) or failed (recording.failed with the error).
+func (rec *recording) finish(status, reason string) {
+	rec.finishing = true
+	if rec.m.Status != StatusStarting {
+		rec.m.Status = StatusEnding
+		rec.publish()
+	}
+	for c := range rec.caps {
+		c.stop()
+	}
+	for len(rec.caps) > 0 {
+		rec.handle(<-rec.notes)
+	}
+	if rec.failure != nil {
+		status = StatusFailed
+	}
+	if status == StatusComplete && len(rec.m.Files) == 0 {
+		status = StatusFailed
+		rec.failure = &sfu.ErrorInfo{Code: "no_media", Message: "the recording ended before any media was written"}
+	}
+	now := rec.env.clock().UTC()
+	rec.m.Status, rec.m.EndedAt, rec.m.Reason = status, &now, reason
+	if n := len(rec.m.Pauses); rec.m.Paused && n > 0 {
+		rec.m.Pauses[n-1].ResumedAt = &now
+		rec.m.Paused = false
+	}
+	if status == StatusFailed {
+		rec.m.Error = rec.failure
+		rec.m.Reason = ""
+	}
+	rec.totals()
+	rec.writeManifest(true)
+	if status == StatusFailed {
+		rec.emit(sfu.EventRecordingFailed, "")
+	} else {
+		rec.emit(sfu.EventRecordingEnded, reason)
+	}
+	rec.log.Info("recording ended", "status", status, "reason", reason, "files", len(rec.m.Files), "duration_ms", rec.m.DurationMs)
+}
+
+// writeManifest saves the manifest (always when force, else at most every 10 s) and updates
+// the readers' snapshot. A failed write is logged: the media files are what matters, and the
+// manifest is rewritten at the next change.
+func (rec *recording) writeManifest(force bool) {
+	rec.publish()
+	now := rec.env.clock()
+	if !force && now.Sub(rec.lastWrite) < 10*time.Second {
+		return
+	}
+	rec.lastWrite = now
+	if err := writeManifest(rec.dir, rec.m); err != nil {
+		rec.log.Warn("writing the manifest", "err", pathless(err))
+	}
+}
+
+func (rec *recording) emit(typ, reason string) {
+	ev := &sfu.Event{Type: typ, Room: rec.env.roomInfo(rec.req.Room), Recording: rec.m.Info(), Reason: reason}
+	if typ == sfu.EventRecordingFailed {
+		ev.Error = rec.m.Error
+	}
+	rec.env.emit.Emit(ev)
+}
+
+// recordingDir returns the directory of a recording, relative to the recordings directory.
+func recordingDir(room, id string) string {
+	return path.Join(sanitize(room), id)
+}
+
+// absDir joins the recordings directory and a relative path.
+func absDir(root, rel string) string { return filepath.Join(root, filepath.FromSlash(rel)) }

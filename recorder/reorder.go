@@ -1,0 +1,201 @@
+package recorder
+
+import (
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+
+	"github.com/sluice-media/sluice/sfu"
+)
+
+// maxReorder bounds the frames held to derive decode times.
+const maxReorder = 16
+
+// h264Reorder returns how many frames may precede a frame in decode order while following it
+// in presentation order (H.264 Annex E: num_reorder_frames), 0 for the Baseline profile, and
+// the reference frame count when the stream does not say.
+func h264Reorder(sps *h264.SPS) int {
+	switch {
+	case sps.VUI != nil && sps.VUI.BitstreamRestriction != nil:
+		return min(int(sps.VUI.BitstreamRestriction.MaxNumReorderFrames), maxReorder)
+	case sps.ProfileIdc == 66: // Baseline: no B-frames
+		return 0
+	}
+	return min(int(sps.MaxNumRefFrames), maxReorder)
+}
+
+// h265Reorder returns sps_max_num_reorder_pics of the highest sub-layer (H.265 §7.4.3.2.1).
+func h265Reorder(sps *h265.SPS) int {
+	if n := len(sps.MaxNumReorderPics); n > 0 {
+		return min(int(sps.MaxNumReorderPics[n-1]), maxReorder)
+	}
+	return maxReorder
+}
+
+// heldAU is an access unit waiting for its decode time.
+type heldAU struct {
+	pts int64
+	key bool
+	buf []byte
+}
+
+// h26xDepack reassembles H.264/H.265 access units (AVCC) and gives them exact decode times.
+//
+// RTP timestamps are presentation times; frames arrive in decode order. The decode time of the
+// k-th frame is the k-th smallest presentation time minus a constant delay D: the decode times
+// then advance by exactly the frame spacing, never pass the presentation times, and the
+// composition offsets are the encoder's own (D is the reorder depth times the frame interval, as
+// encoders and ffmpeg set it). The k-th smallest presentation time is known once the reorder
+// depth R (from the SPS) more frames have arrived, so R frames are held, in buffers that are
+// reused. Zero allocations per packet after warm-up.
+type h26xDepack struct {
+	d       *naluDepacketizer
+	h265    bool
+	cfg     codecConfig
+	changed bool
+	bad     bool // the last write saw a malformed or broken access unit
+	waitKey bool // drop until a keyframe (after a loss)
+	ext     int64
+	emit    func(*frame)
+	onAU    func(*accessUnit)
+	f       frame
+
+	reorder int
+	delay   int64 // D in ticks, -1 until measured
+	fifo    []heldAU
+	pts     []int64 // min-heap of the held presentation times
+	free    [][]byte
+	lastDTS int64
+	haveDTS bool
+}
+
+func newH26xDepack(codec string) *h26xDepack {
+	h265 := codec == sfu.CodecH265
+	return &h26xDepack{d: newNALUDepacketizer(h265), h265: h265, delay: -1, reorder: maxReorder}
+}
+
+func (h *h26xDepack) write(p *sfu.Packet, ext int64, lost bool, emit func(*frame)) bool {
+	if h.onAU == nil {
+		h.onAU = h.accessUnit
+		h.waitKey = true
+	}
+	h.bad = false
+	h.ext, h.emit = ext, emit
+	h.d.push(p.Payload, p.Header.Timestamp, p.Header.Marker, lost, h.onAU)
+	return !h.bad
+}
+
+// end hands out the held frames (the source ended).
+func (h *h26xDepack) end(emit func(*frame)) {
+	h.emit = emit
+	h.drain(0)
+}
+
+func (h *h26xDepack) accessUnit(au *accessUnit) {
+	if au.broken {
+		h.bad, h.waitKey = true, true
+		h.drain(0) // what came before the loss is whole
+		return
+	}
+	if h.waitKey && !au.keyframe {
+		return
+	}
+	h.waitKey = false
+	// Access units may complete on the next packet's timestamp change: rebase to the AU's own.
+	pts := h.ext + int64(int32(au.ts-uint32(h.ext)))
+	if au.keyframe {
+		h.learn(au.nalus) // may change the reorder depth (after draining)
+	}
+	var buf []byte
+	if n := len(h.free); n > 0 {
+		buf, h.free = h.free[n-1][:0], h.free[:n-1]
+	}
+	h.fifo = append(h.fifo, heldAU{pts: pts, key: au.keyframe, buf: append(buf, au.avcc...)})
+	h.push(pts)
+	if h.delay < 0 && len(h.pts) > h.reorder {
+		h.delay = int64(h.reorder) * h.minInterval()
+	}
+	h.drain(h.reorder)
+}
+
+// setReorder changes the reorder depth: the frames held under the old one go out first.
+func (h *h26xDepack) setReorder(r int) {
+	if r == h.reorder {
+		return
+	}
+	h.drain(0)
+	h.reorder, h.delay = r, -1
+}
+
+// drain emits held frames until at most keep remain.
+func (h *h26xDepack) drain(keep int) {
+	for len(h.fifo) > keep {
+		if h.delay < 0 {
+			h.delay = int64(min(h.reorder, len(h.pts)-1)) * h.minInterval()
+		}
+		f := h.fifo[0]
+		copy(h.fifo, h.fifo[1:])
+		h.fifo = h.fifo[:len(h.fifo)-1]
+		dts := h.pop() - h.delay
+		if h.haveDTS && dts <= h.lastDTS {
+			dts = h.lastDTS + 1 // a deeper reorder than announced: keep decode order
+		}
+		h.lastDTS, h.haveDTS = dts, true
+		h.f = frame{pts: f.pts, dts: dts, key: f.key, data: f.buf}
+		h.emit(&h.f)
+		h.free = append(h.free, f.buf)
+	}
+}
+
+// minInterval is the smallest gap between the held presentation times (the frame interval).
+func (h *h26xDepack) minInterval() int64 {
+	best := int64(0)
+	for i, a := range h.pts {
+		for _, b := range h.pts[i+1:] {
+			if d := a - b; d != 0 {
+				if d < 0 {
+					d = -d
+				}
+				if best == 0 || d < best {
+					best = d
+				}
+			}
+		}
+	}
+	return best
+}
+
+// push adds a presentation time to the min-heap.
+func (h *h26xDepack) push(v int64) {
+	h.pts = append(h.pts, v)
+	for i := len(h.pts) - 1; i > 0; {
+		p := (i - 1) / 2
+		if h.pts[p] <= h.pts[i] {
+			break
+		}
+		h.pts[p], h.pts[i] = h.pts[i], h.pts[p]
+		i = p
+	}
+}
+
+// pop removes the smallest presentation time.
+func (h *h26xDepack) pop() int64 {
+	top := h.pts[0]
+	last := len(h.pts) - 1
+	h.pts[0] = h.pts[last]
+	h.pts = h.pts[:last]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < len(h.pts) && h.pts[l] < h.pts[m] {
+			m = l
+		}
+		if r < len(h.pts) && h.pts[r] < h.pts[m] {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		h.pts[i], h.pts[m] = h.pts[m], h.pts[i]
+		i = m
+	}
+	return top
+}
