@@ -196,6 +196,9 @@ func (d *aacDepacketizer) push(ts uint32, marker bool, payload []byte, emit func
 		d.frag = append(d.frag, data...)
 		if marker {
 			d.inFrag = false
+			if len(d.frag) == 0 {
+				return errAACPacket
+			}
 			emit(ts, d.frag)
 		}
 		return nil

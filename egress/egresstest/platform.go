@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -172,7 +173,8 @@ func (p *Platform) stop() {
 	if cmd == nil {
 		return
 	}
-	_ = cmd.Process.Signal(os.Interrupt) // nginx: fast shutdown, closes its recordings
+	_ = cmd.Process.Signal(syscall.SIGCONT) // in case it was paused
+	_ = cmd.Process.Signal(os.Interrupt)    // nginx: fast shutdown, closes its recordings
 	select {
 	case <-exited:
 	case <-time.After(5 * time.Second):
@@ -314,4 +316,20 @@ func tail(s string, lines int) string {
 		all = all[len(all)-lines:]
 	}
 	return strings.Join(all, "\n")
+}
+
+// Pause stops the platform's process (SIGSTOP): connections stay open but nothing is read, as
+// with a stalled platform or network. Resume continues it.
+func (p *Platform) Pause() error { return p.signal(syscall.SIGSTOP) }
+
+// Resume continues a paused platform (SIGCONT).
+func (p *Platform) Resume() error { return p.signal(syscall.SIGCONT) }
+
+func (p *Platform) signal(sig os.Signal) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd == nil {
+		return fmt.Errorf("the platform is not running")
+	}
+	return p.cmd.Process.Signal(sig)
 }
