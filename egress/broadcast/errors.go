@@ -18,7 +18,6 @@ var (
 
 	errUnsupportedCodec = errors.New("unsupported codec")
 	errRetriesExhausted = errors.New("retries exhausted")
-	errSourceEnded      = errors.New("the source ended")
 )
 
 func base64Decode(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }

@@ -74,7 +74,7 @@ func StartPlatform(t testing.TB, opts PlatformOptions) *Platform {
 	}
 	p := &Platform{t: t, opts: opts, Dir: t.TempDir(), log: &lockedBuffer{}}
 	p.RecDir = filepath.Join(p.Dir, "rec")
-	if err := os.MkdirAll(p.RecDir, 0o755); err != nil {
+	if err := os.MkdirAll(p.RecDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	RequireNginx(t)
@@ -138,7 +138,7 @@ rtmp {
 	if err := os.WriteFile(conf, []byte(cfg), 0o600); err != nil {
 		p.t.Fatal(err)
 	}
-	cmd := exec.Command("nginx", "-c", conf, "-p", p.Dir, "-e", "stderr")
+	cmd := exec.Command("nginx", "-c", conf, "-p", p.Dir, "-e", "stderr") //nolint:gosec // the test's own config in its temp dir
 	cmd.Stdout, cmd.Stderr = p.log, p.log
 	if err := cmd.Start(); err != nil {
 		p.t.Fatal(err)
@@ -257,7 +257,7 @@ type Probe struct {
 func ProbeFile(t testing.TB, path string) Probe {
 	t.Helper()
 	ffprobe := sfutest.RequireTool(t, "ffprobe")
-	out, err := exec.Command(ffprobe, "-v", "error", "-show_entries",
+	out, err := exec.Command(ffprobe, //nolint:gosec // a test tool on a file the test made "-v", "error", "-show_entries",
 		"stream=codec_type,codec_name,sample_rate,width,height:format=duration", "-of", "json", path).Output()
 	if err != nil {
 		t.Fatalf("ffprobe %s: %v", filepath.Base(path), err)
@@ -289,7 +289,7 @@ func ProbeFile(t testing.TB, path string) Probe {
 	}
 	p.Duration, _ = strconv.ParseFloat(res.Format.Duration, 64)
 	ffmpeg := sfutest.RequireTool(t, "ffmpeg")
-	dec := exec.Command(ffmpeg, "-v", "error", "-i", path, "-f", "null", "-")
+	dec := exec.Command(ffmpeg, "-v", "error", "-i", path, "-f", "null", "-") //nolint:gosec // a test tool on a file the test made
 	msg, err := dec.CombinedOutput()
 	if err != nil {
 		t.Fatalf("decoding %s: %v\n%s", filepath.Base(path), err, msg)

@@ -275,7 +275,7 @@ func (c *Conn) setupReadError(stage string, err error) error {
 		return fmt.Errorf("%s: %w", stage, ErrSetupTimeout)
 	}
 	if closedByPeer(err) {
-		return fmt.Errorf("%s: %w (%v)", stage, ErrRefusedByClose, err)
+		return fmt.Errorf("%s: %w (%w)", stage, ErrRefusedByClose, err)
 	}
 	return fmt.Errorf("%s: %w", stage, err)
 }
@@ -333,7 +333,7 @@ func (c *Conn) readLoop() {
 		m, err := c.cr.next()
 		if err != nil {
 			if closedByPeer(err) {
-				err = fmt.Errorf("%w by the server (%v)", ErrClosed, err)
+				err = fmt.Errorf("%w by the server (%w)", ErrClosed, err)
 			}
 			c.fail(err)
 			return
