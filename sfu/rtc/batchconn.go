@@ -1,19 +1,38 @@
 package rtc
 
 import (
+	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
 )
 
-// batchSize is the largest sendmmsg batch.
+// batchSize is the largest sendmmsg batch (messages per system call).
 const batchSize = 64
+
+// coalesce is how long the flusher lets packets gather after the first one is queued: a video
+// frame reaches every viewer within it, so one system call carries many packets and each
+// viewer's packets of a frame can leave as one GSO datagram. It is the latency the queue adds.
+const coalesce = 500 * time.Microsecond
+
+// UDP generic segmentation offload (Linux 4.18+): one datagram of up to maxSegments equal
+// segments (the last may be shorter) that the kernel splits, so that the stack is walked once
+// per run of packets to the same destination instead of once per packet.
+const (
+	solUDP      = 17  // SOL_UDP
+	udpSegment  = 103 // UDP_SEGMENT
+	maxSegments = 64
+	maxGSOBytes = 65000
+)
 
 // maxPending bounds the packets waiting for the flusher; beyond it packets are dropped (and
 // counted), as a full socket buffer would.
@@ -44,6 +63,9 @@ type batchConn struct {
 	addrs map[netip.AddrPort]*net.UDPAddr // owned by the flusher
 
 	sent, dropped, syscalls atomic.Uint64
+
+	gso    atomic.Bool // the kernel takes UDP_SEGMENT on this socket
+	counts []int       // packets carried by each message of the batch being sent; the flusher's
 }
 
 type outPacket struct {
@@ -60,8 +82,24 @@ func newBatchConn(conn *net.UDPConn) *batchConn {
 	} else {
 		c.batch = ipv4.NewPacketConn(conn)
 	}
+	c.gso.Store(gsoSupported(conn))
 	go c.flushLoop()
 	return c
+}
+
+// gsoSupported reports whether the socket accepts the UDP_SEGMENT option.
+func gsoSupported(conn *net.UDPConn) bool {
+	raw, err := conn.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var serr error
+	if err := raw.Control(func(fd uintptr) {
+		_, serr = syscall.GetsockoptInt(int(fd), solUDP, udpSegment)
+	}); err != nil {
+		return false
+	}
+	return serr == nil
 }
 
 // ReadFromAddrPort implements ice.AddrPortReaderWriter.
@@ -103,9 +141,12 @@ func (c *batchConn) flushLoop() {
 	defer close(c.done)
 	msgs := make([]ipv4.Message, batchSize)
 	for i := range msgs {
-		msgs[i].Buffers = make([][]byte, 1)
+		msgs[i].Buffers = make([][]byte, 0, maxSegments)
+		msgs[i].OOB = make([]byte, 0, syscall.CmsgSpace(2))
 	}
+	c.counts = make([]int, batchSize)
 	for range c.wake {
+		time.Sleep(coalesce)
 		for {
 			c.mu.Lock()
 			out := c.pending
@@ -130,31 +171,90 @@ func (c *batchConn) flushLoop() {
 
 // send writes packets in batches; a batch the kernel takes in part is resumed after it.
 func (c *batchConn) send(out []outPacket, msgs []ipv4.Message) {
+	gso := c.gso.Load()
+	if gso {
+		// Each destination's packets together, in their order, so that runs can be segmented.
+		slices.SortStableFunc(out, func(a, b outPacket) int { return a.addr.Compare(b.addr) })
+	}
 	for len(out) > 0 {
-		n := min(len(out), batchSize)
-		for i := range n {
-			msgs[i].Buffers[0] = out[i].buf
-			msgs[i].Addr = c.udpAddr(out[i].addr)
-		}
+		n, total := c.fill(out, msgs, gso)
 		wrote, err := c.batch.WriteBatch(msgs[:n], 0)
 		c.syscalls.Add(1)
 		if wrote > 0 {
-			c.sent.Add(uint64(wrote))
-			out = out[wrote:]
+			k := 0
+			for _, m := range c.counts[:wrote] {
+				k += m
+			}
+			c.sent.Add(uint64(k))
+			out = out[k:]
 			continue
 		}
 		if err != nil && errors.Is(err, net.ErrClosed) {
 			c.dropped.Add(uint64(len(out)))
 			return
 		}
+		if gso && total > n && (errors.Is(err, syscall.EIO) || errors.Is(err, syscall.EINVAL)) {
+			// The route's device cannot segment (no checksum offload): send plainly from now on.
+			c.gso.Store(false)
+			gso = false
+			continue
+		}
 		// The socket buffer is full or the first destination failed (e.g. unreachable):
-		// drop that packet and go on, as a plain write would have failed it.
-		c.dropped.Add(1)
-		out = out[1:]
+		// drop that message and go on, as a plain write would have failed it.
+		c.dropped.Add(uint64(c.counts[0]))
+		out = out[c.counts[0]:]
 		if err != nil {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// fill builds up to batchSize messages from the head of out: with gso, each a run of packets
+// to one destination of one size (the last may be shorter) as one segmented datagram. It
+// returns the messages and the packets they carry; c.counts holds each message's share.
+func (c *batchConn) fill(out []outPacket, msgs []ipv4.Message, gso bool) (n, total int) {
+	for n < batchSize && total < len(out) {
+		first := out[total]
+		m := &msgs[n]
+		m.Buffers = append(m.Buffers[:0], first.buf)
+		m.OOB = m.OOB[:0]
+		m.Addr = c.udpAddr(first.addr)
+		k, size, bytes := 1, len(first.buf), len(first.buf)
+		if gso {
+			for total+k < len(out) && k < maxSegments {
+				p := out[total+k]
+				if p.addr != first.addr || len(p.buf) > size || bytes+len(p.buf) > maxGSOBytes {
+					break
+				}
+				m.Buffers = append(m.Buffers, p.buf)
+				bytes += len(p.buf)
+				k++
+				if len(p.buf) < size {
+					break // a shorter segment ends the datagram
+				}
+			}
+			if k > 1 {
+				m.OOB = appendSegmentCmsg(m.OOB, uint16(size)) //nolint:gosec // size ≤ 1500
+			}
+		}
+		c.counts[n] = k
+		total += k
+		n++
+	}
+	return n, total
+}
+
+// appendSegmentCmsg appends the UDP_SEGMENT control message for segments of size bytes.
+func appendSegmentCmsg(b []byte, size uint16) []byte {
+	space := syscall.CmsgSpace(2)
+	b = b[:space]
+	clear(b)
+	h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h.Level = solUDP
+	h.Type = udpSegment
+	h.SetLen(syscall.CmsgLen(2))
+	binary.NativeEndian.PutUint16(b[syscall.CmsgLen(0):], size)
+	return b
 }
 
 // udpAddr returns a cached *net.UDPAddr for addr (x/net needs a net.Addr per message).
