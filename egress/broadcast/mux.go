@@ -18,8 +18,10 @@ type publisher interface {
 }
 
 // clock maps one track's RTP timestamps onto the destination's timeline, in milliseconds since
-// the destination's epoch. The anchor is the track's sender report when it has one (so that
-// audio and video line up as their publisher sent them), else the arrival of its first packet.
+// the destination's epoch. A track is anchored at the arrival of its first packet; when the
+// binding's tracks carry sender reports, the second track is placed against the first by
+// their reports instead, so that audio and video line up exactly as their publisher sent them
+// whatever the publisher's clock says.
 type clock struct {
 	set     bool
 	rate    int64
@@ -34,15 +36,27 @@ func (c *clock) reset(rate uint32, epochNs int64) {
 	*c = clock{rate: int64(max(rate, 1)), epochNs: epochNs}
 }
 
+// srOffset is the shared correction from a publisher's sender-report clock to the
+// destination's timeline (ms), set by the first track anchored with a report.
+type srOffset struct {
+	set bool
+	ms  int64
+}
+
 // rtp returns the unwrapped RTP time of ts relative to the anchor, anchoring on the first call.
-func (c *clock) rtp(t *sfu.Track, ts uint32, arrival int64) int64 {
+func (c *clock) rtp(t *sfu.Track, ts uint32, arrival int64, off *srOffset) int64 {
 	if !c.set {
 		c.set, c.last32, c.unwrap, c.base = true, ts, int64(ts), int64(ts)
 		c.baseMs = (arrival - c.epochNs) / 1e6
 		if t != nil {
 			if sr, ok := t.SenderReport(); ok {
 				d := int64(int32(ts - sr.RTPTime))
-				c.baseMs = (sr.NTPTime.UnixNano()-c.epochNs)/1e6 + d*1000/c.rate
+				srMs := sr.NTPTime.UnixNano()/1e6 + d*1000/c.rate
+				if !off.set {
+					off.set, off.ms = true, c.baseMs-srMs
+				} else {
+					c.baseMs = srMs + off.ms
+				}
 			}
 		}
 		return 0
@@ -72,6 +86,7 @@ type mux struct {
 	lastA    int64
 	vclock   clock
 	aclock   clock
+	sroff    srOffset
 	dts      h264.DTSExtractor
 	dtsOK    bool
 	sps, pps []byte // latest in-band parameter sets
@@ -110,6 +125,7 @@ func (m *mux) setBinding(b *binding) {
 	m.bind = b
 	m.gen++
 	m.sps, m.pps = nil, nil
+	m.sroff = srOffset{}
 	if b != nil {
 		m.sps, m.pps = b.sps, b.pps
 		if b.video != nil {
@@ -142,7 +158,7 @@ func (m *mux) video(ts uint32, arrival int64, nalus [][]byte) (wantKeyframe bool
 	if m.bind == nil {
 		return false, nil
 	}
-	rel := m.vclock.rtp(m.bind.video, ts, arrival)
+	rel := m.vclock.rtp(m.bind.video, ts, arrival, &m.sroff)
 	if m.conn == nil {
 		return false, nil
 	}
@@ -191,7 +207,7 @@ func (m *mux) audio(ts uint32, arrival int64, au []byte) error {
 	if m.bind == nil || m.bind.audio == nil {
 		return nil
 	}
-	rel := m.aclock.rtp(m.bind.audio, ts, arrival)
+	rel := m.aclock.rtp(m.bind.audio, ts, arrival, &m.sroff)
 	if m.conn == nil {
 		return nil
 	}
