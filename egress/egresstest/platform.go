@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -288,6 +289,11 @@ func ProbeFile(t testing.TB, path string) Probe {
 		}
 	}
 	p.Duration, _ = strconv.ParseFloat(res.Format.Duration, 64)
+	if d := mediaSpan(t, ffprobe, path); d > 0 {
+		// An FLV written live has no duration in its header: ffprobe then estimates one from
+		// the bit rate. The span of the packets' timestamps is what was broadcast.
+		p.Duration = d
+	}
 	ffmpeg := sfutest.RequireTool(t, "ffmpeg")
 	dec := exec.Command(ffmpeg, "-v", "error", "-i", path, "-f", "null", "-") //nolint:gosec // a test tool on a file the test made
 	msg, err := dec.CombinedOutput()
@@ -298,6 +304,30 @@ func ProbeFile(t testing.TB, path string) Probe {
 		t.Errorf("decoding %s reported errors:\n%s", filepath.Base(path), tail(s, 10))
 	}
 	return p
+}
+
+// mediaSpan returns the time from the first packet's timestamp to the end of the last one.
+func mediaSpan(t testing.TB, ffprobe, path string) float64 {
+	t.Helper()
+	out, err := exec.Command(ffprobe, "-v", "error", "-show_entries", "packet=pts_time,duration_time", //nolint:gosec // a test tool on a file the test made
+		"-of", "csv=p=0", path).Output()
+	if err != nil {
+		return 0
+	}
+	first, end := math.Inf(1), math.Inf(-1)
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		pts, dur, _ := strings.Cut(line, ",")
+		v, err := strconv.ParseFloat(pts, 64)
+		if err != nil {
+			continue
+		}
+		d, _ := strconv.ParseFloat(strings.TrimSuffix(dur, ","), 64)
+		first, end = math.Min(first, v), math.Max(end, v+d)
+	}
+	if end < first {
+		return 0
+	}
+	return end - first
 }
 
 func freePort(t testing.TB) int {
