@@ -6,8 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -147,9 +145,6 @@ func TestBroadcastRTMPToPlatform(t *testing.T) {
 	}
 	p := egresstest.ProbeFile(t, files[0])
 	t.Logf("platform file: %+v", p)
-	if os.Getenv("KEEP") != "" {
-		_ = exec.Command("cp", files[0], "/tmp/rtmp.flv").Run()
-	}
 	if p.Video != "h264" || p.Audio != "aac" {
 		t.Errorf("codecs %q/%q, want h264/aac", p.Video, p.Audio)
 	}

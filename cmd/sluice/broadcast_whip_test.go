@@ -238,9 +238,6 @@ func TestBroadcastWHIPOpusAsAAC(t *testing.T) {
 	}
 	p := egresstest.ProbeFile(t, files[0])
 	t.Logf("platform file: %+v", p)
-	if os.Getenv("KEEP") != "" {
-		_ = exec.Command("cp", files[0], "/tmp/whip.flv").Run()
-	}
 	if p.Video != "h264" || p.Audio != "aac" || p.SampleRate != 48000 {
 		t.Errorf("platform file %+v, want h264 + aac 48 kHz", p)
 	}

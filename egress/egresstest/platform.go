@@ -7,6 +7,7 @@ package egresstest
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math"
 	"net"
@@ -258,9 +259,13 @@ type Probe struct {
 func ProbeFile(t testing.TB, path string) Probe {
 	t.Helper()
 	ffprobe := sfutest.RequireTool(t, "ffprobe")
-	out, err := exec.Command(ffprobe, //nolint:gosec // a test tool on a file the test made "-v", "error", "-show_entries",
+	out, err := exec.Command(ffprobe, "-v", "error", "-show_entries", //nolint:gosec // a test tool on a file the test made
 		"stream=codec_type,codec_name,sample_rate,width,height:format=duration", "-of", "json", path).Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
 		t.Fatalf("ffprobe %s: %v", filepath.Base(path), err)
 	}
 	var res struct {
