@@ -249,7 +249,7 @@ func appendSegmentCmsg(b []byte, size uint16) []byte {
 	space := syscall.CmsgSpace(2)
 	b = b[:space]
 	clear(b)
-	h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0])) //nolint:gosec // the kernel ABI's header, inside b
 	h.Level = solUDP
 	h.Type = udpSegment
 	h.SetLen(syscall.CmsgLen(2))
