@@ -150,11 +150,12 @@ func (c *batchConn) flushLoop() {
 		for {
 			c.mu.Lock()
 			out := c.pending
+			if len(out) == 0 {
+				c.mu.Unlock()
+				break // both buffers stay: pending (empty) and spare
+			}
 			c.pending, c.spare = c.spare[:0], nil
 			c.mu.Unlock()
-			if len(out) == 0 {
-				break
-			}
 			c.send(out, msgs)
 			c.mu.Lock()
 			for i := range out {
