@@ -36,7 +36,7 @@ func (OSFS) Create(path string) (File, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
 		return nil, err
 	}
-	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640)
+	return os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o640) //nolint:gosec // group-readable for players and backups
 }
 
 // Error codes of recording.failed.
@@ -131,7 +131,7 @@ func (s *segmentFile) flush(final bool, nominal func(i int) int64) error {
 	if len(s.tracks) > len(keep) {
 		return errors.New("too many tracks in one file")
 	}
-	any := false
+	anySamples := false
 	for i, t := range s.tracks {
 		if len(t.samples) == 0 {
 			continue
@@ -152,11 +152,11 @@ func (s *segmentFile) flush(final bool, nominal func(i int) int64) error {
 			t.data = t.data[:start]
 		}
 		if len(t.samples) > 0 {
-			any = true
+			anySamples = true
 		}
 	}
 	var err error
-	if any {
+	if anySamples {
 		var b []byte
 		b, err = s.cont.fragment(s.tracks)
 		if err == nil && len(b) > 0 {

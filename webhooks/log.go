@@ -401,4 +401,4 @@ func (n natsLogger) Warnf(format string, v ...any)   { n.log.Warn(fmt.Sprintf(fo
 func (n natsLogger) Fatalf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
 func (n natsLogger) Errorf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
 func (n natsLogger) Debugf(format string, v ...any)  { n.log.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Tracef(format string, v ...any)  {}
+func (n natsLogger) Tracef(string, ...any)           {}

@@ -174,8 +174,8 @@ func collect(t *testing.T, c prometheus.Collector) map[string]float64 {
 			t.Fatal(err)
 		}
 		desc := m.Desc().String()
-		name := desc[strings.Index(desc, `"`)+1:]
-		name = name[:strings.Index(name, `"`)]
+		_, name, _ := strings.Cut(desc, `"`)
+		name, _, _ = strings.Cut(name, `"`)
 		switch {
 		case pb.Gauge != nil:
 			out[name] = pb.Gauge.GetValue()

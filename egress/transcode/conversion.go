@@ -52,7 +52,6 @@ type conversion struct {
 	// Owned by the output reader of the running process (one at a time).
 	writer    *media.Writer
 	srApplied sfu.SenderReport
-	opusNext  int64 // 48 kHz time of the next Opus packet of a multi-packet PES
 
 	// pendingSince is when input was first written after the last output (unix ns, 0 when
 	// ffmpeg is caught up): the stall watchdog's clock.

@@ -27,9 +27,8 @@ type timeline struct {
 	last    uint32
 	ext     int64 // source ticks since base
 
-	base    atomic.Int64 // the source's first RTP timestamp; -1 before it
-	lastIn  atomic.Int64 // unwrapped 90 kHz time of the last input
-	haveOut atomic.Bool
+	base   atomic.Int64 // the source's first RTP timestamp; -1 before it
+	lastIn atomic.Int64 // unwrapped 90 kHz time of the last input
 }
 
 func newTimeline(srcRate, outRate uint32) *timeline {

@@ -156,16 +156,6 @@ func (v *viewer) packets() int {
 	return len(v.audio)
 }
 
-// lastAt returns when the last audio packet arrived.
-func (v *viewer) lastAt() time.Time {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if len(v.at) == 0 {
-		return time.Time{}
-	}
-	return v.at[len(v.at)-1]
-}
-
 // firstAfter returns when the first audio packet after t arrived.
 func (v *viewer) firstAfter(t time.Time) (time.Time, bool) {
 	v.mu.Lock()

@@ -221,7 +221,7 @@ func (c *rtmpClient) waitClosed(d time.Duration) bool {
 	for {
 		if _, err := c.conn.Read(buf); err != nil {
 			var ne net.Error
-			return !(errors.As(err, &ne) && ne.Timeout())
+			return !errors.As(err, &ne) || !ne.Timeout()
 		}
 	}
 }

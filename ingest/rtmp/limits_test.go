@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"os"
@@ -43,8 +44,8 @@ func serverClosed(conn net.Conn, d time.Duration) bool {
 	buf := make([]byte, 4096)
 	for {
 		if _, err := conn.Read(buf); err != nil {
-			ne, ok := err.(net.Error)
-			return !(ok && ne.Timeout())
+			var ne net.Error
+			return !errors.As(err, &ne) || !ne.Timeout()
 		}
 	}
 }

@@ -114,6 +114,7 @@ func (pub *publisher) onVideo(ts uint32, r io.Reader) error {
 		if err := pub.videoFrame(tag, ms); err != nil {
 			return err
 		}
+	case packetSequenceEnd, packetOther: // end of sequence, or a command frame: nothing to play
 	}
 	return pub.startStream()
 }
@@ -354,6 +355,7 @@ func (pub *publisher) onAudio(ts uint32, r io.Reader) error {
 		if err := a.w.Write(uint32(rtpTS), [][]byte{frame}); err != nil {
 			pub.dropped++
 		}
+	case packetSequenceEnd, packetOther: // nothing to play
 	}
 	return pub.startStream()
 }

@@ -239,7 +239,7 @@ func classify(err error) error {
 	case errors.As(err, &status) && status.Code == base.StatusUnauthorized:
 		return ErrAuth
 	case errors.As(err, new(liberrors.ErrClientUDPTimeout)), errors.As(err, new(liberrors.ErrClientTCPTimeout)):
-		return fmt.Errorf("%w (%v)", ErrNoMedia, err)
+		return fmt.Errorf("%w (%w)", ErrNoMedia, err)
 	}
 	return err
 }

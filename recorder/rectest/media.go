@@ -66,7 +66,7 @@ func ffmpegSource(t testing.TB, name string, args ...string) string {
 		tmp := fmt.Sprintf("%s.%d.tmp%s", out, os.Getpid(), filepath.Ext(out))
 		cmd := exec.Command(ff, append(append([]string{"-v", "error", "-y"}, args...), tmp)...)
 		if b, err := cmd.CombinedOutput(); err != nil {
-			runErr = fmt.Errorf("ffmpeg %s: %v\n%s", name, err, b)
+			runErr = fmt.Errorf("ffmpeg %s: %w\n%s", name, err, b)
 			_ = os.Remove(tmp)
 			return
 		}
@@ -386,6 +386,7 @@ type Probe struct {
 	} `json:"format"`
 }
 
+// FFprobe returns ffprobe's description of file (streams and format).
 func FFprobe(t testing.TB, file string) Probe {
 	t.Helper()
 	fp := sfutest.RequireTool(t, "ffprobe")
@@ -411,6 +412,7 @@ func DecodeErrors(t testing.TB, file string) string {
 	return strings.TrimSpace(string(out))
 }
 
+// Seconds parses one of ffprobe's decimal second values (0 when absent).
 func Seconds(s string) float64 {
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil {

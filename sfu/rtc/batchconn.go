@@ -150,11 +150,12 @@ func (c *batchConn) flushLoop() {
 		for {
 			c.mu.Lock()
 			out := c.pending
+			if len(out) == 0 {
+				c.mu.Unlock()
+				break // both buffers stay: pending (empty) and spare
+			}
 			c.pending, c.spare = c.spare[:0], nil
 			c.mu.Unlock()
-			if len(out) == 0 {
-				break
-			}
 			c.send(out, msgs)
 			c.mu.Lock()
 			for i := range out {
@@ -249,7 +250,7 @@ func appendSegmentCmsg(b []byte, size uint16) []byte {
 	space := syscall.CmsgSpace(2)
 	b = b[:space]
 	clear(b)
-	h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0]))
+	h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0])) //nolint:gosec // the kernel ABI's header, inside b
 	h.Level = solUDP
 	h.Type = udpSegment
 	h.SetLen(syscall.CmsgLen(2))

@@ -66,7 +66,7 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 	lf := &loggerFactory{log: log}
 
 	addr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.Port))
-	port := cfg.Port
+	var port int
 	if cfg.BindIP != "" {
 		udp, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(netip.AddrPortFrom(mustAddr(cfg.BindIP), uint16(cfg.Port))))
 		if err != nil {
