@@ -228,6 +228,20 @@ type BroadcastInfo struct {
 	BytesSent   int64      `json:"bytes_sent"`
 	Reconnects  int        `json:"reconnects"`
 	Error       *ErrorInfo `json:"error,omitempty"`
+	// Destinations are the broadcast's destinations, each with its own state; URL above is
+	// the one the event concerns (or the first).
+	Destinations []BroadcastDestination `json:"destinations,omitempty"`
+}
+
+// BroadcastDestination is one destination of a broadcast (an RTMP/RTMPS URL). URL never
+// carries the stream key.
+type BroadcastDestination struct {
+	ID         string     `json:"id"`
+	URL        string     `json:"url"`
+	Status     string     `json:"status"`
+	BytesSent  int64      `json:"bytes_sent"`
+	Reconnects int        `json:"reconnects"`
+	Error      *ErrorInfo `json:"error,omitempty"`
 }
 
 // IngestInfo is the ingest object. URL never carries credentials; a stream key never appears.

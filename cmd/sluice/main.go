@@ -70,7 +70,7 @@ Run the daemon with 'sluice serve'; every other command is a client of its HTTP 
 		return nil
 	}
 	root.AddCommand(newServeCmd(), newVersionCmd(g), newStatusCmd(g), newRoomsCmd(g), newIngestCmd(g), newRecordCmd(g), newTokenCmd(g),
-		newWebhooksCmd(g), newLoadtestCmd(g))
+		newWebhooksCmd(g), newBroadcastCmd(g), newLoadtestCmd(g))
 	return root
 }
 

@@ -1,0 +1,23 @@
+package main
+
+import (
+	"github.com/sluice-media/sluice/egress/broadcast"
+)
+
+// wireBroadcast adds the RTMP/RTMPS broadcaster: POST /v1/broadcasts pushes a room's stream to
+// platforms, converting Opus and VP8/VP9 through the hub's transcoder. It runs in the egress
+// phase, so that at shutdown broadcasts end (broadcast.ended, server_shutdown) after the
+// sessions stopped and before the rooms close.
+func (d *daemon) wireBroadcast() error {
+	m, err := broadcast.New(broadcast.Options{
+		Config: d.cfg.Broadcast,
+		Hub:    d.hub,
+		Logger: d.log.With("component", "broadcast"),
+	})
+	if err != nil {
+		return err
+	}
+	m.Routes(d.api, d.gate)
+	d.add(phaseEgress, "broadcast", m.Run)
+	return nil
+}

@@ -1,0 +1,178 @@
+package broadcast
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/egress"
+	"github.com/sluice-media/sluice/egress/egresstest"
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
+	"github.com/sluice-media/sluice/sfu/sfutest"
+)
+
+// fakePublisher writes synthetic H.264 (parameter sets and an IDR every 30 frames) and AAC
+// into a participant's tracks at 30 fps, like an ingest, until stop.
+type fakePublisher struct {
+	p    *sfu.Participant
+	stop chan struct{}
+	done chan struct{}
+}
+
+func startFakePublisher(t *testing.T, hub *sfu.Hub, room, identity string) *fakePublisher {
+	t.Helper()
+	p, err := hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vt, err := p.Publish(sfu.TrackSpec{Codec: media.H264Codec(testSPS, testPPS, 96), CacheGOP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := p.Publish(sfu.TrackSpec{Codec: media.AACCodec([]byte{0x11, 0x90}, 48000, 2, 97)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	vt.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: now})
+	at.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: now})
+	vw, _ := media.NewWriter(vt)
+	aw, _ := media.NewWriter(at)
+	f := &fakePublisher{p: p, stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(f.done)
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-f.stop:
+				return
+			case <-tick.C:
+			}
+			au := [][]byte{append([]byte{0x41, 0x9a}, bytes.Repeat([]byte{byte(i)}, 2000)...)}
+			if i%30 == 0 {
+				au = [][]byte{testSPS, testPPS, append([]byte{0x65, 0x88}, bytes.Repeat([]byte{1}, 8000)...)}
+			}
+			_ = vw.Write(uint32(i*3000), au)
+			for j := range 2 { // 1.4 AAC frames per video frame: close enough
+				_ = aw.Write(uint32((i*2+j)*1024*3/4), [][]byte{bytes.Repeat([]byte{byte(j + 1)}, 200)})
+			}
+		}
+	}()
+	t.Cleanup(f.close)
+	return f
+}
+
+func (f *fakePublisher) close() {
+	select {
+	case <-f.stop:
+		return
+	default:
+	}
+	close(f.stop)
+	<-f.done
+	f.p.Close(sfu.ReasonClientDisconnected, nil)
+}
+
+// TestBroadcastFollowsParticipant runs a broadcast in process (under -race in make test): it
+// follows --participant across a reconnect of the publisher, keeps one connection to the
+// platform, whose file's timestamps never go back, and ends with broadcast.ended (stopped).
+func TestBroadcastFollowsParticipant(t *testing.T) {
+	platform := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
+	events := sfu.NewLocalEmitter(0, nil)
+	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
+	defer func() { cancel(); wg.Wait() }()
+
+	m, err := New(Options{Config: egress.BroadcastConfig{Grace: 10 * time.Second, MaxRetryDuration: time.Minute}, Hub: hub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	other := startFakePublisher(t, hub, "studio", "guest") // in the room first: not the source
+	defer other.close()
+	pub := startFakePublisher(t, hub, "studio", "host")
+	info, err := m.Start(StartRequest{Room: "studio", URLs: []string{platform.URL("k-follow-1234")}, Participant: "host"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() *sfu.BroadcastInfo { i, _ := m.Get(info.ID); return i }
+	sfutest.WaitFor(t, "active", 20*time.Second, func() bool { return status().Status == StatusActive })
+	if s := status(); s.Participant != "host" {
+		t.Fatalf("source %q, want host", s.Participant)
+	}
+	time.Sleep(2 * time.Second)
+	pub.close() // the host reconnects
+	sent := status().BytesSent
+	pub = startFakePublisher(t, hub, "studio", "host")
+	defer pub.close()
+	sfutest.WaitFor(t, "media from the returning host", 20*time.Second, func() bool { return status().BytesSent > sent+50_000 })
+	time.Sleep(2 * time.Second)
+	final, err := m.Stop(info.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if final.Status != StatusComplete || final.Participant != "host" || final.Reconnects != 0 {
+		t.Errorf("final %+v", final)
+	}
+	var types []string
+	for _, ev := range events.Events(0) {
+		if ev.Broadcast != nil {
+			types = append(types, ev.Type)
+		}
+	}
+	if len(types) != 2 || types[0] != sfu.EventBroadcastStarted || types[1] != sfu.EventBroadcastEnded {
+		t.Errorf("broadcast events %v, want started, ended", types)
+	}
+	platform.Stop()
+	files := platform.Recordings()
+	if len(files) != 1 {
+		t.Fatalf("files %v, want one connection through the reconnect", files)
+	}
+	checkMonotonic(t, files[0])
+}
+
+// checkMonotonic reads an FLV file's tags: per stream, timestamps never decrease, and the
+// file spans the broadcast.
+func checkMonotonic(t *testing.T, path string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 13 || string(b[:3]) != "FLV" {
+		t.Fatalf("not an FLV file")
+	}
+	last := map[byte]uint32{}
+	count := map[byte]int{}
+	for off := 13; off+11 <= len(b); {
+		typ := b[off]
+		size := int(b[off+1])<<16 | int(b[off+2])<<8 | int(b[off+3])
+		ts := uint32(b[off+4])<<16 | uint32(b[off+5])<<8 | uint32(b[off+6]) | uint32(b[off+7])<<24
+		if off+11+size+4 > len(b) {
+			break
+		}
+		if typ == 8 || typ == 9 {
+			if ts < last[typ] {
+				t.Fatalf("tag type %d goes back from %d to %d ms", typ, last[typ], ts)
+			}
+			last[typ] = ts
+			count[typ]++
+		}
+		off += 11 + size + 4
+	}
+	t.Logf("%d video and %d audio tags, last at %d / %d ms", count[9], count[8], last[9], last[8])
+	if count[9] < 100 || count[8] < 100 || last[9] < 3000 {
+		t.Errorf("file too short: %v tags, last %v", count, last)
+	}
+}
