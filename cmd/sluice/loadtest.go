@@ -173,7 +173,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	if err != nil {
 		return nil, err
 	}
-	rep.IdleRSSMiB = idle["process_resident_memory_bytes"] / (1 << 20)
+	rep.IdleRSSMiB = round1(idle["process_resident_memory_bytes"] / (1 << 20))
 
 	var pubWG sync.WaitGroup
 	pubCtx, stopPub := context.WithCancel(context.Background())
