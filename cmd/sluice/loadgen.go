@@ -291,11 +291,17 @@ func subscribe(ctx context.Context, api *webrtc.API, endpoint, token string) *lo
 func (s *loadSubscriber) counters() (video, audio [4]float64) {
 	s.statsMu.Lock()
 	defer s.statsMu.Unlock()
-	r, e, b, j := s.video.snapshot()
-	video = [4]float64{float64(r), float64(e), float64(b), j}
-	r, e, b, j = s.audio.snapshot()
-	audio = [4]float64{float64(r), float64(e), float64(b), j}
-	return
+	return statsCounters(&s.video), statsCounters(&s.audio)
+}
+
+// statsCounters is a stream's snapshot as floats: received, expected, bytes, jitter in ms.
+func statsCounters(s *streamStats) [4]float64 {
+	r, e, b, j := s.snapshot()
+	return [4]float64{float64(r), float64(e), float64(b), j}
+}
+
+func (s *loadSubscriber) result() (setupNs int64, failed bool, err error) {
+	return s.setup.Load(), s.failed.Load(), s.lastErr
 }
 
 func (s *loadSubscriber) close() {

@@ -24,6 +24,8 @@ import (
 type loadOptions struct {
 	room        string
 	subscribers int
+	rtspReaders int
+	rtspURL     string
 	ramp        time.Duration
 	settle      time.Duration
 	duration    time.Duration
@@ -35,14 +37,21 @@ func newLoadtestCmd(g *globals) *cobra.Command {
 	o := loadOptions{}
 	cmd := &cobra.Command{
 		Use:   "loadtest",
-		Short: "Load a running daemon with WHEP viewers and report its cost",
+		Short: "Load a running daemon with WHEP viewers and RTSP readers and report its cost",
 		Long: `Publish the built-in clip (1280x720 30 fps H.264 at about 2.6 Mbit/s, and Opus) to a room
-over WHIP, ramp in N WHEP subscribers, measure for a while, and print what the subscribers got
-(setup time, bitrate, loss, jitter) and what it cost the daemon (CPU and memory from its /metrics):
-CPU per subscriber and per RTP packet sent are net of the publisher alone, measured first.
+over WHIP, ramp in N WHEP subscribers and/or RTSP readers (TCP), measure for a while, and print
+what they got (setup time, bitrate, loss, jitter) and what it cost the daemon (CPU and memory from
+its /metrics). Costs are net of what ran before: the publisher alone is measured first; with both
+kinds, the WHEP subscribers are ramped and measured, then the RTSP readers join and are measured
+in a window of their own, so that each protocol's cost per viewer stands on its own.
 
-Run it against a daemon on a quiet machine; the subscribers run in this process and cost CPU too.`,
+RTSP readers play rtsp://HOST:8554/<room>, HOST taken from --server, unless --rtsp-url names the
+RTSP server; with --api-key they carry a subscribe token (?token=).
+
+Run it against a daemon on a quiet machine; the viewers run in this process and cost CPU too.`,
 		Example: `  sluice loadtest -n 100 --duration 30s
+  sluice loadtest -n 0 --rtsp 50 --duration 30s        # RTSP readers only
+  sluice loadtest -n 20 --rtsp 20 --rtsp-url rtsp://10.0.0.5:8554
   sluice loadtest -n 20 --room stage --no-publish      # viewers of an existing publisher
   sluice loadtest -n 100 -o json | jq .cpu_per_packet_us`,
 		Args: cobra.NoArgs,
@@ -61,9 +70,11 @@ Run it against a daemon on a quiet machine; the subscribers run in this process 
 	f := cmd.Flags()
 	f.StringVar(&o.room, "room", "loadtest", "room to publish to and play")
 	f.IntVarP(&o.subscribers, "subscribers", "n", 10, "number of WHEP subscribers")
-	f.DurationVar(&o.ramp, "ramp", 10*time.Second, "time over which subscribers are started")
-	f.DurationVar(&o.settle, "settle", 3*time.Second, "wait after the ramp before measuring")
-	f.DurationVar(&o.duration, "duration", 20*time.Second, "measurement window")
+	f.IntVar(&o.rtspReaders, "rtsp", 0, "number of RTSP readers (TCP)")
+	f.StringVar(&o.rtspURL, "rtsp-url", "", "the daemon's RTSP server (default rtsp://<host of --server>:8554)")
+	f.DurationVar(&o.ramp, "ramp", 10*time.Second, "time over which subscribers (and again readers) are started")
+	f.DurationVar(&o.settle, "settle", 3*time.Second, "wait after a ramp before measuring")
+	f.DurationVar(&o.duration, "duration", 20*time.Second, "measurement window (one per kind of viewer)")
 	f.DurationVar(&o.baseline, "baseline", 5*time.Second, "publisher-only measurement before the ramp")
 	f.BoolVar(&o.publish, "publish", true, "publish the built-in clip (--no-publish plays an existing publisher)")
 	cmd.Flags().Lookup("publish").NoOptDefVal = "true"
@@ -77,36 +88,78 @@ Run it against a daemon on a quiet machine; the subscribers run in this process 
 	return cmd
 }
 
-// loadReport is the result of a load test.
+// loadReport is the result of a load test. The WHEP fields describe the WHEP window; the
+// daemon's totals (daemon_cpu_cores, daemon_rss_mib, packets_sent_per_second) the last window,
+// with every viewer connected.
 type loadReport struct {
-	Subscribers     int     `json:"subscribers"`
+	Subscribers     int         `json:"subscribers"`
+	Connected       int         `json:"connected"`
+	Failed          int         `json:"failed"`
+	FirstError      string      `json:"first_error,omitempty"`
+	SetupP50Ms      float64     `json:"setup_p50_ms"`
+	SetupP95Ms      float64     `json:"setup_p95_ms"`
+	AnsweredP50Ms   float64     `json:"answered_p50_ms"`
+	ConnectedP50Ms  float64     `json:"connected_p50_ms"`
+	WindowSeconds   float64     `json:"window_seconds"`
+	BitrateKbps     float64     `json:"bitrate_kbps_per_subscriber"`
+	LossPct         float64     `json:"packet_loss_pct"`
+	JitterMs        float64     `json:"jitter_ms"`
+	IdleRSSMiB      float64     `json:"daemon_idle_rss_mib"`
+	RSSMiB          float64     `json:"daemon_rss_mib"`
+	RSSPerSubMiB    float64     `json:"rss_per_subscriber_mib"`
+	BaselineCores   float64     `json:"daemon_cpu_cores_publisher_only"`
+	Cores           float64     `json:"daemon_cpu_cores"`
+	PacketsPerSec   float64     `json:"packets_sent_per_second"`
+	CPUPerSubMs     float64     `json:"cpu_ms_per_second_per_subscriber"`
+	CPUPerPacketUs  float64     `json:"cpu_per_packet_us"`
+	DroppedInDaemon float64     `json:"packets_dropped_in_daemon"`
+	RTSP            *rtspReport `json:"rtsp,omitempty"`
+}
+
+// rtspReport is the RTSP readers' part of a load test, measured in its own window; the costs
+// are net of the window before (the WHEP subscribers, or the publisher alone).
+type rtspReport struct {
+	Readers         int     `json:"readers"`
+	URL             string  `json:"url"`
 	Connected       int     `json:"connected"`
 	Failed          int     `json:"failed"`
 	FirstError      string  `json:"first_error,omitempty"`
 	SetupP50Ms      float64 `json:"setup_p50_ms"`
 	SetupP95Ms      float64 `json:"setup_p95_ms"`
-	AnsweredP50Ms   float64 `json:"answered_p50_ms"`
-	ConnectedP50Ms  float64 `json:"connected_p50_ms"`
 	WindowSeconds   float64 `json:"window_seconds"`
-	BitrateKbps     float64 `json:"bitrate_kbps_per_subscriber"`
+	BitrateKbps     float64 `json:"bitrate_kbps_per_reader"`
 	LossPct         float64 `json:"packet_loss_pct"`
 	JitterMs        float64 `json:"jitter_ms"`
-	IdleRSSMiB      float64 `json:"daemon_idle_rss_mib"`
-	RSSMiB          float64 `json:"daemon_rss_mib"`
-	RSSPerSubMiB    float64 `json:"rss_per_subscriber_mib"`
-	BaselineCores   float64 `json:"daemon_cpu_cores_publisher_only"`
 	Cores           float64 `json:"daemon_cpu_cores"`
+	RSSMiB          float64 `json:"daemon_rss_mib"`
+	RSSPerReaderMiB float64 `json:"rss_per_reader_mib"`
 	PacketsPerSec   float64 `json:"packets_sent_per_second"`
-	CPUPerSubMs     float64 `json:"cpu_ms_per_second_per_subscriber"`
+	CPUPerReaderMs  float64 `json:"cpu_ms_per_second_per_reader"`
 	CPUPerPacketUs  float64 `json:"cpu_per_packet_us"`
-	DroppedInDaemon float64 `json:"packets_dropped_in_daemon"`
 }
 
 func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Writer) (*loadReport, error) {
-	if o.subscribers < 1 || o.subscribers > 2000 {
-		return nil, errors.New("--subscribers must be between 1 and 2000")
+	if o.subscribers < 0 || o.subscribers > 2000 {
+		return nil, errors.New("--subscribers must be between 0 and 2000")
+	}
+	if o.rtspReaders < 0 || o.rtspReaders > 2000 {
+		return nil, errors.New("--rtsp must be between 0 and 2000")
+	}
+	if o.subscribers+o.rtspReaders == 0 {
+		return nil, errors.New("nothing to measure: give -n or --rtsp more than 0")
+	}
+	if o.duration <= 0 {
+		return nil, errors.New("--duration must be positive")
 	}
 	base := strings.TrimRight(g.server, "/")
+	var rtspURL string
+	if o.rtspReaders > 0 {
+		u, err := rtspBase(base, o.rtspURL)
+		if err != nil {
+			return nil, err
+		}
+		rtspURL = u
+	}
 	pubToken, subToken, err := loadTokens(g, o.room)
 	if err != nil {
 		return nil, err
@@ -120,7 +173,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	if err != nil {
 		return nil, err
 	}
-	rep.IdleRSSMiB = idle["process_resident_memory_bytes"] / (1 << 20)
+	rep.IdleRSSMiB = round1(idle["process_resident_memory_bytes"] / (1 << 20))
 
 	var pubWG sync.WaitGroup
 	pubCtx, stopPub := context.WithCancel(context.Background())
@@ -150,97 +203,209 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 		return nil, err
 	}
 	rep.BaselineCores = rate(b0, b1, "process_cpu_seconds_total")
+	// before is the window the next kind of viewer is measured against.
+	before := loadWindow{m0: b0, m1: b1}
+	last := before
 
-	fmt.Fprintf(progress, "ramping %d subscribers over %s\n", o.subscribers, o.ramp)
-	subs := make([]*loadSubscriber, o.subscribers)
-	var wg sync.WaitGroup
-	step := o.ramp / time.Duration(o.subscribers)
-	for i := range subs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			subs[i] = subscribe(ctx, api, base+"/whep/"+url.PathEscape(o.room), subToken)
-		}()
-		if err := sleepCtx(ctx, step); err != nil {
-			break
-		}
-	}
-	wg.Wait()
-	defer func() {
-		for _, s := range subs {
-			if s != nil {
-				s.close()
+	if o.subscribers > 0 {
+		fmt.Fprintf(progress, "ramping %d subscribers over %s\n", o.subscribers, o.ramp)
+		subs := make([]*loadSubscriber, o.subscribers)
+		defer func() {
+			for _, s := range subs {
+				if s != nil {
+					s.close()
+				}
 			}
+		}()
+		if err := ramp(ctx, len(subs), o.ramp, func(i int) {
+			subs[i] = subscribe(ctx, api, base+"/whep/"+url.PathEscape(o.room), subToken)
+		}); err != nil {
+			return nil, err
 		}
-	}()
-	if err := sleepCtx(ctx, o.settle); err != nil {
-		return nil, err
+		clients := make([]loadClient, len(subs))
+		for i, s := range subs {
+			clients[i] = s
+		}
+		w, err := measure(ctx, base, o.settle, o.duration, clients, progress)
+		if err != nil {
+			return nil, err
+		}
+		sum := summarize(clients, w)
+		rep.Connected, rep.Failed, rep.FirstError = sum.connected, sum.failed, sum.firstError
+		rep.WindowSeconds, rep.BitrateKbps, rep.LossPct, rep.JitterMs = round1(w.seconds), sum.bitrateKbps, sum.lossPct, sum.jitterMs
+		rep.SetupP50Ms, rep.SetupP95Ms = round1(percentile(sum.setupsMs, 50)), round1(percentile(sum.setupsMs, 95))
+		var answered, connected []float64
+		for _, i := range sum.ok {
+			answered = append(answered, float64(subs[i].answered.Load())/1e6)
+			connected = append(connected, float64(subs[i].connect.Load())/1e6)
+		}
+		rep.AnsweredP50Ms, rep.ConnectedP50Ms = round1(percentile(answered, 50)), round1(percentile(connected, 50))
+		rep.CPUPerSubMs, rep.CPUPerPacketUs, rep.RSSPerSubMiB = costs(before, w, rep.Connected)
+		before, last = w, w
 	}
 
+	if o.rtspReaders > 0 {
+		rr := &rtspReport{Readers: o.rtspReaders, URL: rtspURL}
+		rep.RTSP = rr
+		fmt.Fprintf(progress, "ramping %d RTSP readers of %s over %s\n", o.rtspReaders, rtspURL, o.ramp)
+		readers := make([]*rtspReader, o.rtspReaders)
+		defer func() {
+			for _, r := range readers {
+				if r != nil {
+					r.close()
+				}
+			}
+		}()
+		if err := ramp(ctx, len(readers), o.ramp, func(i int) {
+			readers[i] = readRTSP(ctx, rtspURL+"/"+url.PathEscape(o.room), subToken)
+		}); err != nil {
+			return nil, err
+		}
+		clients := make([]loadClient, len(readers))
+		for i, r := range readers {
+			clients[i] = r
+		}
+		w, err := measure(ctx, base, o.settle, o.duration, clients, progress)
+		if err != nil {
+			return nil, err
+		}
+		sum := summarize(clients, w)
+		rr.Connected, rr.Failed, rr.FirstError = sum.connected, sum.failed, sum.firstError
+		rr.WindowSeconds, rr.BitrateKbps, rr.LossPct, rr.JitterMs = round1(w.seconds), sum.bitrateKbps, sum.lossPct, sum.jitterMs
+		rr.SetupP50Ms, rr.SetupP95Ms = round1(percentile(sum.setupsMs, 50)), round1(percentile(sum.setupsMs, 95))
+		rr.Cores = round3(w.rate("process_cpu_seconds_total"))
+		rr.RSSMiB = round1(w.m1["process_resident_memory_bytes"] / (1 << 20))
+		rr.PacketsPerSec = round1(w.rate("sluice_packets_out_total"))
+		rr.CPUPerReaderMs, rr.CPUPerPacketUs, rr.RSSPerReaderMiB = costs(before, w, rr.Connected)
+		last = w
+	}
+
+	rep.Cores = round3(last.rate("process_cpu_seconds_total"))
+	rep.RSSMiB = round1(last.m1["process_resident_memory_bytes"] / (1 << 20))
+	rep.PacketsPerSec = round1(last.rate("sluice_packets_out_total"))
+	rep.DroppedInDaemon = last.m1["sluice_packets_dropped_total"] - b1["sluice_packets_dropped_total"]
+	rep.BaselineCores = round3(rep.BaselineCores)
+	return rep, nil
+}
+
+// ramp starts n viewers evenly over the given time, each on its own goroutine, and waits for
+// all of their setups.
+func ramp(ctx context.Context, n int, over time.Duration, start func(i int)) error {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	step := over / time.Duration(n)
+	for i := range n {
+		wg.Add(1)
+		go func() { defer wg.Done(); start(i) }()
+		if err := sleepCtx(ctx, step); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// loadClient is what the report reads of a WHEP subscriber or an RTSP reader.
+type loadClient interface {
+	// counters returns video and audio: packets received, expected, bytes, jitter in ms.
+	counters() (video, audio [4]float64)
+	// result returns the setup time in nanoseconds, whether the viewer failed, and why.
+	result() (setupNs int64, failed bool, err error)
+}
+
+// loadWindow is one measurement: the daemon's metrics at its ends and the viewers' counters at
+// its start.
+type loadWindow struct {
+	m0, m1  map[string]float64
+	c0      [][2][4]float64
+	seconds float64
+}
+
+func (w loadWindow) rate(key string) float64 { return rate(w.m0, w.m1, key) }
+
+// measure waits settle, then measures one window of d.
+func measure(ctx context.Context, base string, settle, d time.Duration, clients []loadClient, progress io.Writer) (loadWindow, error) {
+	if err := sleepCtx(ctx, settle); err != nil {
+		return loadWindow{}, err
+	}
 	m0, err := scrape(ctx, base)
 	if err != nil {
-		return nil, err
+		return loadWindow{}, err
 	}
 	start := time.Now()
-	c0 := make([][2][4]float64, len(subs))
-	for i, s := range subs {
-		c0[i][0], c0[i][1] = s.counters()
+	w := loadWindow{m0: m0, c0: make([][2][4]float64, len(clients))}
+	for i, c := range clients {
+		w.c0[i][0], w.c0[i][1] = c.counters()
 	}
-	fmt.Fprintf(progress, "measuring for %s\n", o.duration)
-	if err := sleepCtx(ctx, o.duration); err != nil {
-		return nil, err
+	fmt.Fprintf(progress, "measuring for %s\n", d)
+	if err := sleepCtx(ctx, d); err != nil {
+		return loadWindow{}, err
 	}
-	m1, err := scrape(ctx, base)
-	if err != nil {
-		return nil, err
+	if w.m1, err = scrape(ctx, base); err != nil {
+		return loadWindow{}, err
 	}
-	window := time.Since(start).Seconds()
-	rep.WindowSeconds = math.Round(window*10) / 10
+	w.seconds = time.Since(start).Seconds()
+	return w, nil
+}
 
-	var setups, answered, connected []float64
+// loadSummary is what a group of viewers received in a window.
+type loadSummary struct {
+	connected, failed int
+	firstError        string
+	ok                []int // indexes of the connected viewers
+	setupsMs          []float64
+	bitrateKbps       float64
+	lossPct           float64
+	jitterMs          float64
+}
+
+// summarize adds up the viewers' counters over the window. A viewer that failed, or never got
+// a video packet, counts as failed.
+func summarize(clients []loadClient, w loadWindow) loadSummary {
+	var sum loadSummary
 	var bytes, received, expected, jitter float64
-	for i, s := range subs {
-		v, a := s.counters()
-		if s.failed.Load() || v[0] == 0 {
-			rep.Failed++
-			if rep.FirstError == "" && s.lastErr != nil {
-				rep.FirstError = s.lastErr.Error()
+	for i, c := range clients {
+		v, a := c.counters()
+		setup, failed, err := c.result()
+		if failed || v[0] == 0 {
+			sum.failed++
+			if sum.firstError == "" && err != nil {
+				sum.firstError = err.Error()
 			}
 			continue
 		}
-		rep.Connected++
-		setups = append(setups, float64(s.setup.Load())/1e6)
-		answered = append(answered, float64(s.answered.Load())/1e6)
-		connected = append(connected, float64(s.connect.Load())/1e6)
-		bytes += v[2] - c0[i][0][2] + a[2] - c0[i][1][2]
-		received += v[0] - c0[i][0][0] + a[0] - c0[i][1][0]
-		expected += v[1] - c0[i][0][1] + a[1] - c0[i][1][1]
+		sum.connected++
+		sum.ok = append(sum.ok, i)
+		sum.setupsMs = append(sum.setupsMs, float64(setup)/1e6)
+		c0 := w.c0[i]
+		bytes += v[2] - c0[0][2] + a[2] - c0[1][2]
+		received += v[0] - c0[0][0] + a[0] - c0[1][0]
+		expected += v[1] - c0[0][1] + a[1] - c0[1][1]
 		jitter += v[3]
 	}
-	if rep.Connected > 0 {
-		n := float64(rep.Connected)
-		rep.BitrateKbps = round1(bytes * 8 / 1000 / window / n)
-		rep.JitterMs = round2(jitter / n)
+	if sum.connected > 0 && w.seconds > 0 {
+		n := float64(sum.connected)
+		sum.bitrateKbps = round1(bytes * 8 / 1000 / w.seconds / n)
+		sum.jitterMs = round2(jitter / n)
 		if expected > 0 {
-			rep.LossPct = round3(math.Max(0, 1-received/expected) * 100)
+			sum.lossPct = round3(math.Max(0, 1-received/expected) * 100)
 		}
-		rep.SetupP50Ms, rep.SetupP95Ms = round1(percentile(setups, 50)), round1(percentile(setups, 95))
-		rep.AnsweredP50Ms, rep.ConnectedP50Ms = round1(percentile(answered, 50)), round1(percentile(connected, 50))
 	}
-	rep.Cores = round3(rate(m0, m1, "process_cpu_seconds_total"))
-	rep.RSSMiB = round1(m1["process_resident_memory_bytes"] / (1 << 20))
-	rep.PacketsPerSec = round1(rate(m0, m1, "sluice_packets_out_total"))
-	rep.DroppedInDaemon = m1["sluice_packets_dropped_total"] - m0["sluice_packets_dropped_total"]
-	net := math.Max(0, rep.Cores-rep.BaselineCores)
-	if rep.Connected > 0 {
-		rep.CPUPerSubMs = round3(net * 1000 / float64(rep.Connected))
-		rep.RSSPerSubMiB = round3((rep.RSSMiB - b1["process_resident_memory_bytes"]/(1<<20)) / float64(rep.Connected))
+	return sum
+}
+
+// costs are a window's CPU per viewer (ms per second), per RTP packet sent (µs) and memory per
+// viewer (MiB), net of the window before it.
+func costs(before, w loadWindow, viewers int) (cpuMs, perPacketUs, rssMiB float64) {
+	if viewers == 0 {
+		return 0, 0, 0
 	}
-	if rep.PacketsPerSec > 0 {
-		rep.CPUPerPacketUs = round2(net * 1e6 / rep.PacketsPerSec)
+	net := math.Max(0, w.rate("process_cpu_seconds_total")-before.rate("process_cpu_seconds_total"))
+	cpuMs = round3(net * 1000 / float64(viewers))
+	if pps := w.rate("sluice_packets_out_total") - before.rate("sluice_packets_out_total"); pps > 0 {
+		perPacketUs = round2(net * 1e6 / pps)
 	}
-	rep.BaselineCores = round3(rep.BaselineCores)
-	return rep, nil
+	rssMiB = round3((w.m1["process_resident_memory_bytes"] - before.m1["process_resident_memory_bytes"]) / (1 << 20) / float64(viewers))
+	return cpuMs, perPacketUs, rssMiB
 }
 
 // loadTokens mints publish and subscribe tokens when an API key is given (key mode).
@@ -322,17 +487,31 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 
 func (r *loadReport) print(w io.Writer) {
 	t := newTable(w)
-	t.row("subscribers", fmt.Sprintf("%d connected, %d failed (of %d)", r.Connected, r.Failed, r.Subscribers))
-	if r.FirstError != "" {
-		t.row("first error", r.FirstError)
+	if r.Subscribers > 0 {
+		t.row("subscribers", fmt.Sprintf("%d connected, %d failed (of %d)", r.Connected, r.Failed, r.Subscribers))
+		if r.FirstError != "" {
+			t.row("first error", r.FirstError)
+		}
+		t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet; p50 answer %.0f ms, connected %.0f ms)",
+			r.SetupP50Ms, r.SetupP95Ms, r.AnsweredP50Ms, r.ConnectedP50Ms))
+		t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms", r.BitrateKbps, r.LossPct, r.JitterMs))
+		t.row("cost", fmt.Sprintf("%.3f ms CPU per second per subscriber, %.2f µs per RTP packet sent, %.2f MiB per subscriber",
+			r.CPUPerSubMs, r.CPUPerPacketUs, r.RSSPerSubMiB))
+		t.row("window", fmt.Sprintf("%.1f s", r.WindowSeconds))
 	}
-	t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet; p50 answer %.0f ms, connected %.0f ms)",
-		r.SetupP50Ms, r.SetupP95Ms, r.AnsweredP50Ms, r.ConnectedP50Ms))
-	t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms", r.BitrateKbps, r.LossPct, r.JitterMs))
-	t.row("daemon CPU", fmt.Sprintf("%.3f cores (publisher alone %.3f)", r.Cores, r.BaselineCores))
-	t.row("daemon memory", fmt.Sprintf("%.1f MiB RSS (idle %.1f MiB), %.2f MiB per subscriber", r.RSSMiB, r.IdleRSSMiB, r.RSSPerSubMiB))
+	if rr := r.RTSP; rr != nil {
+		t.row("rtsp readers", fmt.Sprintf("%d connected, %d failed (of %d), %s over TCP", rr.Connected, rr.Failed, rr.Readers, rr.URL))
+		if rr.FirstError != "" {
+			t.row("rtsp first error", rr.FirstError)
+		}
+		t.row("rtsp setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (connection to first video packet)", rr.SetupP50Ms, rr.SetupP95Ms))
+		t.row("rtsp received", fmt.Sprintf("%.0f kbit/s per reader, loss %.3f %%, jitter %.2f ms", rr.BitrateKbps, rr.LossPct, rr.JitterMs))
+		t.row("rtsp cost", fmt.Sprintf("%.3f ms CPU per second per reader, %.2f µs per RTP packet sent, %.2f MiB per reader",
+			rr.CPUPerReaderMs, rr.CPUPerPacketUs, rr.RSSPerReaderMiB))
+		t.row("rtsp window", fmt.Sprintf("%.1f s", rr.WindowSeconds))
+	}
+	t.row("daemon CPU", fmt.Sprintf("%.3f cores with every viewer (publisher alone %.3f)", r.Cores, r.BaselineCores))
+	t.row("daemon memory", fmt.Sprintf("%.1f MiB RSS (idle %.1f MiB)", r.RSSMiB, r.IdleRSSMiB))
 	t.row("packets sent", fmt.Sprintf("%.0f per second, %.0f dropped in the daemon", r.PacketsPerSec, r.DroppedInDaemon))
-	t.row("cost", fmt.Sprintf("%.3f ms CPU per second per subscriber, %.2f µs per RTP packet sent", r.CPUPerSubMs, r.CPUPerPacketUs))
-	t.row("window", fmt.Sprintf("%.1f s", r.WindowSeconds))
 	_ = t.flush()
 }

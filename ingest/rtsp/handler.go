@@ -102,7 +102,11 @@ func (h *handler) OnPlay(ctx *gortsplib.ServerHandlerOnPlayCtx) (*base.Response,
 	if !ok {
 		return &base.Response{StatusCode: base.StatusBadRequest}, liberrors.ErrServerInvalidState{}
 	}
-	return pl.play()
+	res, err := pl.play()
+	if err == nil {
+		pl.batch(ctx.Conn)
+	}
+	return res, err
 }
 
 // OnRecord implements gortsplib.ServerHandlerOnRecord.

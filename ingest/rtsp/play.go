@@ -120,6 +120,26 @@ func (pl *player) play() (*base.Response, error) {
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
+// batch has a player over TCP (interleaved) with video write a video frame and the audio
+// that came meanwhile at a time: one system call instead of one per packet (see batchConn).
+func (pl *player) batch(sc *gortsplib.ServerConn) {
+	bc, ok := sc.NetConn().(*batchConn)
+	tr := pl.ss.SetuppedTransport()
+	if !ok || tr == nil || *tr != gortsplib.TransportTCP {
+		return
+	}
+	video := false
+	for _, sl := range pl.slots {
+		video = video || sl.kind == sfu.KindVideo
+	}
+	if !video {
+		return // nothing would carry the audio out
+	}
+	for _, sl := range pl.slots {
+		bc.hold(sl.pt, sl.kind == sfu.KindVideo)
+	}
+}
+
 // markActive lets packets flow; called after gortsplib answered PLAY.
 func (pl *player) markActive() {
 	if pl.playing.Load() {

@@ -182,7 +182,7 @@ func (s *Server) Run(ctx context.Context) error {
 		// Viewers on slow links: a deeper queue before gortsplib drops.
 		WriteQueueSize: 1024,
 		Listen: func(string, string) (net.Listener, error) {
-			return s.tcp, nil
+			return batchListener{s.tcp}, nil
 		},
 		ListenPacket: func(_, address string) (net.PacketConn, error) {
 			if s.rtp != nil && address == s.rtp.LocalAddr().String() {
