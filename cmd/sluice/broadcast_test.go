@@ -96,7 +96,7 @@ func assertNoKeys(t *testing.T, d *daemonProc, keys ...string) {
 	for _, path := range []string{"/v1/events?since=0", "/v1/broadcasts", "/v1/status"} {
 		sources = append(sources, getText(t, d.URL+path))
 	}
-	for _, args := range [][]string{{"broadcast", "list"}, {"broadcast", "list", "-o", "json"}} {
+	for _, args := range [][]string{{"broadcast", "list"}, {"broadcast", "list", "-o", "json"}, {"status"}} {
 		out, _ := d.cli(args...)
 		sources = append(sources, out)
 	}
@@ -124,6 +124,9 @@ func TestBroadcastRTMPToPlatform(t *testing.T) {
 	const seconds = 12
 	_, _, exited := ffmpegOBS(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/show", d.RTMPPort), seconds, 2)
 	sfutest.WaitFor(t, "broadcast active", 20*time.Second, func() bool { return showBroadcast(t, d, b.ID).Status == "active" })
+	if out, err := d.cli("status"); err != nil || !strings.Contains(out, b.ID) || !strings.Contains(grepLines(out, b.ID), "active") {
+		t.Errorf("status does not show the active broadcast %s (%v):\n%s", b.ID, err, out)
+	}
 	select {
 	case <-exited:
 	case <-time.After(60 * time.Second):

@@ -139,12 +139,74 @@ func renderSections(w io.Writer, raw json.RawMessage) error {
 			}
 			continue
 		}
-		var list []json.RawMessage
-		if json.Unmarshal(all[k], &list) == nil {
-			fmt.Fprintf(w, "\n%s: %d\n", k, len(list))
+		var list []statusItem
+		if json.Unmarshal(all[k], &list) != nil {
+			continue
+		}
+		fmt.Fprintf(w, "\n%s: %d\n", k, len(list))
+		if len(list) == 0 {
+			continue
+		}
+		t := newTable(w, "ID", "ROOM", "WHO", "STATE", "DETAIL")
+		for _, it := range list {
+			t.row(it.ID, orDash(it.Room), orDash(it.who()), orDash(it.state()), orDash(it.detail()))
+		}
+		if err := t.flush(); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// statusItem is what the status sections (ingests, recordings, broadcasts) have in common.
+type statusItem struct {
+	ID           string `json:"id"`
+	Type         string `json:"type"`
+	Room         string `json:"room"`
+	Identity     string `json:"identity"`
+	Participant  string `json:"participant"`
+	State        string `json:"state"`
+	Status       string `json:"status"`
+	URL          string `json:"url"` // credentials and keys are never in it
+	Destinations []struct {
+		URL    string `json:"url"`
+		Status string `json:"status"`
+	} `json:"destinations"`
+	Error *struct {
+		Message string `json:"message"`
+	} `json:"error"`
+}
+
+func (it statusItem) who() string {
+	if it.Participant != "" {
+		return it.Participant
+	}
+	return it.Identity
+}
+
+func (it statusItem) state() string {
+	if it.Status != "" {
+		return it.Status
+	}
+	return it.State
+}
+
+func (it statusItem) detail() string {
+	var parts []string
+	if it.Type != "" {
+		parts = append(parts, it.Type)
+	}
+	if len(it.Destinations) > 0 {
+		for _, d := range it.Destinations {
+			parts = append(parts, d.URL+" "+d.Status)
+		}
+	} else if it.URL != "" {
+		parts = append(parts, it.URL)
+	}
+	if it.Error != nil && it.Error.Message != "" {
+		parts = append(parts, "error: "+it.Error.Message)
+	}
+	return strings.Join(parts, ", ")
 }
 
 func size(t sfu.TrackStatus) string {
