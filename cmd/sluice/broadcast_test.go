@@ -275,6 +275,12 @@ func TestBroadcastTwoDestinationsOneDead(t *testing.T) {
 	sfutest.WaitFor(t, "the live destination keeps sending", 20*time.Second, func() bool {
 		return showBroadcast(t, d, b.ID).Destinations[0].BytesSent > sent+100_000
 	})
+	m := getText(t, d.URL+"/metrics")
+	for _, want := range []string{`sluice_broadcasts{status="active"} 1`, `sluice_broadcast_destinations{status="active"} 1`, "sluice_broadcast_sent_bytes "} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics has no %s:\n%s", want, grepLines(m, "sluice_broadcast"))
+		}
+	}
 	// Swap the dead destination for a live one; the first is not interrupted.
 	if out, err := d.cli("broadcast", "update", b.ID, "--remove-url", dead, "--add-url", platform.URL(keySecond)); err != nil {
 		t.Fatalf("broadcast update: %v\n%s", err, out)

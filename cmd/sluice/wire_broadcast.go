@@ -18,6 +18,7 @@ func (d *daemon) wireBroadcast() error {
 		return err
 	}
 	m.Routes(d.api, d.gate)
+	d.registry.MustRegister(m)
 	d.add(phaseEgress, "broadcast", m.Run)
 	return nil
 }
