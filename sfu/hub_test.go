@@ -482,3 +482,70 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 }
+
+// A video subscriber is woken once per frame: a frame's packets reach it together at the
+// frame's last packet (the marker); a frame whose last packet was lost when the next frame
+// begins; a frame longer than maxHeld packets in parts; what is held when the track ends.
+func TestVideoDeliveredByFrame(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, _ := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() {})})
+	var mu sync.Mutex
+	var got []uint16
+	sub, _ := video.Subscribe(SinkFunc(func(p *Packet, _ bool) error {
+		mu.Lock()
+		got = append(got, p.Header.SequenceNumber)
+		mu.Unlock()
+		return nil
+	}), SubscribeOptions{})
+	count := func() int { mu.Lock(); defer mu.Unlock(); return len(got) }
+	seq := uint16(0)
+	write := func(ts uint32, marker, key bool) {
+		p := &Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: seq, Timestamp: ts, SSRC: 1, Marker: marker}, Payload: []byte{0x41, 0}, Keyframe: key}
+		if key {
+			p.Payload[0] = 0x65
+		}
+		seq++
+		video.WritePacket(p)
+	}
+	// The subscriber starts at a one-packet keyframe; then a frame of six packets.
+	write(0, true, true)
+	waitFor(t, "the keyframe", func() bool { return count() == 1 })
+	for range 5 {
+		write(3000, false, false)
+	}
+	time.Sleep(20 * time.Millisecond)
+	if n := count(); n != 1 {
+		t.Fatalf("%d packets delivered before the frame ended, want 1", n)
+	}
+	write(3000, true, false)
+	waitFor(t, "the frame at its marker", func() bool { return count() == 7 })
+	// A frame without its marker: handed over when the next frame starts.
+	write(6000, false, false)
+	write(6000, false, false)
+	write(9000, false, false)
+	waitFor(t, "the unfinished frame at the next one", func() bool { return count() == 10 })
+	// A long frame: in parts of maxHeld.
+	for range maxHeld + 1 {
+		write(9000, false, false)
+	}
+	waitFor(t, "a part of a long frame", func() bool { return count() >= 10+maxHeld })
+	// What is held when the track ends is delivered.
+	write(9000, false, false)
+	if err := pub.Unpublish(video, ""); err != nil {
+		t.Fatal(err)
+	}
+	<-sub.Done()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != int(seq) {
+		t.Fatalf("%d of %d packets delivered by the end", len(got), seq)
+	}
+	for i, s := range got {
+		if s != uint16(i) {
+			t.Fatalf("packet %d has seq %d: out of order", i, s)
+		}
+	}
+}
