@@ -53,8 +53,6 @@ type Subscription struct {
 	primed     bool
 	skipping   bool
 	pendingGap bool
-	held       int    // video packets queued since the last wake-up, of an unfinished frame
-	heldTS     uint32 // their RTP timestamp
 
 	// Counters: dropped is written by the producer, the rest by the subscription goroutine.
 	dropped   atomic.Uint64
@@ -154,22 +152,8 @@ func (s *Subscription) offer(p *Packet) {
 		return
 	}
 	s.pendingGap = false
-	if t.kind == KindVideo {
-		// A frame is of use to the subscriber only whole: wake it at the frame's last packet
-		// (the marker), not at each one. A frame whose last packet was lost is handed over when
-		// the next one begins; a long one every maxHeld packets.
-		if !p.Header.Marker && s.held < maxHeld && (s.held == 0 || p.Header.Timestamp == s.heldTS) {
-			s.held++
-			s.heldTS = p.Header.Timestamp
-			return
-		}
-		s.held = 0
-	}
 	s.signal()
 }
-
-// maxHeld bounds the video packets queued before the subscriber is woken.
-const maxHeld = 32
 
 func (s *Subscription) signal() {
 	select {
