@@ -69,6 +69,26 @@ func waitPackets(t *testing.T, s *sink, n int) []*sfu.Packet {
 	return nil
 }
 
+// waitFrames waits until the sink has n whole frames (n packets with the marker bit).
+func waitFrames(t *testing.T, s *sink, n int) []*sfu.Packet {
+	t.Helper()
+	for range 500 {
+		p := s.all()
+		ends := 0
+		for _, pk := range p {
+			if pk.Header.Marker {
+				ends++
+			}
+		}
+		if ends >= n {
+			return p
+		}
+		waitTick()
+	}
+	t.Fatalf("got %d packets without %d frame ends", len(s.all()), n)
+	return nil
+}
+
 var (
 	sps = []byte{0x67, 0x64, 0x00, 0x1f, 0xac, 0xd9, 0x40, 0x50, 0x05, 0xbb, 0x01, 0x10}
 	pps = []byte{0x68, 0xeb, 0xe3, 0xcb}
@@ -236,7 +256,7 @@ func TestKeyframeDetectionOfFrames(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			pkts := waitPackets(t, s, 3)
+			pkts := waitFrames(t, s, 3)
 			var keys []bool
 			last := uint32(1)
 			for _, p := range pkts {
