@@ -5,6 +5,10 @@ GO        ?= go
 BIN       := bin/sluice
 LDFLAGS   := -X main.version=$(VERSION)
 FUZZTIME  ?= 30s
+# Minimizing a new interesting input stops the whole run until it ends (up to 60s by default):
+# bound it by count so that FUZZTIME is spent fuzzing.
+FUZZMIN   ?= 100x
+FUZZPKGS  ?= ./...
 GOLANGCI  := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 VULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
@@ -36,10 +40,19 @@ vulncheck: ## govulncheck (needs access to vuln.go.dev, which sandboxed CI machi
 tidy-check: ## go.mod and go.sum are tidy
 	$(GO) mod tidy -diff
 
-fuzz: ## Run every fuzz target for FUZZTIME each (default 30s)
-	@for pkg in $$($(GO) list ./...); do \
+# A run that fails with "context deadline exceeded" and writes no failing input is Go's
+# coordinator race at the end of -fuzztime (golang/go#75804, fixed in Go 1.27), not a finding.
+fuzz: ## Run every fuzz target (of FUZZPKGS) for FUZZTIME each (default 30s)
+	@log=$$(mktemp); trap 'rm -f $$log $$log.rc' EXIT; \
+	for pkg in $$($(GO) list $(FUZZPKGS)); do \
 	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz'); do \
-	    echo "== $$pkg $$f"; $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	    echo "== $$pkg $$f"; \
+	    { $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) $$pkg; echo $$? >$$log.rc; } 2>&1 | tee $$log; \
+	    [ "$$(cat $$log.rc)" = 0 ] && continue; \
+	    if grep -q '^    context deadline exceeded$$' $$log && ! grep -q 'Failing input written' $$log; then \
+	      echo "== $$f: ended by golang/go#75804 (no failing input): not a finding"; continue; \
+	    fi; \
+	    exit 1; \
 	  done; \
 	done
 
