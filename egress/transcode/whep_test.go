@@ -2,7 +2,6 @@ package transcode
 
 import (
 	"context"
-	"net"
 	"net/http/httptest"
 	"path/filepath"
 	"strings"
@@ -12,8 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
 	"github.com/pion/transport/v4/test"
 	"github.com/pion/webrtc/v4"
 
@@ -76,16 +73,11 @@ func clientAPI(t *testing.T) *webrtc.API {
 	if err := me.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
 	}
-	reg := &interceptor.Registry{}
-	if err := webrtc.RegisterDefaultInterceptors(me, reg); err != nil {
+	api, err := rtc.LoopbackAPI(me)
+	if err != nil {
 		t.Fatal(err)
 	}
-	var s webrtc.SettingEngine
-	s.SetIncludeLoopbackCandidate(true)
-	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	return webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
+	return api
 }
 
 // viewer is a pion WHEP viewer keeping the audio it receives.

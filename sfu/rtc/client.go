@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
 	"github.com/pion/webrtc/v4"
 )
 
@@ -89,4 +92,26 @@ func (s *Session) Close(ctx context.Context) error {
 		return fmt.Errorf("DELETE %s: %s", s.Resource, resp.Status)
 	}
 	return nil
+}
+
+// LoopbackAPI returns a pion stack for peers on this machine (tests, tools next to a local
+// daemon): m's codecs (pion's defaults when m is nil), pion's default interceptors (NACK, RTCP
+// reports, TWCC), and ICE on IPv4 loopback only, without mDNS.
+func LoopbackAPI(m *webrtc.MediaEngine) (*webrtc.API, error) {
+	if m == nil {
+		m = &webrtc.MediaEngine{}
+		if err := m.RegisterDefaultCodecs(); err != nil {
+			return nil, err
+		}
+	}
+	reg := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
+		return nil, err
+	}
+	var s webrtc.SettingEngine
+	s.SetIncludeLoopbackCandidate(true)
+	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s)), nil
 }
