@@ -260,7 +260,7 @@ func TestBroadcastTwoDestinationsOneDead(t *testing.T) {
 	platform := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
 	d := startDaemon(t, broadcastYAML)
 	ffmpegOBS(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/show", d.RTMPPort), 60, 2)
-	dead := fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", freePort(t), keyDead)
+	dead := fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", sfutest.FreeTCPPort(t), keyDead)
 	b := startBroadcast(t, d, "--room", "show", "--url", platform.URL(keyMain), "--url", dead)
 	waitEvent(t, d, sfu.EventBroadcastStarted, 1, 30*time.Second)
 	rec := waitEvent(t, d, sfu.EventBroadcastReconnecting, 1, 30*time.Second)

@@ -272,7 +272,7 @@ func TestBroadcastWithoutTranscoder(t *testing.T) {
 		out, _ := d.cli("rooms", "show", "call", "-o", "json")
 		return strings.Contains(out, "opus")
 	})
-	out, err := d.cli("broadcast", "start", "--room", "call", "--url", fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", freePort(t), keyMain))
+	out, err := d.cli("broadcast", "start", "--room", "call", "--url", fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", sfutest.FreeTCPPort(t), keyMain))
 	if err == nil || !strings.Contains(out, "transcod") {
 		t.Fatalf("broadcast start without a transcoder: err %v\n%s", err, out)
 	}

@@ -101,7 +101,7 @@ func (ps *pageServer) openPage(t *testing.T, page, id string, query url.Values) 
 	target := ps.srv.URL + "/" + page + "?" + query.Encode()
 	args := append(append([]string{}, chromiumFlags...), "--user-data-dir="+t.TempDir(), target)
 	cmd := exec.Command(bin, args...)
-	logs := &syncBuffer{}
+	logs := &sfutest.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // kill its helper processes too
 	if err := cmd.Start(); err != nil {

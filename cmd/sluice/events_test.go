@@ -125,7 +125,7 @@ func apiDo(base, method, path, body string) (int, error) {
 // counted.
 func TestWebhooksNoLossAcrossKill(t *testing.T) {
 	secret := webhooks.NewSecret()
-	rxAddr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	rxAddr := fmt.Sprintf("127.0.0.1:%d", sfutest.FreeTCPPort(t))
 	d := startDaemon(t, fmt.Sprintf(`webhooks:
   endpoints: [{id: rx, url: "http://%s/hook", secret: %q}]
   timeout: 5s
@@ -299,8 +299,8 @@ func TestStatusFollowAcrossRestart(t *testing.T) {
 	d := startDaemon(t, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	out := &syncBuffer{}
-	errs := &syncBuffer{}
+	out := &sfutest.Buffer{}
+	errs := &sfutest.Buffer{}
 	follower := startCLI(ctx, out, errs, "--server", d.URL, "status", "-f", "--since", "0", "-o", "json")
 	defer follower.wait()
 	defer cancel()
@@ -377,9 +377,9 @@ func TestStatusFollowAcrossRestart(t *testing.T) {
 // and a timestamp older than five minutes.
 func TestWebhooksListenVerifies(t *testing.T) {
 	secret := webhooks.NewSecret()
-	port := freePort(t)
+	port := sfutest.FreeTCPPort(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &syncBuffer{}
+	out := &sfutest.Buffer{}
 	proc := startCLI(ctx, out, out, "webhooks", "listen", "--port", fmt.Sprint(port), "--secret", secret)
 	defer func() { cancel(); proc.wait() }()
 	url := fmt.Sprintf("http://127.0.0.1:%d/hook", port)

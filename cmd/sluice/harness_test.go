@@ -4,13 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,62 +36,6 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// syncBuffer collects a process's output for the test log.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// freePort returns a TCP port that was free a moment ago on 127.0.0.1.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// freeUDPPair returns an even UDP port whose successor is free too, on 127.0.0.1: the RTP/RTCP
-// pair of the RTSP server (RFC 3550 §11).
-func freeUDPPair(t *testing.T) (int, int) {
-	t.Helper()
-	for range 200 {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := c.LocalAddr().(*net.UDPAddr).Port &^ 1
-		_ = c.Close()
-		a, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		b, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
-		_ = a.Close()
-		if err != nil {
-			continue
-		}
-		_ = b.Close()
-		return p, p + 1
-	}
-	t.Fatal("no free UDP port pair")
-	return 0, 0
-}
-
 // daemonProc is a running `sluice serve` on loopback ports.
 type daemonProc struct {
 	t        *testing.T
@@ -101,7 +44,7 @@ type daemonProc struct {
 	URL      string
 	RTMPPort int
 	RTSPPort int
-	logs     *syncBuffer
+	logs     *sfutest.Buffer
 	cmd      *exec.Cmd
 	exited   chan struct{}
 }
@@ -109,11 +52,11 @@ type daemonProc struct {
 // startDaemon runs sluice with a test config (loopback only, short timeouts) plus extra YAML.
 func startDaemon(t *testing.T, extra string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, dir: t.TempDir(), logs: &syncBuffer{}}
-	http := freePort(t)
-	d.RTMPPort, d.RTSPPort = freePort(t), freePort(t)
+	d := &daemonProc{t: t, dir: t.TempDir(), logs: &sfutest.Buffer{}}
+	http := sfutest.FreeTCPPort(t)
+	d.RTMPPort, d.RTSPPort = sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t)
 	d.URL = fmt.Sprintf("http://127.0.0.1:%d", http)
-	rtpPort, rtcpPort := freeUDPPair(t)
+	rtpPort, rtcpPort := sfutest.FreeUDPPair(t)
 	cfg := fmt.Sprintf(`node: { name: e2e, data_dir: %q }
 log: { level: debug }
 http: { listen: "127.0.0.1:%d" }

@@ -23,7 +23,7 @@ import (
 
 // ffmpegOBS publishes like OBS to url for the given time: libx264 High, keyframe interval 2 s
 // at 30 fps, AAC 48 kHz, in real time; bframes 2 or 0. The process ends with the test.
-func ffmpegOBS(t *testing.T, url string, seconds, bframes int) (*exec.Cmd, *syncBuffer, <-chan struct{}) {
+func ffmpegOBS(t *testing.T, url string, seconds, bframes int) (*exec.Cmd, *sfutest.Buffer, <-chan struct{}) {
 	t.Helper()
 	bin := sfutest.RequireTool(t, "ffmpeg")
 	cmd := exec.Command(bin, "-hide_banner", "-loglevel", "warning", "-re",
@@ -34,7 +34,7 @@ func ffmpegOBS(t *testing.T, url string, seconds, bframes int) (*exec.Cmd, *sync
 		"-g", "60", "-pix_fmt", "yuv420p", "-b:v", "1M",
 		"-c:a", "aac", "-ar", "48000", "-b:a", "96k",
 		"-f", "flv", url)
-	out := &syncBuffer{}
+	out := &sfutest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -5,7 +5,6 @@
 package egresstest
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -48,24 +47,7 @@ type Platform struct {
 	mu     sync.Mutex
 	cmd    *exec.Cmd
 	exited chan struct{}
-	log    *lockedBuffer
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
+	log    *sfutest.Buffer
 }
 
 // StartPlatform starts a platform on a free loopback port. It stops with the test.
@@ -74,13 +56,13 @@ func StartPlatform(t testing.TB, opts PlatformOptions) *Platform {
 	if opts.App == "" {
 		opts.App = "live"
 	}
-	p := &Platform{t: t, opts: opts, Dir: t.TempDir(), log: &lockedBuffer{}}
+	p := &Platform{t: t, opts: opts, Dir: t.TempDir(), log: &sfutest.Buffer{}}
 	p.RecDir = filepath.Join(p.Dir, "rec")
 	if err := os.MkdirAll(p.RecDir, 0o750); err != nil {
 		t.Fatal(err)
 	}
 	RequireNginx(t)
-	p.Port = freePort(t)
+	p.Port = sfutest.FreeTCPPort(t)
 	p.start()
 	t.Cleanup(func() {
 		p.stop()
@@ -333,16 +315,6 @@ func mediaSpan(t testing.TB, ffprobe, path string) float64 {
 		return 0
 	}
 	return end - first
-}
-
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func tail(s string, lines int) string {

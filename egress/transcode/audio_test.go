@@ -25,7 +25,7 @@ func wallOf(sr sfu.SenderReport, ts uint32, rate uint32) time.Time {
 // tone onsets of the decoded Opus fall where the source's are, through both sender reports.
 func TestAACToOpus(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t)) // runs after the other cleanups
-	var logs logBuffer
+	var logs sfutest.Buffer
 	h, _ := newHub(t)
 	m := newManager(t, newTestLogger(&logs), nil)
 	adts := toneADTS(t, 44100, 4)
@@ -101,7 +101,7 @@ func TestStalledProcessIsKilled(t *testing.T) {
 	if err := os.WriteFile(stuck, []byte("#!/bin/sh\nexec cat >/dev/null\n"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuffer
+	var logs sfutest.Buffer
 	h, _ := newHub(t)
 	m := newManager(t, newTestLogger(&logs), func(o *Options) {
 		o.Config.FFmpeg = stuck

@@ -170,7 +170,7 @@ func (v *viewer) close() {
 // last one leaves; the Opus a viewer received decodes to audio of the right length.
 func TestWHEPViewersShareOneTranscoder(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t))
-	var logs logBuffer
+	var logs sfutest.Buffer
 	d := startDaemon(t, newManager(t, newTestLogger(&logs), nil))
 	startAACSource(t, d.hub, "studio", "obs", toneADTS(t, 48000, 4))
 	client := clientAPI(t)
@@ -230,7 +230,7 @@ func TestWHEPViewersShareOneTranscoder(t *testing.T) {
 // and a log line and the restart counter record it.
 func TestKilledFFmpegIsRestarted(t *testing.T) {
 	t.Cleanup(test.CheckRoutines(t))
-	var logs logBuffer
+	var logs sfutest.Buffer
 	d := startDaemon(t, newManager(t, newTestLogger(&logs), nil))
 	src := startAACSource(t, d.hub, "studio", "obs", toneADTS(t, 48000, 4))
 	_ = src

@@ -22,7 +22,7 @@ import (
 
 // ffmpegPublish starts ffmpeg as OBS would publish: libx264 High with B-frames, a keyframe
 // every 2 s at 30 fps, AAC at 48 kHz, in real time, to url. It is killed when the test ends.
-func ffmpegPublish(t *testing.T, url string, seconds int) (*exec.Cmd, *syncBuffer, <-chan struct{}) {
+func ffmpegPublish(t *testing.T, url string, seconds int) (*exec.Cmd, *sfutest.Buffer, <-chan struct{}) {
 	t.Helper()
 	bin := sfutest.RequireTool(t, "ffmpeg")
 	args := []string{"-hide_banner", "-loglevel", "warning", "-re",
@@ -33,7 +33,7 @@ func ffmpegPublish(t *testing.T, url string, seconds int) (*exec.Cmd, *syncBuffe
 		"-c:a", "aac", "-ar", "48000", "-b:a", "64k",
 		"-f", "flv", url}
 	cmd := exec.Command(bin, args...)
-	out := &syncBuffer{}
+	out := &sfutest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	must(t, cmd.Start())
 	exited := make(chan struct{})

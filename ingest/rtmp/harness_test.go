@@ -1,7 +1,6 @@
 package rtmp
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"log/slog"
@@ -14,6 +13,7 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // harness is a hub, an ingest store and an RTMP server on a loopback port.
@@ -24,7 +24,7 @@ type harness struct {
 	store  *ingest.Store
 	srv    *Server
 	addr   string
-	logs   *syncBuffer
+	logs   *sfutest.Buffer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	closed sync.Once
@@ -42,7 +42,7 @@ func newHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &sfutest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := ingest.Open(t.TempDir(), nil, em, log)
 	if err != nil {
@@ -211,23 +211,6 @@ func flowing(t *testing.T, tr *sfu.Track, d time.Duration) {
 	t.Helper()
 	start := packetsOf(tr)
 	waitFor(t, "packets on "+tr.SID(), d, func() bool { return packetsOf(tr) > start+10 })
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func tail(s string, lines int) string {

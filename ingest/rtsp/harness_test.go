@@ -1,7 +1,6 @@
 package rtsp
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -21,12 +20,12 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/sluice-media/sluice/ingest"
-	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/rtc"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // harnessOptions shape a test daemon core.
@@ -48,35 +47,17 @@ type harness struct {
 	srv    *Server
 	engine *rtc.Engine
 	http   *httptest.Server
-	logs   *lockedBuffer
+	logs   *sfutest.Buffer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	rtsp   string // host:port of the RTSP server
 	closed bool
 }
 
-// lockedBuffer collects log output.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
 	em := sfu.NewLocalEmitter(0, nil)
-	logs := &lockedBuffer{}
+	logs := &sfutest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond, Logger: log})
 	if err != nil {
@@ -89,7 +70,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	gate := api.NewGate(auth.NewVerifier(o.auth, nil), em)
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
-	rtpPort, rtcpPort := rtsptest.FreeUDPPair(t)
+	rtpPort, rtcpPort := sfutest.FreeUDPPair(t)
 	cfg.UDPRTPListen, cfg.UDPRTCPListen = fmt.Sprintf("127.0.0.1:%d", rtpPort), fmt.Sprintf("127.0.0.1:%d", rtcpPort)
 	if o.readTimeout > 0 {
 		cfg.ReadTimeout = o.readTimeout

@@ -30,6 +30,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtp"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // The fixtures were made with ffmpeg 5.1 (libx264, baseline, one keyframe a second, access unit
@@ -180,9 +181,9 @@ type Camera struct {
 // NewCamera starts a camera on free loopback ports; it is shut down when the test ends.
 func NewCamera(t testing.TB, opts CameraOptions) *Camera {
 	t.Helper()
-	e := &Camera{t: t, opts: opts, fx: LoadFixtures(t), addr: fmt.Sprintf("127.0.0.1:%d", FreeTCPPort(t))}
+	e := &Camera{t: t, opts: opts, fx: LoadFixtures(t), addr: fmt.Sprintf("127.0.0.1:%d", sfutest.FreeTCPPort(t))}
 	if !opts.NoUDP {
-		e.rtp, _ = FreeUDPPair(t)
+		e.rtp, _ = sfutest.FreeUDPPair(t)
 	}
 	e.Start()
 	t.Cleanup(e.Shutdown)
@@ -448,41 +449,4 @@ func selfSignedTLS(t testing.TB) *tls.Config {
 		t.Fatal(err)
 	}
 	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}}, MinVersion: tls.VersionTLS12}
-}
-
-// FreeTCPPort returns a TCP port that was free a moment ago on 127.0.0.1.
-func FreeTCPPort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = l.Close() }()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// FreeUDPPair returns an even UDP port whose successor is free too (RFC 3550 §11).
-func FreeUDPPair(t testing.TB) (int, int) {
-	t.Helper()
-	for range 200 {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := c.LocalAddr().(*net.UDPAddr).Port &^ 1
-		_ = c.Close()
-		a, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		b, err := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
-		_ = a.Close()
-		if err != nil {
-			continue
-		}
-		_ = b.Close()
-		return p, p + 1
-	}
-	t.Fatal("no free UDP port pair")
-	return 0, 0
 }
