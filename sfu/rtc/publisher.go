@@ -24,38 +24,8 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	offer, err := readOffer(w, r)
-	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	parent, ok := s.sessionContext(r)
+	parent, pc, p, ok := s.acceptOffer(w, r, r.PathValue("room"), sfu.ParticipantWHIP, claims, preferCodecs)
 	if !ok {
-		return
-	}
-	pc, err := s.engine.newPeerConnection()
-	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		_ = pc.Close()
-		api.WriteError(w, api.Errorf(http.StatusBadRequest, "invalid_sdp", "the offer was refused: %v", err))
-		return
-	}
-	if err := preferCodecs(pc); err != nil {
-		_ = pc.Close()
-		api.WriteError(w, err)
-		return
-	}
-	spec := sfu.ParticipantSpec{Kind: sfu.ParticipantWHIP, RemoteAddr: r.RemoteAddr}
-	if claims != nil {
-		spec.Identity, spec.Name = claims.Identity, claims.Name
-	}
-	p, err := s.hub.Join(r.PathValue("room"), spec)
-	if err != nil {
-		_ = pc.Close()
-		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot join: %v", err))
 		return
 	}
 	pub := &publisher{sessionLife: newSessionLife(parent, pc, p, s.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", "whip"))}

@@ -158,6 +158,50 @@ func (s *Server) admit(w http.ResponseWriter, r *http.Request, action auth.Actio
 }
 
 // readOffer reads and parses an SDP offer, refusing what pion would choke on with a precise error.
+// acceptOffer is the common start of a WHIP or WHEP session: it reads the request's SDP offer
+// into a new peer connection (prepare, when set, adjusts it before the answer) and joins the
+// participant of kind to room with the token's identity. On failure it has answered the
+// request and released what it made.
+func (s *Server) acceptOffer(w http.ResponseWriter, r *http.Request, room string, kind string, claims *auth.Claims,
+	prepare func(*webrtc.PeerConnection) error) (context.Context, *webrtc.PeerConnection, *sfu.Participant, bool) {
+	offer, err := readOffer(w, r)
+	if err != nil {
+		api.WriteError(w, err)
+		return nil, nil, nil, false
+	}
+	parent, ok := s.sessionContext(r)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	pc, err := s.engine.newPeerConnection()
+	if err != nil {
+		api.WriteError(w, err)
+		return nil, nil, nil, false
+	}
+	fail := func(err error) (context.Context, *webrtc.PeerConnection, *sfu.Participant, bool) {
+		_ = pc.Close()
+		api.WriteError(w, err)
+		return nil, nil, nil, false
+	}
+	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
+		return fail(api.Errorf(http.StatusBadRequest, "invalid_sdp", "the offer was refused: %v", err))
+	}
+	if prepare != nil {
+		if err := prepare(pc); err != nil {
+			return fail(err)
+		}
+	}
+	spec := sfu.ParticipantSpec{Kind: kind, RemoteAddr: r.RemoteAddr}
+	if claims != nil {
+		spec.Identity, spec.Name = claims.Identity, claims.Name
+	}
+	p, err := s.hub.Join(room, spec)
+	if err != nil {
+		return fail(api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot join: %v", err))
+	}
+	return parent, pc, p, true
+}
+
 func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
 	body, err := api.ReadBody(w, r, "application/sdp", MaxSDPBody)
 	if err != nil {
@@ -263,7 +307,7 @@ func (s *Server) writeAnswer(w http.ResponseWriter, kind, id, etag, answer strin
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/sdp")
 	w.WriteHeader(http.StatusCreated)
-	_, _ = w.Write([]byte(answer))
+	_, _ = w.Write([]byte(answer)) //nolint:gosec // pion's SDP answer, served as application/sdp, never HTML
 }
 
 // addTrickle parses a trickle-ice-sdpfrag and adds its candidates to pc.

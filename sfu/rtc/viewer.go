@@ -46,33 +46,8 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, "no_publisher", "%s", what))
 		return
 	}
-	offer, err := readOffer(w, r)
-	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	parent, ok := s.sessionContext(r)
+	parent, pc, p, ok := s.acceptOffer(w, r, roomName, sfu.ParticipantWebRTC, claims, nil)
 	if !ok {
-		return
-	}
-	pc, err := s.engine.newPeerConnection()
-	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: offer}); err != nil {
-		_ = pc.Close()
-		api.WriteError(w, api.Errorf(http.StatusBadRequest, "invalid_sdp", "the offer was refused: %v", err))
-		return
-	}
-	spec := sfu.ParticipantSpec{Kind: sfu.ParticipantWebRTC, RemoteAddr: r.RemoteAddr}
-	if claims != nil {
-		spec.Identity, spec.Name = claims.Identity, claims.Name
-	}
-	p, err := s.hub.Join(roomName, spec)
-	if err != nil {
-		_ = pc.Close()
-		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot join: %v", err))
 		return
 	}
 	v := &viewer{
