@@ -1,7 +1,6 @@
 package rtc
 
 import (
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/netip"
@@ -10,10 +9,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-	"unsafe"
-
-	"golang.org/x/net/ipv4"
-	"golang.org/x/net/ipv6"
 )
 
 // batchSize is the largest sendmmsg batch (messages per system call).
@@ -46,10 +41,9 @@ const maxPending = 8192
 // It implements net.PacketConn and pion's ice.AddrPortReaderWriter. Close stops the flusher
 // and waits for it.
 type batchConn struct {
-	conn  *net.UDPConn
-	batch interface {
-		WriteBatch(ms []ipv4.Message, flags int) (int, error)
-	}
+	conn *net.UDPConn
+	w    batchWriter // owned by the flusher
+	r    *rawReader
 
 	mu      sync.Mutex
 	pending []outPacket
@@ -59,8 +53,6 @@ type batchConn struct {
 
 	wake chan struct{}
 	done chan struct{}
-
-	addrs map[netip.AddrPort]*net.UDPAddr // owned by the flusher
 
 	sent, dropped, syscalls atomic.Uint64
 
@@ -73,18 +65,35 @@ type outPacket struct {
 	addr netip.AddrPort
 }
 
-func newBatchConn(conn *net.UDPConn) *batchConn {
+// message is one datagram of a batch: bufs sent to addr, as one segmented datagram of seg-byte
+// segments when seg > 0 (GSO), else as one packet (bufs then holds one buffer).
+type message struct {
+	addr netip.AddrPort
+	bufs [][]byte
+	seg  uint16
+}
+
+// batchWriter sends a batch of messages in one system call where the system allows it, and
+// returns how many the kernel took.
+type batchWriter interface {
+	writeBatch(ms []message) (int, error)
+}
+
+func newBatchConn(conn *net.UDPConn) (*batchConn, error) {
 	_ = conn.SetWriteBuffer(4 << 20) // best effort: the kernel caps it
 	_ = conn.SetReadBuffer(4 << 20)
-	c := &batchConn{conn: conn, wake: make(chan struct{}, 1), done: make(chan struct{}), addrs: map[netip.AddrPort]*net.UDPAddr{}}
-	if la, ok := conn.LocalAddr().(*net.UDPAddr); ok && la.IP.To4() == nil {
-		c.batch = ipv6.NewPacketConn(conn)
-	} else {
-		c.batch = ipv4.NewPacketConn(conn)
+	w, err := newBatchWriter(conn)
+	if err != nil {
+		return nil, err
 	}
+	r, err := newRawReader(conn)
+	if err != nil {
+		return nil, err
+	}
+	c := &batchConn{conn: conn, w: w, r: r, wake: make(chan struct{}, 1), done: make(chan struct{})}
 	c.gso.Store(gsoSupported(conn))
 	go c.flushLoop()
-	return c
+	return c, nil
 }
 
 // gsoSupported reports whether the socket accepts the UDP_SEGMENT option.
@@ -104,7 +113,7 @@ func gsoSupported(conn *net.UDPConn) bool {
 
 // ReadFromAddrPort implements ice.AddrPortReaderWriter.
 func (c *batchConn) ReadFromAddrPort(b []byte) (int, netip.AddrPort, error) {
-	return c.conn.ReadFromUDPAddrPort(b)
+	return c.r.readFrom(b)
 }
 
 // WriteToAddrPort queues b for addr and returns at once.
@@ -139,10 +148,9 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 
 func (c *batchConn) flushLoop() {
 	defer close(c.done)
-	msgs := make([]ipv4.Message, batchSize)
+	msgs := make([]message, batchSize)
 	for i := range msgs {
-		msgs[i].Buffers = make([][]byte, 0, maxSegments)
-		msgs[i].OOB = make([]byte, 0, syscall.CmsgSpace(2))
+		msgs[i].bufs = make([][]byte, 0, maxSegments)
 	}
 	c.counts = make([]int, batchSize)
 	for range c.wake {
@@ -171,7 +179,7 @@ func (c *batchConn) flushLoop() {
 }
 
 // send writes packets in batches; a batch the kernel takes in part is resumed after it.
-func (c *batchConn) send(out []outPacket, msgs []ipv4.Message) {
+func (c *batchConn) send(out []outPacket, msgs []message) {
 	gso := c.gso.Load()
 	if gso {
 		// Each destination's packets together, in their order, so that runs can be segmented.
@@ -179,7 +187,7 @@ func (c *batchConn) send(out []outPacket, msgs []ipv4.Message) {
 	}
 	for len(out) > 0 {
 		n, total := c.fill(out, msgs, gso)
-		wrote, err := c.batch.WriteBatch(msgs[:n], 0)
+		wrote, err := c.w.writeBatch(msgs[:n])
 		c.syscalls.Add(1)
 		if wrote > 0 {
 			k := 0
@@ -213,13 +221,12 @@ func (c *batchConn) send(out []outPacket, msgs []ipv4.Message) {
 // fill builds up to batchSize messages from the head of out: with gso, each a run of packets
 // to one destination of one size (the last may be shorter) as one segmented datagram. It
 // returns the messages and the packets they carry; c.counts holds each message's share.
-func (c *batchConn) fill(out []outPacket, msgs []ipv4.Message, gso bool) (n, total int) {
+func (c *batchConn) fill(out []outPacket, msgs []message, gso bool) (n, total int) {
 	for n < batchSize && total < len(out) {
 		first := out[total]
 		m := &msgs[n]
-		m.Buffers = append(m.Buffers[:0], first.buf)
-		m.OOB = m.OOB[:0]
-		m.Addr = c.udpAddr(first.addr)
+		m.bufs = append(m.bufs[:0], first.buf)
+		m.addr, m.seg = first.addr, 0
 		k, size, bytes := 1, len(first.buf), len(first.buf)
 		if gso {
 			for total+k < len(out) && k < maxSegments {
@@ -227,7 +234,7 @@ func (c *batchConn) fill(out []outPacket, msgs []ipv4.Message, gso bool) (n, tot
 				if p.addr != first.addr || len(p.buf) > size || bytes+len(p.buf) > maxGSOBytes {
 					break
 				}
-				m.Buffers = append(m.Buffers, p.buf)
+				m.bufs = append(m.bufs, p.buf)
 				bytes += len(p.buf)
 				k++
 				if len(p.buf) < size {
@@ -235,7 +242,7 @@ func (c *batchConn) fill(out []outPacket, msgs []ipv4.Message, gso bool) (n, tot
 				}
 			}
 			if k > 1 {
-				m.OOB = appendSegmentCmsg(m.OOB, uint16(size)) //nolint:gosec // size ≤ 1500
+				m.seg = uint16(size) //nolint:gosec // size ≤ 1500
 			}
 		}
 		c.counts[n] = k
@@ -245,34 +252,14 @@ func (c *batchConn) fill(out []outPacket, msgs []ipv4.Message, gso bool) (n, tot
 	return n, total
 }
 
-// appendSegmentCmsg appends the UDP_SEGMENT control message for segments of size bytes.
-func appendSegmentCmsg(b []byte, size uint16) []byte {
-	space := syscall.CmsgSpace(2)
-	b = b[:space]
-	clear(b)
-	h := (*syscall.Cmsghdr)(unsafe.Pointer(&b[0])) //nolint:gosec // the kernel ABI's header, inside b
-	h.Level = solUDP
-	h.Type = udpSegment
-	h.SetLen(syscall.CmsgLen(2))
-	binary.NativeEndian.PutUint16(b[syscall.CmsgLen(0):], size)
-	return b
-}
-
-// udpAddr returns a cached *net.UDPAddr for addr (x/net needs a net.Addr per message).
-func (c *batchConn) udpAddr(addr netip.AddrPort) *net.UDPAddr {
-	if a, ok := c.addrs[addr]; ok {
-		return a
-	}
-	if len(c.addrs) > 65536 {
-		clear(c.addrs)
-	}
-	a := net.UDPAddrFromAddrPort(addr)
-	c.addrs[addr] = a
-	return a
-}
-
 // ReadFrom implements net.PacketConn.
-func (c *batchConn) ReadFrom(b []byte) (int, net.Addr, error) { return c.conn.ReadFrom(b) }
+func (c *batchConn) ReadFrom(b []byte) (int, net.Addr, error) {
+	n, addr, err := c.r.readFrom(b)
+	if err != nil {
+		return n, nil, err
+	}
+	return n, net.UDPAddrFromAddrPort(addr), nil
+}
 
 // WriteTo implements net.PacketConn through the queue.
 func (c *batchConn) WriteTo(b []byte, addr net.Addr) (int, error) {

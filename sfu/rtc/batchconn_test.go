@@ -18,7 +18,10 @@ func TestBatchConnDelivers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			c := newBatchConn(conn)
+			c, err := newBatchConn(conn)
+			if err != nil {
+				t.Fatal(err)
+			}
 			defer c.Close()
 			if gso && !c.gso.Load() {
 				t.Log("this kernel has no UDP GSO: testing the plain path twice")
@@ -99,7 +102,10 @@ func BenchmarkBatchConn(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c := newBatchConn(conn)
+			c, err := newBatchConn(conn)
+			if err != nil {
+				b.Fatal(err)
+			}
 			defer c.Close()
 			if gso && !c.gso.Load() {
 				b.Skip("no UDP GSO")
@@ -139,5 +145,89 @@ func BenchmarkBatchConn(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Both socket families take the batch: IPv4, IPv6, and a dual-stack wildcard socket sending to
+// an IPv4 address (which the kernel wants v4-mapped).
+func TestBatchConnFamilies(t *testing.T) {
+	cases := []struct{ network, listen, dest string }{
+		{"udp4", "127.0.0.1:0", "udp4"},
+		{"udp6", "[::1]:0", "udp6"},
+		{"udp", ":0", "udp4"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.network+"-"+tc.listen, func(t *testing.T) {
+			la, _ := net.ResolveUDPAddr(tc.network, tc.listen)
+			conn, err := net.ListenUDP(tc.network, la)
+			if err != nil {
+				t.Skipf("no %s on this machine: %v", tc.network, err)
+			}
+			c, err := newBatchConn(conn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			host := "127.0.0.1:0"
+			if tc.dest == "udp6" {
+				host = "[::1]:0"
+			}
+			ra, _ := net.ResolveUDPAddr(tc.dest, host)
+			r, err := net.ListenUDP(tc.dest, ra)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for i := range 3 {
+				if _, err := c.WriteToAddrPort([]byte{byte(i), 1, 2}, r.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			buf := make([]byte, 100)
+			for i := range 3 {
+				_ = r.SetReadDeadline(time.Now().Add(5 * time.Second))
+				n, err := r.Read(buf)
+				if err != nil || n != 3 || buf[0] != byte(i) {
+					t.Fatalf("packet %d: %d bytes %v, err %v", i, n, buf[:n], err)
+				}
+			}
+		})
+	}
+}
+
+// Reads report the sender's address and allocate nothing per packet.
+func TestBatchConnRead(t *testing.T) {
+	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := newBatchConn(conn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Close()
+	buf := make([]byte, 1500)
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	allocs := testing.AllocsPerRun(50, func() {
+		if _, err := tx.WriteToUDPAddrPort([]byte("packet"), conn.LocalAddr().(*net.UDPAddr).AddrPort()); err != nil {
+			t.Fatal(err)
+		}
+		n, from, err := c.ReadFromAddrPort(buf)
+		if err != nil || string(buf[:n]) != "packet" || from != tx.LocalAddr().(*net.UDPAddr).AddrPort() {
+			t.Fatalf("read %q from %v, err %v", buf[:n], from, err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("%.1f allocations per read, want 0", allocs)
+	}
+	// A deadline ends a read that has nothing to read.
+	_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, _, err := c.ReadFromAddrPort(buf); err == nil {
+		t.Fatal("read past the deadline returned no error")
 	}
 }

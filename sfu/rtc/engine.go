@@ -72,7 +72,11 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
 		}
-		bc := newBatchConn(udp)
+		bc, err := newBatchConn(udp)
+		if err != nil {
+			_ = udp.Close()
+			return nil, fmt.Errorf("webrtc udp %s: %w", addr, err)
+		}
 		e.udp, e.conns = bc, []*batchConn{bc}
 		e.udpMux = webrtc.NewICEUDPMux(lf.NewLogger("udpmux"), bc)
 		port = udp.LocalAddr().(*net.UDPAddr).Port
@@ -194,7 +198,11 @@ func multiMux(port int, lf *loggerFactory) (*ice.MultiUDPMuxDefault, []*batchCon
 			return fail(err)
 		}
 		port = udp.LocalAddr().(*net.UDPAddr).Port
-		bc := newBatchConn(udp)
+		bc, err := newBatchConn(udp)
+		if err != nil {
+			_ = udp.Close()
+			return fail(err)
+		}
 		conns = append(conns, bc)
 		muxes = append(muxes, ice.NewUDPMuxDefault(ice.UDPMuxParams{Logger: lf.NewLogger("udpmux"), UDPConn: bc}))
 	}
