@@ -58,6 +58,12 @@ type batchConn struct {
 
 	gso    atomic.Bool // the kernel takes UDP_SEGMENT on this socket
 	counts []int       // packets carried by each message of the batch being sent; the flusher's
+
+	// The flusher's scratch for grouping packets by destination.
+	bucketOf map[netip.AddrPort]int
+	buckets  []int // per destination: packets, then where its next packet goes
+	bucket   []int // per packet: its destination's bucket
+	grouped  []outPacket
 }
 
 type outPacket struct {
@@ -165,6 +171,7 @@ func (c *batchConn) flushLoop() {
 			c.pending, c.spare = c.spare[:0], nil
 			c.mu.Unlock()
 			c.send(out, msgs)
+			clear(c.grouped)
 			c.mu.Lock()
 			for i := range out {
 				c.free = append(c.free, out[i].buf)
@@ -183,7 +190,7 @@ func (c *batchConn) send(out []outPacket, msgs []message) {
 	gso := c.gso.Load()
 	if gso {
 		// Each destination's packets together, in their order, so that runs can be segmented.
-		slices.SortStableFunc(out, func(a, b outPacket) int { return a.addr.Compare(b.addr) })
+		out = c.group(out)
 	}
 	for len(out) > 0 {
 		n, total := c.fill(out, msgs, gso)
@@ -216,6 +223,42 @@ func (c *batchConn) send(out []outPacket, msgs []message) {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
+}
+
+// group returns out with each destination's packets together, in their order, destinations in
+// the order they first appear: a counting sort in linear time (a comparison sort of a flush of
+// 100 viewers' frames cost ~150 ns per packet, 4 % of the daemon). out itself is left as it is.
+func (c *batchConn) group(out []outPacket) []outPacket {
+	if c.bucketOf == nil {
+		c.bucketOf = map[netip.AddrPort]int{}
+	}
+	clear(c.bucketOf)
+	c.buckets, c.bucket = c.buckets[:0], c.bucket[:0]
+	last, lastAddr := -1, netip.AddrPort{}
+	for i := range out {
+		if a := out[i].addr; last < 0 || a != lastAddr {
+			b, ok := c.bucketOf[a]
+			if !ok {
+				b = len(c.buckets)
+				c.bucketOf[a] = b
+				c.buckets = append(c.buckets, 0)
+			}
+			last, lastAddr = b, a
+		}
+		c.bucket = append(c.bucket, last)
+		c.buckets[last]++
+	}
+	at := 0
+	for b, n := range c.buckets {
+		c.buckets[b] = at
+		at += n
+	}
+	c.grouped = slices.Grow(c.grouped[:0], len(out))[:len(out)]
+	for i, b := range c.bucket {
+		c.grouped[c.buckets[b]] = out[i]
+		c.buckets[b]++
+	}
+	return c.grouped
 }
 
 // fill builds up to batchSize messages from the head of out: with gso, each a run of packets
