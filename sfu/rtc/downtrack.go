@@ -56,6 +56,9 @@ type DownTrack struct {
 	resent    atomic.Uint64
 }
 
+// anchorTrail is how far the anchor follows behind the newest source sequence number.
+const anchorTrail = 1 << 14
+
 // historySize is the retransmission window in packets (about 3 s of 2.6 Mbit/s video).
 const historySize = 1024
 
@@ -146,6 +149,12 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 		d.anchor = in.SequenceNumber
 	case int16(in.SequenceNumber-d.anchor) < 0:
 		return nil // a late packet from before the current mapping: it would reuse a number
+	}
+	// The anchor trails the sequence: 16-bit "before" only means something within half the
+	// number space, and a fixed anchor would make every packet 32,768 after it look late
+	// (video stopped after ~110 s of a 300 packet/s stream).
+	if int16(in.SequenceNumber-d.anchor) > anchorTrail {
+		d.anchor = in.SequenceNumber - anchorTrail
 	}
 	h := &d.hdr
 	*h = in
