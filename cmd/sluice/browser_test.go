@@ -158,4 +158,8 @@ func TestChromiumWHIPToWHEP(t *testing.T) {
 	if !strings.Contains(out, "640x360") || !strings.Contains(out, "H264") || !strings.Contains(out, "opus") {
 		t.Errorf("status does not show the tracks' codecs and resolution:\n%s", out)
 	}
+	// The browser decoded what our own SRTP sender encrypted (sfu/rtc/egress.go), not pion's.
+	if m := getText(t, d.URL+"/metrics"); !strings.Contains(m, `sluice_webrtc_viewer_routes_total{route="direct"} 1`) {
+		t.Errorf("the browser's WHEP session did not use the direct route:\n%s", grepLines(m, "sluice_webrtc_viewer_routes"))
+	}
 }

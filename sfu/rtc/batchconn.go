@@ -331,6 +331,14 @@ func (c *batchConn) Close() error {
 // LocalAddr implements net.PacketConn.
 func (c *batchConn) LocalAddr() net.Addr { return c.conn.LocalAddr() }
 
+// localAddrPort is the socket's bound address.
+func (c *batchConn) localAddrPort() netip.AddrPort {
+	if a, ok := c.conn.LocalAddr().(*net.UDPAddr); ok {
+		return a.AddrPort()
+	}
+	return netip.AddrPort{}
+}
+
 // SetDeadline implements net.PacketConn (reads only: writes never block).
 func (c *batchConn) SetDeadline(t time.Time) error { return c.conn.SetReadDeadline(t) }
 

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -51,9 +52,24 @@ type DownTrack struct {
 	// sequence number and timestamp it went out with. Written by WritePacket, read by Resend.
 	history [historySize]sentPacket
 	// resendHdr is Resend's own header scratch (it runs on the RTCP goroutine).
-	resendMu  sync.Mutex
 	resendHdr rtp.Header
 	resent    atomic.Uint64
+
+	// route, when set, sends below pion (egress.go); nil sends through pion's writer.
+	route  atomic.Pointer[directRoute]
+	direct atomic.Uint64 // packets sent on a direct route
+
+	// wmu serializes the writes of WritePacket and Resend (one SRTP context, one scratch)
+	// and guards the sender report state.
+	wmu     sync.Mutex
+	plain   []byte     // a marshaled packet before encryption
+	cipher  []byte     // its encryption
+	encHdr  rtp.Header // EncryptRTP's header scratch
+	srPkts  uint32     // packets and payload octets sent, for sender reports
+	srBytes uint32
+	srTS    uint32 // the latest RTP timestamp sent, and when its packet reached us
+	srAt    int64
+	srHave  bool
 }
 
 // anchorTrail is how far the anchor follows behind the newest source sequence number.
@@ -164,7 +180,7 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	h.Timestamp = in.Timestamp + d.tsOffset
 	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 	h.Padding, h.PaddingSize = false, 0
-	if _, err := b.writer.WriteRTP(h, p.Payload); err != nil {
+	if err := d.write(b, h, p.Payload, p.Arrival); err != nil {
 		return err
 	}
 	slot := &d.history[h.SequenceNumber%historySize]
@@ -185,8 +201,6 @@ func (d *DownTrack) Resend(seqs []uint16) {
 	if b == nil {
 		return
 	}
-	d.resendMu.Lock()
-	defer d.resendMu.Unlock()
 	for _, seq := range seqs {
 		slot := &d.history[seq%historySize]
 		m1 := slot.meta.Load()
@@ -200,11 +214,82 @@ func (d *DownTrack) Resend(seqs []uint16) {
 		h.SequenceNumber, h.Timestamp = seq, uint32(m1)
 		h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 		h.Padding, h.PaddingSize = false, 0
-		if _, err := b.writer.WriteRTP(h, p.Payload); err != nil {
+		if err := d.write(b, h, p.Payload, 0); err != nil {
 			return
 		}
 		d.resent.Add(1)
 	}
+}
+
+// write sends one packet, on the direct route when there is one, and counts it for sender
+// reports; arrival (0 for a retransmission) is when the packet reached the SFU.
+func (d *DownTrack) write(b *binding, h *rtp.Header, payload []byte, arrival int64) error {
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if r := d.route.Load(); r != nil {
+		if err := d.writeDirect(r, h, payload); err != nil {
+			return err
+		}
+		d.direct.Add(1)
+	} else if _, err := b.writer.WriteRTP(h, payload); err != nil {
+		return err
+	}
+	d.srPkts++
+	d.srBytes += uint32(len(payload)) //nolint:gosec // wraps, as RFC 3550 §6.4.1 allows
+	if arrival != 0 && (!d.srHave || int32(h.Timestamp-d.srTS) >= 0) {
+		d.srTS, d.srAt, d.srHave = h.Timestamp, arrival, true
+	}
+	return nil
+}
+
+// writeDirect encrypts the packet with the track's SRTP context and queues it on the socket.
+func (d *DownTrack) writeDirect(r *directRoute, h *rtp.Header, payload []byte) error {
+	hl := h.MarshalSize()
+	n := hl + len(payload)
+	if cap(d.plain) < n {
+		d.plain = make([]byte, 0, max(n, 1500))
+	}
+	buf := d.plain[:n]
+	if _, err := h.MarshalTo(buf); err != nil {
+		return err
+	}
+	copy(buf[hl:], payload)
+	if cap(d.cipher) < n+srtpOverhead {
+		d.cipher = make([]byte, 0, max(n+srtpOverhead, 1500+srtpOverhead))
+	}
+	out, err := r.srtp.EncryptRTP(d.cipher[:0], buf, &d.encHdr)
+	if err != nil {
+		return err
+	}
+	_, err = r.conn.WriteToAddrPort(out, r.addr)
+	return err
+}
+
+// srtpOverhead is the most SRTP adds to a packet (a 16-byte GCM tag; HMAC-SHA1-80 adds 10).
+const srtpOverhead = 16
+
+// setRoute switches the track to a direct route (egress.go).
+func (d *DownTrack) setRoute(r *directRoute) { d.route.Store(r) }
+
+// Direct returns how many packets went out on a direct route.
+func (d *DownTrack) Direct() uint64 { return d.direct.Load() }
+
+// senderReport returns the track's RTCP sender report for now: the RTP time extrapolated from
+// the latest timestamp sent and when its packet arrived, so that audio and video share the
+// arrival clock (RFC 3550 §6.4.1).
+func (d *DownTrack) senderReport(now time.Time) (*rtcp.SenderReport, bool) {
+	b := d.binding.Load()
+	if b == nil {
+		return nil, false
+	}
+	d.wmu.Lock()
+	defer d.wmu.Unlock()
+	if !d.srHave {
+		return nil, false
+	}
+	elapsed := now.Sub(time.Unix(0, d.srAt))
+	rtpTime := d.srTS + uint32(int64(elapsed.Seconds()*float64(d.codec.ClockRate))) //nolint:gosec // RTP time wraps
+	return &rtcp.SenderReport{SSRC: b.ssrc, NTPTime: toNTP(now), RTPTime: rtpTime, PacketCount: d.srPkts, OctetCount: d.srBytes}, true
 }
 
 // Resent returns the number of retransmitted packets.

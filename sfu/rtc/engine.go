@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/ice/v4"
@@ -23,17 +24,23 @@ import (
 // Engine is the daemon's one WebRTC stack: the pion API with our codecs and interceptors, and
 // the shared UDP and TCP sockets. NewEngine opens the sockets; Close releases them.
 type Engine struct {
-	api    *webrtc.API
-	udp    net.PacketConn
-	conns  []*batchConn // every media socket
-	tcp    net.Listener
-	udpMux ice.UDPMux
+	api *webrtc.API
+	// viewAPI makes WHEP viewers' connections: no interceptors (retransmissions, sender
+	// reports and the media itself are ours, egress.go) and no transport-cc, which only a
+	// sender's bandwidth estimation reads and ours does none.
+	viewAPI *webrtc.API
+	udp     net.PacketConn
+	conns   []*batchConn // every media socket
+	tcp     net.Listener
+	udpMux  ice.UDPMux
 	// localAddr is what LocalAddr reports when there is no single socket.
 	localAddr net.Addr
 	tcpMux    ice.TCPMux
 	cfg       Config
 	log       *slog.Logger
-	iceConfs  []webrtc.ICEServer
+
+	routedDirect, routedPion atomic.Uint64 // WHEP viewers by route (egress.go)
+	iceConfs                 []webrtc.ICEServer
 }
 
 // NewEngine builds the WebRTC stack for cfg and binds its port. With Port 0 the system picks a
@@ -154,6 +161,12 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	e.api = webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s))
+	vm := &webrtc.MediaEngine{}
+	if err := registerCodecs(vm); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
+	e.viewAPI = webrtc.NewAPI(webrtc.WithMediaEngine(vm), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(s))
 	for _, srv := range cfg.ICEServers {
 		e.iceConfs = append(e.iceConfs, webrtc.ICEServer{URLs: srv.URLs, Username: srv.Username, Credential: srv.Credential})
 	}
@@ -168,8 +181,6 @@ func (e *Engine) LocalAddr() net.Addr {
 	return e.localAddr
 }
 
-// newPeerConnection makes a peer connection on the shared sockets. Clients get the ICE servers
-// through Link headers; the daemon itself needs none: it is the reachable side.
 // mustAddr parses an IP validated by Config.Validate.
 func mustAddr(ip string) netip.Addr {
 	a, _ := netip.ParseAddr(ip)
@@ -252,7 +263,13 @@ func (e *Engine) SentPackets() (sent, syscalls, dropped uint64) {
 	return sent, syscalls, dropped
 }
 
-func (e *Engine) newPeerConnection() (*webrtc.PeerConnection, error) {
+// newPeerConnection makes a publisher's connection, or with view a viewer's, on the shared
+// sockets. Clients get the ICE servers through Link headers; the daemon itself needs none: it
+// is the reachable side.
+func (e *Engine) newPeerConnection(view bool) (*webrtc.PeerConnection, error) {
+	if view {
+		return e.viewAPI.NewPeerConnection(webrtc.Configuration{})
+	}
 	return e.api.NewPeerConnection(webrtc.Configuration{})
 }
 
@@ -283,6 +300,8 @@ var (
 	descSent     = prometheus.NewDesc("sluice_webrtc_packets_sent_total", "UDP packets sent by WebRTC sessions.", nil, nil)
 	descSyscalls = prometheus.NewDesc("sluice_webrtc_send_syscalls_total", "sendmmsg calls carrying them.", nil, nil)
 	descDropped  = prometheus.NewDesc("sluice_webrtc_send_dropped_total", "UDP packets the socket could not take.", nil, nil)
+	descRoutes   = prometheus.NewDesc("sluice_webrtc_viewer_routes_total",
+		"WHEP viewers by how their media left: direct (our SRTP onto the UDP socket) or pion (ICE-TCP, or keys not readable).", []string{"route"}, nil)
 )
 
 // Describe implements prometheus.Collector.
@@ -290,6 +309,7 @@ func (e *Engine) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSent
 	ch <- descSyscalls
 	ch <- descDropped
+	ch <- descRoutes
 }
 
 // Collect implements prometheus.Collector.
@@ -298,6 +318,8 @@ func (e *Engine) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(sent))
 	ch <- prometheus.MustNewConstMetric(descSyscalls, prometheus.CounterValue, float64(calls))
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.CounterValue, float64(e.routedDirect.Load()), "direct")
+	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.CounterValue, float64(e.routedPion.Load()), "pion")
 }
 
 // tcpMuxCloseWait bounds the wait for pion's ICE-TCP mux to close. The mux waits for every

@@ -173,7 +173,7 @@ func (s *Server) acceptOffer(w http.ResponseWriter, r *http.Request, room string
 	if !ok {
 		return nil, nil, nil, false
 	}
-	pc, err := s.engine.newPeerConnection()
+	pc, err := s.engine.newPeerConnection(kind != sfu.ParticipantWHIP)
 	if err != nil {
 		api.WriteError(w, err)
 		return nil, nil, nil, false

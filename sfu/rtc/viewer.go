@@ -52,6 +52,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 	}
 	v := &viewer{
 		sessionLife: newSessionLife(parent, pc, p, s.log.With("room", roomName, "participant", p.Identity(), "protocol", "whep")),
+		engine:      s.engine,
 		hub:         s.hub,
 		room:        room,
 		identity:    identity,
@@ -98,6 +99,7 @@ func sourceOf(room *sfu.Room, identity string) *sfu.Participant {
 // through the hub's transcoder (AAC as Opus, VP8/VP9/H.265 as H.264).
 type viewer struct {
 	sessionLife
+	engine    *Engine
 	hub       *sfu.Hub
 	room      *sfu.Room
 	identity  string
@@ -254,6 +256,11 @@ func (v *viewer) run() {
 			v.readRTCP(sl)
 		}()
 	}
+	v.wg.Add(1)
+	go func() {
+		defer v.wg.Done()
+		v.reportLoop()
+	}()
 	v.serve()
 	reason, err := v.cause()
 	// The viewer is a consumer: leave first (subscriptions end), then release the transcoders
@@ -279,6 +286,7 @@ func (v *viewer) serve() {
 		v.close(sfu.ReasonError, errors.New("ice/dtls did not connect"))
 		return
 	}
+	v.routeDirect()
 	stream, err := v.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr})
 	if err != nil {
 		return
