@@ -52,7 +52,7 @@ func srtpKeys(t *webrtc.DTLSTransport, isClient bool) (key, salt []byte, profile
 	if !f.IsValid() || f.Type() != reflect.TypeFor[*dtls.Conn]() || f.IsNil() {
 		return nil, nil, 0, fmt.Errorf("%w: pion's DTLSTransport has no conn *dtls.Conn", errNoDirectRoute)
 	}
-	conn := (*dtls.Conn)(f.UnsafePointer())
+	conn := (*dtls.Conn)(f.UnsafePointer()) //nolint:gosec // G103: pion's own field, of the checked type
 	p, ok := conn.SelectedSRTPProtectionProfile()
 	if !ok {
 		return nil, nil, 0, fmt.Errorf("%w: no srtp profile", errNoDirectRoute)

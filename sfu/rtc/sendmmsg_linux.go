@@ -64,7 +64,7 @@ func (w *mmsgWriter) writeBatch(ms []message) (int, error) {
 		h.hdr = unix.Msghdr{}
 		iov := w.iovs[i*maxSegments : i*maxSegments+len(m.bufs)]
 		for j, b := range m.bufs {
-			iov[j].Base = unsafe.SliceData(b)
+			iov[j].Base = unsafe.SliceData(b) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
 			iov[j].SetLen(len(b))
 		}
 		h.hdr.Iov = &iov[0]
@@ -85,7 +85,7 @@ func (w *mmsgWriter) writeBatch(ms []message) (int, error) {
 	var errno syscall.Errno
 	err := w.raw.Write(func(fd uintptr) bool {
 		for {
-			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[0])), uintptr(len(ms)), 0, 0, 0)
+			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[0])), uintptr(len(ms)), 0, 0, 0) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
 			switch e {
 			case syscall.EINTR:
 				continue
@@ -114,13 +114,20 @@ func (w *mmsgWriter) sockaddr(i int, addr netip.AddrPort) (*byte, uint32) {
 	port := addr.Port()
 	if w.v6 {
 		*sa = unix.RawSockaddrInet6{Family: unix.AF_INET6, Addr: addr.Addr().As16()}
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], port)
-		return (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet6
+		sa.Port = htons(port)
+		return (*byte)(unsafe.Pointer(sa)), unix.SizeofSockaddrInet6 //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
 	}
-	s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+	s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa)) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
 	*s4 = unix.RawSockaddrInet4{Family: unix.AF_INET, Addr: addr.Addr().Unmap().As4()}
-	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s4.Port))[:], port)
-	return (*byte)(unsafe.Pointer(s4)), unix.SizeofSockaddrInet4
+	s4.Port = htons(port)
+	return (*byte)(unsafe.Pointer(s4)), unix.SizeofSockaddrInet4 //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
+}
+
+// htons turns a port into the network byte order of a sockaddr's port field, and back.
+func htons(port uint16) uint16 {
+	var b [2]byte
+	binary.BigEndian.PutUint16(b[:], port)
+	return binary.NativeEndian.Uint16(b[:])
 }
 
 // rawReader receives datagrams with raw recvfrom(2) calls, for the reason mmsgWriter sends raw:
@@ -173,8 +180,8 @@ func (r *rawReader) readFrom(b []byte) (int, netip.AddrPort, error) {
 func (r *rawReader) recvfrom(fd uintptr) bool {
 	for {
 		r.salen = unix.SizeofSockaddrInet6
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0,
-			uintptr(unsafe.Pointer(&r.sa)), uintptr(unsafe.Pointer(&r.salen)))
+		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0, //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
+			uintptr(unsafe.Pointer(&r.sa)), uintptr(unsafe.Pointer(&r.salen))) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -191,10 +198,10 @@ func (r *rawReader) recvfrom(fd uintptr) bool {
 
 // addr decodes the sender's address of the last read.
 func (r *rawReader) addr() netip.AddrPort {
-	port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&r.sa.Port))[:])
+	port := htons(r.sa.Port) // its own inverse
 	switch r.sa.Family {
 	case unix.AF_INET:
-		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&r.sa))
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&r.sa)) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
 		return netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), port)
 	case unix.AF_INET6:
 		a := netip.AddrFrom16(r.sa.Addr)
