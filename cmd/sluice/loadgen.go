@@ -21,29 +21,43 @@ import (
 
 // loadAPI is the pion stack of the load generator's peers: NACK and RTCP reports like a
 // browser, no stats or congestion control (they would cost the generator, not the daemon).
-// Against a loopback daemon only loopback candidates are gathered.
-func loadAPI(server string) (*webrtc.API, error) {
+// Against a loopback daemon only loopback candidates are gathered, and viewerAPI (nil
+// otherwise) gives each viewer a stack of its own on a receive-offload socket (loadgro.go).
+func loadAPI(server string) (api *webrtc.API, viewerAPI func() (*webrtc.API, func(), error), err error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	reg := &interceptor.Registry{}
 	if err := webrtc.ConfigureNack(m, reg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var s webrtc.SettingEngine
 	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	var loopback net.IP
 	if u, err := url.Parse(server); err == nil {
 		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || u.Hostname() == "localhost" {
 			s.SetIncludeLoopbackCandidate(true)
 			s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+			loopback = net.IPv4(127, 0, 0, 1)
+			if ip != nil {
+				loopback = ip
+			}
 		}
 	}
-	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg), webrtc.WithSettingEngine(s)), nil
+	opts := []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg)}
+	api = webrtc.NewAPI(append(opts, webrtc.WithSettingEngine(s))...)
+	if loopback != nil {
+		if c, err := listenGRO(loopback); err == nil { // the kernel has UDP_GRO
+			_ = c.Close()
+			viewerAPI = func() (*webrtc.API, func(), error) { return groViewerAPI(s, opts, loopback) }
+		}
+	}
+	return api, viewerAPI, nil
 }
 
 // clipPublisher publishes the built-in clip over WHIP in real time, looping it.
@@ -161,6 +175,7 @@ func (p *clipPublisher) close() {
 // loadSubscriber is one WHEP viewer measuring what it receives.
 type loadSubscriber struct {
 	pc       *webrtc.PeerConnection
+	release  func() // the viewer's own socket, if any, after pc
 	session  *rtc.Session
 	started  time.Time
 	setup    atomic.Int64 // nanoseconds from the offer to the first video packet
@@ -220,14 +235,17 @@ func (s *streamStats) snapshot() (received, expected, bytes int64, jitterMs floa
 	return s.packets, s.maxSeq - s.baseSeq + 1, s.bytes, s.jitter / s.clockRate * 1000
 }
 
-func subscribe(ctx context.Context, api *webrtc.API, endpoint, token string) *loadSubscriber {
-	s := &loadSubscriber{started: time.Now(), firstPkt: make(chan struct{})}
+func subscribe(ctx context.Context, api *webrtc.API, release func(), endpoint, token string) *loadSubscriber {
+	s := &loadSubscriber{started: time.Now(), firstPkt: make(chan struct{}), release: release}
 	s.video.clockRate, s.audio.clockRate = 90000, 48000
 	fail := func(err error) *loadSubscriber {
 		s.failed.Store(true)
 		s.lastErr = err
 		if s.pc != nil {
 			_ = s.pc.Close()
+		}
+		if s.release != nil {
+			s.release()
 		}
 		return s
 	}
@@ -314,4 +332,7 @@ func (s *loadSubscriber) close() {
 		_ = s.pc.Close()
 	}
 	s.readers.Wait()
+	if s.release != nil {
+		s.release()
+	}
 }

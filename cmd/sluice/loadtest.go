@@ -164,7 +164,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	if err != nil {
 		return nil, err
 	}
-	api, err := loadAPI(base)
+	api, viewerAPI, err := loadAPI(base)
 	if err != nil {
 		return nil, err
 	}
@@ -218,7 +218,13 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 			}
 		}()
 		if err := ramp(ctx, len(subs), o.ramp, func(i int) {
-			subs[i] = subscribe(ctx, api, base+"/whep/"+url.PathEscape(o.room), subToken)
+			vapi, release := api, func() {}
+			if viewerAPI != nil {
+				if a, r, err := viewerAPI(); err == nil {
+					vapi, release = a, r
+				}
+			}
+			subs[i] = subscribe(ctx, vapi, release, base+"/whep/"+url.PathEscape(o.room), subToken)
 		}); err != nil {
 			return nil, err
 		}
