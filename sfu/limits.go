@@ -6,6 +6,7 @@ import (
 	"math"
 	"runtime"
 	"sort"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -41,6 +42,26 @@ var ErrOverloaded = errors.New("the server is overloaded")
 // is not recreated at once.
 const shedCooldown = 10 * time.Second
 
+// shedSettle is how long after shedding the hub waits before it sheds again: the sessions it
+// closed take CPU to tear down, and their drops are not a sign that too few were shed.
+const shedSettle = 1500 * time.Millisecond
+
+// congestionHold is how long the hub stays congested after it last saw the send path drop
+// packets or shed viewers: long enough for the viewers' retransmission requests about the
+// packets lost meanwhile to be ignored.
+const congestionHold = 3 * time.Second
+
+// sendDropShare is the share of the packets an edge tried to send in one second that, dropped
+// by its send path, means the daemon cannot keep up (1 %); minSendDrops ignores a handful.
+const (
+	sendDropShare = 0.01
+	minSendDrops  = 50
+)
+
+// SendCounter returns the cumulative packets an edge's send path sent and the packets it
+// dropped because it could not send them in time (a full send queue). See Hub.WatchSend.
+type SendCounter func() (sent, dropped uint64)
+
 // ProcessCPU returns the CPU time this process has used (user + system).
 func ProcessCPU() time.Duration {
 	var ru syscall.Rusage
@@ -56,6 +77,48 @@ type loadState struct {
 	lastAt   time.Time
 	usage    atomic.Uint64 // float64 bits: share of the machine's cores used in the last second
 	lastShed atomic.Int64  // unix nanoseconds
+	// congestedUntil is when the last sign of congestion (send drops, shedding) stops counting.
+	congestedUntil atomic.Int64 // unix nanoseconds
+
+	sendMu   sync.Mutex
+	senders  []SendCounter
+	lastSent uint64 // the senders' totals at the last check (the hub's goroutine only)
+	lastDrop uint64
+}
+
+// WatchSend adds an edge's send counter to the hub's overload check: when the edge drops more
+// than 1 % of what it sends in a second, the daemon lacks the CPU to serve its viewers, and the
+// newest are shed as when their queues overflow. Safe for concurrent use; f is called from the
+// hub's goroutine once a second and must be cheap.
+func (h *Hub) WatchSend(f SendCounter) {
+	h.load.sendMu.Lock()
+	h.load.senders = append(h.load.senders, f)
+	h.load.sendMu.Unlock()
+}
+
+// Congested reports whether the daemon recently could not keep up: the send path dropped
+// packets, or viewers were shed, in the last 3 s. Optional work (answering retransmission
+// requests) should be skipped meanwhile: it would cost the CPU that is missing and its packets
+// would be dropped too. Safe for concurrent use; cheap.
+func (h *Hub) Congested() bool {
+	return h.clock().UnixNano() < h.load.congestedUntil.Load()
+}
+
+// sendDrops returns what the watched send paths sent and dropped since the last call (the
+// hub's goroutine only).
+func (h *Hub) sendDrops() (sent, dropped uint64) {
+	h.load.sendMu.Lock()
+	senders := h.load.senders
+	h.load.sendMu.Unlock()
+	var totalSent, totalDrop uint64
+	for _, f := range senders {
+		s, d := f()
+		totalSent += s
+		totalDrop += d
+	}
+	sent, dropped = totalSent-h.load.lastSent, totalDrop-h.load.lastDrop
+	h.load.lastSent, h.load.lastDrop = totalSent, totalDrop
+	return sent, dropped
 }
 
 // CPUUsage returns the share of the machine's cores the daemon used in the last second.
@@ -83,10 +146,17 @@ func (h *Hub) measureLoad(now time.Time) {
 	h.load.lastCPU, h.load.lastAt = cpu, now
 }
 
-// shed closes the newest viewers when many viewers' queues overflowed since the last check:
-// with non-blocking network writes that only happens when the daemon lacks CPU, and dropping
-// packets for everyone would spoil every viewer. It runs once a second on the hub's goroutine.
+// shed closes the newest viewers when many viewers' queues overflowed since the last check, or
+// a send path dropped more than 1 % of its packets: with non-blocking network writes that only
+// happens when the daemon lacks CPU, and dropping packets for everyone would spoil every
+// viewer. It runs once a second on the hub's goroutine.
 func (h *Hub) shed() {
+	now := h.clock()
+	sent, dropped := h.sendDrops()
+	sendCongested := dropped >= minSendDrops && float64(dropped) >= sendDropShare*float64(sent+dropped)
+	if sendCongested {
+		h.load.congestedUntil.Store(now.Add(congestionHold).UnixNano())
+	}
 	type viewer struct {
 		p        *Participant
 		joinedAt time.Time
@@ -112,14 +182,18 @@ func (h *Hub) shed() {
 			}
 		}
 	}
-	if !h.opts.Limits.Shed || len(viewers) == 0 || overflowing < max(2, subs/10) {
+	if !h.opts.Limits.Shed || len(viewers) == 0 || (overflowing < max(2, subs/10) && !sendCongested) {
+		return
+	}
+	if last := h.load.lastShed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < shedSettle {
 		return
 	}
 	sort.Slice(viewers, func(i, j int) bool { return viewers[i].joinedAt.After(viewers[j].joinedAt) })
 	n := max(1, len(viewers)/20) // 5% at a time, newest first
 	h.log.Warn("overloaded: shedding the newest viewers", "viewers", len(viewers), "shed", n,
-		"overflowing_subscriptions", overflowing, "cpu", h.CPUUsage())
-	h.load.lastShed.Store(h.clock().UnixNano())
+		"overflowing_subscriptions", overflowing, "send_dropped", dropped, "sent", sent, "cpu", h.CPUUsage())
+	h.load.lastShed.Store(now.UnixNano())
+	h.load.congestedUntil.Store(now.Add(congestionHold).UnixNano())
 	for _, v := range viewers[:n] {
 		v.p.Close(ReasonOverloaded, ErrOverloaded)
 	}

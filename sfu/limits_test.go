@@ -2,7 +2,9 @@ package sfu
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -111,5 +113,77 @@ func TestCPUBudgetRefusesViewers(t *testing.T) {
 	}
 	if _, err := NewHub(Options{Config: DefaultConfig(), Limits: Limits{CPUBudget: 1.5}}); err == nil {
 		t.Fatal("a budget above 1 was accepted")
+	}
+}
+
+// A send path that drops more than 1 % of its packets means the daemon lacks CPU: the newest
+// viewers are shed as when their queues overflow, the hub is congested meanwhile, it waits for
+// the sessions it closed to go before it sheds again, and stops when the drops stop.
+func TestShedOnSendDrops(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent, dropped atomic.Uint64
+	h.WatchSend(func() (uint64, uint64) { return sent.Load(), dropped.Load() })
+	pub, _ := h.Join("big", ParticipantSpec{Identity: "pub"})
+	if _, err := pub.Publish(TrackSpec{Codec: testH264}); err != nil {
+		t.Fatal(err)
+	}
+	var viewers []*Participant
+	for i := range 20 {
+		v, err := h.Join("big", ParticipantSpec{Identity: fmt.Sprintf("v%02d", i), Kind: ParticipantWebRTC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.StartStream(StreamSpec{Direction: DirectionPlay, Protocol: ProtocolWHEP}); err != nil {
+			t.Fatal(err)
+		}
+		viewers = append(viewers, v)
+		advance(time.Millisecond) // distinct join times
+	}
+	shed := func() []string {
+		var out []string
+		for _, v := range viewers {
+			if v.LeaveReason() == ReasonOverloaded {
+				out = append(out, v.Identity())
+			}
+		}
+		return out
+	}
+	second := func(s, d uint64) {
+		t.Helper()
+		advance(time.Second)
+		sent.Add(s)
+		dropped.Add(d)
+		h.shed()
+	}
+
+	second(10000, 0)
+	second(10000, 50) // 0.5 %: a hiccup
+	if got := shed(); len(got) != 0 || h.Congested() {
+		t.Fatalf("shed %v (congested %v) on 0.5 %% of drops", got, h.Congested())
+	}
+	second(10000, 500) // 4.8 %: overloaded
+	if got := shed(); len(got) != 1 || got[0] != "v19" || !h.Congested() || !h.Overloaded() {
+		t.Fatalf("after 4.8 %% of drops: shed %v, congested %v, overloaded %v; want v19 shed", got, h.Congested(), h.Overloaded())
+	}
+	second(10000, 500) // the closed sessions' own cost: not a reason to shed more yet
+	if got := shed(); len(got) != 1 {
+		t.Fatalf("shed again %v within a second of shedding", got)
+	}
+	second(10000, 500) // still dropping: shed the next newest
+	if got := shed(); len(got) != 2 || got[0] != "v18" {
+		t.Fatalf("shed %v, want v18 and v19", got)
+	}
+	for range 4 { // the drops stop: so does shedding, and the congestion after 3 s
+		second(10000, 0)
+	}
+	if got := shed(); len(got) != 2 || h.Congested() {
+		t.Fatalf("shed %v, congested %v after the drops stopped", got, h.Congested())
 	}
 }
