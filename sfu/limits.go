@@ -51,6 +51,10 @@ const shedSettle = 1500 * time.Millisecond
 // packets lost meanwhile to be ignored.
 const congestionHold = 3 * time.Second
 
+// lagLimit is how long a packet may wait in a viewer's queue before the viewer counts as
+// behind: the daemon is not keeping up with it, though its queue has not overflowed yet.
+const lagLimit = 500 * time.Millisecond
+
 // sendDropShare is the share of the packets an edge tried to send in one second that, dropped
 // by its send path, means the daemon cannot keep up (1 %); minSendDrops ignores a handful.
 const (
@@ -146,23 +150,32 @@ func (h *Hub) measureLoad(now time.Time) {
 	h.load.lastCPU, h.load.lastAt = cpu, now
 }
 
-// shed closes the newest viewers when many viewers' queues overflowed since the last check, or
-// a send path dropped more than 1 % of its packets: with non-blocking network writes that only
-// happens when the daemon lacks CPU, and dropping packets for everyone would spoil every
-// viewer. It runs once a second on the hub's goroutine.
+// shedCount is how many of the viewers one round of shedding closes: 5 %, or more when the
+// send path dropped more (half its drop share, as its packets include the backlog of the
+// time it could not send), at most 20 %; at least one.
+func shedCount(viewers int, sent, dropped uint64) int {
+	share := 0.05
+	if total := sent + dropped; total > 0 {
+		share = min(0.20, max(share, float64(dropped)/float64(total)/2))
+	}
+	return max(1, int(math.Ceil(share*float64(viewers)-1e-9)))
+}
+
+// shed closes the newest viewers when many viewers fell behind since the last check (their
+// queues overflowed, or held a packet longer than lagLimit), or a send path dropped more than
+// 1 % of its packets: with non-blocking network writes that only happens when the daemon lacks
+// CPU, and dropping packets for everyone would spoil every viewer. It runs once a second on
+// the hub's goroutine.
 func (h *Hub) shed() {
 	now := h.clock()
 	sent, dropped := h.sendDrops()
 	sendCongested := dropped >= minSendDrops && float64(dropped) >= sendDropShare*float64(sent+dropped)
-	if sendCongested {
-		h.load.congestedUntil.Store(now.Add(congestionHold).UnixNano())
-	}
 	type viewer struct {
 		p        *Participant
 		joinedAt time.Time
 	}
 	var viewers []viewer
-	subs, overflowing := 0, 0
+	subs, behind := 0, 0
 	for _, r := range h.Rooms() {
 		for _, p := range r.Participants() {
 			isViewer := false
@@ -171,9 +184,9 @@ func (h *Hub) shed() {
 			}
 			for _, s := range p.Subscriptions() {
 				subs++
-				d := s.dropped.Load()
-				if d > s.shedSeen {
-					overflowing++
+				d, lag := s.dropped.Load(), s.lag.Swap(0)
+				if d > s.shedSeen || lag > int64(lagLimit) {
+					behind++
 				}
 				s.shedSeen = d
 			}
@@ -182,16 +195,20 @@ func (h *Hub) shed() {
 			}
 		}
 	}
-	if !h.opts.Limits.Shed || len(viewers) == 0 || (overflowing < max(2, subs/10) && !sendCongested) {
+	overloaded := sendCongested || behind >= max(2, subs/10)
+	if overloaded {
+		h.load.congestedUntil.Store(now.Add(congestionHold).UnixNano())
+	}
+	if !h.opts.Limits.Shed || len(viewers) == 0 || !overloaded {
 		return
 	}
 	if last := h.load.lastShed.Load(); last != 0 && now.Sub(time.Unix(0, last)) < shedSettle {
 		return
 	}
 	sort.Slice(viewers, func(i, j int) bool { return viewers[i].joinedAt.After(viewers[j].joinedAt) })
-	n := max(1, len(viewers)/20) // 5% at a time, newest first
+	n := shedCount(len(viewers), sent, dropped)
 	h.log.Warn("overloaded: shedding the newest viewers", "viewers", len(viewers), "shed", n,
-		"overflowing_subscriptions", overflowing, "send_dropped", dropped, "sent", sent, "cpu", h.CPUUsage())
+		"subscriptions_behind", behind, "send_dropped", dropped, "sent", sent, "cpu", h.CPUUsage())
 	h.load.lastShed.Store(now.UnixNano())
 	h.load.congestedUntil.Store(now.Add(congestionHold).UnixNano())
 	for _, v := range viewers[:n] {

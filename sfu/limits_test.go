@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
 )
 
 // When many viewers' queues overflow at once the newest viewers are shed, told with
@@ -185,5 +187,79 @@ func TestShedOnSendDrops(t *testing.T) {
 	}
 	if got := shed(); len(got) != 2 || h.Congested() {
 		t.Fatalf("shed %v, congested %v after the drops stopped", got, h.Congested())
+	}
+}
+
+// Viewers whose packets wait in their queues longer than lagLimit are behind, though their
+// queues have not overflowed: the newest viewer is shed.
+func TestShedWhenViewersFallBehind(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := h.Join("big", ParticipantSpec{Identity: "pub"})
+	audio, err := pub.Publish(TrackSpec{Codec: Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var delivered atomic.Int64
+	slow := SinkFunc(func(*Packet, bool) error { <-release; delivered.Add(1); return nil })
+	var viewers []*Participant
+	for i := range 4 {
+		v, err := h.Join("big", ParticipantSpec{Identity: fmt.Sprintf("v%d", i), Kind: ParticipantWebRTC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.StartStream(StreamSpec{Direction: DirectionPlay, Protocol: ProtocolWHEP}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Subscribe(audio, slow, SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		viewers = append(viewers, v)
+		advance(time.Millisecond)
+	}
+	for i := range 2 * lagEvery { // well within the queue: nothing overflows
+		audio.WritePacket(&Packet{Header: rtp.Header{SequenceNumber: uint16(i), Timestamp: uint32(i * 960)}, Payload: []byte{1}})
+	}
+	h.shed() // packets are waiting, but not for long yet
+	if viewers[3].LeaveReason() != "" {
+		t.Fatal("shed before anyone was behind")
+	}
+	advance(time.Second)
+	close(release)
+	waitFor(t, "the queued packets", func() bool { return delivered.Load() == int64(4*2*lagEvery) })
+	h.shed()
+	if viewers[3].LeaveReason() != ReasonOverloaded || viewers[0].LeaveReason() != "" || !h.Congested() {
+		t.Fatalf("after packets waited 1 s: newest %q, oldest %q, congested %v", viewers[3].LeaveReason(), viewers[0].LeaveReason(), h.Congested())
+	}
+	for _, v := range viewers {
+		v.Close(ReasonClientDisconnected, nil)
+	}
+}
+
+// One round sheds 5 % of the viewers, or half the send path's drop share, at most 20 %.
+func TestShedCount(t *testing.T) {
+	cases := []struct {
+		viewers       int
+		sent, dropped uint64
+		want          int
+	}{
+		{20, 10000, 500, 1},     // 4.8 % dropped: 5 %
+		{100, 0, 0, 5},          // queues overflowing, nothing dropped in the send path
+		{10, 0, 0, 1},           // at least one
+		{80, 30000, 10000, 10},  // 25 % dropped: 12.5 %
+		{80, 13659, 32829, 16},  // 70 % dropped: capped at 20 %
+		{200, 66055, 12978, 17}, // 16.4 % dropped: 8.2 %
+	}
+	for _, c := range cases {
+		if got := shedCount(c.viewers, c.sent, c.dropped); got != c.want {
+			t.Errorf("shedCount(%d, %d, %d) = %d, want %d", c.viewers, c.sent, c.dropped, got, c.want)
+		}
 	}
 }
