@@ -38,8 +38,8 @@ func loadAPI(server string) (*webrtc.API, error) {
 	}
 	var s webrtc.SettingEngine
 	// A viewer whose session the daemon ended without a word (its DTLS close_notify lost) is
-	// known as ended within seconds, not pion's 30: media arrives all the time on a live one.
-	s.SetICETimeouts(3*time.Second, 5*time.Second, time.Second)
+	// known as ended within 15 s, not pion's 30: media arrives all the time on a live one.
+	s.SetICETimeouts(5*time.Second, 10*time.Second, time.Second)
 	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	if u, err := url.Parse(server); err == nil {
@@ -178,16 +178,18 @@ type loadSubscriber struct {
 	// refused is set when the daemon answered the offer 503 (overloaded: admission refused).
 	refused atomic.Bool
 	// endedAt is when the daemon ended a session that had played (it closed the peer
-	// connection, or stopped answering): unix nanoseconds, 0 while it plays.
-	endedAt  atomic.Int64
-	closing  atomic.Bool
-	readers  sync.WaitGroup
-	statsMu  sync.Mutex
-	video    streamStats
-	audio    streamStats
-	lastErr  error
-	firstPkt chan struct{}
-	once     sync.Once
+	// connection, or stopped answering): the arrival of its last packet, in unix nanoseconds;
+	// 0 while it plays. lastPacket is the arrival of the latest packet.
+	endedAt    atomic.Int64
+	lastPacket atomic.Int64
+	closing    atomic.Bool
+	readers    sync.WaitGroup
+	statsMu    sync.Mutex
+	video      streamStats
+	audio      streamStats
+	lastErr    error
+	firstPkt   chan struct{}
+	once       sync.Once
 }
 
 // streamStats counts one received RTP stream (RFC 3550 A.1 and A.8).
@@ -286,6 +288,7 @@ func (s *loadSubscriber) start(ctx context.Context, api *webrtc.API, endpoint, t
 				continue
 			}
 			now := time.Now()
+			s.lastPacket.Store(now.UnixNano())
 			seq := uint16(buf[2])<<8 | uint16(buf[3])
 			ts := uint32(buf[4])<<24 | uint32(buf[5])<<16 | uint32(buf[6])<<8 | uint32(buf[7])
 			s.statsMu.Lock()
@@ -306,8 +309,10 @@ func (s *loadSubscriber) start(ctx context.Context, api *webrtc.API, endpoint, t
 			case s.closing.Load():
 			case s.setup.Load() > 0:
 				// It played, and the daemon closed it (a DTLS close_notify closes the peer
-				// connection) or went silent: the session was ended from the daemon's side.
-				s.endedAt.CompareAndSwap(0, time.Now().UnixNano())
+				// connection) or went silent: the session was ended from the daemon's side,
+				// when its media stopped (a close_notify lost in a congested daemon's send
+				// queue is noticed only as silence, seconds later).
+				s.endedAt.CompareAndSwap(0, max(1, s.lastPacket.Load()))
 			default:
 				s.failed.Store(true)
 			}

@@ -24,9 +24,13 @@ type overloadReport struct {
 	// run; EventsError says why they could not be followed (then Events is 0).
 	Events      int    `json:"overloaded_events"`
 	EventsError string `json:"events_error,omitempty"`
-	// ShedNamed counts the shed subscribers one of those events names (key mode only: the
-	// subscribers' tokens carry identities; in open mode the daemon names them itself).
-	ShedNamed *int `json:"shed_with_event,omitempty"`
+	// ShedNamed counts the shed subscribers one of those events names, and ShedUnnoticed those
+	// among them that had not yet seen their session end at the end of the window (a DTLS
+	// close_notify lost in a congested send queue leaves a viewer waiting for ICE to time
+	// out): key mode only, where the subscribers' tokens carry identities (in open mode the
+	// daemon names them itself). A subscriber an event names is shed, noticed or not.
+	ShedNamed     *int `json:"shed_with_event,omitempty"`
+	ShedUnnoticed *int `json:"shed_unnoticed,omitempty"`
 	// Survivors are the subscribers that played to the end of the window, over the window;
 	// ShedViewers are the shed ones, over their lives (first video packet to being shed).
 	Survivors   groupReport `json:"survivors"`
@@ -49,7 +53,7 @@ type groupReport struct {
 	BitrateKbps float64 `json:"bitrate_kbps_per_subscriber"`
 	LossPct     float64 `json:"packet_loss_pct"`
 
-	kbpsSum, received, expected float64 // the sums of add, which finish turns into the figures
+	seconds, bytes, received, expected float64 // the sums of add, which finish turns into the figures
 }
 
 // phaseReport is a stretch of the run: the subscribers playing all through it, what each
@@ -103,6 +107,24 @@ func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.Wait
 		}
 	}()
 	return w
+}
+
+// markNamed counts, among the subscribers that are playing, those an overloaded event names
+// as shed at their last packet: the daemon said it ended them, though they have not noticed.
+// It returns how many it marked.
+func (w *overloadWatch) markNamed(subs []*loadSubscriber) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, s := range subs {
+		if s.identity == "" || !w.named[s.identity] || s.setup.Load() == 0 {
+			continue
+		}
+		if s.endedAt.CompareAndSwap(0, max(1, s.lastPacket.Load())) {
+			n++
+		}
+	}
+	return n
 }
 
 // wait waits up to d for the event stream to be connected; false when it was not.
@@ -163,7 +185,7 @@ func (s *loadSampler) take(ctx context.Context) {
 // overloadSummary builds the overload report of a WHEP load test from its subscribers, the
 // sampler's samples (the first taken at the start of the ramp), the measurement window and the
 // events seen. It returns nil when nothing was refused or shed and no event was seen.
-func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow, watch *overloadWatch, keyMode bool) *overloadReport {
+func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow, watch *overloadWatch, keyMode bool, unnoticed int) *overloadReport {
 	rep := &overloadReport{}
 	watch.mu.Lock()
 	rep.Events = watch.events
@@ -193,7 +215,7 @@ func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow,
 		return nil
 	}
 	if keyMode {
-		rep.ShedNamed = &named
+		rep.ShedNamed, rep.ShedUnnoticed = &named, &unnoticed
 	}
 	rep.ShedViewers.finish()
 	if len(samples) < 2 {
@@ -303,22 +325,23 @@ func groupRate(a, b loadSample, chosen []int) (kbps, lossPct float64) {
 // add counts a shed subscriber's whole life, from its first video packet to its end.
 func (g *groupReport) add(s *loadSubscriber) {
 	end, _ := s.ended()
-	life := end.Sub(s.started.Add(time.Duration(s.setup.Load()))).Seconds()
 	v, a := s.counters()
 	g.Count++
-	if life > 0 {
-		g.kbpsSum += (v[2] + a[2]) * 8 / 1000 / life
-	}
+	g.seconds += max(0, end.Sub(s.started.Add(time.Duration(s.setup.Load()))).Seconds())
+	g.bytes += v[2] + a[2]
 	g.received += v[0] + a[0]
 	g.expected += v[1] + a[1]
 }
 
-// finish turns the sums of add into the figures.
+// finish turns the sums of add into the figures: the bitrate is the bytes over the seconds
+// of all the lives (a life of a few packets does not weigh like a long one).
 func (g *groupReport) finish() {
 	if g.Count == 0 {
 		return
 	}
-	g.BitrateKbps = round1(g.kbpsSum / float64(g.Count))
+	if g.seconds > 0 {
+		g.BitrateKbps = round1(g.bytes * 8 / 1000 / g.seconds)
+	}
 	if g.expected > 0 {
 		g.LossPct = round3(math.Max(0, 1-g.received/g.expected) * 100)
 	}

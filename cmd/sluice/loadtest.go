@@ -268,7 +268,8 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 		}
 		stopWatch()
 		watchWG.Wait()
-		rep.Overload = overloadSummary(subs, sampler.samples, w, watch, keyMode)
+		unnoticed := watch.markNamed(subs)
+		rep.Overload = overloadSummary(subs, sampler.samples, w, watch, keyMode, unnoticed)
 		sum := summarize(clients, w)
 		rep.Connected, rep.Failed, rep.FirstError = sum.connected, sum.failed, sum.firstError
 		rep.Refused, rep.Shed = sum.refused, sum.shed
