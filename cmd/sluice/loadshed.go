@@ -355,6 +355,9 @@ func (o *overloadReport) print(t *table) {
 	}
 	if o.ShedNamed != nil {
 		events += fmt.Sprintf(", naming %d of the shed subscribers", *o.ShedNamed)
+		if *o.ShedUnnoticed > 0 {
+			events += fmt.Sprintf(" (%d of them had not seen their session end)", *o.ShedUnnoticed)
+		}
 	}
 	t.row("overload", fmt.Sprintf("%d refused (503), %d shed by the daemon; %s", o.Refused, o.Shed, events))
 	t.row("survivors", fmt.Sprintf("%d: %.0f kbit/s each, loss %.3f %% (over the window)", o.Survivors.Count, o.Survivors.BitrateKbps, o.Survivors.LossPct))

@@ -49,12 +49,19 @@ in a window of their own, so that each protocol's cost per viewer stands on its 
 RTSP readers play rtsp://HOST:8554/<room>, HOST taken from --server, unless --rtsp-url names the
 RTSP server; with --api-key they carry a subscribe token (?token=).
 
+An overloaded daemon refuses new subscribers (503) and sheds the newest (stream.failed, reason
+overloaded): the report counts them apart (refused, shed), with the overloaded events seen on the
+daemon's event stream (with --api-key each subscriber's token names it, and the events are matched
+to the shed subscribers), the received figures of the survivors and of the shed, the daemon's CPU
+before, while and after shedding, and a per-second timeline in -o json.
+
 Run it against a daemon on a quiet machine; the viewers run in this process and cost CPU too.`,
 		Example: `  sluice loadtest -n 100 --duration 30s
   sluice loadtest -n 0 --rtsp 50 --duration 30s        # RTSP readers only
   sluice loadtest -n 20 --rtsp 20 --rtsp-url rtsp://10.0.0.5:8554
   sluice loadtest -n 20 --room stage --no-publish      # viewers of an existing publisher
-  sluice loadtest -n 100 -o json | jq .cpu_per_packet_us`,
+  sluice loadtest -n 100 -o json | jq .cpu_per_packet_us
+  sluice loadtest -n 200 -o json | jq .overload.after_shedding`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := runLoadtest(cmd.Context(), g, o, cmd.ErrOrStderr())
