@@ -105,31 +105,33 @@ Run it against a daemon on a quiet machine; the viewers run in this process and 
 // session the daemon ended during the run. The received figures (bitrate, loss, jitter) are
 // the survivors': connected and not shed.
 type loadReport struct {
-	Subscribers     int             `json:"subscribers"`
-	Connected       int             `json:"connected"`
-	Failed          int             `json:"failed"`
-	Refused         int             `json:"refused"`
-	Shed            int             `json:"shed"`
-	FirstError      string          `json:"first_error,omitempty"`
-	SetupP50Ms      float64         `json:"setup_p50_ms"`
-	SetupP95Ms      float64         `json:"setup_p95_ms"`
-	AnsweredP50Ms   float64         `json:"answered_p50_ms"`
-	ConnectedP50Ms  float64         `json:"connected_p50_ms"`
-	WindowSeconds   float64         `json:"window_seconds"`
-	BitrateKbps     float64         `json:"bitrate_kbps_per_subscriber"`
-	LossPct         float64         `json:"packet_loss_pct"`
-	JitterMs        float64         `json:"jitter_ms"`
-	IdleRSSMiB      float64         `json:"daemon_idle_rss_mib"`
-	RSSMiB          float64         `json:"daemon_rss_mib"`
-	RSSPerSubMiB    float64         `json:"rss_per_subscriber_mib"`
-	BaselineCores   float64         `json:"daemon_cpu_cores_publisher_only"`
-	Cores           float64         `json:"daemon_cpu_cores"`
-	PacketsPerSec   float64         `json:"packets_sent_per_second"`
-	CPUPerSubMs     float64         `json:"cpu_ms_per_second_per_subscriber"`
-	CPUPerPacketUs  float64         `json:"cpu_per_packet_us"`
-	DroppedInDaemon float64         `json:"packets_dropped_in_daemon"`
-	Overload        *overloadReport `json:"overload,omitempty"`
-	RTSP            *rtspReport     `json:"rtsp,omitempty"`
+	Subscribers     int     `json:"subscribers"`
+	Connected       int     `json:"connected"`
+	Failed          int     `json:"failed"`
+	Refused         int     `json:"refused"`
+	Shed            int     `json:"shed"`
+	FirstError      string  `json:"first_error,omitempty"`
+	SetupP50Ms      float64 `json:"setup_p50_ms"`
+	SetupP95Ms      float64 `json:"setup_p95_ms"`
+	AnsweredP50Ms   float64 `json:"answered_p50_ms"`
+	ConnectedP50Ms  float64 `json:"connected_p50_ms"`
+	WindowSeconds   float64 `json:"window_seconds"`
+	BitrateKbps     float64 `json:"bitrate_kbps_per_subscriber"`
+	LossPct         float64 `json:"packet_loss_pct"`
+	JitterMs        float64 `json:"jitter_ms"`
+	IdleRSSMiB      float64 `json:"daemon_idle_rss_mib"`
+	RSSMiB          float64 `json:"daemon_rss_mib"`
+	RSSPerSubMiB    float64 `json:"rss_per_subscriber_mib"`
+	BaselineCores   float64 `json:"daemon_cpu_cores_publisher_only"`
+	Cores           float64 `json:"daemon_cpu_cores"`
+	PacketsPerSec   float64 `json:"packets_sent_per_second"`
+	CPUPerSubMs     float64 `json:"cpu_ms_per_second_per_subscriber"`
+	CPUPerPacketUs  float64 `json:"cpu_per_packet_us"`
+	DroppedInDaemon float64 `json:"packets_dropped_in_daemon"`
+	// SendDropped counts the packets the daemon's WebRTC send queue could not take (overload).
+	SendDropped float64         `json:"packets_dropped_in_webrtc_send"`
+	Overload    *overloadReport `json:"overload,omitempty"`
+	RTSP        *rtspReport     `json:"rtsp,omitempty"`
 }
 
 // rtspReport is the RTSP readers' part of a load test, measured in its own window; the costs
@@ -332,6 +334,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	rep.RSSMiB = round1(last.m1["process_resident_memory_bytes"] / (1 << 20))
 	rep.PacketsPerSec = round1(last.rate("sluice_packets_out_total"))
 	rep.DroppedInDaemon = last.m1["sluice_packets_dropped_total"] - b1["sluice_packets_dropped_total"]
+	rep.SendDropped = last.m1["sluice_webrtc_send_dropped_total"] - b1["sluice_webrtc_send_dropped_total"]
 	rep.BaselineCores = round3(rep.BaselineCores)
 	return rep, nil
 }
@@ -585,6 +588,7 @@ func (r *loadReport) print(w io.Writer) {
 	}
 	t.row("daemon CPU", fmt.Sprintf("%.3f cores with every viewer (publisher alone %.3f)", r.Cores, r.BaselineCores))
 	t.row("daemon memory", fmt.Sprintf("%.1f MiB RSS (idle %.1f MiB)", r.RSSMiB, r.IdleRSSMiB))
-	t.row("packets sent", fmt.Sprintf("%.0f per second, %.0f dropped in the daemon", r.PacketsPerSec, r.DroppedInDaemon))
+	t.row("packets sent", fmt.Sprintf("%.0f per second; dropped in the daemon: %.0f in viewers' queues, %.0f in the WebRTC send queue",
+		r.PacketsPerSec, r.DroppedInDaemon, r.SendDropped))
 	_ = t.flush()
 }
