@@ -28,7 +28,8 @@ type overloadReport struct {
 	// among them that had not yet seen their session end at the end of the window (a DTLS
 	// close_notify lost in a congested send queue leaves a viewer waiting for ICE to time
 	// out): key mode only, where the subscribers' tokens carry identities (in open mode the
-	// daemon names them itself). A subscriber an event names is shed, noticed or not.
+	// daemon names them itself). A subscriber an event names is shed, noticed or not, played
+	// or not (one shed before its first video packet is otherwise a failure).
 	ShedNamed     *int `json:"shed_with_event,omitempty"`
 	ShedUnnoticed *int `json:"shed_unnoticed,omitempty"`
 	// Survivors are the subscribers that played to the end of the window, over the window;
@@ -76,12 +77,12 @@ type overloadWatch struct {
 
 	mu     sync.Mutex
 	events int
-	named  map[string]bool // identities of the overloaded participants
-	err    error           // why following ended early
+	named  map[string]time.Time // identities of the overloaded participants, and when
+	err    error                // why following ended early
 }
 
 func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.WaitGroup) *overloadWatch {
-	w := &overloadWatch{connected: make(chan struct{}), named: map[string]bool{}}
+	w := &overloadWatch{connected: make(chan struct{}), named: map[string]time.Time{}}
 	o := followOptions{types: []string{sfu.EventStreamFailed}, room: room,
 		connected: func() { w.once.Do(func() { close(w.connected) }) }}
 	wg.Add(1)
@@ -95,7 +96,7 @@ func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.Wait
 			w.mu.Lock()
 			w.events++
 			if ev.Participant != nil {
-				w.named[ev.Participant.Identity] = true
+				w.named[ev.Participant.Identity] = ev.Time
 			}
 			w.mu.Unlock()
 			return nil
@@ -109,22 +110,27 @@ func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.Wait
 	return w
 }
 
-// markNamed counts, among the subscribers that are playing, those an overloaded event names
-// as shed at their last packet: the daemon said it ended them, though they have not noticed.
-// It returns how many it marked.
-func (w *overloadWatch) markNamed(subs []*loadSubscriber) int {
+// markNamed marks the subscribers an overloaded event names as shed: the daemon said it ended
+// them. One that played and had not noticed ends at its last packet; one shed before its first
+// video packet (whose client saw a failure) when the event says. It returns how many had not
+// noticed.
+func (w *overloadWatch) markNamed(subs []*loadSubscriber) (unnoticed int) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	n := 0
 	for _, s := range subs {
-		if s.identity == "" || !w.named[s.identity] || s.setup.Load() == 0 {
+		at, ok := w.named[s.identity]
+		if s.identity == "" || !ok {
 			continue
 		}
-		if s.endedAt.CompareAndSwap(0, max(1, s.lastPacket.Load())) {
-			n++
+		end := at.UnixNano()
+		if s.setup.Load() > 0 {
+			end = s.lastPacket.Load()
+		}
+		if s.endedAt.CompareAndSwap(0, max(1, end)) && !s.failed.Load() {
+			unnoticed++
 		}
 	}
-	return n
+	return unnoticed
 }
 
 // wait waits up to d for the event stream to be connected; false when it was not.
@@ -202,7 +208,7 @@ func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow,
 		case ended:
 			rep.Shed++
 			shedAt = append(shedAt, at)
-			if watch.named[s.identity] {
+			if _, ok := watch.named[s.identity]; ok {
 				named++
 			}
 			rep.ShedViewers.add(s)

@@ -416,8 +416,9 @@ type loadSummary struct {
 }
 
 // summarize adds up the viewers' counters over the window. A viewer refused at admission counts
-// as refused; one that failed otherwise, or never got a video packet, as failed. What was
-// received is the survivors': the shed viewers count as connected, not in the figures.
+// as refused; one the daemon shed as shed (and connected if it played); one that failed
+// otherwise, or never got a video packet, as failed. What was received is the survivors': the
+// shed viewers are not in the figures.
 func summarize(clients []loadClient, w loadWindow) loadSummary {
 	var sum loadSummary
 	var bytes, received, expected, jitter float64
@@ -427,6 +428,10 @@ func summarize(clients []loadClient, w loadWindow) loadSummary {
 		refused, shed := c.outcome()
 		if refused {
 			sum.refused++
+			continue
+		}
+		if shed && v[0] == 0 { // shed before it played
+			sum.shed++
 			continue
 		}
 		if failed || v[0] == 0 {
