@@ -81,7 +81,8 @@ type loadState struct {
 	lastAt   time.Time
 	usage    atomic.Uint64 // float64 bits: share of the machine's cores used in the last second
 	lastShed atomic.Int64  // unix nanoseconds
-	// congestedUntil is when the last sign of congestion (send drops, shedding) stops counting.
+	// congestedUntil is when the last sign of congestion (send drops, viewers behind, shedding)
+	// stops counting.
 	congestedUntil atomic.Int64 // unix nanoseconds
 
 	sendMu   sync.Mutex
@@ -100,8 +101,8 @@ func (h *Hub) WatchSend(f SendCounter) {
 	h.load.sendMu.Unlock()
 }
 
-// Congested reports whether the daemon recently could not keep up: the send path dropped
-// packets, or viewers were shed, in the last 3 s. Optional work (answering retransmission
+// Congested reports whether the daemon recently could not keep up: in the last 3 s a send path
+// dropped packets, many viewers fell behind, or viewers were shed. Optional work (answering retransmission
 // requests) should be skipped meanwhile: it would cost the CPU that is missing and its packets
 // would be dropped too. Safe for concurrent use; cheap.
 func (h *Hub) Congested() bool {
