@@ -74,6 +74,7 @@ type phaseReport struct {
 type overloadWatch struct {
 	connected chan struct{}
 	once      sync.Once
+	done      chan struct{} // closed when following ends
 
 	mu     sync.Mutex
 	events int
@@ -82,12 +83,13 @@ type overloadWatch struct {
 }
 
 func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.WaitGroup) *overloadWatch {
-	w := &overloadWatch{connected: make(chan struct{}), named: map[string]time.Time{}}
+	w := &overloadWatch{connected: make(chan struct{}), done: make(chan struct{}), named: map[string]time.Time{}}
 	o := followOptions{types: []string{sfu.EventStreamFailed}, room: room,
 		connected: func() { w.once.Do(func() { close(w.connected) }) }}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
+		defer close(w.done)
 		err := c.followEvents(ctx, o, func(_ uint64, raw []byte) error {
 			var ev sfu.Event
 			if json.Unmarshal(raw, &ev) != nil || ev.Reason != sfu.ReasonOverloaded {
@@ -133,13 +135,15 @@ func (w *overloadWatch) markNamed(subs []*loadSubscriber) (unnoticed int) {
 	return unnoticed
 }
 
-// wait waits up to d for the event stream to be connected; false when it was not.
+// wait waits up to d for the event stream to be connected; false when it was not (or
+// following failed: the daemon refused it).
 func (w *overloadWatch) wait(ctx context.Context, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-w.connected:
 		return true
+	case <-w.done:
 	case <-t.C:
 	case <-ctx.Done():
 	}
