@@ -21,11 +21,11 @@ import (
 // about a ninth of its core, far from the quarter core 80 viewers need here.
 const overloadHogs = 8
 
-// A CPU hog appears beside a daemon serving 80 WHEP viewers (pinned to one CPU, the load test on
+// CPU hogs appear beside a daemon serving 80 WHEP viewers (pinned to one CPU, the load test on
 // the others): the daemon sheds the newest viewers, each told by stream.failed with reason
-// overloaded (key mode: the event names it) and by its peer connection closing; the survivors
-// go on at full rate without loss, and the shedding stops well before the end instead of
-// cascading to everyone. `sluice loadtest` reports all of it.
+// overloaded (key mode: the event names it) and by its peer connection closing; then the
+// shedding stops instead of cascading to everyone, and the survivors go on at full rate without
+// loss. `sluice loadtest` reports all of it.
 func TestLoadtestOverloadSheds(t *testing.T) {
 	sfutest.RequireTool(t, "taskset")
 	cpus := allowedCPUs(t)
@@ -88,17 +88,12 @@ func TestLoadtestOverloadSheds(t *testing.T) {
 			EventsError   string  `json:"events_error"`
 			ShedNamed     *int    `json:"shed_with_event"`
 			ShedUnnoticed *int    `json:"shed_unnoticed"`
+			FirstShedS    float64 `json:"first_shed_s"`
 			LastShedS     float64 `json:"last_shed_s"`
 			Survivors     struct {
 				Count int `json:"count"`
 			} `json:"survivors"`
-			After *struct {
-				FromS       float64 `json:"from_s"`
-				ToS         float64 `json:"to_s"`
-				Playing     int     `json:"playing"`
-				BitrateKbps float64 `json:"bitrate_kbps_per_subscriber"`
-				LossPct     float64 `json:"packet_loss_pct"`
-			} `json:"after_shedding"`
+			Timeline []loadPhase `json:"timeline"`
 		} `json:"overload"`
 	}
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
@@ -115,21 +110,63 @@ func TestLoadtestOverloadSheds(t *testing.T) {
 	if o.EventsError != "" || o.ShedNamed == nil || *o.ShedNamed != rep.Shed || o.Events != rep.Shed {
 		t.Errorf("shed %d viewers, %d overloaded events (%q), %v of the shed named by one", rep.Shed, o.Events, o.EventsError, o.ShedNamed)
 	}
-	if o.ShedUnnoticed == nil || *o.ShedUnnoticed != 0 {
+	// A viewer whose close_notify was lost in the congested send queue notices within 15 s
+	// (ICE times out), which only a late shed can outrun.
+	end := 0.0
+	if n := len(o.Timeline); n > 0 {
+		end = o.Timeline[n-1].ToS
+	}
+	if o.ShedUnnoticed == nil || (*o.ShedUnnoticed != 0 && o.LastShedS < end-15) {
 		t.Errorf("%v shed viewers never saw their session end", o.ShedUnnoticed)
 	}
-	// No cascade: many survive, and the shedding stopped long before the end of the window.
+	// No cascade: many survive.
 	if o.Survivors.Count < 10 || o.Survivors.Count+rep.Shed < rep.Connected {
 		t.Errorf("%d survivors and %d shed of %d connected", o.Survivors.Count, rep.Shed, rep.Connected)
 	}
-	a := o.After
-	if a == nil || a.ToS-a.FromS < 10 {
-		t.Fatalf("shedding went on until %.1f s, too close to the end of the window: %+v", o.LastShedS, a)
+	// The shedding stopped: after it began, 10 s went by without any, in which the viewers
+	// got the whole stream (about 2.6 Mbit/s of video plus Opus) without loss. (The machine is
+	// shared: something else may take the daemon's CPU later, and the daemon sheds again.)
+	if from, to, kbps, loss, ok := quietStretch(o.Timeline, 10, 2200, 0.1); !ok {
+		t.Errorf("no 10 s without shedding at full rate after the first shed (at %.1f s; the last at %.1f s)", o.FirstShedS, o.LastShedS)
+	} else {
+		t.Logf("quiet from %.0f s to %.0f s after the ramp began: %.0f kbit/s each, loss %.3f %%", from, to, kbps, loss)
 	}
-	// The survivors get the whole stream (about 2.6 Mbit/s of video plus Opus) after it.
-	if a.Playing != o.Survivors.Count || a.BitrateKbps < 2200 || a.LossPct > 0.1 {
-		t.Errorf("after shedding: %d playing (of %d survivors), %.0f kbit/s each, loss %.3f %%", a.Playing, o.Survivors.Count, a.BitrateKbps, a.LossPct)
+}
+
+// loadPhase is an entry of a load test's timeline.
+type loadPhase struct {
+	FromS       float64 `json:"from_s"`
+	ToS         float64 `json:"to_s"`
+	Playing     int     `json:"playing"`
+	Shed        int     `json:"shed_so_far"`
+	BitrateKbps float64 `json:"bitrate_kbps_per_subscriber"`
+	LossPct     float64 `json:"packet_loss_pct"`
+}
+
+// quietStretch finds, after the first shed, seconds consecutive entries of the timeline with no
+// shedding among them, in which the viewers playing (10 at least) received at least kbps each
+// with at most lossPct of loss (averaged over the stretch).
+func quietStretch(timeline []loadPhase, seconds, kbps, lossPct float64) (from, to, gotKbps, gotLoss float64, ok bool) {
+	for i, first := range timeline {
+		if first.Shed == 0 {
+			continue
+		}
+		var d, bits, lost float64
+		for _, p := range timeline[i:] {
+			if p.Shed != first.Shed || p.Playing < 10 {
+				break
+			}
+			dt := p.ToS - p.FromS
+			d, bits, lost = d+dt, bits+p.BitrateKbps*dt, lost+p.LossPct*dt
+			if d >= seconds {
+				if bits/d >= kbps && lost/d <= lossPct {
+					return first.FromS, p.ToS, bits / d, lost / d, true
+				}
+				break
+			}
+		}
 	}
+	return 0, 0, 0, 0, false
 }
 
 // Past the CPU budget, new viewers are refused (503 overloaded) and the report counts them as
