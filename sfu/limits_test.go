@@ -2,10 +2,14 @@ package sfu
 
 import (
 	"context"
+	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pion/rtp"
 )
 
 // When many viewers' queues overflow at once the newest viewers are shed, told with
@@ -111,5 +115,151 @@ func TestCPUBudgetRefusesViewers(t *testing.T) {
 	}
 	if _, err := NewHub(Options{Config: DefaultConfig(), Limits: Limits{CPUBudget: 1.5}}); err == nil {
 		t.Fatal("a budget above 1 was accepted")
+	}
+}
+
+// A send path that drops more than 1 % of its packets means the daemon lacks CPU: the newest
+// viewers are shed as when their queues overflow, the hub is congested meanwhile, it waits for
+// the sessions it closed to go before it sheds again, and stops when the drops stop.
+func TestShedOnSendDrops(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sent, dropped atomic.Uint64
+	h.WatchSend(func() (uint64, uint64) { return sent.Load(), dropped.Load() })
+	pub, _ := h.Join("big", ParticipantSpec{Identity: "pub"})
+	if _, err := pub.Publish(TrackSpec{Codec: testH264}); err != nil {
+		t.Fatal(err)
+	}
+	var viewers []*Participant
+	for i := range 20 {
+		v, err := h.Join("big", ParticipantSpec{Identity: fmt.Sprintf("v%02d", i), Kind: ParticipantWebRTC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.StartStream(StreamSpec{Direction: DirectionPlay, Protocol: ProtocolWHEP}); err != nil {
+			t.Fatal(err)
+		}
+		viewers = append(viewers, v)
+		advance(time.Millisecond) // distinct join times
+	}
+	shed := func() []string {
+		var out []string
+		for _, v := range viewers {
+			if v.LeaveReason() == ReasonOverloaded {
+				out = append(out, v.Identity())
+			}
+		}
+		return out
+	}
+	second := func(s, d uint64) {
+		t.Helper()
+		advance(time.Second)
+		sent.Add(s)
+		dropped.Add(d)
+		h.shed()
+	}
+
+	second(10000, 0)
+	second(10000, 50) // 0.5 %: a hiccup
+	if got := shed(); len(got) != 0 || h.Congested() {
+		t.Fatalf("shed %v (congested %v) on 0.5 %% of drops", got, h.Congested())
+	}
+	second(10000, 500) // 4.8 %: overloaded
+	if got := shed(); len(got) != 1 || got[0] != "v19" || !h.Congested() || !h.Overloaded() {
+		t.Fatalf("after 4.8 %% of drops: shed %v, congested %v, overloaded %v; want v19 shed", got, h.Congested(), h.Overloaded())
+	}
+	second(10000, 500) // the closed sessions' own cost: not a reason to shed more yet
+	if got := shed(); len(got) != 1 {
+		t.Fatalf("shed again %v within a second of shedding", got)
+	}
+	second(10000, 500) // still dropping: shed the next newest
+	if got := shed(); len(got) != 2 || got[0] != "v18" {
+		t.Fatalf("shed %v, want v18 and v19", got)
+	}
+	for range 4 { // the drops stop: so does shedding, and the congestion after 3 s
+		second(10000, 0)
+	}
+	if got := shed(); len(got) != 2 || h.Congested() {
+		t.Fatalf("shed %v, congested %v after the drops stopped", got, h.Congested())
+	}
+}
+
+// Viewers whose packets wait in their queues longer than lagLimit are behind, though their
+// queues have not overflowed: the newest viewer is shed.
+func TestShedWhenViewersFallBehind(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := h.Join("big", ParticipantSpec{Identity: "pub"})
+	audio, err := pub.Publish(TrackSpec{Codec: Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	var delivered atomic.Int64
+	slow := SinkFunc(func(*Packet, bool) error { <-release; delivered.Add(1); return nil })
+	var viewers []*Participant
+	for i := range 4 {
+		v, err := h.Join("big", ParticipantSpec{Identity: fmt.Sprintf("v%d", i), Kind: ParticipantWebRTC})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.StartStream(StreamSpec{Direction: DirectionPlay, Protocol: ProtocolWHEP}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Subscribe(audio, slow, SubscribeOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		viewers = append(viewers, v)
+		advance(time.Millisecond)
+	}
+	for i := range 2 * lagEvery { // well within the queue: nothing overflows
+		audio.WritePacket(&Packet{Header: rtp.Header{SequenceNumber: uint16(i), Timestamp: uint32(i * 960)}, Payload: []byte{1}})
+	}
+	h.shed() // packets are waiting, but not for long yet
+	if viewers[3].LeaveReason() != "" {
+		t.Fatal("shed before anyone was behind")
+	}
+	advance(time.Second)
+	close(release)
+	waitFor(t, "the queued packets", func() bool { return delivered.Load() == int64(4*2*lagEvery) })
+	h.shed()
+	if viewers[3].LeaveReason() != ReasonOverloaded || viewers[0].LeaveReason() != "" || !h.Congested() {
+		t.Fatalf("after packets waited 1 s: newest %q, oldest %q, congested %v", viewers[3].LeaveReason(), viewers[0].LeaveReason(), h.Congested())
+	}
+	for _, v := range viewers {
+		v.Close(ReasonClientDisconnected, nil)
+	}
+}
+
+// One round sheds 5 % of the viewers, or half the send path's drop share, at most 20 %.
+func TestShedCount(t *testing.T) {
+	cases := []struct {
+		viewers       int
+		sent, dropped uint64
+		want          int
+	}{
+		{20, 10000, 500, 1},     // 4.8 % dropped: 5 %
+		{100, 0, 0, 5},          // queues overflowing, nothing dropped in the send path
+		{10, 0, 0, 1},           // at least one
+		{80, 30000, 10000, 10},  // 25 % dropped: 12.5 %
+		{80, 13659, 32829, 16},  // 70 % dropped: capped at 20 %
+		{200, 66055, 12978, 17}, // 16.4 % dropped: 8.2 %
+	}
+	for _, c := range cases {
+		if got := shedCount(c.viewers, c.sent, c.dropped); got != c.want {
+			t.Errorf("shedCount(%d, %d, %d) = %d, want %d", c.viewers, c.sent, c.dropped, got, c.want)
+		}
 	}
 }

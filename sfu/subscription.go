@@ -62,6 +62,13 @@ type Subscription struct {
 
 	rate     rateMeter // owned by the hub's ticker
 	shedSeen uint64    // drops already seen by the hub's overload check (its goroutine only)
+
+	// since is when the subscription was made (unix nanoseconds): packets that arrived before
+	// (the GOP cache's) are old by design. lag is the longest a packet that arrived after it
+	// waited in the queue (measured on some packets: see lagEvery) since the hub's overload
+	// check last took it.
+	since int64
+	lag   atomic.Int64
 }
 
 func newSubscription(t *Track, sink Sink, opts SubscribeOptions) *Subscription {
@@ -79,6 +86,7 @@ func newSubscription(t *Track, sink Sink, opts SubscribeOptions) *Subscription {
 		wake:  make(chan struct{}, 1),
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
+		since: t.hub.clock().UnixNano(),
 	}
 }
 
@@ -196,7 +204,7 @@ func (s *Subscription) run() {
 }
 
 func (s *Subscription) drain() error {
-	for {
+	for n := 0; ; n++ {
 		select {
 		case <-s.stop:
 			return nil
@@ -206,6 +214,9 @@ func (s *Subscription) drain() error {
 		if !ok {
 			return nil
 		}
+		if n%lagEvery == 0 {
+			s.noteLag(e.p)
+		}
 		if err := s.sink.WritePacket(e.p, e.gap); err != nil {
 			return err
 		}
@@ -213,6 +224,19 @@ func (s *Subscription) drain() error {
 		s.bytesOut.Add(uint64(len(e.p.Payload) + rtpHeaderSize))
 		if e.p.Header.Marker && s.track.kind == KindVideo {
 			s.framesOut.Add(1)
+		}
+	}
+}
+
+// lagEvery is how often drain measures the lag: on the first packet of a wake-up (the oldest
+// queued), then every 32nd (a slow sink keeps it draining).
+const lagEvery = 32
+
+// noteLag keeps how long p waited, if it is the longest since the hub last took it.
+func (s *Subscription) noteLag(p *Packet) {
+	if a := p.Arrival; a > s.since {
+		if lag := s.track.hub.clock().UnixNano() - a; lag > s.lag.Load() {
+			s.lag.Store(lag)
 		}
 	}
 }

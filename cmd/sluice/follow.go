@@ -25,6 +25,8 @@ type followOptions struct {
 	// idle is how long a connection may stay silent (heartbeats included) before it is dropped
 	// and made again.
 	idle time.Duration
+	// connected, when set, is called each time the stream is (re)connected.
+	connected func()
 }
 
 // followEvents streams the daemon's events to fn in seq order until ctx ends. It reconnects by
@@ -57,6 +59,9 @@ func (c *apiClient) followEvents(ctx context.Context, o followOptions, fn func(s
 		}, func() {
 			if down {
 				warn("reconnected; resuming after seq " + strconv.FormatUint(last, 10))
+			}
+			if o.connected != nil {
+				o.connected()
 			}
 			down, backoff = false, 250*time.Millisecond
 		})

@@ -47,12 +47,21 @@ type daemonProc struct {
 	logs     *sfutest.Buffer
 	cmd      *exec.Cmd
 	exited   chan struct{}
+	// prefix runs the daemon under another command (taskset -c 0 sluice serve …).
+	prefix []string
 }
 
 // startDaemon runs sluice with a test config (loopback only, short timeouts) plus extra YAML.
 func startDaemon(t *testing.T, extra string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, dir: t.TempDir(), logs: &sfutest.Buffer{}}
+	return startDaemonUnder(t, extra)
+}
+
+// startDaemonUnder is startDaemon with the daemon run under a command (prefix followed by the
+// sluice command line), e.g. taskset.
+func startDaemonUnder(t *testing.T, extra string, prefix ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, dir: t.TempDir(), logs: &sfutest.Buffer{}, prefix: prefix}
 	http := sfutest.FreeTCPPort(t)
 	d.RTMPPort, d.RTSPPort = sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t)
 	d.URL = fmt.Sprintf("http://127.0.0.1:%d", http)
@@ -80,7 +89,8 @@ rtsp: { listen: "127.0.0.1:%d", udp_rtp_listen: "127.0.0.1:%d", udp_rtcp_listen:
 
 func (d *daemonProc) start() {
 	d.t.Helper()
-	d.cmd = exec.Command(binary, "serve", "--config", d.config)
+	args := append(append([]string(nil), d.prefix...), binary, "serve", "--config", d.config)
+	d.cmd = exec.Command(args[0], args[1:]...) //nolint:gosec // the test's own binary and tools
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
 	d.cmd.Env = append(os.Environ(), "SLUICE_URL="+d.URL)
 	if err := d.cmd.Start(); err != nil {

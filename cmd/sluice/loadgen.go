@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -36,6 +38,9 @@ func loadAPI(server string) (api *webrtc.API, viewerAPI func() (*webrtc.API, fun
 		return nil, nil, err
 	}
 	var s webrtc.SettingEngine
+	// A viewer whose session the daemon ended without a word (its DTLS close_notify lost) is
+	// known as ended within 15 s, not pion's 30: media arrives all the time on a live one.
+	s.SetICETimeouts(5*time.Second, 10*time.Second, time.Second)
 	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
 	var loopback net.IP
@@ -172,8 +177,11 @@ func (p *clipPublisher) close() {
 	_ = p.pc.Close()
 }
 
-// loadSubscriber is one WHEP viewer measuring what it receives.
+// loadSubscriber is one WHEP viewer measuring what it receives. The load test makes it, then
+// one goroutine runs start; counters, result and ended are safe meanwhile (the sampler reads
+// them), close runs once start has returned.
 type loadSubscriber struct {
+	identity string // in key mode, the token's identity (which the daemon's events name)
 	pc       *webrtc.PeerConnection
 	release  func() // the viewer's own socket, if any, after pc
 	session  *rtc.Session
@@ -182,13 +190,21 @@ type loadSubscriber struct {
 	answered atomic.Int64 // nanoseconds from the offer to the applied answer
 	connect  atomic.Int64 // nanoseconds from the offer to ICE and DTLS connected
 	failed   atomic.Bool
-	readers  sync.WaitGroup
-	statsMu  sync.Mutex
-	video    streamStats
-	audio    streamStats
-	lastErr  error
-	firstPkt chan struct{}
-	once     sync.Once
+	// refused is set when the daemon answered the offer 503 (overloaded: admission refused).
+	refused atomic.Bool
+	// endedAt is when the daemon ended a session that had played (it closed the peer
+	// connection, or stopped answering): the arrival of its last packet, in unix nanoseconds;
+	// 0 while it plays. lastPacket is the arrival of the latest packet.
+	endedAt    atomic.Int64
+	lastPacket atomic.Int64
+	closing    atomic.Bool
+	readers    sync.WaitGroup
+	statsMu    sync.Mutex
+	video      streamStats
+	audio      streamStats
+	lastErr    error
+	firstPkt   chan struct{}
+	once       sync.Once
 }
 
 // streamStats counts one received RTP stream (RFC 3550 A.1 and A.8).
@@ -235,28 +251,40 @@ func (s *streamStats) snapshot() (received, expected, bytes int64, jitterMs floa
 	return s.packets, s.maxSeq - s.baseSeq + 1, s.bytes, s.jitter / s.clockRate * 1000
 }
 
-func subscribe(ctx context.Context, api *webrtc.API, release func(), endpoint, token string) *loadSubscriber {
-	s := &loadSubscriber{started: time.Now(), firstPkt: make(chan struct{}), release: release}
+func newLoadSubscriber(identity string) *loadSubscriber {
+	s := &loadSubscriber{identity: identity, firstPkt: make(chan struct{})}
 	s.video.clockRate, s.audio.clockRate = 90000, 48000
-	fail := func(err error) *loadSubscriber {
+	return s
+}
+
+// start negotiates the session and returns; the peer connection's goroutines count what
+// arrives. A refusal or a failure is recorded, not returned.
+func (s *loadSubscriber) start(ctx context.Context, api *webrtc.API, release func(), endpoint, token string) {
+	s.started = time.Now() // before the peer connection's goroutines, which read it
+	s.release = release    // the viewer's own socket (close releases it, whatever happens here)
+	fail := func(err error) {
+		var refusal *rtc.StatusError
+		if errors.As(err, &refusal) && refusal.Status == http.StatusServiceUnavailable {
+			s.refused.Store(true)
+		}
 		s.failed.Store(true)
+		s.statsMu.Lock()
 		s.lastErr = err
+		s.statsMu.Unlock()
 		if s.pc != nil {
 			_ = s.pc.Close()
 		}
-		if s.release != nil {
-			s.release()
-		}
-		return s
 	}
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
-		return fail(err)
+		fail(err)
+		return
 	}
 	s.pc = pc
 	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
 		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
-			return fail(err)
+			fail(err)
+			return
 		}
 	}
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
@@ -276,6 +304,7 @@ func subscribe(ctx context.Context, api *webrtc.API, release func(), endpoint, t
 				continue
 			}
 			now := time.Now()
+			s.lastPacket.Store(now.UnixNano())
 			seq := uint16(buf[2])<<8 | uint16(buf[3])
 			ts := uint32(buf[4])<<24 | uint32(buf[5])<<16 | uint32(buf[6])<<8 | uint32(buf[7])
 			s.statsMu.Lock()
@@ -283,7 +312,7 @@ func subscribe(ctx context.Context, api *webrtc.API, release func(), endpoint, t
 			s.statsMu.Unlock()
 			if st == &s.video {
 				s.once.Do(func() {
-					s.setup.Store(int64(now.Sub(s.started)))
+					s.setup.Store(max(1, int64(now.Sub(s.started))))
 					close(s.firstPkt)
 				})
 			}
@@ -291,19 +320,43 @@ func subscribe(ctx context.Context, api *webrtc.API, release func(), endpoint, t
 	})
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
-		case webrtc.PeerConnectionStateFailed:
-			s.failed.Store(true)
+		case webrtc.PeerConnectionStateFailed, webrtc.PeerConnectionStateClosed:
+			switch {
+			case s.closing.Load():
+			case s.setup.Load() > 0:
+				// It played, and the daemon closed it (a DTLS close_notify closes the peer
+				// connection) or went silent: the session was ended from the daemon's side,
+				// when its media stopped (a close_notify lost in a congested daemon's send
+				// queue is noticed only as silence, seconds later).
+				s.endedAt.CompareAndSwap(0, max(1, s.lastPacket.Load()))
+			default:
+				s.failed.Store(true)
+			}
 		case webrtc.PeerConnectionStateConnected:
 			s.connect.CompareAndSwap(0, int64(time.Since(s.started)))
 		default:
 		}
 	})
-	s.session, err = rtc.Negotiate(ctx, endpoint, token, pc)
+	session, err := rtc.Negotiate(ctx, endpoint, token, pc)
 	if err != nil {
-		return fail(err)
+		fail(err)
+		return
 	}
+	s.session = session
 	s.answered.Store(int64(time.Since(s.started)))
-	return s
+}
+
+func (s *loadSubscriber) outcome() (refused, shed bool) {
+	_, shed = s.ended()
+	return s.refused.Load(), shed
+}
+
+// ended reports whether, and when, the daemon ended a session that had played.
+func (s *loadSubscriber) ended() (time.Time, bool) {
+	if at := s.endedAt.Load(); at != 0 {
+		return time.Unix(0, at), true
+	}
+	return time.Time{}, false
 }
 
 func (s *loadSubscriber) counters() (video, audio [4]float64) {
@@ -319,10 +372,13 @@ func statsCounters(s *streamStats) [4]float64 {
 }
 
 func (s *loadSubscriber) result() (setupNs int64, failed bool, err error) {
+	s.statsMu.Lock()
+	defer s.statsMu.Unlock()
 	return s.setup.Load(), s.failed.Load(), s.lastErr
 }
 
 func (s *loadSubscriber) close() {
+	s.closing.Store(true)
 	if s.session != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		_ = s.session.Close(ctx)

@@ -163,6 +163,10 @@ func (r *rtspReader) result() (setupNs int64, failed bool, err error) {
 	return r.setup.Load(), r.failed.Load(), r.lastErr
 }
 
+// outcome: the load test tells neither refusals nor shedding of RTSP readers apart from
+// failures.
+func (r *rtspReader) outcome() (refused, shed bool) { return false, false }
+
 // close ends the session (gortsplib's Close waits for its goroutines) and the watcher.
 func (r *rtspReader) close() {
 	if r.c == nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
 )
 
@@ -48,12 +49,19 @@ in a window of their own, so that each protocol's cost per viewer stands on its 
 RTSP readers play rtsp://HOST:8554/<room>, HOST taken from --server, unless --rtsp-url names the
 RTSP server; with --api-key they carry a subscribe token (?token=).
 
+An overloaded daemon refuses new subscribers (503) and sheds the newest (stream.failed, reason
+overloaded): the report counts them apart (refused, shed), with the overloaded events seen on the
+daemon's event stream (with --api-key each subscriber's token names it, and the events are matched
+to the shed subscribers), the received figures of the survivors and of the shed, the daemon's CPU
+before, while and after shedding, and a per-second timeline in -o json.
+
 Run it against a daemon on a quiet machine; the viewers run in this process and cost CPU too.`,
 		Example: `  sluice loadtest -n 100 --duration 30s
   sluice loadtest -n 0 --rtsp 50 --duration 30s        # RTSP readers only
   sluice loadtest -n 20 --rtsp 20 --rtsp-url rtsp://10.0.0.5:8554
   sluice loadtest -n 20 --room stage --no-publish      # viewers of an existing publisher
-  sluice loadtest -n 100 -o json | jq .cpu_per_packet_us`,
+  sluice loadtest -n 100 -o json | jq .cpu_per_packet_us
+  sluice loadtest -n 200 -o json | jq .overload.after_shedding`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			rep, err := runLoadtest(cmd.Context(), g, o, cmd.ErrOrStderr())
@@ -91,29 +99,39 @@ Run it against a daemon on a quiet machine; the viewers run in this process and 
 // loadReport is the result of a load test. The WHEP fields describe the WHEP window; the
 // daemon's totals (daemon_cpu_cores, daemon_rss_mib, packets_sent_per_second) the last window,
 // with every viewer connected.
+//
+// Connected counts the subscribers that received video (the shed ones included), Failed those
+// that did not, Refused those the daemon refused at admission (503 overloaded), Shed those whose
+// session the daemon ended during the run. The received figures (bitrate, loss, jitter) are
+// the survivors': connected and not shed.
 type loadReport struct {
-	Subscribers     int         `json:"subscribers"`
-	Connected       int         `json:"connected"`
-	Failed          int         `json:"failed"`
-	FirstError      string      `json:"first_error,omitempty"`
-	SetupP50Ms      float64     `json:"setup_p50_ms"`
-	SetupP95Ms      float64     `json:"setup_p95_ms"`
-	AnsweredP50Ms   float64     `json:"answered_p50_ms"`
-	ConnectedP50Ms  float64     `json:"connected_p50_ms"`
-	WindowSeconds   float64     `json:"window_seconds"`
-	BitrateKbps     float64     `json:"bitrate_kbps_per_subscriber"`
-	LossPct         float64     `json:"packet_loss_pct"`
-	JitterMs        float64     `json:"jitter_ms"`
-	IdleRSSMiB      float64     `json:"daemon_idle_rss_mib"`
-	RSSMiB          float64     `json:"daemon_rss_mib"`
-	RSSPerSubMiB    float64     `json:"rss_per_subscriber_mib"`
-	BaselineCores   float64     `json:"daemon_cpu_cores_publisher_only"`
-	Cores           float64     `json:"daemon_cpu_cores"`
-	PacketsPerSec   float64     `json:"packets_sent_per_second"`
-	CPUPerSubMs     float64     `json:"cpu_ms_per_second_per_subscriber"`
-	CPUPerPacketUs  float64     `json:"cpu_per_packet_us"`
-	DroppedInDaemon float64     `json:"packets_dropped_in_daemon"`
-	RTSP            *rtspReport `json:"rtsp,omitempty"`
+	Subscribers     int     `json:"subscribers"`
+	Connected       int     `json:"connected"`
+	Failed          int     `json:"failed"`
+	Refused         int     `json:"refused"`
+	Shed            int     `json:"shed"`
+	FirstError      string  `json:"first_error,omitempty"`
+	SetupP50Ms      float64 `json:"setup_p50_ms"`
+	SetupP95Ms      float64 `json:"setup_p95_ms"`
+	AnsweredP50Ms   float64 `json:"answered_p50_ms"`
+	ConnectedP50Ms  float64 `json:"connected_p50_ms"`
+	WindowSeconds   float64 `json:"window_seconds"`
+	BitrateKbps     float64 `json:"bitrate_kbps_per_subscriber"`
+	LossPct         float64 `json:"packet_loss_pct"`
+	JitterMs        float64 `json:"jitter_ms"`
+	IdleRSSMiB      float64 `json:"daemon_idle_rss_mib"`
+	RSSMiB          float64 `json:"daemon_rss_mib"`
+	RSSPerSubMiB    float64 `json:"rss_per_subscriber_mib"`
+	BaselineCores   float64 `json:"daemon_cpu_cores_publisher_only"`
+	Cores           float64 `json:"daemon_cpu_cores"`
+	PacketsPerSec   float64 `json:"packets_sent_per_second"`
+	CPUPerSubMs     float64 `json:"cpu_ms_per_second_per_subscriber"`
+	CPUPerPacketUs  float64 `json:"cpu_per_packet_us"`
+	DroppedInDaemon float64 `json:"packets_dropped_in_daemon"`
+	// SendDropped counts the packets the daemon's WebRTC send queue could not take (overload).
+	SendDropped float64         `json:"packets_dropped_in_webrtc_send"`
+	Overload    *overloadReport `json:"overload,omitempty"`
+	RTSP        *rtspReport     `json:"rtsp,omitempty"`
 }
 
 // rtspReport is the RTSP readers' part of a load test, measured in its own window; the costs
@@ -208,15 +226,42 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	last := before
 
 	if o.subscribers > 0 {
-		fmt.Fprintf(progress, "ramping %d subscribers over %s\n", o.subscribers, o.ramp)
+		// In key mode each subscriber's token names it, so that the daemon's events about it
+		// can be told apart.
+		keyMode := g.apiKey != ""
 		subs := make([]*loadSubscriber, o.subscribers)
+		tokens := make([]string, o.subscribers)
+		run := sfu.NewID("")[:6]
+		for i := range subs {
+			tokens[i] = subToken
+			if keyMode {
+				identity := fmt.Sprintf("loadtest-%s-%d", run, i)
+				if tokens[i], err = subscriberToken(g, o.room, identity); err != nil {
+					return nil, err
+				}
+				subs[i] = newLoadSubscriber(identity)
+			} else {
+				subs[i] = newLoadSubscriber("")
+			}
+		}
 		defer func() {
 			for _, s := range subs {
-				if s != nil {
-					s.close()
-				}
+				s.close()
 			}
 		}()
+		// The daemon's word on whom it shed, and a sample of everyone every second.
+		watchCtx, stopWatch := context.WithCancel(ctx)
+		var watchWG sync.WaitGroup
+		defer func() { stopWatch(); watchWG.Wait() }()
+		watch := watchOverload(watchCtx, g.client(), o.room, &watchWG)
+		if !watch.wait(ctx, 5*time.Second) {
+			fmt.Fprintln(progress, "warning: the daemon's event stream is not connected yet; overload events may be missed")
+		}
+		sampler := &loadSampler{base: base, subs: subs}
+		watchWG.Add(1)
+		go func() { defer watchWG.Done(); sampler.run(watchCtx) }()
+
+		fmt.Fprintf(progress, "ramping %d subscribers over %s\n", o.subscribers, o.ramp)
 		if err := ramp(ctx, len(subs), o.ramp, func(i int) {
 			vapi, release := api, func() {}
 			if viewerAPI != nil {
@@ -224,7 +269,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 					vapi, release = a, r
 				}
 			}
-			subs[i] = subscribe(ctx, vapi, release, base+"/whep/"+url.PathEscape(o.room), subToken)
+			subs[i].start(ctx, vapi, release, base+"/whep/"+url.PathEscape(o.room), tokens[i])
 		}); err != nil {
 			return nil, err
 		}
@@ -236,8 +281,13 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 		if err != nil {
 			return nil, err
 		}
+		stopWatch()
+		watchWG.Wait()
+		unnoticed := watch.markNamed(subs)
+		rep.Overload = overloadSummary(subs, sampler.samples, w, watch, keyMode, unnoticed)
 		sum := summarize(clients, w)
 		rep.Connected, rep.Failed, rep.FirstError = sum.connected, sum.failed, sum.firstError
+		rep.Refused, rep.Shed = sum.refused, sum.shed
 		rep.WindowSeconds, rep.BitrateKbps, rep.LossPct, rep.JitterMs = round1(w.seconds), sum.bitrateKbps, sum.lossPct, sum.jitterMs
 		rep.SetupP50Ms, rep.SetupP95Ms = round1(percentile(sum.setupsMs, 50)), round1(percentile(sum.setupsMs, 95))
 		var answered, connected []float64
@@ -290,6 +340,7 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 	rep.RSSMiB = round1(last.m1["process_resident_memory_bytes"] / (1 << 20))
 	rep.PacketsPerSec = round1(last.rate("sluice_packets_out_total"))
 	rep.DroppedInDaemon = last.m1["sluice_packets_dropped_total"] - b1["sluice_packets_dropped_total"]
+	rep.SendDropped = last.m1["sluice_webrtc_send_dropped_total"] - b1["sluice_webrtc_send_dropped_total"]
 	rep.BaselineCores = round3(rep.BaselineCores)
 	return rep, nil
 }
@@ -316,14 +367,18 @@ type loadClient interface {
 	counters() (video, audio [4]float64)
 	// result returns the setup time in nanoseconds, whether the viewer failed, and why.
 	result() (setupNs int64, failed bool, err error)
+	// outcome reports whether the daemon refused the viewer at admission (503), or ended its
+	// session after it had played (shed).
+	outcome() (refused, shed bool)
 }
 
 // loadWindow is one measurement: the daemon's metrics at its ends and the viewers' counters at
 // its start.
 type loadWindow struct {
-	m0, m1  map[string]float64
-	c0      [][2][4]float64
-	seconds float64
+	m0, m1     map[string]float64
+	c0         [][2][4]float64
+	start, end time.Time
+	seconds    float64
 }
 
 func (w loadWindow) rate(key string) float64 { return rate(w.m0, w.m1, key) }
@@ -338,7 +393,7 @@ func measure(ctx context.Context, base string, settle, d time.Duration, clients 
 		return loadWindow{}, err
 	}
 	start := time.Now()
-	w := loadWindow{m0: m0, c0: make([][2][4]float64, len(clients))}
+	w := loadWindow{m0: m0, c0: make([][2][4]float64, len(clients)), start: start}
 	for i, c := range clients {
 		w.c0[i][0], w.c0[i][1] = c.counters()
 	}
@@ -349,13 +404,15 @@ func measure(ctx context.Context, base string, settle, d time.Duration, clients 
 	if w.m1, err = scrape(ctx, base); err != nil {
 		return loadWindow{}, err
 	}
-	w.seconds = time.Since(start).Seconds()
+	w.end = time.Now()
+	w.seconds = w.end.Sub(start).Seconds()
 	return w, nil
 }
 
 // loadSummary is what a group of viewers received in a window.
 type loadSummary struct {
 	connected, failed int
+	refused, shed     int
 	firstError        string
 	ok                []int // indexes of the connected viewers
 	setupsMs          []float64
@@ -364,14 +421,25 @@ type loadSummary struct {
 	jitterMs          float64
 }
 
-// summarize adds up the viewers' counters over the window. A viewer that failed, or never got
-// a video packet, counts as failed.
+// summarize adds up the viewers' counters over the window. A viewer refused at admission counts
+// as refused; one the daemon shed as shed (and connected if it played); one that failed
+// otherwise, or never got a video packet, as failed. What was received is the survivors': the
+// shed viewers are not in the figures.
 func summarize(clients []loadClient, w loadWindow) loadSummary {
 	var sum loadSummary
 	var bytes, received, expected, jitter float64
 	for i, c := range clients {
 		v, a := c.counters()
 		setup, failed, err := c.result()
+		refused, shed := c.outcome()
+		if refused {
+			sum.refused++
+			continue
+		}
+		if shed && v[0] == 0 { // shed before it played
+			sum.shed++
+			continue
+		}
 		if failed || v[0] == 0 {
 			sum.failed++
 			if sum.firstError == "" && err != nil {
@@ -382,14 +450,18 @@ func summarize(clients []loadClient, w loadWindow) loadSummary {
 		sum.connected++
 		sum.ok = append(sum.ok, i)
 		sum.setupsMs = append(sum.setupsMs, float64(setup)/1e6)
+		if shed {
+			sum.shed++
+			continue
+		}
 		c0 := w.c0[i]
 		bytes += v[2] - c0[0][2] + a[2] - c0[1][2]
 		received += v[0] - c0[0][0] + a[0] - c0[1][0]
 		expected += v[1] - c0[0][1] + a[1] - c0[1][1]
 		jitter += v[3]
 	}
-	if sum.connected > 0 && w.seconds > 0 {
-		n := float64(sum.connected)
+	if survivors := sum.connected - sum.shed; survivors > 0 && w.seconds > 0 {
+		n := float64(survivors)
 		sum.bitrateKbps = round1(bytes * 8 / 1000 / w.seconds / n)
 		sum.jitterMs = round2(jitter / n)
 		if expected > 0 {
@@ -426,6 +498,12 @@ func loadTokens(g *globals, room string) (pub, sub string, err error) {
 	}
 	sub, err = auth.Sign(g.apiKey, g.apiSecret, auth.Claims{ExpiresAt: exp, Grants: auth.Grants{Room: room, Subscribe: true}})
 	return pub, sub, err
+}
+
+// subscriberToken mints a subscribe token naming one subscriber (key mode).
+func subscriberToken(g *globals, room, identity string) (string, error) {
+	exp := time.Now().Add(24 * time.Hour).Unix()
+	return auth.Sign(g.apiKey, g.apiSecret, auth.Claims{Identity: identity, ExpiresAt: exp, Grants: auth.Grants{Room: room, Subscribe: true}})
 }
 
 // scrape reads the daemon's Prometheus metrics (unlabelled samples, summed over labels).
@@ -494,16 +572,19 @@ func round3(x float64) float64 { return math.Round(x*1000) / 1000 }
 func (r *loadReport) print(w io.Writer) {
 	t := newTable(w)
 	if r.Subscribers > 0 {
-		t.row("subscribers", fmt.Sprintf("%d connected, %d failed (of %d)", r.Connected, r.Failed, r.Subscribers))
+		t.row("subscribers", fmt.Sprintf("%d connected, %d failed, %d refused, %d shed (of %d)", r.Connected, r.Failed, r.Refused, r.Shed, r.Subscribers))
 		if r.FirstError != "" {
 			t.row("first error", r.FirstError)
 		}
 		t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet; p50 answer %.0f ms, connected %.0f ms)",
 			r.SetupP50Ms, r.SetupP95Ms, r.AnsweredP50Ms, r.ConnectedP50Ms))
-		t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms", r.BitrateKbps, r.LossPct, r.JitterMs))
+		t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms (those not shed)", r.BitrateKbps, r.LossPct, r.JitterMs))
 		t.row("cost", fmt.Sprintf("%.3f ms CPU per second per subscriber, %.2f µs per RTP packet sent, %.2f MiB per subscriber",
 			r.CPUPerSubMs, r.CPUPerPacketUs, r.RSSPerSubMiB))
 		t.row("window", fmt.Sprintf("%.1f s", r.WindowSeconds))
+		if r.Overload != nil {
+			r.Overload.print(t)
+		}
 	}
 	if rr := r.RTSP; rr != nil {
 		t.row("rtsp readers", fmt.Sprintf("%d connected, %d failed (of %d), %s over TCP", rr.Connected, rr.Failed, rr.Readers, rr.URL))
@@ -518,6 +599,7 @@ func (r *loadReport) print(w io.Writer) {
 	}
 	t.row("daemon CPU", fmt.Sprintf("%.3f cores with every viewer (publisher alone %.3f)", r.Cores, r.BaselineCores))
 	t.row("daemon memory", fmt.Sprintf("%.1f MiB RSS (idle %.1f MiB)", r.RSSMiB, r.IdleRSSMiB))
-	t.row("packets sent", fmt.Sprintf("%.0f per second, %.0f dropped in the daemon", r.PacketsPerSec, r.DroppedInDaemon))
+	t.row("packets sent", fmt.Sprintf("%.0f per second; dropped in the daemon: %.0f in viewers' queues, %.0f in the WebRTC send queue",
+		r.PacketsPerSec, r.DroppedInDaemon, r.SendDropped))
 	_ = t.flush()
 }

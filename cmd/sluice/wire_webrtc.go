@@ -10,6 +10,10 @@ func (d *daemon) wireWebRTC() error {
 	}
 	d.onClose(engine.Close)
 	d.registry.MustRegister(engine)
+	d.hub.WatchSend(func() (sent, dropped uint64) {
+		sent, _, dropped = engine.SentPackets()
+		return sent, dropped
+	})
 	srv := rtc.NewServer(engine, d.hub, d.gate, d.log.With("component", "webrtc"))
 	srv.Register(d.api)
 	d.add(phaseSessions, "webrtc", srv.Run)

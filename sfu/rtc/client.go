@@ -23,9 +23,22 @@ type Session struct {
 	token    string
 }
 
+// StatusError is a WHIP or WHEP endpoint's refusal of an offer: its HTTP status (503 when the
+// server is overloaded) and the body it answered with.
+type StatusError struct {
+	Endpoint   string
+	Status     int
+	StatusText string // "503 Service Unavailable"
+	Body       string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("%s: %s: %s", e.Endpoint, e.StatusText, e.Body)
+}
+
 // Negotiate performs a WHIP or WHEP exchange for pc against endpoint (…/whip/ROOM or
 // …/whep/ROOM): it creates the offer, waits for local candidates, POSTs it and applies the
-// answer. token may be empty (open mode).
+// answer. token may be empty (open mode). A refusal by the endpoint is a *StatusError.
 func Negotiate(ctx context.Context, endpoint, token string, pc *webrtc.PeerConnection) (*Session, error) {
 	offer, err := pc.CreateOffer(nil)
 	if err != nil {
@@ -59,7 +72,7 @@ func Negotiate(ctx context.Context, endpoint, token string, pc *webrtc.PeerConne
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusCreated {
-		return nil, fmt.Errorf("%s: %s: %s", endpoint, resp.Status, strings.TrimSpace(string(body)))
+		return nil, &StatusError{Endpoint: endpoint, Status: resp.StatusCode, StatusText: resp.Status, Body: strings.TrimSpace(string(body))}
 	}
 	loc, err := resp.Location()
 	if err != nil {

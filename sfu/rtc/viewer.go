@@ -391,9 +391,13 @@ func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
 }
 
 // readRTCP drains a sender's RTCP, turns PLI and FIR into keyframe requests and answers
-// NACKs from the down track's history.
+// NACKs from the down track's history: each packet at most maxResends times, and none while
+// the hub is congested (retransmissions would take the CPU the daemon lacks, and a viewer that
+// loses packets asks for more of them: left unchecked, the daemon ends up spending its time
+// resending packets that are dropped again).
 func (v *viewer) readRTCP(sl *slot) {
 	var lost []uint16
+	var resends *resendFilter // made at the first NACK (audio gets none)
 	for {
 		pkts, _, err := sl.sender.ReadRTCP()
 		if err != nil {
@@ -406,11 +410,19 @@ func (v *viewer) readRTCP(sl *slot) {
 					sub.RequestKeyframe()
 				}
 			case *rtcp.TransportLayerNack:
+				if v.hub.Congested() {
+					continue
+				}
 				lost = lost[:0]
 				for _, pair := range pk.Nacks {
 					pair.Range(func(seq uint16) bool { lost = append(lost, seq); return true })
 				}
-				sl.dt.Resend(lost)
+				if resends == nil {
+					resends = new(resendFilter)
+				}
+				if lost = resends.filter(lost, v.hub.Now()); len(lost) > 0 {
+					sl.dt.Resend(lost)
+				}
 			}
 		}
 	}
