@@ -33,6 +33,15 @@ const (
 // counted), as a full socket buffer would.
 const maxPending = 8192
 
+// maxControl is the room kept beyond maxPending for STUN and DTLS packets: when media fills
+// the queue (an overloaded daemon), consent checks and a shed viewer's DTLS close_notify still
+// leave, so that viewers are not timed out by ICE for lack of them.
+const maxControl = 1024
+
+// isMedia reports whether b is RTP or RTCP (RFC 7983 demultiplexing: first byte 128-191), as
+// opposed to STUN (0-3) or DTLS (20-63).
+func isMedia(b []byte) bool { return len(b) > 0 && b[0] >= 128 && b[0] <= 191 }
+
 // batchConn is the UDP socket under the ICE mux. Reads go straight to the socket. Writes are
 // copied into pooled buffers and queued; one flusher goroutine sends everything queued with
 // sendmmsg (one system call per up to 64 packets, to any mix of destinations), so the many
@@ -129,7 +138,7 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 		c.mu.Unlock()
 		return 0, net.ErrClosed
 	}
-	if len(c.pending) >= maxPending {
+	if len(c.pending) >= maxPending && (isMedia(b) || len(c.pending) >= maxPending+maxControl) {
 		c.mu.Unlock()
 		c.dropped.Add(1)
 		return len(b), nil // a full socket buffer drops silently too

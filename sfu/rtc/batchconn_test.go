@@ -294,3 +294,30 @@ func BenchmarkBatchConnGroup(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(out)), "ns/packet")
 }
+
+// With the queue full of media, STUN and DTLS still get in (up to their own reserve); media
+// does not.
+func TestBatchConnFullKeepsControl(t *testing.T) {
+	c := &batchConn{wake: make(chan struct{}, 1)}
+	dst := netip.MustParseAddrPort("127.0.0.1:9")
+	media := []byte{0x80, 96, 0, 1}
+	for range maxPending {
+		if _, err := c.WriteToAddrPort(media, dst); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _ = c.WriteToAddrPort(media, dst)
+	stun := []byte{0x00, 0x01, 0x00, 0x00}
+	dtls := []byte{21, 0xfe, 0xfd}
+	_, _ = c.WriteToAddrPort(stun, dst)
+	_, _ = c.WriteToAddrPort(dtls, dst)
+	if len(c.pending) != maxPending+2 || c.dropped.Load() != 1 {
+		t.Fatalf("%d queued, %d dropped: want the media packet dropped and STUN and DTLS queued", len(c.pending), c.dropped.Load())
+	}
+	for range maxControl + 10 {
+		_, _ = c.WriteToAddrPort(stun, dst)
+	}
+	if len(c.pending) != maxPending+maxControl {
+		t.Fatalf("%d queued: control packets must stay bounded at %d", len(c.pending), maxPending+maxControl)
+	}
+}
