@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"sync"
 	"testing"
@@ -150,6 +151,12 @@ func TestDirectRouteAndSenderReports(t *testing.T) {
 			if len(dts) != 2 {
 				t.Fatalf("%d down tracks on the server, want 2", len(dts))
 			}
+			if tc.direct {
+				// The viewer's pion prefers AES-256-GCM; answering as the DTLS server we pick 128.
+				if got := srtpProfileOf(t, pc); got != "SRTP_AEAD_AES_128_GCM" {
+					t.Errorf("SRTP profile %s, want SRTP_AEAD_AES_128_GCM", got)
+				}
+			}
 			for _, dt := range dts {
 				if got := dt.Direct() > 0; got != tc.direct {
 					t.Errorf("%s track: %d packets on the direct route, want direct %v (a pion upgrade may have changed DTLSTransport.conn: see srtpKeys)",
@@ -249,4 +256,20 @@ func BenchmarkDownTrackDirect(b *testing.B) {
 			b.StartTimer()
 		}
 	}
+}
+
+// srtpProfileOf returns the SRTP profile pc's DTLS transport negotiated, by name.
+func srtpProfileOf(t *testing.T, pc *webrtc.PeerConnection) string {
+	t.Helper()
+	_, _, profile, err := srtpKeys(pc.SCTP().Transport(), dtlsClient(pc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch profile {
+	case srtp.ProtectionProfileAeadAes128Gcm:
+		return "SRTP_AEAD_AES_128_GCM"
+	case srtp.ProtectionProfileAeadAes256Gcm:
+		return "SRTP_AEAD_AES_256_GCM"
+	}
+	return fmt.Sprint(profile)
 }
