@@ -265,11 +265,12 @@ func srtpProfileOf(t *testing.T, pc *webrtc.PeerConnection) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	switch profile {
-	case srtp.ProtectionProfileAeadAes128Gcm:
-		return "SRTP_AEAD_AES_128_GCM"
-	case srtp.ProtectionProfileAeadAes256Gcm:
-		return "SRTP_AEAD_AES_256_GCM"
+	names := map[srtp.ProtectionProfile]string{
+		srtp.ProtectionProfileAeadAes128Gcm: "SRTP_AEAD_AES_128_GCM",
+		srtp.ProtectionProfileAeadAes256Gcm: "SRTP_AEAD_AES_256_GCM",
+	}
+	if n, ok := names[profile]; ok {
+		return n
 	}
 	return fmt.Sprint(profile)
 }
