@@ -200,20 +200,9 @@ func TestBatchConnFamilies(t *testing.T) {
 
 // Reads report the sender's address and allocate nothing per packet.
 func TestBatchConnRead(t *testing.T) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c, err := newBatchConn(conn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	tx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Close()
+	c := loopbackBatchConn(t)
+	conn := c.conn
+	tx := loopbackUDP(t)
 	buf := make([]byte, 1500)
 	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	allocs := testing.AllocsPerRun(50, func() {
@@ -320,4 +309,26 @@ func TestBatchConnFullKeepsControl(t *testing.T) {
 	if len(c.pending) != maxPending+maxControl {
 		t.Fatalf("%d queued: control packets must stay bounded at %d", len(c.pending), maxPending+maxControl)
 	}
+}
+
+// loopbackUDP is a UDP socket on 127.0.0.1, closed with the test.
+func loopbackUDP(tb testing.TB) *net.UDPConn {
+	tb.Helper()
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// loopbackBatchConn is a batchConn on 127.0.0.1, closed with the test.
+func loopbackBatchConn(tb testing.TB) *batchConn {
+	tb.Helper()
+	c, err := newBatchConn(loopbackUDP(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { _ = c.Close() })
+	return c
 }

@@ -32,17 +32,7 @@ type srViewer struct {
 
 func newSRViewer(t *testing.T, network webrtc.NetworkType) (*srViewer, *webrtc.PeerConnection) {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	var s webrtc.SettingEngine
-	s.SetIncludeLoopbackCandidate(true)
-	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	s.SetNetworkTypes([]webrtc.NetworkType{network})
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(s))
-	pc, err := api.NewPeerConnection(webrtc.Configuration{})
+	pc, err := bareAPI(t, network, nil).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,20 +197,8 @@ func TestNTPRoundTrip(t *testing.T) {
 // The direct route's cost per packet and viewer: rewrite, marshal, AES-GCM, queue on the socket.
 // The flusher's sendmmsg (BenchmarkBatchConn) runs off the clock. It allocates nothing.
 func BenchmarkDownTrackDirect(b *testing.B) {
-	conn, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	bc, err := newBatchConn(conn)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer bc.Close()
-	rx, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer rx.Close()
+	bc := loopbackBatchConn(b)
+	rx := loopbackUDP(b)
 	go func() {
 		buf := make([]byte, 2000)
 		for {
@@ -273,4 +251,22 @@ func srtpProfileOf(t *testing.T, pc *webrtc.PeerConnection) string {
 		return n
 	}
 	return fmt.Sprint(profile)
+}
+
+// bareAPI is a loopback pion client without interceptors on network, adjusted by adjust.
+func bareAPI(t *testing.T, network webrtc.NetworkType, adjust func(*webrtc.SettingEngine)) *webrtc.API {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	var s webrtc.SettingEngine
+	s.SetIncludeLoopbackCandidate(true)
+	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
+	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	s.SetNetworkTypes([]webrtc.NetworkType{network})
+	if adjust != nil {
+		adjust(&s)
+	}
+	return webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(s))
 }

@@ -2,13 +2,10 @@ package rtc
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/pion/ice/v4"
-	"github.com/pion/interceptor"
 	"github.com/pion/rtcp"
 	"github.com/pion/transport/v4/test"
 	"github.com/pion/webrtc/v4"
@@ -117,17 +114,7 @@ func newNACKViewer(t *testing.T, h *harness, room string) *nackViewer {
 		r := h.hub.Room(room)
 		return r != nil && r.MainPublisher() != nil && len(r.MainPublisher().Tracks()) == 2
 	})
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	var s webrtc.SettingEngine
-	s.SetIncludeLoopbackCandidate(true)
-	s.SetIPFilter(func(ip net.IP) bool { return ip.IsLoopback() })
-	s.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	s.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4})
-	s.DisableSRTPReplayProtection(true)
-	api := webrtc.NewAPI(webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(&interceptor.Registry{}), webrtc.WithSettingEngine(s))
+	api := bareAPI(t, webrtc.NetworkTypeUDP4, func(s *webrtc.SettingEngine) { s.DisableSRTPReplayProtection(true) })
 	pc, err := api.NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
 		t.Fatal(err)
