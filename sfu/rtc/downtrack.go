@@ -80,10 +80,17 @@ const historySize = 1024
 
 // sentPacket is one history slot. meta holds seq<<32 | timestamp and is stored after p, so a
 // reader that sees the same meta before and after loading p has a consistent pair.
+// resends counts its retransmissions (reset when the slot takes another packet).
 type sentPacket struct {
-	p    atomic.Pointer[sfu.Packet]
-	meta atomic.Uint64
+	p       atomic.Pointer[sfu.Packet]
+	meta    atomic.Uint64
+	resends atomic.Uint32
 }
+
+// maxResends is how many times one packet is retransmitted to a viewer at most: a viewer that
+// keeps asking (pion asks every 100 ms until the packet arrives or leaves its window) does not
+// make the daemon send it over and over when it is lost for good (as livekit's sequencer does).
+const maxResends = 3
 
 type binding struct {
 	writer webrtc.TrackLocalWriter
@@ -185,6 +192,7 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	}
 	slot := &d.history[h.SequenceNumber%historySize]
 	slot.meta.Store(0)
+	slot.resends.Store(0)
 	slot.p.Store(p)
 	slot.meta.Store(uint64(h.SequenceNumber)<<32 | uint64(h.Timestamp) | 1<<48)
 	if !d.haveLast || int16(h.SequenceNumber-d.lastSeq) > 0 {
@@ -195,7 +203,8 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 }
 
 // Resend retransmits the packets a viewer reported lost (RTCP generic NACK, RFC 4585 §6.2.1)
-// that are still in the history. Safe to call from the RTCP goroutine.
+// that are still in the history, each at most maxResends times. Safe to call from the RTCP
+// goroutine.
 func (d *DownTrack) Resend(seqs []uint16) {
 	b := d.binding.Load()
 	if b == nil {
@@ -207,6 +216,9 @@ func (d *DownTrack) Resend(seqs []uint16) {
 		p := slot.p.Load()
 		if m1 == 0 || p == nil || slot.meta.Load() != m1 || uint16(m1>>32) != seq {
 			continue // overwritten or never sent
+		}
+		if slot.resends.Add(1) > maxResends {
+			continue
 		}
 		h := &d.resendHdr
 		*h = p.Header

@@ -57,3 +57,38 @@ func (w *countingWriter) WriteRTP(h *rtp.Header, _ []byte) (int, error) {
 }
 
 func (w *countingWriter) Write(b []byte) (int, error) { return len(b), nil }
+
+// A packet is retransmitted at most maxResends times however often it is asked for; the packet
+// that takes its history slot next has a count of its own.
+func TestDownTrackResendCap(t *testing.T) {
+	dt := NewDownTrack(sfu.Codec{Name: sfu.CodecH264, ClockRate: 90000}, "video", "s")
+	w := &countingWriter{}
+	dt.binding.Store(&binding{writer: w, ssrc: 1, pt: 106})
+	p := &sfu.Packet{Payload: []byte{1}}
+	var first uint16
+	for i := range historySize + 1 {
+		p.Header.SequenceNumber = uint16(i)
+		if err := dt.WritePacket(p, false); err != nil {
+			t.Fatal(err)
+		}
+		if i == 1 {
+			first = w.last // the output number of source packet 1
+		}
+	}
+	for range 2 * maxResends {
+		dt.Resend([]uint16{first + historySize - 1}) // the last packet, in slot 0 of the window
+	}
+	if got := dt.Resent(); got != maxResends {
+		t.Fatalf("%d retransmissions of one packet, want %d", got, maxResends)
+	}
+	p.Header.SequenceNumber = historySize + 1
+	_ = dt.WritePacket(p, false) // takes the slot of an older packet
+	dt.Resend([]uint16{first + historySize})
+	if got := dt.Resent(); got != maxResends+1 {
+		t.Fatalf("the slot's new packet was not retransmitted (%d in all)", got)
+	}
+	dt.Resend([]uint16{first}) // overwritten long ago: nothing to send
+	if got := dt.Resent(); got != maxResends+1 {
+		t.Fatalf("a packet no longer in the history was retransmitted")
+	}
+}

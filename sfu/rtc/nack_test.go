@@ -26,7 +26,7 @@ func TestNACKRetransmission(t *testing.T) {
 	defer v.close()
 
 	lost := v.received(40, 50)
-	for range 1 + 2*maxResends { // back to back: well within resendMemory of each other
+	for range 1 + 2*maxResends { // back to back, while the packet is still in the history
 		v.nack(lost)
 	}
 	// Then packets that were never asked for: once they are back, every earlier NACK was

@@ -397,7 +397,6 @@ func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
 // resending packets that are dropped again).
 func (v *viewer) readRTCP(sl *slot) {
 	var lost []uint16
-	var resends *resendFilter // made at the first NACK (audio gets none)
 	for {
 		pkts, _, err := sl.sender.ReadRTCP()
 		if err != nil {
@@ -417,12 +416,7 @@ func (v *viewer) readRTCP(sl *slot) {
 				for _, pair := range pk.Nacks {
 					pair.Range(func(seq uint16) bool { lost = append(lost, seq); return true })
 				}
-				if resends == nil {
-					resends = new(resendFilter)
-				}
-				if lost = resends.filter(lost, v.hub.Now()); len(lost) > 0 {
-					sl.dt.Resend(lost)
-				}
+				sl.dt.Resend(lost)
 			}
 		}
 	}
