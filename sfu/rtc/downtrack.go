@@ -55,9 +55,9 @@ type DownTrack struct {
 	resendHdr rtp.Header
 	resent    atomic.Uint64
 
-	// route, when set, sends below pion (egress.go); nil sends through pion's writer.
-	route  atomic.Pointer[directRoute]
-	direct atomic.Uint64 // packets sent on a direct route
+	// route, when set, sends below pion (egress.go); nil sends through pion's writer. It is
+	// set before the first subscription: a routed track sends every packet that way.
+	route atomic.Pointer[directRoute]
 
 	// wmu serializes the writes of WritePacket and Resend (one SRTP context, one scratch)
 	// and guards the sender report state.
@@ -242,7 +242,6 @@ func (d *DownTrack) write(b *binding, h *rtp.Header, payload []byte, arrival int
 		if err := d.writeDirect(r, h, payload); err != nil {
 			return err
 		}
-		d.direct.Add(1)
 	} else if _, err := b.writer.WriteRTP(h, payload); err != nil {
 		return err
 	}
@@ -282,9 +281,6 @@ const srtpOverhead = 16
 
 // setRoute switches the track to a direct route (egress.go).
 func (d *DownTrack) setRoute(r *directRoute) { d.route.Store(r) }
-
-// Direct returns how many packets went out on a direct route.
-func (d *DownTrack) Direct() uint64 { return d.direct.Load() }
 
 // senderReport returns the track's RTCP sender report for now: the RTP time extrapolated from
 // the latest timestamp sent and when its packet arrived, so that audio and video share the

@@ -198,7 +198,8 @@ func (v *viewer) routeDirect() {
 		v.log.Debug("media through pion", "err", err)
 		return
 	}
-	if _, err := v.engine.route(pair, nil); err != nil {
+	base, err := v.engine.route(pair, nil)
+	if err != nil {
 		v.log.Debug("media through pion", "err", err)
 		return
 	}
@@ -214,9 +215,7 @@ func (v *viewer) routeDirect() {
 			v.log.Warn("media through pion: srtp context", "err", err)
 			return
 		}
-		if routes[i], err = v.engine.route(pair, ctx); err != nil {
-			return
-		}
+		routes[i] = &directRoute{conn: base.conn, addr: base.addr, srtp: ctx}
 	}
 	for i, sl := range v.slots {
 		sl.dt.setRoute(routes[i])
