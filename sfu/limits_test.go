@@ -122,14 +122,7 @@ func TestCPUBudgetRefusesViewers(t *testing.T) {
 // viewers are shed as when their queues overflow, the hub is congested meanwhile, it waits for
 // the sessions it closed to go before it sheds again, and stops when the drops stop.
 func TestShedOnSendDrops(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Unix(1_000_000, 0)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, advance := clockHub(t)
 	var sent, dropped atomic.Uint64
 	h.WatchSend(func() (uint64, uint64) { return sent.Load(), dropped.Load() })
 	pub, _ := h.Join("big", ParticipantSpec{Identity: "pub"})
@@ -193,14 +186,7 @@ func TestShedOnSendDrops(t *testing.T) {
 // Viewers whose packets wait in their queues longer than lagLimit are behind, though their
 // queues have not overflowed: the newest viewer is shed.
 func TestShedWhenViewersFallBehind(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Unix(1_000_000, 0)
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, advance := clockHub(t)
 	pub, _ := h.Join("big", ParticipantSpec{Identity: "pub"})
 	audio, err := pub.Publish(TrackSpec{Codec: Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2}})
 	if err != nil {
@@ -262,4 +248,17 @@ func TestShedCount(t *testing.T) {
 			t.Errorf("shedCount(%d, %d, %d) = %d, want %d", c.viewers, c.sent, c.dropped, got, c.want)
 		}
 	}
+}
+
+// clockHub is a hub on a clock the test advances, with no CPU used.
+func clockHub(t *testing.T) (*Hub, func(time.Duration)) {
+	t.Helper()
+	var mu sync.Mutex
+	now := time.Unix(1_000_000, 0)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock, CPU: func() time.Duration { return 0 }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 }
