@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -105,20 +106,23 @@ Run it against a daemon on a quiet machine; the viewers run in this process and 
 // session the daemon ended during the run. The received figures (bitrate, loss, jitter) are
 // the survivors': connected and not shed.
 type loadReport struct {
-	Subscribers     int     `json:"subscribers"`
-	Connected       int     `json:"connected"`
-	Failed          int     `json:"failed"`
-	Refused         int     `json:"refused"`
-	Shed            int     `json:"shed"`
-	FirstError      string  `json:"first_error,omitempty"`
-	SetupP50Ms      float64 `json:"setup_p50_ms"`
-	SetupP95Ms      float64 `json:"setup_p95_ms"`
-	AnsweredP50Ms   float64 `json:"answered_p50_ms"`
-	ConnectedP50Ms  float64 `json:"connected_p50_ms"`
-	WindowSeconds   float64 `json:"window_seconds"`
-	BitrateKbps     float64 `json:"bitrate_kbps_per_subscriber"`
-	LossPct         float64 `json:"packet_loss_pct"`
-	JitterMs        float64 `json:"jitter_ms"`
+	Subscribers    int     `json:"subscribers"`
+	Connected      int     `json:"connected"`
+	Failed         int     `json:"failed"`
+	Refused        int     `json:"refused"`
+	Shed           int     `json:"shed"`
+	FirstError     string  `json:"first_error,omitempty"`
+	SetupP50Ms     float64 `json:"setup_p50_ms"`
+	SetupP95Ms     float64 `json:"setup_p95_ms"`
+	AnsweredP50Ms  float64 `json:"answered_p50_ms"`
+	ConnectedP50Ms float64 `json:"connected_p50_ms"`
+	WindowSeconds  float64 `json:"window_seconds"`
+	BitrateKbps    float64 `json:"bitrate_kbps_per_subscriber"`
+	LossPct        float64 `json:"packet_loss_pct"`
+	JitterMs       float64 `json:"jitter_ms"`
+	// GRO counts the subscribers that read with UDP receive offload (loopback daemon, loadgro.go):
+	// with it, the loopback receivers' kernel work is not counted in the daemon's CPU.
+	GRO             int     `json:"subscribers_with_receive_offload"`
 	IdleRSSMiB      float64 `json:"daemon_idle_rss_mib"`
 	RSSMiB          float64 `json:"daemon_rss_mib"`
 	RSSPerSubMiB    float64 `json:"rss_per_subscriber_mib"`
@@ -262,17 +266,20 @@ func runLoadtest(ctx context.Context, g *globals, o loadOptions, progress io.Wri
 		go func() { defer watchWG.Done(); sampler.run(watchCtx) }()
 
 		fmt.Fprintf(progress, "ramping %d subscribers over %s\n", o.subscribers, o.ramp)
+		var gro atomic.Int64
 		if err := ramp(ctx, len(subs), o.ramp, func(i int) {
 			vapi, release := api, func() {}
 			if viewerAPI != nil {
 				if a, r, err := viewerAPI(); err == nil {
 					vapi, release = a, r
+					gro.Add(1)
 				}
 			}
 			subs[i].start(ctx, vapi, release, base+"/whep/"+url.PathEscape(o.room), tokens[i])
 		}); err != nil {
 			return nil, err
 		}
+		rep.GRO = int(gro.Load())
 		clients := make([]loadClient, len(subs))
 		for i, s := range subs {
 			clients[i] = s
@@ -579,6 +586,7 @@ func (r *loadReport) print(w io.Writer) {
 		t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet; p50 answer %.0f ms, connected %.0f ms)",
 			r.SetupP50Ms, r.SetupP95Ms, r.AnsweredP50Ms, r.ConnectedP50Ms))
 		t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms (those not shed)", r.BitrateKbps, r.LossPct, r.JitterMs))
+		t.row("viewer sockets", fmt.Sprintf("%d of %d read with UDP receive offload (the rest share one pion stack)", r.GRO, r.Subscribers))
 		t.row("cost", fmt.Sprintf("%.3f ms CPU per second per subscriber, %.2f µs per RTP packet sent, %.2f MiB per subscriber",
 			r.CPUPerSubMs, r.CPUPerPacketUs, r.RSSPerSubMiB))
 		t.row("window", fmt.Sprintf("%.1f s", r.WindowSeconds))
