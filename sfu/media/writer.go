@@ -49,7 +49,7 @@ func NewWriter(t *sfu.Track) (*Writer, error) {
 	switch c.Name {
 	case sfu.CodecH264:
 		e := &rtph264.Encoder{PayloadType: pt, PayloadMaxSize: size, PacketizationMode: 1}
-		w.encode, w.params = e.Encode, h264ParamsFromFmtp(c.Fmtp)
+		w.encode, w.params = e.Encode, SpropSets(c.Fmtp, "sprop-parameter-sets")
 		return w, e.Init()
 	case sfu.CodecH265:
 		e := &rtph265.Encoder{PayloadType: pt, PayloadMaxSize: size}
@@ -257,24 +257,6 @@ func H264Codec(sps, pps []byte, payloadType uint8) sfu.Codec {
 	return sfu.Codec{Name: sfu.CodecH264, ClockRate: 90000, Fmtp: fmtp, PayloadType: payloadType}
 }
 
-// h264ParamsFromFmtp returns the SPS and PPS of a sprop-parameter-sets fmtp, if any.
-func h264ParamsFromFmtp(fmtp string) [][]byte {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || !strings.EqualFold(k, "sprop-parameter-sets") {
-			continue
-		}
-		var out [][]byte
-		for _, part := range strings.Split(v, ",") {
-			if b, err := base64.StdEncoding.DecodeString(part); err == nil && len(b) > 0 {
-				out = append(out, b)
-			}
-		}
-		return out
-	}
-	return nil
-}
-
 // AACCodec describes an AAC track carried as MPEG4-GENERIC (RFC 3640, AAC-hbr) from its
 // AudioSpecificConfig.
 func AACCodec(config []byte, sampleRate, channels int, payloadType uint8) sfu.Codec {
@@ -289,12 +271,12 @@ func AACCodec(config []byte, sampleRate, channels int, payloadType uint8) sfu.Co
 }
 
 // AACConfig returns the AudioSpecificConfig of an AAC codec's fmtp.
+//
+// Deprecated: use ParseAAC, which also checks it; kept until the egress call sites move.
 func AACConfig(c sfu.Codec) ([]byte, error) {
-	for _, kv := range strings.Split(c.Fmtp, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, "config") {
-			return hex.DecodeString(v)
-		}
+	a, err := ParseAAC(c)
+	if err != nil {
+		return nil, err
 	}
-	return nil, errors.New("aac: no config in fmtp")
+	return a.Raw, nil
 }
