@@ -95,9 +95,7 @@ func packet(p *rtp.Packet, ts uint32, key bool) *sfu.Packet {
 func newBenchDestination(video, audio *sfu.Track, pub publisher) *destination {
 	d := &destination{m: newMux(time.Now())}
 	d.emitV, d.emitA = d.writeVideo, d.writeAudio
-	b := &binding{video: video, audio: audio, sps: testSPS, pps: testPPS, asc: []byte{0x11, 0x90}, sampleRate: 48000, channels: 2, sizeLength: 13, indexLength: 3}
-	d.m.setBinding(b)
-	d.adep = aacDepacketizer{sizeLength: 13, indexLength: 3}
+	d.setBinding(&binding{video: video, audio: audio, asc: []byte{0x11, 0x90}, sampleRate: 48000, channels: 2})
 	d.m.setConn(pub, nil)
 	return d
 }

@@ -269,14 +269,3 @@ func AACCodec(config []byte, sampleRate, channels int, payloadType uint8) sfu.Co
 			hex.EncodeToString(config),
 	}
 }
-
-// AACConfig returns the AudioSpecificConfig of an AAC codec's fmtp.
-//
-// Deprecated: use ParseAAC, which also checks it; kept until the egress call sites move.
-func AACConfig(c sfu.Codec) ([]byte, error) {
-	a, err := ParseAAC(c)
-	if err != nil {
-		return nil, err
-	}
-	return a.Raw, nil
-}
