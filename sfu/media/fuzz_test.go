@@ -11,15 +11,20 @@ import (
 )
 
 // packetsOf splits fuzz input into RTP payloads: each packet is a 1-byte flags (bit 0 marker,
-// bit 1 loss, bit 2 new timestamp) and a 1-byte length, then the payload.
+// bit 1 loss, bit 2 new timestamp, bit 3 a carried decode time) and a 1-byte length, then the
+// payload.
 func packetsOf(data []byte, fn func(payload []byte, marker, lost, newTS bool)) {
+	packetsDTS(data, func(payload []byte, marker, lost, newTS, _ bool) { fn(payload, marker, lost, newTS) })
+}
+
+func packetsDTS(data []byte, fn func(payload []byte, marker, lost, newTS, dts bool)) {
 	for len(data) >= 2 {
 		flags, n := data[0], int(data[1])
 		data = data[2:]
 		if n > len(data) {
 			n = len(data)
 		}
-		fn(data[:n], flags&1 != 0, flags&2 != 0, flags&4 != 0)
+		fn(data[:n], flags&1 != 0, flags&2 != 0, flags&4 != 0, flags&8 != 0)
 		data = data[n:]
 	}
 }
@@ -109,12 +114,13 @@ func FuzzReaders(f *testing.F) {
 				}
 				last = fr.DTS
 			}
-			packetsOf(data, func(p []byte, marker, lost, newTS bool) {
+			packetsDTS(data, func(p []byte, marker, lost, newTS, dts bool) {
 				if newTS {
 					ts += 3000
 				}
 				seq++
-				pk := &sfu.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: marker}, Payload: p}
+				pk := &sfu.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: marker}, Payload: p,
+					HasDTS: dts, DTSOffset: int32(len(p)) * 1000}
 				r.Push(pk, int64(ts), lost, check)
 				r.Params()
 			})

@@ -69,6 +69,18 @@ type h26xReader struct {
 	free    [][]byte
 	lastDTS int64
 	haveDTS bool
+
+	// The decode-time offsets the packets carry (sfu.Packet.DTSOffset) for the access unit being
+	// assembled and for the one before it, which completes on a timestamp change.
+	cur, prev carried
+}
+
+// carried is the decode-time offset of the packets of one timestamp.
+type carried struct {
+	ts     uint32
+	off    int32
+	ok     bool // the packets carry one
+	filled bool
 }
 
 func newH26xReader(c sfu.Codec) *h26xReader {
@@ -88,6 +100,9 @@ func newH26xReader(c sfu.Codec) *h26xReader {
 func (h *h26xReader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame)) bool {
 	h.bad = false
 	h.ext, h.emit = ext, emit
+	if ts := p.Header.Timestamp; !h.cur.filled || ts != h.cur.ts {
+		h.prev, h.cur = h.cur, carried{ts: ts, off: p.DTSOffset, ok: p.HasDTS, filled: true}
+	}
 	h.d.push(p.Payload, p.Header.Timestamp, p.Header.Marker, lost, h.onAU)
 	return !h.bad
 }
@@ -113,9 +128,26 @@ func (h *h26xReader) accessUnit(au *accessUnit) {
 	if au.keyframe {
 		h.learn(au.nalus) // may change the reorder depth (after draining)
 	}
+	c := h.cur
+	if c.ts != au.ts {
+		c = h.prev
+	}
+	if c.ok && c.ts == au.ts { // the producer knew the decode time: nothing to hold
+		h.drain(0)
+		h.out(pts, pts-int64(c.off), au.keyframe, au.avcc, au.nalus)
+		return
+	}
 	var buf []byte
 	if n := len(h.free); n > 0 {
-		buf, h.free = h.free[n-1][:0], h.free[:n-1]
+		i := n - 1
+		for j, b := range h.free { // the smallest large enough: buffers then stop growing
+			if cap(b) >= len(au.avcc) && (cap(h.free[i]) < len(au.avcc) || cap(b) < cap(h.free[i])) {
+				i = j
+			}
+		}
+		buf = h.free[i][:0]
+		h.free[i] = h.free[n-1]
+		h.free = h.free[:n-1]
 	}
 	h.fifo = append(h.fifo, heldAU{pts: pts, key: au.keyframe, buf: append(buf, au.avcc...)})
 	h.push(pts)
@@ -191,15 +223,19 @@ func (h *h26xReader) drain(keep int) {
 		f := h.fifo[0]
 		copy(h.fifo, h.fifo[1:])
 		h.fifo = h.fifo[:len(h.fifo)-1]
-		dts := h.pop() - h.delay
-		if h.haveDTS && dts <= h.lastDTS {
-			dts = h.lastDTS + 1 // a deeper reorder than announced: keep decode order
-		}
-		h.lastDTS, h.haveDTS = dts, true
-		h.f = Frame{PTS: f.pts, DTS: dts, Key: f.key, Data: f.buf, NALUs: h.nalus(f.buf)}
-		h.emit(&h.f)
+		h.out(f.pts, h.pop()-h.delay, f.key, f.buf, h.nalus(f.buf))
 		h.free = append(h.free, f.buf)
 	}
+}
+
+// out emits one frame, its decode time kept increasing.
+func (h *h26xReader) out(pts, dts int64, key bool, avcc []byte, nalus [][]byte) {
+	if h.haveDTS && dts <= h.lastDTS {
+		dts = h.lastDTS + 1 // a deeper reorder than announced: keep decode order
+	}
+	h.lastDTS, h.haveDTS = dts, true
+	h.f = Frame{PTS: pts, DTS: dts, Key: key, Data: avcc, NALUs: nalus}
+	h.emit(&h.f)
 }
 
 // nalus returns the views of the NAL units of an AVCC access unit (well-formed: we built it).

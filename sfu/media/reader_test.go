@@ -223,3 +223,28 @@ func simple() func([][]byte) ([]*rtp.Packet, error) {
 		return []*rtp.Packet{p}, err
 	}
 }
+
+// TestReaderCarriedDTS: packets that carry their decode time (Writer.WriteDTS, an RTMP
+// ingest) give frames with exactly that time, at once: nothing is held for a reorder window.
+func TestReaderCarriedDTS(t *testing.T) {
+	r, _ := NewReader(H264Codec(h264SPS, h264PPS, 96))
+	var got []Frame
+	emit := func(f *Frame) { got = append(got, *f) }
+	// Decode order I P B B with composition offsets of a two-B-frame GOP (ticks of 90 kHz).
+	type au struct {
+		pts  uint32
+		cts  int32
+		nalu []byte
+	}
+	aus := []au{{6000, 6000, []byte{0x65, 1}}, {15000, 12000, []byte{0x41, 2}}, {9000, 3000, []byte{0x01, 3}}, {12000, 3000, []byte{0x01, 4}}}
+	for i, a := range aus {
+		p := &sfu.Packet{Header: rtp.Header{Timestamp: a.pts, Marker: true}, Payload: a.nalu, HasDTS: true, DTSOffset: a.cts}
+		r.Push(p, int64(a.pts), false, emit)
+		if len(got) != i+1 {
+			t.Fatalf("access unit %d held", i)
+		}
+		if f := got[i]; f.PTS != int64(a.pts) || f.DTS != int64(a.pts)-int64(a.cts) {
+			t.Fatalf("access unit %d: pts %d dts %d, want %d %d", i, f.PTS, f.DTS, a.pts, int64(a.pts)-int64(a.cts))
+		}
+	}
+}

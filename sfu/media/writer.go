@@ -1,8 +1,3 @@
-// Package media turns codec frames into the RTP packets of an sfu track. Ingests that receive
-// frames (RTMP) or must rewrite packets (RTSP cameras: oversized packets, parameter sets only in
-// the SDP) use it, so that every track in the SFU follows the same rules: packets fit the WebRTC
-// MTU, H.264/H.265 parameter sets are in-band before every keyframe, and the first packet of a
-// keyframe is flagged.
 package media
 
 import (
@@ -109,6 +104,17 @@ func (w *Writer) Params() [][]byte { return w.params }
 // codes; AV1 a temporal unit as OBUs; AAC one or more access units; VP8, VP9, Opus, G.711 one
 // element. Malformed frames are refused with an error and write nothing.
 func (w *Writer) Write(pts uint32, frame [][]byte) error {
+	return w.write(pts, 0, false, frame)
+}
+
+// WriteDTS is Write for a producer that knows the frame's decode time (RTMP): cts is the
+// presentation minus the decode time in RTP ticks. The packets carry it (sfu.Packet.DTSOffset),
+// so that readers use it instead of deriving decode times.
+func (w *Writer) WriteDTS(pts uint32, cts int32, frame [][]byte) error {
+	return w.write(pts, cts, true, frame)
+}
+
+func (w *Writer) write(pts uint32, cts int32, hasDTS bool, frame [][]byte) error {
 	if len(frame) == 0 {
 		return errors.New("empty frame")
 	}
@@ -135,7 +141,7 @@ func (w *Writer) Write(pts uint32, frame [][]byte) error {
 	}
 	for i, p := range pkts {
 		p.Timestamp = pts
-		w.track.WritePacket(&sfu.Packet{Header: p.Header, Payload: p.Payload, Keyframe: keyframe && i == 0})
+		w.track.WritePacket(&sfu.Packet{Header: p.Header, Payload: p.Payload, Keyframe: keyframe && i == 0, HasDTS: hasDTS, DTSOffset: cts})
 	}
 	return nil
 }
