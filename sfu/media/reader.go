@@ -85,14 +85,11 @@ func NewReader(c sfu.Codec) (Reader, error) {
 	case sfu.CodecH264, sfu.CodecH265:
 		return newH26xReader(c), nil
 	case sfu.CodecVP8:
-		r := &vp8Reader{}
-		return r, r.dec.Init()
+		return newVP8Reader()
 	case sfu.CodecVP9:
-		r := &vp9Reader{}
-		return r, r.dec.Init()
+		return newVP9Reader()
 	case sfu.CodecAV1:
-		r := &av1Reader{}
-		return r, r.dec.Init()
+		return newAV1Reader()
 	case sfu.CodecOpus:
 		return &opusReader{params: Params{Channels: channels(c, 2), SampleRate: 48000}}, nil
 	case sfu.CodecAAC:

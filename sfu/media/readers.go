@@ -3,6 +3,7 @@ package media
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpav1"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpvp8"
@@ -11,61 +12,38 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/g711"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/vp9"
+	"github.com/pion/rtp"
 
 	"github.com/sluice-media/sluice/sfu"
 )
 
-// keyWait is the start and loss state of the video readers built on gortsplib's decoders.
-type keyWait struct {
+// errMalformed is what the video decoders below report for a frame they cannot read.
+var errMalformed = errors.New("malformed frame")
+
+// videoReader reads the video codecs gortsplib depacketizes (VP8, VP9, AV1). decode returns a
+// complete frame and whether it is a keyframe, learning the parameters from keyframes; more are
+// its errors that only mean "more packets needed".
+type videoReader struct {
+	learnedParams
+	noHold
+	decode  func(*rtp.Packet) (frame []byte, key bool, err error)
+	more    []error
 	waitKey bool
 	started bool
+	f       Frame
 }
 
-// lost notes a loss (or the first packet): frames are dropped until a keyframe.
-func (k *keyWait) lost(lost bool) {
-	if !k.started || lost {
-		k.started, k.waitKey = true, true
+func (v *videoReader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame)) bool {
+	if !v.started || lost {
+		v.started, v.waitKey = true, true
 	}
-}
-
-// decoded classifies a decoder's error: ok is false when there is no frame; bad when the
-// packet was malformed (then the reader waits for a keyframe).
-func (k *keyWait) decoded(err error, more ...error) (ok, bad bool) {
-	if err == nil {
-		return true, false
-	}
-	if malformed(err, more...) {
-		k.waitKey = true
-		return false, true
-	}
-	return false, false
-}
-
-// vp8Reader uses gortsplib's RFC 7741 decoder.
-type vp8Reader struct {
-	learnedParams
-	noHold
-	keyWait
-	dec rtpvp8.Decoder
-	f   Frame
-}
-
-func (v *vp8Reader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame)) bool {
-	v.lost(lost)
-	fr, err := v.dec.Decode(rtpPacket(p))
-	if ok, bad := v.decoded(err, rtpvp8.ErrMorePacketsNeeded, rtpvp8.ErrNonStartingPacketAndNoPrevious); !ok {
-		return !bad
-	}
-	if len(fr) < 3 {
-		v.waitKey = true
-		return false
-	}
-	key := fr[0]&0x01 == 0
-	if key && len(fr) >= 10 { // RFC 6386 §9.1: start code then 14-bit width and height
-		w, h := int(fr[6])|int(fr[7]&0x3f)<<8, int(fr[8])|int(fr[9]&0x3f)<<8
-		if w != v.params.Width || h != v.params.Height {
-			v.params.Width, v.params.Height, v.changed = w, h, true
+	fr, key, err := v.decode(rtpPacket(p))
+	if err != nil {
+		bad := malformed(err, v.more...)
+		if bad {
+			v.waitKey = true
 		}
+		return !bad
 	}
 	if v.waitKey && !key {
 		return true
@@ -76,84 +54,86 @@ func (v *vp8Reader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame))
 	return true
 }
 
-// vp9Reader uses gortsplib's RFC 9628 decoder.
-type vp9Reader struct {
-	learnedParams
-	noHold
-	keyWait
-	dec rtpvp9.Decoder
-	f   Frame
+// size records a keyframe's resolution.
+func (v *videoReader) size(w, h int) {
+	if w != v.params.Width || h != v.params.Height {
+		v.params.Width, v.params.Height, v.changed = w, h, true
+	}
 }
 
-func (v *vp9Reader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame)) bool {
-	v.lost(lost)
-	fr, err := v.dec.Decode(rtpPacket(p))
-	if ok, bad := v.decoded(err, rtpvp9.ErrMorePacketsNeeded, rtpvp9.ErrNonStartingPacketAndNoPrevious); !ok {
-		return !bad
+// newVP8Reader uses gortsplib's RFC 7741 decoder.
+func newVP8Reader() (*videoReader, error) {
+	var dec rtpvp8.Decoder
+	v := &videoReader{more: []error{rtpvp8.ErrMorePacketsNeeded, rtpvp8.ErrNonStartingPacketAndNoPrevious}}
+	v.decode = func(pkt *rtp.Packet) ([]byte, bool, error) {
+		fr, err := dec.Decode(pkt)
+		if err != nil {
+			return nil, false, err
+		}
+		if len(fr) < 3 {
+			return nil, false, errMalformed
+		}
+		key := fr[0]&0x01 == 0
+		if key && len(fr) >= 10 { // RFC 6386 §9.1: start code then 14-bit width and height
+			v.size(int(fr[6])|int(fr[7]&0x3f)<<8, int(fr[8])|int(fr[9]&0x3f)<<8)
+		}
+		return fr, key, nil
 	}
-	var h vp9.Header
-	if h.Unmarshal(fr) != nil {
-		v.waitKey = true
-		return false
-	}
-	key := !h.NonKeyFrame
-	if key && h.ColorConfig != nil && h.FrameSize != nil {
-		if v.params.VP9 == nil || v.params.Width != h.Width() || v.params.Height != h.Height() {
+	return v, dec.Init()
+}
+
+// newVP9Reader uses gortsplib's RFC 9628 decoder.
+func newVP9Reader() (*videoReader, error) {
+	var dec rtpvp9.Decoder
+	v := &videoReader{more: []error{rtpvp9.ErrMorePacketsNeeded, rtpvp9.ErrNonStartingPacketAndNoPrevious}}
+	v.decode = func(pkt *rtp.Packet) ([]byte, bool, error) {
+		fr, err := dec.Decode(pkt)
+		if err != nil {
+			return nil, false, err
+		}
+		var h vp9.Header
+		if h.Unmarshal(fr) != nil {
+			return nil, false, errMalformed
+		}
+		key := !h.NonKeyFrame
+		if key && h.ColorConfig != nil && h.FrameSize != nil && (v.params.VP9 == nil || v.params.Width != h.Width() || v.params.Height != h.Height()) {
 			v.params.VP9, v.changed = &h, true
-			v.params.Width, v.params.Height = h.Width(), h.Height()
+			v.size(h.Width(), h.Height())
 		}
+		return fr, key, nil
 	}
-	if v.waitKey && !key {
-		return true
-	}
-	v.waitKey = false
-	v.f = Frame{PTS: ext, DTS: ext, Key: key, Data: fr}
-	emit(&v.f)
-	return true
+	return v, dec.Init()
 }
 
-// av1Reader uses gortsplib's AV1 RTP decoder and hands out temporal units in the low-overhead
-// bitstream format (every OBU with its size), as MP4 and Matroska want.
-type av1Reader struct {
-	learnedParams
-	noHold
-	keyWait
-	dec rtpav1.Decoder
-	f   Frame
-}
-
-func (a *av1Reader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame)) bool {
-	a.lost(lost)
-	tu, err := a.dec.Decode(rtpPacket(p))
-	if ok, bad := a.decoded(err, rtpav1.ErrMorePacketsNeeded, rtpav1.ErrNonStartingPacketAndNoPrevious); !ok {
-		return !bad
-	}
-	key := av1.IsRandomAccess2(tu)
-	if key {
+// newAV1Reader uses gortsplib's AV1 RTP decoder and hands out temporal units in the
+// low-overhead bitstream format (every OBU with its size), as MP4 and Matroska want.
+func newAV1Reader() (*videoReader, error) {
+	var dec rtpav1.Decoder
+	v := &videoReader{more: []error{rtpav1.ErrMorePacketsNeeded, rtpav1.ErrNonStartingPacketAndNoPrevious}}
+	v.decode = func(pkt *rtp.Packet) ([]byte, bool, error) {
+		tu, err := dec.Decode(pkt)
+		if err != nil {
+			return nil, false, err
+		}
+		key := av1.IsRandomAccess2(tu)
 		for _, obu := range tu {
 			var oh av1.OBUHeader
-			if oh.Unmarshal(obu) == nil && oh.Type == av1.OBUTypeSequenceHeader && !bytes.Equal(obu, a.params.AV1SequenceHeader) {
-				var sh av1.SequenceHeader
-				if sh.Unmarshal(obu) == nil {
-					a.params.AV1SequenceHeader = append([]byte(nil), obu...)
-					a.params.Width, a.params.Height = sh.Width(), sh.Height()
-					a.changed = true
-				}
+			if !key || oh.Unmarshal(obu) != nil || oh.Type != av1.OBUTypeSequenceHeader || bytes.Equal(obu, v.params.AV1SequenceHeader) {
+				continue
+			}
+			var sh av1.SequenceHeader
+			if sh.Unmarshal(obu) == nil {
+				v.params.AV1SequenceHeader, v.changed = append([]byte(nil), obu...), true
+				v.size(sh.Width(), sh.Height())
 			}
 		}
+		data, err := av1.Bitstream(tu).Marshal()
+		if err != nil {
+			return nil, false, errMalformed
+		}
+		return data, key, nil
 	}
-	if a.waitKey && !key {
-		return true
-	}
-	data, err := av1.Bitstream(tu).Marshal()
-	if err != nil {
-		a.waitKey = true
-		return false
-	}
-	a.waitKey = false
-	a.f = Frame{PTS: ext, DTS: ext, Key: key, Data: data}
-	emit(&a.f)
-	return true
+	return v, dec.Init()
 }
 
 // opusReader: one Opus packet per RTP packet (RFC 7587).

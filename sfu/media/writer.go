@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpav1"
@@ -167,7 +168,7 @@ func (w *Writer) withParams(au [][]byte) ([][]byte, bool) {
 			body = append(body, n)
 		}
 	}
-	if len(inband) > 0 && !sameNALUs(inband, w.params) {
+	if len(inband) > 0 && !slices.EqualFunc(inband, w.params, bytes.Equal) {
 		w.params = mergeParams(w.params, inband, h265)
 	}
 	if !key || len(body) == 0 {
@@ -201,18 +202,6 @@ func mergeParams(old, inband [][]byte, h265 bool) [][]byte {
 		out = append(out, bytes.Clone(byType[t]))
 	}
 	return out
-}
-
-func sameNALUs(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 func cloneAll(in [][]byte) [][]byte {
