@@ -63,7 +63,7 @@ type inPacket struct {
 
 // capture records one participant's tracks (one connection of it) into a sequence of segment
 // files. It subscribes to the tracks directly, and one goroutine does everything else in
-// arrival order: depacketizing, timing, muxing and writing. It ends when the participant leaves
+// arrival order: reading frames, timing, muxing and writing. It ends when the participant leaves
 // (after draining what its tracks delivered) or when the recording stops it.
 //
 // Lifecycle: newCapture starts nothing; start launches the goroutine; stop asks it to end and
@@ -231,7 +231,7 @@ func (c *capture) teardown() {
 			t.sub.Close()
 		}
 	}
-	if !c.failed { // the frames a depacketizer still holds (decode-order lookahead)
+	if !c.failed { // the frames a reader still holds (decode-order lookahead)
 		for _, t := range c.tr {
 			if t.dep != nil && !t.removed {
 				t.dep.Flush(t.onFr)

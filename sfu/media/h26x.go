@@ -49,7 +49,8 @@ type heldAU struct {
 // composition offsets are the encoder's own (D is the reorder depth times the frame interval, as
 // encoders and ffmpeg set it). The k-th smallest presentation time is known once the reorder
 // depth R (from the SPS) more frames have arrived, so R frames are held, in buffers that are
-// reused. Zero allocations per packet after warm-up.
+// reused. When the packets carry the decode time (sfu.Packet.HasDTS: an RTMP source), it is
+// taken as it is and nothing is held. Zero allocations per packet after warm-up.
 type h26xReader struct {
 	learnedParams
 	d       *naluDepacketizer
