@@ -112,20 +112,23 @@ func BenchmarkBroadcastPacket(b *testing.B) {
 	seq := uint16(0)
 	aseq := uint16(0)
 	var vts, ats uint32
+	qs := make([]sfu.Packet, len(video)+len(audio)) // the hub's packets are on the heap already
 	feed := func() {
-		for _, p := range video {
-			q := *p
+		for i, p := range video {
+			q := &qs[i]
+			*q = *p
 			q.Header.SequenceNumber = seq
 			q.Header.Timestamp += vts
 			seq++
-			_ = d.videoSink(&q, false)
+			_ = d.videoSink(q, false)
 		}
-		for _, p := range audio {
-			q := *p
+		for i, p := range audio {
+			q := &qs[len(video)+i]
+			*q = *p
 			q.Header.SequenceNumber = aseq
 			q.Header.Timestamp += ats
 			aseq++
-			_ = d.audioSink(&q, false)
+			_ = d.audioSink(q, false)
 		}
 		vts += 90000
 		ats += 47 * 1024
