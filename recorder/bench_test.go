@@ -9,6 +9,7 @@ import (
 
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // countFS creates files that count and discard what is written.
@@ -63,9 +64,9 @@ func BenchmarkRecorder(b *testing.B) {
 			b.Fatal(err)
 		}
 		ts := &trackState{track: tr, codec: s.Codec, kind: tr.Kind(), clock: s.Codec.ClockRate}
-		ts.dep, _ = newDepacketizer(s.Codec)
-		ts.cfg, _ = ts.dep.config()
-		ts.onFr = func(f *frame) { c.frame(ts, f) }
+		ts.dep, _ = media.NewReader(s.Codec)
+		ts.cfg, _ = ts.dep.Params()
+		ts.onFr = func(f *media.Frame) { c.frame(ts, f) }
 		c.tr = append(c.tr, ts)
 	}
 	c.waitSince = now

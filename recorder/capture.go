@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // captureConfig is what a capture needs from its recording.
@@ -62,7 +63,7 @@ type inPacket struct {
 
 // capture records one participant's tracks (one connection of it) into a sequence of segment
 // files. It subscribes to the tracks directly, and one goroutine does everything else in
-// arrival order: depacketizing, timing, muxing and writing. It ends when the participant leaves
+// arrival order: reading frames, timing, muxing and writing. It ends when the participant leaves
 // (after draining what its tracks delivered) or when the recording stops it.
 //
 // Lifecycle: newCapture starts nothing; start launches the goroutine; stop asks it to end and
@@ -230,10 +231,10 @@ func (c *capture) teardown() {
 			t.sub.Close()
 		}
 	}
-	if !c.failed { // the frames a depacketizer still holds (decode-order lookahead)
+	if !c.failed { // the frames a reader still holds (decode-order lookahead)
 		for _, t := range c.tr {
 			if t.dep != nil && !t.removed {
-				t.dep.end(t.onFr)
+				t.dep.Flush(t.onFr)
 			}
 		}
 	}
@@ -270,7 +271,7 @@ func (c *capture) syncTracks() {
 			continue
 		}
 		ts := &trackState{track: t, codec: t.Codec(), kind: t.Kind(), clock: t.Codec().ClockRate}
-		dep, err := newDepacketizer(t.Codec())
+		dep, err := media.NewReader(t.Codec())
 		if err != nil {
 			c.cfg.log.Warn("track not recorded", "track", t.SID(), "codec", t.Codec().Name, "err", err)
 			ts.skip = true
@@ -278,9 +279,9 @@ func (c *capture) syncTracks() {
 			continue
 		}
 		ts.dep = dep
-		ts.cfg, _ = dep.config()
+		ts.cfg, _ = dep.Params()
 		idx := len(c.tr)
-		ts.onFr = func(f *frame) { c.frame(ts, f) }
+		ts.onFr = func(f *media.Frame) { c.frame(ts, f) }
 		c.tr = append(c.tr, ts)
 		sub, err := t.Subscribe(&trackSink{c: c, idx: idx}, sfu.SubscribeOptions{})
 		if err != nil {
@@ -307,9 +308,9 @@ func (c *capture) packet(pk inPacket) {
 		c.lostPackets++
 	}
 	ts.seqInit, ts.lastSeq = true, seq
-	ext := ts.unwrap(pk.p.Header.Timestamp)
+	ext := ts.ts.Unwrap(pk.p.Header.Timestamp)
 	ts.observe(ext, pk.at)
-	if !ts.dep.write(pk.p, ext, lost, ts.onFr) {
+	if !ts.dep.Push(pk.p, ext, lost, ts.onFr) {
 		c.malformed++
 		if ts.kind == sfu.KindVideo && ts.sub != nil {
 			ts.sub.RequestKeyframe()
@@ -320,9 +321,9 @@ func (c *capture) packet(pk inPacket) {
 }
 
 // frame takes one complete frame of a track.
-func (c *capture) frame(ts *trackState, f *frame) {
-	if cfg, changed := ts.dep.config(); changed || !ts.cfg.ready(ts.codec.Name) {
-		if changed && c.state == stateOpen && ts.ft != nil && ts.cfg.ready(ts.codec.Name) {
+func (c *capture) frame(ts *trackState, f *media.Frame) {
+	if cfg, changed := ts.dep.Params(); changed || !ts.cfg.Ready(ts.codec.Name) {
+		if changed && c.state == stateOpen && ts.ft != nil && ts.cfg.Ready(ts.codec.Name) {
 			c.rotate = true // new parameters (resolution): a new file with a new header
 		}
 		ts.cfg = cfg
@@ -331,19 +332,19 @@ func (c *capture) frame(ts *trackState, f *frame) {
 	case statePaused:
 		return
 	case stateWaiting:
-		if !ts.cfg.ready(ts.codec.Name) {
+		if !ts.cfg.Ready(ts.codec.Name) {
 			return
 		}
 		ts.buffer(f)
 		c.tryOpen()
 	case stateOpen:
 		if ts.ft == nil {
-			if ts.cfg.ready(ts.codec.Name) && (ts.kind == sfu.KindAudio || f.key) {
+			if ts.cfg.Ready(ts.codec.Name) && (ts.kind == sfu.KindAudio || f.Key) {
 				c.rotate = true
 			}
 			return
 		}
-		if ts == c.ref && f.key && c.rotateDue(f) {
+		if ts == c.ref && f.Key && c.rotateDue(f) {
 			c.closeFile()
 			c.enterWaiting()
 			ts.buffer(f)
@@ -354,11 +355,11 @@ func (c *capture) frame(ts *trackState, f *frame) {
 	}
 }
 
-func (c *capture) rotateDue(f *frame) bool {
+func (c *capture) rotateDue(f *media.Frame) bool {
 	if c.rotate {
 		return true
 	}
-	return ticksToNs(f.dts+c.ref.off, c.ref.clock) >= int64(c.cfg.segment)
+	return ticksToNs(f.DTS+c.ref.off, c.ref.clock) >= int64(c.cfg.segment)
 }
 
 func (c *capture) enterWaiting() {
@@ -505,7 +506,7 @@ func (c *capture) open(ref *trackState, kIdx int) {
 			start = kIdx
 		}
 		for _, p := range t.pre[start:] {
-			c.add(t, &frame{pts: p.pts, dts: p.dts, key: p.key, dur: p.dur, data: t.preData[p.off : p.off+p.n]})
+			c.add(t, &media.Frame{PTS: p.pts, DTS: p.dts, Key: p.key, Dur: p.dur, Data: t.preData[p.off : p.off+p.n]})
 		}
 		t.pre, t.preData = t.pre[:0], t.preData[:0]
 	}
@@ -571,14 +572,14 @@ func (c *capture) create(seg *segmentFile) error {
 }
 
 // add appends a frame to its track of the open file, flushing a fragment when one is due.
-func (c *capture) add(ts *trackState, f *frame) {
+func (c *capture) add(ts *trackState, f *media.Frame) {
 	ft := ts.ft
-	dts, pts := f.dts+ts.off, f.pts+ts.off
-	if ts == c.ref && f.key && ticksToNs(dts-c.fragStart, ts.clock) >= int64(c.cfg.fragment) {
+	dts, pts := f.DTS+ts.off, f.PTS+ts.off
+	if ts == c.ref && f.Key && ticksToNs(dts-c.fragStart, ts.clock) >= int64(c.cfg.fragment) {
 		c.flush(false)
 		c.fragStart = dts
 	}
-	if dts < ts.minDTS-f.dur/2 || dts < 0 {
+	if dts < ts.minDTS-f.Dur/2 || dts < 0 {
 		return // belongs before the start of this file
 	}
 	if n := len(ft.samples); n > 0 {
@@ -594,8 +595,8 @@ func (c *capture) add(ts *trackState, f *frame) {
 		return
 	}
 	off := pts - dts
-	ft.samples = append(ft.samples, sample{dts: dts, ptsOff: int32(max(min(off, 1<<30), -(1 << 30))), dur: uint32(max(f.dur, 0)), key: f.key, n: len(f.data)})
-	ft.data = append(ft.data, f.data...)
+	ft.samples = append(ft.samples, sample{dts: dts, ptsOff: int32(max(min(off, 1<<30), -(1 << 30))), dur: uint32(max(f.Dur, 0)), key: f.Key, n: len(f.Data)})
+	ft.data = append(ft.data, f.Data...)
 	if ts == c.ref && ticksToNs(dts-c.fragStart, ts.clock) >= int64(c.cfg.fragment)*3/2 {
 		c.flush(false)
 		c.fragStart = dts

@@ -2,6 +2,7 @@ package recorder
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
@@ -9,6 +10,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // sample is one frame of a fragment being built; its payload sits in fileTrack.data after the
@@ -27,7 +29,7 @@ type fileTrack struct {
 	codec string
 	kind  sfu.Kind
 	clock uint32
-	cfg   codecConfig
+	cfg   media.Params
 
 	samples []sample
 	data    []byte
@@ -51,31 +53,34 @@ type patch struct {
 	data []byte
 }
 
+// errUnsupportedCodec is returned for a codec no container of the recorder takes.
+var errUnsupportedCodec = errors.New("codec not supported by the recorder")
+
 // mp4Codec maps a track to mediacommon's fMP4 codec, or an error when MP4 cannot hold it.
-func mp4Codec(codec string, cfg codecConfig) (mp4.Codec, error) {
+func mp4Codec(codec string, cfg media.Params) (mp4.Codec, error) {
 	switch codec {
 	case sfu.CodecH264:
-		return &mp4.CodecH264{SPS: cfg.sps, PPS: cfg.pps}, nil
+		return &mp4.CodecH264{SPS: cfg.SPS, PPS: cfg.PPS}, nil
 	case sfu.CodecH265:
-		return &mp4.CodecH265{VPS: cfg.vps, SPS: cfg.sps, PPS: cfg.pps}, nil
+		return &mp4.CodecH265{VPS: cfg.VPS, SPS: cfg.SPS, PPS: cfg.PPS}, nil
 	case sfu.CodecAV1:
-		return &mp4.CodecAV1{SequenceHeader: cfg.av1SeqHeader}, nil
+		return &mp4.CodecAV1{SequenceHeader: cfg.AV1SequenceHeader}, nil
 	case sfu.CodecVP9:
-		h := cfg.vp9
+		h := cfg.VP9
 		if h == nil || h.ColorConfig == nil {
 			return nil, fmt.Errorf("vp9 without a keyframe header")
 		}
 		return &mp4.CodecVP9{Width: h.Width(), Height: h.Height(), Profile: h.Profile,
 			BitDepth: h.ColorConfig.BitDepth, ChromaSubsampling: h.ChromaSubsampling(), ColorRange: h.ColorConfig.ColorRange}, nil
 	case sfu.CodecOpus:
-		return &mp4.CodecOpus{ChannelCount: cfg.channels}, nil
+		return &mp4.CodecOpus{ChannelCount: cfg.Channels}, nil
 	case sfu.CodecAAC:
-		if cfg.aac == nil {
+		if cfg.AAC == nil {
 			return nil, fmt.Errorf("aac without config")
 		}
-		return &mp4.CodecMPEG4Audio{Config: *cfg.aac}, nil
+		return &mp4.CodecMPEG4Audio{Config: *cfg.AAC}, nil
 	case sfu.CodecPCMU, sfu.CodecPCMA:
-		return &mp4.CodecLPCM{LittleEndian: false, BitDepth: 16, SampleRate: cfg.sampleRate, ChannelCount: cfg.channels}, nil
+		return &mp4.CodecLPCM{LittleEndian: false, BitDepth: 16, SampleRate: cfg.SampleRate, ChannelCount: cfg.Channels}, nil
 	}
 	return nil, fmt.Errorf("%w in mp4: %s", errUnsupportedCodec, codec)
 }

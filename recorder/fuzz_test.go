@@ -2,115 +2,19 @@ package recorder
 
 import (
 	"bytes"
-	"encoding/binary"
 	"testing"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4/seekablebuffer"
-	"github.com/pion/rtp"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
-
-// packetsOf splits fuzz input into RTP payloads: each packet is a 1-byte flags (bit 0 marker,
-// bit 1 loss, bit 2 new timestamp) and a 1-byte length, then the payload.
-func packetsOf(data []byte, fn func(payload []byte, marker, lost, newTS bool)) {
-	for len(data) >= 2 {
-		flags, n := data[0], int(data[1])
-		data = data[2:]
-		if n > len(data) {
-			n = len(data)
-		}
-		fn(data[:n], flags&1 != 0, flags&2 != 0, flags&4 != 0)
-		data = data[n:]
-	}
-}
-
-// checkAVCC asserts an access unit is well-formed length-prefixed NAL units matching its views.
-func checkAVCC(t *testing.T, au *accessUnit) {
-	if au.broken {
-		return
-	}
-	b := au.avcc
-	i := 0
-	for len(b) > 0 {
-		if len(b) < 4 {
-			t.Fatalf("truncated length prefix")
-		}
-		n := int(binary.BigEndian.Uint32(b))
-		if n == 0 || n > len(b)-4 || i >= len(au.nalus) || !bytes.Equal(b[4:4+n], au.nalus[i]) {
-			t.Fatalf("access unit does not match its NAL units")
-		}
-		b = b[4+n:]
-		i++
-	}
-	if i != len(au.nalus) {
-		t.Fatalf("%d NAL units in AVCC, %d views", i, len(au.nalus))
-	}
-}
-
-func FuzzNALUDepacketizer(f *testing.F) {
-	f.Add([]byte{1, 5, 0x65, 1, 2, 3, 4})                                           // single IDR with marker
-	f.Add([]byte{0, 12, 0x78, 0, 4, 0x67, 0x42, 0, 0x1f, 0, 3, 0x68, 0xce, 0x3c})   // STAP-A
-	f.Add([]byte{0, 4, 0x7c, 0x85, 1, 2, 0, 3, 0x7c, 0x05, 3, 1, 3, 0x7c, 0x45, 4}) // FU-A start, middle, end
-	f.Add([]byte{1, 6, 0x26, 0x01, 0xaf, 1, 2, 3})                                  // H.265 IDR
-	f.Add([]byte{0, 5, 0x62, 0x01, 0x93, 1, 2, 1, 5, 0x62, 0x01, 0x53, 3, 4})       // H.265 FU
-	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, h265 := range []bool{false, true} {
-			d := newNALUDepacketizer(h265)
-			var ts uint32
-			packetsOf(data, func(p []byte, marker, lost, newTS bool) {
-				if newTS {
-					ts += 3000
-				}
-				d.push(p, ts, marker, lost, func(au *accessUnit) { checkAVCC(t, au) })
-			})
-		}
-	})
-}
-
-// FuzzVideoDepacketizers drives every video depacketizer (ours and gortsplib's, with the
-// mediacommon DTS extractors behind H.264/H.265) with arbitrary packets: nothing may panic.
-func FuzzVideoDepacketizers(f *testing.F) {
-	f.Add([]byte{1, 5, 0x65, 1, 2, 3, 4})
-	f.Add([]byte{1, 12, 0x78, 0, 4, 0x67, 0x42, 0, 0x1f, 0, 3, 0x68, 0xce, 0x3c})
-	f.Add([]byte{1, 8, 0x10, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		for _, name := range []string{sfu.CodecH264, sfu.CodecH265, sfu.CodecVP8, sfu.CodecVP9, sfu.CodecAV1, sfu.CodecOpus, sfu.CodecPCMU} {
-			dep, err := newDepacketizer(sfu.Codec{Name: name, ClockRate: 90000})
-			if err != nil {
-				t.Fatal(err)
-			}
-			var seq uint16
-			var ts uint32
-			var last int64 = -1 << 62
-			check := func(fr *frame) {
-				if fr.dts > fr.pts && name != sfu.CodecH264 && name != sfu.CodecH265 {
-					t.Fatalf("%s: dts after pts", name)
-				}
-				if (name == sfu.CodecH264 || name == sfu.CodecH265) && fr.dts <= last {
-					t.Fatalf("%s: decode times not increasing: %d after %d", name, fr.dts, last)
-				}
-				last = fr.dts
-			}
-			packetsOf(data, func(p []byte, marker, lost, newTS bool) {
-				if newTS {
-					ts += 3000
-				}
-				seq++
-				pk := &sfu.Packet{Header: rtp.Header{Version: 2, SequenceNumber: seq, Timestamp: ts, Marker: marker}, Payload: p}
-				dep.write(pk, int64(ts), lost, check)
-				dep.config()
-			})
-			dep.end(check)
-		}
-	})
-}
 
 // seedFiles returns a small fMP4 and a small Matroska file made by our writers.
 func seedFiles() (mp4File, mkvFile []byte) {
 	tracks := []*fileTrack{
-		{id: 1, codec: sfu.CodecOpus, kind: sfu.KindAudio, clock: 48000, cfg: codecConfig{channels: 2, sampleRate: 48000}},
+		{id: 1, codec: sfu.CodecOpus, kind: sfu.KindAudio, clock: 48000, cfg: media.Params{Channels: 2, SampleRate: 48000}},
 	}
 	for i := range 5 {
 		tracks[0].samples = append(tracks[0].samples, sample{dts: int64(i * 960), dur: 960, key: true, n: 3})

@@ -235,27 +235,27 @@ func mkvTrack(b []byte, t *fileTrack) []byte {
 	b = ebmlBytes(b, mkvCodecID, []byte(mkvCodecName(t.codec)))
 	switch t.codec {
 	case sfu.CodecH264:
-		b = ebmlBytes(b, mkvCodecPrivate, avcConfig(t.cfg.sps, t.cfg.pps))
+		b = ebmlBytes(b, mkvCodecPrivate, avcConfig(t.cfg.SPS, t.cfg.PPS))
 	case sfu.CodecOpus:
-		b = ebmlBytes(b, mkvCodecPrivate, opusHead(t.cfg.channels))
+		b = ebmlBytes(b, mkvCodecPrivate, opusHead(t.cfg.Channels))
 		b = ebmlUint(b, mkvCodecDelay, 0)
 		b = ebmlUint(b, mkvSeekPreRoll, 80_000_000)
 	case sfu.CodecAAC:
-		if t.cfg.aac != nil {
-			if asc, err := t.cfg.aac.Marshal(); err == nil {
+		if t.cfg.AAC != nil {
+			if asc, err := t.cfg.AAC.Marshal(); err == nil {
 				b = ebmlBytes(b, mkvCodecPrivate, asc)
 			}
 		}
 	}
 	if t.kind == sfu.KindVideo {
 		return ebmlMaster(b, mkvVideo, func(b []byte) []byte {
-			b = ebmlUint(b, mkvPixelWidth, uint64(t.cfg.width))
-			return ebmlUint(b, mkvPixelHeight, uint64(t.cfg.height))
+			b = ebmlUint(b, mkvPixelWidth, uint64(t.cfg.Width))
+			return ebmlUint(b, mkvPixelHeight, uint64(t.cfg.Height))
 		})
 	}
 	return ebmlMaster(b, mkvAudio, func(b []byte) []byte {
-		b = ebmlFloat(b, mkvSamplingFrequency, float64(t.cfg.sampleRate))
-		b = ebmlUint(b, mkvChannels, uint64(max(t.cfg.channels, 1)))
+		b = ebmlFloat(b, mkvSamplingFrequency, float64(t.cfg.SampleRate))
+		b = ebmlUint(b, mkvChannels, uint64(max(t.cfg.Channels, 1)))
 		if t.codec == sfu.CodecPCMU || t.codec == sfu.CodecPCMA {
 			b = ebmlUint(b, mkvBitDepth, 16)
 		}

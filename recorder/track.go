@@ -4,6 +4,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // ticksToNs converts a tick count of a clock to nanoseconds without overflow.
@@ -41,14 +42,12 @@ type trackState struct {
 	codec sfu.Codec
 	kind  sfu.Kind
 	clock uint32
-	dep   depacketizer
-	onFr  func(*frame) // bound once: no allocation per packet
+	dep   media.Reader
+	onFr  func(*media.Frame) // bound once: no allocation per packet
 
 	seqInit bool
 	lastSeq uint16
-	tsInit  bool
-	lastTS  uint32
-	ext     int64
+	ts      media.Unwrapper
 
 	// The clock mapping: wall(ext) = anchorNs + ticksToNs(ext - anchorExt). Before a file opens
 	// it follows the earliest arrival (the packet with the least delay); it is frozen while the
@@ -64,20 +63,9 @@ type trackState struct {
 	ft      *fileTrack // the track in the open file, nil when not in it
 	off     int64      // ext + off = ticks in the file
 	minDTS  int64      // frames before this (file ticks) belong to the previous file
-	cfg     codecConfig
+	cfg     media.Params
 	removed bool
 	skip    bool // the codec cannot be recorded
-}
-
-// unwrap extends a 32-bit RTP timestamp.
-func (t *trackState) unwrap(ts uint32) int64 {
-	if !t.tsInit {
-		t.tsInit, t.lastTS, t.ext = true, ts, int64(ts)
-		return t.ext
-	}
-	t.ext += int64(int32(ts - t.lastTS))
-	t.lastTS = ts
-	return t.ext
 }
 
 // observe updates the clock mapping with a packet that arrived at arrivalNs.
@@ -97,10 +85,10 @@ func (t *trackState) observe(ext, arrivalNs int64) {
 // useSenderReport anchors the clock on the publisher's RTCP sender report, when there is one.
 func (t *trackState) useSenderReport() bool {
 	sr, ok := t.track.SenderReport()
-	if !ok || !t.tsInit || sr.NTPTime.IsZero() {
+	if !ok || !t.ts.Started() || sr.NTPTime.IsZero() {
 		return false
 	}
-	t.anchorExt = t.ext + int64(int32(sr.RTPTime-t.lastTS))
+	t.anchorExt = t.ts.At(sr.RTPTime)
 	t.anchorNs = sr.NTPTime.UnixNano()
 	t.anchorSet = true
 	return true
@@ -113,18 +101,18 @@ func (t *trackState) wall(ext int64) int64 {
 
 // buffer keeps a frame until a file opens. Video keeps only from its latest keyframe, and the
 // buffer is bounded: past the bound it starts again at the next keyframe.
-func (t *trackState) buffer(f *frame) {
-	if t.kind == sfu.KindVideo && f.key {
+func (t *trackState) buffer(f *media.Frame) {
+	if t.kind == sfu.KindVideo && f.Key {
 		t.pre, t.preData = t.pre[:0], t.preData[:0]
 	}
-	if len(t.preData)+len(f.data) > maxPreBytes || len(t.pre) >= maxPreFrames {
+	if len(t.preData)+len(f.Data) > maxPreBytes || len(t.pre) >= maxPreFrames {
 		t.pre, t.preData = t.pre[:0], t.preData[:0]
-		if t.kind == sfu.KindVideo && !f.key {
+		if t.kind == sfu.KindVideo && !f.Key {
 			return
 		}
 	}
-	t.pre = append(t.pre, preFrame{pts: f.pts, dts: f.dts, key: f.key, dur: f.dur, off: len(t.preData), n: len(f.data)})
-	t.preData = append(t.preData, f.data...)
+	t.pre = append(t.pre, preFrame{pts: f.PTS, dts: f.DTS, key: f.Key, dur: f.Dur, off: len(t.preData), n: len(f.Data)})
+	t.preData = append(t.preData, f.Data...)
 }
 
 // dropPreBefore drops buffered frames that end before wallNs.

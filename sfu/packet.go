@@ -14,6 +14,12 @@ type Packet struct {
 	// Keyframe marks a packet that starts a video keyframe (or the parameter sets before one):
 	// a subscriber may start decoding here.
 	Keyframe bool
+	// HasDTS marks a packet whose producer knew its frame's decode time (an RTMP ingest):
+	// DTSOffset is then the frame's presentation minus decode time in RTP ticks (its
+	// composition offset, > 0 for frames behind B-frames). Readers of other packets derive
+	// decode times themselves (sfu/media). Both fit in the padding after Keyframe.
+	HasDTS    bool
+	DTSOffset int32
 	// Arrival is when the track received the packet (unix nanoseconds), set by
 	// Track.WritePacket so that subscribers need no clock read of their own.
 	Arrival int64

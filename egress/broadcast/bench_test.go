@@ -95,9 +95,7 @@ func packet(p *rtp.Packet, ts uint32, key bool) *sfu.Packet {
 func newBenchDestination(video, audio *sfu.Track, pub publisher) *destination {
 	d := &destination{m: newMux(time.Now())}
 	d.emitV, d.emitA = d.writeVideo, d.writeAudio
-	b := &binding{video: video, audio: audio, sps: testSPS, pps: testPPS, asc: []byte{0x11, 0x90}, sampleRate: 48000, channels: 2, sizeLength: 13, indexLength: 3}
-	d.m.setBinding(b)
-	d.adep = aacDepacketizer{sizeLength: 13, indexLength: 3}
+	d.setBinding(&binding{video: video, audio: audio, asc: []byte{0x11, 0x90}, sampleRate: 48000, channels: 2})
 	d.m.setConn(pub, nil)
 	return d
 }
@@ -114,20 +112,23 @@ func BenchmarkBroadcastPacket(b *testing.B) {
 	seq := uint16(0)
 	aseq := uint16(0)
 	var vts, ats uint32
+	qs := make([]sfu.Packet, len(video)+len(audio)) // the hub's packets are on the heap already
 	feed := func() {
-		for _, p := range video {
-			q := *p
+		for i, p := range video {
+			q := &qs[i]
+			*q = *p
 			q.Header.SequenceNumber = seq
 			q.Header.Timestamp += vts
 			seq++
-			_ = d.videoSink(&q, false)
+			_ = d.videoSink(q, false)
 		}
-		for _, p := range audio {
-			q := *p
+		for i, p := range audio {
+			q := &qs[len(video)+i]
+			*q = *p
 			q.Header.SequenceNumber = aseq
 			q.Header.Timestamp += ats
 			aseq++
-			_ = d.audioSink(&q, false)
+			_ = d.audioSink(q, false)
 		}
 		vts += 90000
 		ats += 47 * 1024

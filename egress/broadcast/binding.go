@@ -3,10 +3,6 @@ package broadcast
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
-
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
@@ -20,12 +16,9 @@ type binding struct {
 	participant        *sfu.Participant
 	srcVideo, srcAudio *sfu.Track // the published tracks
 	video, audio       *sfu.Track // what destinations read (nil: none)
-	sps, pps           []byte     // H.264 parameter sets from the SDP, if any
 	asc                []byte     // AAC AudioSpecificConfig
 	sampleRate         int
 	channels           int
-	sizeLength         int // RFC 3640 AU-header fields of the AAC track
-	indexLength        int
 	releases           []func()
 	// notes are what the binding left out (an audio codec no conversion exists for).
 	notes []string
@@ -65,7 +58,6 @@ func bindTracks(p *sfu.Participant, video, audio *sfu.Track, tc transcoder) (_ *
 		switch c := video.Codec(); c.Name {
 		case sfu.CodecH264:
 			b.video = video
-			b.sps, b.pps = spropParams(c.Fmtp)
 		case sfu.CodecVP8, sfu.CodecVP9, sfu.CodecH265:
 			out, release, err := tc(video, sfu.CodecH264)
 			if err != nil {
@@ -113,21 +105,11 @@ func bindTracks(p *sfu.Participant, video, audio *sfu.Track, tc transcoder) (_ *
 
 // setAAC reads the AAC track's configuration.
 func (b *binding) setAAC(t *sfu.Track) error {
-	c := t.Codec()
-	asc, err := media.AACConfig(c)
+	a, err := media.ParseAAC(t.Codec())
 	if err != nil {
 		return err
 	}
-	var cfg mpeg4audio.AudioSpecificConfig
-	if err := cfg.Unmarshal(asc); err != nil {
-		return fmt.Errorf("aac config: %w", err)
-	}
-	b.asc, b.sampleRate, b.channels = asc, cfg.SampleRate, cfg.ChannelCount
-	b.sizeLength = fmtpInt(c.Fmtp, "sizelength", 13)
-	b.indexLength = fmtpInt(c.Fmtp, "indexlength", 3)
-	if b.sizeLength < 1 || b.sizeLength > 32 || b.indexLength > 8 {
-		return errors.New("aac: unsupported AU-header sizes")
-	}
+	b.asc, b.sampleRate, b.channels = a.Raw, a.Config.SampleRate, a.Config.ChannelCount
 	return nil
 }
 
@@ -160,43 +142,4 @@ func (b *binding) identity() string {
 		return ""
 	}
 	return b.participant.Identity()
-}
-
-func fmtpValue(fmtp, key string) string {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && strings.EqualFold(strings.TrimSpace(k), key) {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func fmtpInt(fmtp, key string, def int) int {
-	if n, err := strconv.Atoi(fmtpValue(fmtp, key)); err == nil {
-		return n
-	}
-	return def
-}
-
-// spropParams returns the SPS and PPS of an H.264 fmtp's sprop-parameter-sets (RFC 6184
-// §8.1), when it has them.
-func spropParams(fmtp string) (sps, pps []byte) {
-	v := fmtpValue(fmtp, "sprop-parameter-sets")
-	if v == "" {
-		return nil, nil
-	}
-	for _, part := range strings.Split(v, ",") {
-		b, err := base64Decode(part)
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		switch b[0] & 0x1f {
-		case naluSPS:
-			sps = b
-		case naluPPS:
-			pps = b
-		}
-	}
-	return sps, pps
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-media/sluice/egress"
 	"github.com/sluice-media/sluice/egress/rtmp"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // Destination states.
@@ -55,14 +56,14 @@ type destination struct {
 	mu         sync.Mutex // guards the media state below; also the connection's write lock
 	m          *mux
 	vsub, asub *sfu.Subscription
-	vdep       h264Depacketizer
-	adep       aacDepacketizer
+	vr, ar     media.Reader // nil: the binding has no such track
+	vts, ats   media.Unwrapper
 	vSeq, aSeq uint16
 	vSeqOK     bool
 	aSeqOK     bool
 	arrival    int64
-	emitV      func(ts uint32, nalus [][]byte)
-	emitA      func(ts uint32, au []byte)
+	emitV      func(*media.Frame) // bound once: no allocation per packet
+	emitA      func(*media.Frame)
 
 	conn      atomic.Pointer[rtmp.Conn]
 	sentDone  atomic.Int64 // bytes of the connections that ended
@@ -221,13 +222,7 @@ func (d *destination) bind(nb *binding) {
 		as.Close()
 	}
 	d.mu.Lock()
-	d.m.setBinding(nb)
-	d.vdep.reset()
-	d.adep = aacDepacketizer{}
-	d.vSeqOK, d.aSeqOK = false, false
-	if nb != nil {
-		d.adep.sizeLength, d.adep.indexLength = nb.sizeLength, nb.indexLength
-	}
+	d.setBinding(nb)
 	d.mu.Unlock()
 	if nb == nil {
 		return
@@ -244,25 +239,45 @@ func (d *destination) bind(nb *binding) {
 	d.mu.Unlock()
 }
 
-// videoSink takes the video track's packets (the subscription's goroutine).
+// setBinding switches the mux and the frame readers to nb's tracks; d.mu held.
+func (d *destination) setBinding(nb *binding) {
+	d.m.setBinding(nb)
+	d.vr, d.ar = nil, nil
+	d.vts, d.ats = media.Unwrapper{}, media.Unwrapper{}
+	d.vSeqOK, d.aSeqOK = false, false
+	if nb == nil {
+		return
+	}
+	// bindTracks took only codecs these readers take: the errors cannot happen.
+	if nb.video != nil {
+		d.vr, _ = media.NewReader(nb.video.Codec())
+	}
+	if nb.audio != nil {
+		d.ar, _ = media.NewReader(nb.audio.Codec())
+	}
+}
+
+// videoSink takes the video track's packets (the subscription's goroutine). After a loss the
+// reader waits for the next keyframe, which is asked for at once.
 func (d *destination) videoSink(p *sfu.Packet, gap bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seq := p.Header.SequenceNumber
-	if gap || (d.vSeqOK && seq != d.vSeq+1) {
-		d.vdep.lost()
-		d.m.needKey = true
+	if d.vr == nil {
+		return nil
 	}
+	seq := p.Header.SequenceNumber
+	lost := gap || (d.vSeqOK && seq != d.vSeq+1)
 	d.vSeq, d.vSeqOK = seq, true
 	d.arrival = p.Arrival
-	if err := d.vdep.push(p.Header.Timestamp, p.Header.Marker, p.Payload, d.emitV); err != nil {
-		d.m.needKey = true
+	if !d.vr.Push(p, d.vts.Unwrap(p.Header.Timestamp), lost, d.emitV) || lost {
+		d.m.bind.video.RequestKeyframe()
 	}
 	return nil
 }
 
-func (d *destination) writeVideo(ts uint32, nalus [][]byte) {
-	want, _ := d.m.video(ts, d.arrival, nalus) // a failed write ends the connection: the worker sees it
+func (d *destination) writeVideo(f *media.Frame) {
+	params, _ := d.vr.Params()
+	want, _ := d.m.video(f, d.arrival, params.SPS, params.PPS) // a failed write ends the connection: the worker sees it
 	if want && d.m.bind != nil && d.m.bind.video != nil {
 		d.m.bind.video.RequestKeyframe()
 	}
@@ -272,18 +287,19 @@ func (d *destination) writeVideo(ts uint32, nalus [][]byte) {
 func (d *destination) audioSink(p *sfu.Packet, gap bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	seq := p.Header.SequenceNumber
-	if gap || (d.aSeqOK && seq != d.aSeq+1) {
-		d.adep.lost()
+	if d.ar == nil {
+		return nil
 	}
+	seq := p.Header.SequenceNumber
+	lost := gap || (d.aSeqOK && seq != d.aSeq+1)
 	d.aSeq, d.aSeqOK = seq, true
 	d.arrival = p.Arrival
-	_ = d.adep.push(p.Header.Timestamp, p.Header.Marker, p.Payload, d.emitA) // a malformed packet is skipped
+	d.ar.Push(p, d.ats.Unwrap(p.Header.Timestamp), lost, d.emitA) // a malformed packet is skipped
 	return nil
 }
 
-func (d *destination) writeAudio(ts uint32, au []byte) {
-	_ = d.m.audio(ts, d.arrival, au)
+func (d *destination) writeAudio(f *media.Frame) {
+	_ = d.m.audio(f, d.arrival)
 }
 
 // refused reports whether err is the destination refusing us, which retrying cannot fix: an

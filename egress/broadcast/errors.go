@@ -1,7 +1,6 @@
 package broadcast
 
 import (
-	"encoding/base64"
 	"errors"
 )
 
@@ -19,5 +18,3 @@ var (
 	errUnsupportedCodec = errors.New("unsupported codec")
 	errRetriesExhausted = errors.New("retries exhausted")
 )
-
-func base64Decode(s string) ([]byte, error) { return base64.StdEncoding.DecodeString(s) }

@@ -4,10 +4,9 @@ import (
 	"bytes"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-
 	"github.com/sluice-media/sluice/egress/rtmp"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // publisher is the connection a mux writes to: *rtmp.Conn, or a stand-in in benchmarks.
@@ -27,8 +26,6 @@ type clock struct {
 	rate    int64
 	base    int64 // unwrapped RTP time of the anchor
 	baseMs  int64
-	last32  uint32
-	unwrap  int64 // unwrapped RTP time of last32
 	epochNs int64
 }
 
@@ -43,14 +40,14 @@ type srOffset struct {
 	ms  int64
 }
 
-// rtp returns the unwrapped RTP time of ts relative to the anchor, anchoring on the first call.
-func (c *clock) rtp(t *sfu.Track, ts uint32, arrival int64, off *srOffset) int64 {
+// rtp returns the unwrapped RTP time ext relative to the anchor, anchoring on the first call.
+func (c *clock) rtp(t *sfu.Track, ext int64, arrival int64, off *srOffset) int64 {
 	if !c.set {
-		c.set, c.last32, c.unwrap, c.base = true, ts, int64(ts), int64(ts)
+		c.set, c.base = true, ext
 		c.baseMs = (arrival - c.epochNs) / 1e6
 		if t != nil {
 			if sr, ok := t.SenderReport(); ok {
-				d := int64(int32(ts - sr.RTPTime))
+				d := int64(int32(uint32(ext) - sr.RTPTime))
 				srMs := sr.NTPTime.UnixNano()/1e6 + d*1000/c.rate
 				if !off.set {
 					off.set, off.ms = true, c.baseMs-srMs
@@ -61,9 +58,7 @@ func (c *clock) rtp(t *sfu.Track, ts uint32, arrival int64, off *srOffset) int64
 		}
 		return 0
 	}
-	c.unwrap += int64(int32(ts - c.last32))
-	c.last32 = ts
-	return c.unwrap - c.base
+	return ext - c.base
 }
 
 // ms converts RTP time relative to the anchor into milliseconds on the timeline.
@@ -87,16 +82,12 @@ type mux struct {
 	vclock   clock
 	aclock   clock
 	sroff    srOffset
-	dts      h264.DTSExtractor
-	dtsOK    bool
-	sps, pps []byte // latest in-band parameter sets
+	sps, pps []byte // the video reader's latest parameter sets
 	sentSPS  []byte
 	sentPPS  []byte
 	vbuf     []byte
 	abuf     []byte
-	filtered [][]byte
 	frames   uint64
-	needKey  bool // video lost a packet: skip to the next keyframe
 	// flowing is closed at the first media tag of the current connection (then nil).
 	flowing chan struct{}
 }
@@ -127,7 +118,6 @@ func (m *mux) setBinding(b *binding) {
 	m.sps, m.pps = nil, nil
 	m.sroff = srOffset{}
 	if b != nil {
-		m.sps, m.pps = b.sps, b.pps
 		if b.video != nil {
 			m.vclock.reset(b.video.Codec().ClockRate, m.epochNs)
 		}
@@ -135,51 +125,25 @@ func (m *mux) setBinding(b *binding) {
 			m.aclock.reset(b.audio.Codec().ClockRate, m.epochNs)
 		}
 	}
-	m.dtsOK = false
 }
 
-// video writes one access unit. It reports whether a keyframe should be requested.
-func (m *mux) video(ts uint32, arrival int64, nalus [][]byte) (wantKeyframe bool, err error) {
-	key := false
-	for _, n := range nalus {
-		switch n[0] & 0x1f {
-		case naluSPS:
-			if !bytes.Equal(n, m.sps) {
-				m.sps = append([]byte(nil), n...)
-			}
-		case naluPPS:
-			if !bytes.Equal(n, m.pps) {
-				m.pps = append([]byte(nil), n...)
-			}
-		case naluIDR:
-			key = true
-		}
-	}
+// video writes one access unit with the video reader's parameter sets (which it never
+// modifies). It reports whether a keyframe should be requested.
+func (m *mux) video(f *media.Frame, arrival int64, sps, pps []byte) (wantKeyframe bool, err error) {
+	m.sps, m.pps = sps, pps
 	if m.bind == nil {
 		return false, nil
 	}
-	rel := m.vclock.rtp(m.bind.video, ts, arrival, &m.sroff)
+	pts := m.vclock.rtp(m.bind.video, f.PTS, arrival, &m.sroff)
 	if m.conn == nil {
 		return false, nil
 	}
-	if (m.videoOn != m.gen || m.needKey) && !key {
+	if m.videoOn != m.gen && !f.Key {
 		return true, nil // wait for a keyframe
 	}
-	m.needKey = false
-	if key && !m.dtsOK {
-		m.dts = h264.DTSExtractor{}
-		m.dts.Initialize()
-		m.dtsOK = true
-	}
-	if !m.dtsOK {
-		return true, nil
-	}
-	dts, derr := m.dts.Extract(nalus, rel)
-	if derr != nil {
-		dts = rel
-	}
+	dts := pts - (f.PTS - f.DTS)
 	ms := max(m.vclock.ms(dts), m.lastV, 0)
-	if m.headers != m.gen || (key && (!bytes.Equal(m.sps, m.sentSPS) || !bytes.Equal(m.pps, m.sentPPS))) {
+	if m.headers != m.gen || (f.Key && (!bytes.Equal(m.sps, m.sentSPS) || !bytes.Equal(m.pps, m.sentPPS))) {
 		if err := m.sendHeaders(uint32(ms)); err != nil {
 			return false, err
 		}
@@ -187,14 +151,8 @@ func (m *mux) video(ts uint32, arrival int64, nalus [][]byte) (wantKeyframe bool
 			return true, nil // no parameter sets yet
 		}
 	}
-	cts := max(int32(m.vclock.ms(rel)-m.vclock.ms(dts)), 0)
-	m.filtered = m.filtered[:0]
-	for _, n := range nalus {
-		if t := n[0] & 0x1f; t != naluAUD {
-			m.filtered = append(m.filtered, n)
-		}
-	}
-	m.vbuf = rtmp.AppendAVCFrame(m.vbuf[:0], key, cts, m.filtered)
+	cts := max(int32(m.vclock.ms(pts)-m.vclock.ms(dts)), 0)
+	m.vbuf = rtmp.AppendAVCFrame(m.vbuf[:0], f.Key, cts, f.NALUs)
 	m.videoOn = m.gen
 	m.lastV = ms
 	m.frames++
@@ -203,11 +161,11 @@ func (m *mux) video(ts uint32, arrival int64, nalus [][]byte) (wantKeyframe bool
 }
 
 // audio writes one AAC access unit.
-func (m *mux) audio(ts uint32, arrival int64, au []byte) error {
+func (m *mux) audio(f *media.Frame, arrival int64) error {
 	if m.bind == nil || m.bind.audio == nil {
 		return nil
 	}
-	rel := m.aclock.rtp(m.bind.audio, ts, arrival, &m.sroff)
+	rel := m.aclock.rtp(m.bind.audio, f.PTS, arrival, &m.sroff)
 	if m.conn == nil {
 		return nil
 	}
@@ -221,7 +179,7 @@ func (m *mux) audio(ts uint32, arrival int64, au []byte) error {
 		}
 	}
 	m.lastA = ms
-	m.abuf = rtmp.AppendAACFrame(m.abuf[:0], au)
+	m.abuf = rtmp.AppendAACFrame(m.abuf[:0], f.Data)
 	m.flowed()
 	return m.conn.WriteAudio(uint32(ms), m.abuf)
 }

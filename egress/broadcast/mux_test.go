@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // TestClockSenderReports: with sender reports from a publisher whose clock is an hour off,
@@ -31,9 +32,10 @@ func TestClockSenderReports(t *testing.T) {
 	}
 	// Wrap-around of the 32-bit RTP clock keeps counting forward.
 	var wc clock
+	var u media.Unwrapper
 	wc.reset(90000, epoch.UnixNano())
-	wc.rtp(nil, 0xffffff00, epoch.UnixNano(), &srOffset{})
-	if rel := wc.rtp(nil, 0x100, epoch.UnixNano(), &srOffset{}); rel != 0x200 {
+	wc.rtp(nil, u.Unwrap(0xffffff00), epoch.UnixNano(), &srOffset{})
+	if rel := wc.rtp(nil, u.Unwrap(0x100), epoch.UnixNano(), &srOffset{}); rel != 0x200 {
 		t.Errorf("after the wrap: %d", rel)
 	}
 }
@@ -44,21 +46,25 @@ func TestMuxHeadersAndKeyframes(t *testing.T) {
 	video, audio := testTracks(t)
 	epoch := time.Now()
 	m := newMux(epoch)
-	m.setBinding(&binding{video: video, audio: audio, sps: testSPS, pps: testPPS, asc: []byte{0x11, 0x90}, sampleRate: 48000, channels: 2})
+	m.setBinding(&binding{video: video, audio: audio, asc: []byte{0x11, 0x90}, sampleRate: 48000, channels: 2})
 	rec := &recorder{}
-	idr := [][]byte{testSPS, testPPS, {0x65, 0x88, 1, 2}}
-	slice := [][]byte{{0x41, 0x9a, 3}}
+	frame := func(ms int, key bool, nalus ...[]byte) *media.Frame {
+		return &media.Frame{PTS: int64(ms) * 90, DTS: int64(ms) * 90, Key: key, NALUs: nalus}
+	}
+	audioAt := func(ms int, b byte) *media.Frame {
+		return &media.Frame{PTS: int64(ms) * 48, DTS: int64(ms) * 48, Key: true, Data: []byte{b}}
+	}
 	at := func(ms int) int64 { return epoch.Add(time.Duration(ms) * time.Millisecond).UnixNano() }
 	for conn := range 2 {
 		m.setConn(rec, nil)
 		rec.tags = nil
 		base := conn * 10000
-		if want, _ := m.video(uint32(base*90), at(base), slice); !want {
+		if want, _ := m.video(frame(base, false, []byte{0x41, 0x9a, 3}), at(base), testSPS, testPPS); !want {
 			t.Error("a slice before any keyframe should ask for one")
 		}
-		_ = m.audio(uint32(base*48), at(base), []byte{1})
-		_, _ = m.video(uint32((base+40)*90), at(base+40), idr)
-		_ = m.audio(uint32((base+40)*48), at(base+40), []byte{2})
+		_ = m.audio(audioAt(base, 1), at(base))
+		_, _ = m.video(frame(base+40, true, testSPS, testPPS, []byte{0x65, 0x88, 1, 2}), at(base+40), testSPS, testPPS)
+		_ = m.audio(audioAt(base+40, 2), at(base+40))
 		want := []string{"meta", "avc-header", "aac-header", "video-key", "audio"}
 		if len(rec.tags) != len(want) {
 			t.Fatalf("connection %d: tags %v, want %v", conn, rec.tags, want)

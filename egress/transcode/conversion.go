@@ -43,8 +43,10 @@ type conversion struct {
 	refs int // readers holding it, guarded by m.mu
 
 	// Owned by the feeder (the source subscription's goroutine).
-	depack *depacketizer
-	tl     *timeline
+	reader  media.Reader
+	unwrap  media.Unwrapper
+	onFrame func(*media.Frame) // bound once: no allocation per packet
+	tl      *timeline
 
 	// input is the running ffmpeg's stdin, nil between processes.
 	input atomic.Pointer[input]
@@ -124,38 +126,38 @@ func (c *conversion) cpu() time.Duration {
 	return time.Duration(c.cpuDone.Load() + c.cpuLive.Load())
 }
 
-// feed is the source subscription's sink: depacketize, then write to the running ffmpeg. It
-// never fails the subscription: without a process the frames are dropped.
+// feed is the source subscription's sink: read frames, then write them to the running ffmpeg.
+// It never fails the subscription: without a process the frames are dropped. After a loss the
+// reader waits for a keyframe, so one is asked for at once.
 func (c *conversion) feed(p *sfu.Packet, gap bool) error {
-	if gap {
-		_ = c.depack.reset()
+	if gap && c.plan.video() {
+		c.src.RequestKeyframe()
 	}
-	f, err := c.depack.push(p)
-	if err != nil {
-		return nil // incomplete, or a broken frame dropped
-	}
+	c.reader.Push(p, c.unwrap.Unwrap(p.Header.Timestamp), gap, c.onFrame) // a malformed packet is skipped
+	return nil
+}
+
+// frame writes one source frame to the running ffmpeg.
+func (c *conversion) frame(f *media.Frame) {
 	in := c.input.Load()
 	if in == nil || in.failed {
-		return nil
-	}
-	if gap && c.plan.video() {
-		in.needKey = true
+		return
 	}
 	if in.needKey {
-		if !f.key {
+		if !f.Key {
 			c.src.RequestKeyframe()
-			return nil
+			return
 		}
 		in.needKey = false
 	}
-	pts := c.tl.in(f.ts)
+	pts := c.tl.in(uint32(f.PTS))
+	dts := pts - (f.PTS-f.DTS)*90000/c.tl.srcRate
 	c.pendingSince.CompareAndSwap(0, time.Now().UnixNano())
-	if err := in.write(pts, &f); err != nil {
+	if err := in.write(pts, dts, f); err != nil {
 		in.failed = true // ffmpeg is gone or going; its runner reports why
-		return nil
+		return
 	}
 	c.framesIn.Add(1)
-	return nil
 }
 
 // emitted records an output frame for the stall watchdog and the figures.

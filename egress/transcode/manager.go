@@ -156,7 +156,7 @@ func (m *Manager) startLocked(key convKey, p plan, path string) (*conversion, er
 		end()
 		return nil, err
 	}
-	depack, err := newDepacketizer(p)
+	reader, err := media.NewReader(p.src)
 	if err != nil {
 		end()
 		return nil, err
@@ -174,12 +174,13 @@ func (m *Manager) startLocked(key convKey, p plan, path string) (*conversion, er
 		ctx:       ctx,
 		cancel:    cancel,
 		done:      make(chan struct{}),
-		depack:    depack,
+		reader:    reader,
 		tl:        newTimeline(src.Codec().ClockRate, p.out.ClockRate),
 		writer:    writer,
 		startedAt: time.Now(),
 		ffmpeg:    path,
 	}
+	c.onFrame = c.frame
 	m.convs[key] = c
 	m.live[c] = struct{}{}
 	m.wg.Add(1)

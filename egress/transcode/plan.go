@@ -3,8 +3,6 @@ package transcode
 import (
 	"errors"
 	"fmt"
-	"strconv"
-	"strings"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
@@ -44,10 +42,8 @@ type plan struct {
 	src      sfu.Codec
 	out      sfu.Codec
 	in       container
-	// aacConfig is the source's AudioSpecificConfig (AAC sources).
-	aacConfig *mpeg4audio.AudioSpecificConfig
-	// aacSizes are the RFC 3640 AU-header field sizes of an AAC source.
-	sizeLength, indexLength, indexDeltaLength int
+	// aac are the parameters of an AAC source.
+	aac *media.AACParams
 }
 
 // planFor returns how src becomes the codec to, or ErrUnsupported.
@@ -78,25 +74,15 @@ func planFor(src sfu.Codec, to string) (plan, error) {
 		return plan{}, unsupported
 	}
 	if src.Name == sfu.CodecAAC {
-		raw, err := media.AACConfig(src)
+		a, err := media.ParseAAC(src)
 		if err != nil {
 			return plan{}, fmt.Errorf("%w: %w", unsupported, err)
 		}
-		var asc mpeg4audio.AudioSpecificConfig
-		if err := asc.Unmarshal(raw); err != nil {
-			return plan{}, fmt.Errorf("%w: aac config: %w", unsupported, err)
-		}
-		if asc.Type < 1 || asc.Type > 4 {
+		if a.Config.Type < 1 || a.Config.Type > 4 {
 			// ADTS, the framing of AAC in MPEG-TS, carries object types 1 to 4 only.
-			return plan{}, fmt.Errorf("%w: AAC object type %d", unsupported, asc.Type)
+			return plan{}, fmt.Errorf("%w: AAC object type %d", unsupported, a.Config.Type)
 		}
-		p.aacConfig = &asc
-		p.sizeLength = fmtpInt(src.Fmtp, "sizelength", 13)
-		p.indexLength = fmtpInt(src.Fmtp, "indexlength", 3)
-		p.indexDeltaLength = fmtpInt(src.Fmtp, "indexdeltalength", 3)
-		if mode := fmtpValue(src.Fmtp, "mode"); mode != "" && mode != "AAC-hbr" && mode != "AAC-lbr" {
-			return plan{}, fmt.Errorf("%w: MPEG4-GENERIC mode %s", unsupported, mode)
-		}
+		p.aac = a
 	}
 	return p, nil
 }
@@ -139,22 +125,4 @@ func (p plan) args() []string {
 	}
 	return append(a, "-copyts", "-mpegts_copyts", "1", "-muxdelay", "0", "-muxpreload", "0",
 		"-pes_payload_size", "0", "-flush_packets", "1", "-f", "mpegts", "pipe:1")
-}
-
-// fmtpValue returns one parameter of an SDP fmtp line (keys are case-insensitive).
-func fmtpValue(fmtp, key string) string {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, ok := strings.Cut(kv, "=")
-		if ok && strings.EqualFold(strings.TrimSpace(k), key) {
-			return strings.TrimSpace(v)
-		}
-	}
-	return ""
-}
-
-func fmtpInt(fmtp, key string, def int) int {
-	if n, err := strconv.Atoi(fmtpValue(fmtp, key)); err == nil && n >= 0 && n <= 32 {
-		return n
-	}
-	return def
 }

@@ -261,8 +261,8 @@ func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
 		pub.dropped++
 		return nil
 	}
-	pts := (ms + int64(tag.cts)) * 90 // RTP time is the presentation time
-	if err := v.w.Write(uint32(pts), units); err != nil {
+	pts := (ms + int64(tag.cts)) * 90 // RTP time is the presentation time; FLV knows the decode time
+	if err := v.w.WriteDTS(uint32(pts), tag.cts*90, units); err != nil {
 		pub.dropped++
 		if pub.dropped == 1 || pub.dropped%1000 == 0 {
 			pub.c.log.Warn("rtmp video frame refused by the packetizer", "err", err, "dropped", pub.dropped)

@@ -1,14 +1,11 @@
 package rtsp
 
 import (
-	"encoding/base64"
 	"fmt"
-	"strings"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
@@ -89,15 +86,11 @@ func playFormat(c sfu.Codec, dynPT uint8) (format.Format, error) {
 	switch c.Name {
 	case sfu.CodecH264:
 		f := &format.H264{PayloadTyp: dynPT, PacketizationMode: 1}
-		if sets := spropList(fmtpValue(c.Fmtp, "sprop-parameter-sets")); len(sets) >= 2 {
-			f.SPS, f.PPS = sets[0], sets[1]
-		}
+		f.SPS, f.PPS = media.H264Sprop(c.Fmtp)
 		return f, nil
 	case sfu.CodecH265:
 		f := &format.H265{PayloadTyp: dynPT}
-		f.VPS = spropOne(fmtpValue(c.Fmtp, "sprop-vps"))
-		f.SPS = spropOne(fmtpValue(c.Fmtp, "sprop-sps"))
-		f.PPS = spropOne(fmtpValue(c.Fmtp, "sprop-pps"))
+		f.VPS, f.SPS, f.PPS = media.H265Sprop(c.Fmtp)
 		return f, nil
 	case sfu.CodecVP8:
 		return &format.VP8{PayloadTyp: dynPT}, nil
@@ -106,15 +99,11 @@ func playFormat(c sfu.Codec, dynPT uint8) (format.Format, error) {
 	case sfu.CodecAV1:
 		return &format.AV1{PayloadTyp: dynPT}, nil
 	case sfu.CodecAAC:
-		raw, err := media.AACConfig(c)
+		a, err := media.ParseAAC(c)
 		if err != nil {
 			return nil, err
 		}
-		var cfg mpeg4audio.AudioSpecificConfig
-		if err := cfg.Unmarshal(raw); err != nil {
-			return nil, fmt.Errorf("aac config: %w", err)
-		}
-		return &format.MPEG4Audio{PayloadTyp: dynPT, ProfileLevelID: 1, Config: &cfg,
+		return &format.MPEG4Audio{PayloadTyp: dynPT, ProfileLevelID: 1, Config: &a.Config,
 			SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}, nil
 	case sfu.CodecPCMU, sfu.CodecPCMA:
 		pt := dynPT
@@ -131,36 +120,4 @@ func playFormat(c sfu.Codec, dynPT uint8) (format.Format, error) {
 		return &format.Opus{PayloadTyp: dynPT, ChannelCount: 2}, nil
 	}
 	return nil, fmt.Errorf("codec %s cannot be played over RTSP", c.Name)
-}
-
-// fmtpValue returns one parameter of an a=fmtp line.
-func fmtpValue(fmtp, key string) string {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, key) {
-			return v
-		}
-	}
-	return ""
-}
-
-func spropList(v string) [][]byte {
-	var out [][]byte
-	for _, part := range strings.Split(v, ",") {
-		if b := spropOne(part); b != nil {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-func spropOne(v string) []byte {
-	if v == "" {
-		return nil
-	}
-	b, err := base64.StdEncoding.DecodeString(v)
-	if err != nil || len(b) == 0 {
-		return nil
-	}
-	return b
 }

@@ -1,8 +1,3 @@
-// Package media turns codec frames into the RTP packets of an sfu track. Ingests that receive
-// frames (RTMP) or must rewrite packets (RTSP cameras: oversized packets, parameter sets only in
-// the SDP) use it, so that every track in the SFU follows the same rules: packets fit the WebRTC
-// MTU, H.264/H.265 parameter sets are in-band before every keyframe, and the first packet of a
-// keyframe is flagged.
 package media
 
 import (
@@ -11,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpav1"
@@ -49,7 +45,7 @@ func NewWriter(t *sfu.Track) (*Writer, error) {
 	switch c.Name {
 	case sfu.CodecH264:
 		e := &rtph264.Encoder{PayloadType: pt, PayloadMaxSize: size, PacketizationMode: 1}
-		w.encode, w.params = e.Encode, h264ParamsFromFmtp(c.Fmtp)
+		w.encode, w.params = e.Encode, SpropSets(c.Fmtp, "sprop-parameter-sets")
 		return w, e.Init()
 	case sfu.CodecH265:
 		e := &rtph265.Encoder{PayloadType: pt, PayloadMaxSize: size}
@@ -109,6 +105,17 @@ func (w *Writer) Params() [][]byte { return w.params }
 // codes; AV1 a temporal unit as OBUs; AAC one or more access units; VP8, VP9, Opus, G.711 one
 // element. Malformed frames are refused with an error and write nothing.
 func (w *Writer) Write(pts uint32, frame [][]byte) error {
+	return w.write(pts, 0, false, frame)
+}
+
+// WriteDTS is Write for a producer that knows the frame's decode time (RTMP): cts is the
+// presentation minus the decode time in RTP ticks. The packets carry it (sfu.Packet.DTSOffset),
+// so that readers use it instead of deriving decode times.
+func (w *Writer) WriteDTS(pts uint32, cts int32, frame [][]byte) error {
+	return w.write(pts, cts, true, frame)
+}
+
+func (w *Writer) write(pts uint32, cts int32, hasDTS bool, frame [][]byte) error {
 	if len(frame) == 0 {
 		return errors.New("empty frame")
 	}
@@ -135,7 +142,7 @@ func (w *Writer) Write(pts uint32, frame [][]byte) error {
 	}
 	for i, p := range pkts {
 		p.Timestamp = pts
-		w.track.WritePacket(&sfu.Packet{Header: p.Header, Payload: p.Payload, Keyframe: keyframe && i == 0})
+		w.track.WritePacket(&sfu.Packet{Header: p.Header, Payload: p.Payload, Keyframe: keyframe && i == 0, HasDTS: hasDTS, DTSOffset: cts})
 	}
 	return nil
 }
@@ -161,7 +168,7 @@ func (w *Writer) withParams(au [][]byte) ([][]byte, bool) {
 			body = append(body, n)
 		}
 	}
-	if len(inband) > 0 && !sameNALUs(inband, w.params) {
+	if len(inband) > 0 && !slices.EqualFunc(inband, w.params, bytes.Equal) {
 		w.params = mergeParams(w.params, inband, h265)
 	}
 	if !key || len(body) == 0 {
@@ -195,18 +202,6 @@ func mergeParams(old, inband [][]byte, h265 bool) [][]byte {
 		out = append(out, bytes.Clone(byType[t]))
 	}
 	return out
-}
-
-func sameNALUs(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
 }
 
 func cloneAll(in [][]byte) [][]byte {
@@ -257,24 +252,6 @@ func H264Codec(sps, pps []byte, payloadType uint8) sfu.Codec {
 	return sfu.Codec{Name: sfu.CodecH264, ClockRate: 90000, Fmtp: fmtp, PayloadType: payloadType}
 }
 
-// h264ParamsFromFmtp returns the SPS and PPS of a sprop-parameter-sets fmtp, if any.
-func h264ParamsFromFmtp(fmtp string) [][]byte {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if !ok || !strings.EqualFold(k, "sprop-parameter-sets") {
-			continue
-		}
-		var out [][]byte
-		for _, part := range strings.Split(v, ",") {
-			if b, err := base64.StdEncoding.DecodeString(part); err == nil && len(b) > 0 {
-				out = append(out, b)
-			}
-		}
-		return out
-	}
-	return nil
-}
-
 // AACCodec describes an AAC track carried as MPEG4-GENERIC (RFC 3640, AAC-hbr) from its
 // AudioSpecificConfig.
 func AACCodec(config []byte, sampleRate, channels int, payloadType uint8) sfu.Codec {
@@ -286,15 +263,4 @@ func AACCodec(config []byte, sampleRate, channels int, payloadType uint8) sfu.Co
 		Fmtp: "profile-level-id=1;mode=AAC-hbr;sizelength=13;indexlength=3;indexdeltalength=3;config=" +
 			hex.EncodeToString(config),
 	}
-}
-
-// AACConfig returns the AudioSpecificConfig of an AAC codec's fmtp.
-func AACConfig(c sfu.Codec) ([]byte, error) {
-	for _, kv := range strings.Split(c.Fmtp, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, "config") {
-			return hex.DecodeString(v)
-		}
-	}
-	return nil, errors.New("aac: no config in fmtp")
 }

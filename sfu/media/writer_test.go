@@ -184,8 +184,8 @@ func TestH264ParamsBeforeEveryKeyframe(t *testing.T) {
 func TestAACRoundTrip(t *testing.T) {
 	config := []byte{0x11, 0x90} // AAC-LC 48 kHz stereo
 	c := AACCodec(config, 48000, 2, 97)
-	if got, err := AACConfig(c); err != nil || !bytes.Equal(got, config) {
-		t.Fatalf("AACConfig = %x %v", got, err)
+	if got, err := ParseAAC(c); err != nil || !bytes.Equal(got.Raw, config) {
+		t.Fatalf("ParseAAC = %+v %v", got, err)
 	}
 	track, s := newTrack(t, c)
 	w, err := NewWriter(track)
@@ -282,7 +282,7 @@ func TestH264Codec(t *testing.T) {
 	if c.Fmtp != "packetization-mode=1;profile-level-id=64001f;sprop-parameter-sets=Z2QAH6zZQFAFuwEQ,aOvjyw==" {
 		t.Fatalf("fmtp %q", c.Fmtp)
 	}
-	if got := h264ParamsFromFmtp(c.Fmtp); len(got) != 2 || !bytes.Equal(got[0], sps) || !bytes.Equal(got[1], pps) {
+	if got := SpropSets(c.Fmtp, "sprop-parameter-sets"); len(got) != 2 || !bytes.Equal(got[0], sps) || !bytes.Equal(got[1], pps) {
 		t.Fatalf("params %x", got)
 	}
 }

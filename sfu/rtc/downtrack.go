@@ -13,6 +13,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // errNoCodec is returned by Bind when the viewer negotiated nothing that can carry the source.
@@ -315,11 +316,11 @@ func matchCodec(src sfu.Codec, negotiated []webrtc.RTPCodecParameters) (webrtc.R
 		}
 		s := 1
 		if src.Name == sfu.CodecH264 {
-			if fmtpValue(c.SDPFmtpLine, "packetization-mode") != h264PacketizationMode(src.Fmtp) {
+			if media.FmtpValue(c.SDPFmtpLine, "packetization-mode") != h264PacketizationMode(src.Fmtp) {
 				continue
 			}
-			want := strings.ToLower(fmtpValue(src.Fmtp, "profile-level-id"))
-			got := strings.ToLower(fmtpValue(c.SDPFmtpLine, "profile-level-id"))
+			want := strings.ToLower(media.FmtpValue(src.Fmtp, "profile-level-id"))
+			got := strings.ToLower(media.FmtpValue(c.SDPFmtpLine, "profile-level-id"))
 			if len(want) >= 4 && len(got) >= 4 {
 				switch {
 				case want[:4] == got[:4]:
@@ -337,21 +338,10 @@ func matchCodec(src sfu.Codec, negotiated []webrtc.RTPCodecParameters) (webrtc.R
 }
 
 func h264PacketizationMode(fmtp string) string {
-	if m := fmtpValue(fmtp, "packetization-mode"); m != "" {
+	if m := media.FmtpValue(fmtp, "packetization-mode"); m != "" {
 		return m
 	}
 	return "1" // what every source of ours packetizes with (FU-A, STAP-A)
-}
-
-// fmtpValue returns one parameter of an a=fmtp line.
-func fmtpValue(fmtp, key string) string {
-	for _, kv := range strings.Split(fmtp, ";") {
-		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
-		if ok && strings.EqualFold(k, key) {
-			return v
-		}
-	}
-	return ""
 }
 
 // CanCarry reports whether a viewer that negotiated codecs can receive src.

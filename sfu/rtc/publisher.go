@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/media"
 )
 
 // postWHIP answers a WHIP offer: the publisher joins the room and each of its tracks is
@@ -74,7 +75,7 @@ func videoPreference(t *webrtc.RTPTransceiver) []webrtc.RTPCodecParameters {
 	var out []webrtc.RTPCodecParameters
 	for _, want := range videoCodecs {
 		for _, c := range offered {
-			if c.MimeType == want.MimeType && (c.MimeType != webrtc.MimeTypeH264 || fmtpValue(c.SDPFmtpLine, "packetization-mode") == "1") &&
+			if c.MimeType == want.MimeType && (c.MimeType != webrtc.MimeTypeH264 || media.FmtpValue(c.SDPFmtpLine, "packetization-mode") == "1") &&
 				!slices.ContainsFunc(out, func(o webrtc.RTPCodecParameters) bool { return o.PayloadType == c.PayloadType }) {
 				out = append(out, c)
 			}

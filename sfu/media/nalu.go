@@ -1,14 +1,22 @@
-package recorder
+package media
 
 import (
 	"encoding/binary"
 )
 
-// maxAccessUnit bounds one reassembled video access unit; a larger one is dropped.
-const maxAccessUnit = 8 << 20
+// Bounds of what a reader assembles: an access unit larger than maxAccessUnit bytes or with
+// more than maxNALUs NAL units is dropped.
+const (
+	maxAccessUnit = 8 << 20
+	maxNALUs      = 256
+)
 
-// maxNALUs bounds the NAL units of one access unit.
-const maxNALUs = 256
+// NAL unit types used by name (ITU-T H.264 table 7-1).
+const (
+	naluIDR = 5
+	naluSPS = 7
+	naluPPS = 8
+)
 
 // naluDepacketizer reassembles H.264 or H.265 RTP payloads into access units in AVCC form
 // (each NAL unit preceded by its 4-byte big-endian length), in buffers it reuses: after warm-up
@@ -28,7 +36,8 @@ type naluDepacketizer struct {
 	broken  bool // part of the access unit was lost or malformed: drop it
 	fuAt    int  // offset in au of the length prefix of the NAL unit an FU is building, -1: none
 
-	views [][]byte // NAL unit views handed out with an access unit
+	views [][]byte   // NAL unit views handed out with an access unit
+	out   accessUnit // the access unit handed out (a field: a local would escape to emit)
 }
 
 type naluAt struct{ off, n int }
@@ -87,7 +96,8 @@ func (d *naluDepacketizer) flush(emit func(*accessUnit)) {
 	if d.fuAt >= 0 { // an FU without its end
 		d.broken = true
 	}
-	au := accessUnit{ts: d.ts, avcc: d.au, broken: d.broken}
+	d.out = accessUnit{ts: d.ts, avcc: d.au, broken: d.broken}
+	au := &d.out
 	d.views = d.views[:0]
 	for _, n := range d.nalus {
 		v := d.au[n.off : n.off+n.n]
@@ -98,7 +108,7 @@ func (d *naluDepacketizer) flush(emit func(*accessUnit)) {
 	}
 	au.nalus = d.views
 	if len(au.nalus) > 0 || au.broken {
-		emit(&au)
+		emit(au)
 	}
 	d.reset()
 }
@@ -108,7 +118,7 @@ func (d *naluDepacketizer) isKey(nalu []byte) bool {
 		t := (nalu[0] >> 1) & 0x3f
 		return t >= 16 && t <= 21
 	}
-	return nalu[0]&0x1f == 5
+	return nalu[0]&0x1f == naluIDR
 }
 
 // payload parses one RTP payload into the access unit.

@@ -1,6 +1,9 @@
-package recorder
+package media
 
 import (
+	"bytes"
+	"encoding/binary"
+
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 
@@ -38,7 +41,7 @@ type heldAU struct {
 	buf []byte
 }
 
-// h26xDepack reassembles H.264/H.265 access units (AVCC) and gives them exact decode times.
+// h26xReader reassembles H.264/H.265 access units (AVCC) and gives them exact decode times.
 //
 // RTP timestamps are presentation times; frames arrive in decode order. The decode time of the
 // k-th frame is the k-th smallest presentation time minus a constant delay D: the decode times
@@ -46,18 +49,19 @@ type heldAU struct {
 // composition offsets are the encoder's own (D is the reorder depth times the frame interval, as
 // encoders and ffmpeg set it). The k-th smallest presentation time is known once the reorder
 // depth R (from the SPS) more frames have arrived, so R frames are held, in buffers that are
-// reused. Zero allocations per packet after warm-up.
-type h26xDepack struct {
+// reused. When the packets carry the decode time (sfu.Packet.HasDTS: an RTMP source), it is
+// taken as it is and nothing is held. Zero allocations per packet after warm-up.
+type h26xReader struct {
+	learnedParams
 	d       *naluDepacketizer
 	h265    bool
-	cfg     codecConfig
-	changed bool
-	bad     bool // the last write saw a malformed or broken access unit
+	bad     bool // the last push saw a malformed or broken access unit
 	waitKey bool // drop until a keyframe (after a loss)
 	ext     int64
-	emit    func(*frame)
+	emit    func(*Frame)
 	onAU    func(*accessUnit)
-	f       frame
+	f       Frame
+	views   [][]byte // the NAL units of the frame handed out
 
 	reorder int
 	delay   int64 // D in ticks, -1 until measured
@@ -66,31 +70,51 @@ type h26xDepack struct {
 	free    [][]byte
 	lastDTS int64
 	haveDTS bool
+
+	// The decode-time offsets the packets carry (sfu.Packet.DTSOffset) for the access unit being
+	// assembled and for the one before it, which completes on a timestamp change.
+	cur, prev carried
 }
 
-func newH26xDepack(codec string) *h26xDepack {
-	h265 := codec == sfu.CodecH265
-	return &h26xDepack{d: newNALUDepacketizer(h265), h265: h265, delay: -1, reorder: maxReorder}
+// carried is the decode-time offset of the packets of one timestamp.
+type carried struct {
+	ts     uint32
+	off    int32
+	ok     bool // the packets carry one
+	filled bool
 }
 
-func (h *h26xDepack) write(p *sfu.Packet, ext int64, lost bool, emit func(*frame)) bool {
-	if h.onAU == nil {
-		h.onAU = h.accessUnit
-		h.waitKey = true
+func newH26xReader(c sfu.Codec) *h26xReader {
+	h265 := c.Name == sfu.CodecH265
+	h := &h26xReader{d: newNALUDepacketizer(h265), h265: h265, delay: -1, reorder: maxReorder, waitKey: true}
+	h.onAU = h.accessUnit
+	if h265 {
+		vps, sps, pps := H265Sprop(c.Fmtp)
+		h.learn([][]byte{vps, sps, pps})
+	} else {
+		sps, pps := H264Sprop(c.Fmtp)
+		h.learn([][]byte{sps, pps})
 	}
+	return h
+}
+
+func (h *h26xReader) Push(p *sfu.Packet, ext int64, lost bool, emit func(*Frame)) bool {
 	h.bad = false
 	h.ext, h.emit = ext, emit
+	if ts := p.Header.Timestamp; !h.cur.filled || ts != h.cur.ts {
+		h.prev, h.cur = h.cur, carried{ts: ts, off: p.DTSOffset, ok: p.HasDTS, filled: true}
+	}
 	h.d.push(p.Payload, p.Header.Timestamp, p.Header.Marker, lost, h.onAU)
 	return !h.bad
 }
 
-// end hands out the held frames (the source ended).
-func (h *h26xDepack) end(emit func(*frame)) {
+// Flush hands out the held frames (the source ended).
+func (h *h26xReader) Flush(emit func(*Frame)) {
 	h.emit = emit
 	h.drain(0)
 }
 
-func (h *h26xDepack) accessUnit(au *accessUnit) {
+func (h *h26xReader) accessUnit(au *accessUnit) {
 	if au.broken {
 		h.bad, h.waitKey = true, true
 		h.drain(0) // what came before the loss is whole
@@ -105,9 +129,26 @@ func (h *h26xDepack) accessUnit(au *accessUnit) {
 	if au.keyframe {
 		h.learn(au.nalus) // may change the reorder depth (after draining)
 	}
+	c := h.cur
+	if c.ts != au.ts {
+		c = h.prev
+	}
+	if c.ok && c.ts == au.ts { // the producer knew the decode time: nothing to hold
+		h.drain(0)
+		h.out(pts, pts-int64(c.off), au.keyframe, au.avcc, au.nalus)
+		return
+	}
 	var buf []byte
 	if n := len(h.free); n > 0 {
-		buf, h.free = h.free[n-1][:0], h.free[:n-1]
+		i := n - 1
+		for j, b := range h.free { // the smallest large enough: buffers then stop growing
+			if cap(b) >= len(au.avcc) && (cap(h.free[i]) < len(au.avcc) || cap(b) < cap(h.free[i])) {
+				i = j
+			}
+		}
+		buf = h.free[i][:0]
+		h.free[i] = h.free[n-1]
+		h.free = h.free[:n-1]
 	}
 	h.fifo = append(h.fifo, heldAU{pts: pts, key: au.keyframe, buf: append(buf, au.avcc...)})
 	h.push(pts)
@@ -117,8 +158,56 @@ func (h *h26xDepack) accessUnit(au *accessUnit) {
 	h.drain(h.reorder)
 }
 
+// learn keeps the parameter sets of a keyframe (copied only when they change).
+func (h *h26xReader) learn(nalus [][]byte) {
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		var dst *[]byte
+		if h.h265 {
+			switch (n[0] >> 1) & 0x3f {
+			case 32:
+				dst = &h.params.VPS
+			case 33:
+				dst = &h.params.SPS
+			case 34:
+				dst = &h.params.PPS
+			}
+		} else {
+			switch n[0] & 0x1f {
+			case naluSPS:
+				dst = &h.params.SPS
+			case naluPPS:
+				dst = &h.params.PPS
+			}
+		}
+		if dst == nil || bytes.Equal(*dst, n) {
+			continue
+		}
+		*dst = append([]byte(nil), n...)
+		h.changed = true
+		if dst != &h.params.SPS {
+			continue
+		}
+		if h.h265 {
+			var sps h265.SPS
+			if sps.Unmarshal(n) == nil {
+				h.params.Width, h.params.Height = sps.Width(), sps.Height()
+				h.setReorder(h265Reorder(&sps))
+			}
+		} else {
+			var sps h264.SPS
+			if sps.Unmarshal(n) == nil {
+				h.params.Width, h.params.Height = sps.Width(), sps.Height()
+				h.setReorder(h264Reorder(&sps))
+			}
+		}
+	}
+}
+
 // setReorder changes the reorder depth: the frames held under the old one go out first.
-func (h *h26xDepack) setReorder(r int) {
+func (h *h26xReader) setReorder(r int) {
 	if r == h.reorder {
 		return
 	}
@@ -127,7 +216,7 @@ func (h *h26xDepack) setReorder(r int) {
 }
 
 // drain emits held frames until at most keep remain.
-func (h *h26xDepack) drain(keep int) {
+func (h *h26xReader) drain(keep int) {
 	for len(h.fifo) > keep {
 		if h.delay < 0 {
 			h.delay = int64(min(h.reorder, len(h.pts)-1)) * h.minInterval()
@@ -135,19 +224,34 @@ func (h *h26xDepack) drain(keep int) {
 		f := h.fifo[0]
 		copy(h.fifo, h.fifo[1:])
 		h.fifo = h.fifo[:len(h.fifo)-1]
-		dts := h.pop() - h.delay
-		if h.haveDTS && dts <= h.lastDTS {
-			dts = h.lastDTS + 1 // a deeper reorder than announced: keep decode order
-		}
-		h.lastDTS, h.haveDTS = dts, true
-		h.f = frame{pts: f.pts, dts: dts, key: f.key, data: f.buf}
-		h.emit(&h.f)
+		h.out(f.pts, h.pop()-h.delay, f.key, f.buf, h.nalus(f.buf))
 		h.free = append(h.free, f.buf)
 	}
 }
 
+// out emits one frame, its decode time kept increasing.
+func (h *h26xReader) out(pts, dts int64, key bool, avcc []byte, nalus [][]byte) {
+	if h.haveDTS && dts <= h.lastDTS {
+		dts = h.lastDTS + 1 // a deeper reorder than announced: keep decode order
+	}
+	h.lastDTS, h.haveDTS = dts, true
+	h.f = Frame{PTS: pts, DTS: dts, Key: key, Data: avcc, NALUs: nalus}
+	h.emit(&h.f)
+}
+
+// nalus returns the views of the NAL units of an AVCC access unit (well-formed: we built it).
+func (h *h26xReader) nalus(avcc []byte) [][]byte {
+	h.views = h.views[:0]
+	for len(avcc) >= 4 {
+		n := int(binary.BigEndian.Uint32(avcc))
+		h.views = append(h.views, avcc[4:4+n])
+		avcc = avcc[4+n:]
+	}
+	return h.views
+}
+
 // minInterval is the smallest gap between the held presentation times (the frame interval).
-func (h *h26xDepack) minInterval() int64 {
+func (h *h26xReader) minInterval() int64 {
 	best := int64(0)
 	for i, a := range h.pts {
 		for _, b := range h.pts[i+1:] {
@@ -165,7 +269,7 @@ func (h *h26xDepack) minInterval() int64 {
 }
 
 // push adds a presentation time to the min-heap.
-func (h *h26xDepack) push(v int64) {
+func (h *h26xReader) push(v int64) {
 	h.pts = append(h.pts, v)
 	for i := len(h.pts) - 1; i > 0; {
 		p := (i - 1) / 2
@@ -178,7 +282,7 @@ func (h *h26xDepack) push(v int64) {
 }
 
 // pop removes the smallest presentation time.
-func (h *h26xDepack) pop() int64 {
+func (h *h26xReader) pop() int64 {
 	top := h.pts[0]
 	last := len(h.pts) - 1
 	h.pts[0] = h.pts[last]

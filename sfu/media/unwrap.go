@@ -1,0 +1,28 @@
+package media
+
+// Unwrapper extends the 32-bit RTP timestamps of one track (RFC 3550 §5.1) to int64: the first
+// timestamp keeps its value, each next one moves by its signed 32-bit difference to the last.
+// The zero value is ready; it is owned by one goroutine.
+type Unwrapper struct {
+	started bool
+	last    uint32
+	ext     int64
+}
+
+// Unwrap returns the extended value of ts and makes it the reference of the next call.
+func (u *Unwrapper) Unwrap(ts uint32) int64 {
+	u.ext = u.At(ts)
+	u.started, u.last = true, ts
+	return u.ext
+}
+
+// At returns the extended value of ts near the last timestamp, without moving the reference.
+func (u *Unwrapper) At(ts uint32) int64 {
+	if !u.started {
+		return int64(ts)
+	}
+	return u.ext + int64(int32(ts-u.last))
+}
+
+// Started reports whether a timestamp was unwrapped.
+func (u *Unwrapper) Started() bool { return u.started }
