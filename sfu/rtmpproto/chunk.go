@@ -197,13 +197,7 @@ func basicHeader(h []byte) (csid uint32, size int) {
 // headerSize returns the size of the chunk header that h starts, as far as its bytes tell:
 // while it is more than len(h), more bytes are needed to know.
 func (d *demux) headerSize(h []byte) int {
-	basic := 1
-	switch h[0] & 0x3f {
-	case 0:
-		basic = 2
-	case 1:
-		basic = 3
-	}
+	basic := [3]int{2, 3, 1}[min(h[0]&0x3f, 2)] // csid 0: 2 bytes, 1: 3 bytes
 	f := h[0] >> 6
 	n := basic + [4]int{11, 7, 3, 0}[f]
 	switch {

@@ -308,11 +308,8 @@ const MaxParamSets = 64
 // ParseAVCC parses an AVCDecoderConfigurationRecord.
 func ParseAVCC(b []byte) (CodecConfig, error) {
 	var c CodecConfig
-	if len(b) < 7 {
-		return c, malformed("avc configuration record of %d bytes", len(b))
-	}
-	if b[0] != 1 {
-		return c, malformed("avc configuration version %d", b[0])
+	if err := checkRecord(b, 7, "avc"); err != nil {
+		return c, err
 	}
 	c.LengthSize = int(b[4]&0x03) + 1
 	n, b := int(b[5]&0x1f), b[6:]
@@ -346,11 +343,8 @@ func ParseAVCC(b []byte) (CodecConfig, error) {
 // ParseHVCC parses an HEVCDecoderConfigurationRecord, keeping its VPS, SPS and PPS.
 func ParseHVCC(b []byte) (CodecConfig, error) {
 	var c CodecConfig
-	if len(b) < 23 {
-		return c, malformed("hevc configuration record of %d bytes", len(b))
-	}
-	if b[0] != 1 {
-		return c, malformed("hevc configuration version %d", b[0])
+	if err := checkRecord(b, 23, "hevc"); err != nil {
+		return c, err
 	}
 	c.LengthSize = int(b[21]&0x03) + 1
 	arrays, b := int(b[22]), b[23:]
@@ -383,6 +377,17 @@ func ParseHVCC(b []byte) (CodecConfig, error) {
 	}
 	c.Params = append(append(vps, sps...), pps...)
 	return c, nil
+}
+
+// checkRecord checks the size and the version (1) of a configuration record.
+func checkRecord(b []byte, size int, name string) error {
+	if len(b) < size {
+		return malformed("%s configuration record of %d bytes", name, len(b))
+	}
+	if b[0] != 1 {
+		return malformed("%s configuration version %d", name, b[0])
+	}
+	return nil
 }
 
 // readParamSets reads n 16-bit-length-prefixed NAL units, appending them to dst.

@@ -44,20 +44,30 @@ func TestParseVideoTag(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := rtmpproto.ParseVideoTag(c.in)
-			if c.err {
-				if !errors.Is(err, rtmpproto.ErrMalformed) {
-					t.Fatalf("want a malformed error, got %v", err)
-				}
+			if !parsed(t, err, c.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got.Codec != c.codec || got.Kind != c.kind || got.Keyframe != c.key || got.CTS != c.cts || !bytes.Equal(got.Data, c.data) {
 				t.Fatalf("got %+v", got)
 			}
 		})
 	}
+}
+
+// parsed checks a parser's error against the case; it reports whether there is a result to
+// check.
+func parsed(t *testing.T, err error, wantErr bool) bool {
+	t.Helper()
+	if wantErr {
+		if !errors.Is(err, rtmpproto.ErrMalformed) {
+			t.Fatalf("want a malformed error, got %v", err)
+		}
+		return false
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return true
 }
 
 func TestParseAudioTag(t *testing.T) {
@@ -84,14 +94,8 @@ func TestParseAudioTag(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := rtmpproto.ParseAudioTag(c.in)
-			if c.err {
-				if !errors.Is(err, rtmpproto.ErrMalformed) {
-					t.Fatalf("want a malformed error, got %v", err)
-				}
+			if !parsed(t, err, c.err) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if got.Codec != c.codec || got.Kind != c.kind || !bytes.Equal(got.Data, c.data) {
 				t.Fatalf("got %+v", got)

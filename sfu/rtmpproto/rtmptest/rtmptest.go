@@ -93,14 +93,14 @@ func Session(n, size int) []byte {
 	return c.B
 }
 
-// AVCConfigRecord is an AVCDecoderConfigurationRecord with 4-byte NAL unit lengths.
+// AVCConfigRecord is the AVCDecoderConfigurationRecord of a valid SPS and PPS, with 4-byte NAL
+// unit lengths: the body of rtmpproto.AVCSequenceHeader after its tag header.
 func AVCConfigRecord(sps, pps []byte) []byte {
-	b := []byte{1, sps[1], sps[2], sps[3], 0xff, 0xe1}
-	b = binary.BigEndian.AppendUint16(b, uint16(len(sps)))
-	b = append(b, sps...)
-	b = append(b, 1)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(pps)))
-	return append(b, pps...)
+	b, err := rtmpproto.AVCSequenceHeader(sps, pps)
+	if err != nil {
+		panic(err)
+	}
+	return b[5:]
 }
 
 // HEVCConfigRecord is an HEVCDecoderConfigurationRecord (ISO 14496-15 §8.3.3.1) with 4-byte
