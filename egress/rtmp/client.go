@@ -99,7 +99,6 @@ type Conn struct {
 	target   Target
 	opts     Options
 	nc       net.Conn
-	br       *bufio.Reader // the connection's reads, for the handshake and then cr
 	cr       *rtmpproto.Reader
 	streamID uint32
 
@@ -162,12 +161,11 @@ func Publish(ctx context.Context, t Target, opts Options) (*Conn, error) {
 		target:   t,
 		opts:     opts,
 		nc:       nc,
-		br:       br,
 		cr:       rtmpproto.NewReader(br, rtmpproto.ClientLimits()),
 		outChunk: 128,
 		done:     make(chan struct{}),
 	}
-	err = c.setup()
+	err = c.setup(br)
 	if !stop() || ctx.Err() != nil {
 		_ = nc.Close()
 		if err == nil || !isRefusal(err) {
@@ -192,9 +190,10 @@ func isRefusal(err error) bool {
 	return errors.As(err, &se) || errors.Is(err, ErrRefusedByClose)
 }
 
-// setup runs the handshake and the command exchange up to NetStream.Publish.Start.
-func (c *Conn) setup() error {
-	if err := handshake.HandshakeWithServer(c.br, c.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
+// setup runs the handshake, reading br (which c.cr then reads), and the command exchange up to
+// NetStream.Publish.Start.
+func (c *Conn) setup(br *bufio.Reader) error {
+	if err := handshake.HandshakeWithServer(br, c.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
 		return fmt.Errorf("rtmp handshake: %w", err)
 	}
 	var size [4]byte

@@ -117,14 +117,10 @@ func HEVCConfigRecord(vps, sps, pps []byte) []byte {
 	b[17], b[18] = 0xf8, 0xf8 // bit depths 8
 	b[21] = 0x0f              // constantFrameRate 0, numTemporalLayers 1, temporalIdNested 1, lengthSizeMinusOne 3
 	b[22] = 3
-	for _, n := range []struct {
-		typ  byte
-		nalu []byte
-	}{{32, vps}, {33, sps}, {34, pps}} {
-		b = append(b, 0x80|n.typ)
-		b = binary.BigEndian.AppendUint16(b, 1)
-		b = binary.BigEndian.AppendUint16(b, uint16(len(n.nalu)))
-		b = append(b, n.nalu...)
+	for i, nalu := range [][]byte{vps, sps, pps} { // NAL unit types 32, 33, 34
+		b = append(b, 0x80|byte(32+i), 0, 1)
+		b = binary.BigEndian.AppendUint16(b, uint16(len(nalu)))
+		b = append(b, nalu...)
 	}
 	return b
 }
