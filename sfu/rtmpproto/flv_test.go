@@ -247,6 +247,7 @@ func TestTagRoundTrip(t *testing.T) {
 				if units, err = rtmpproto.SplitNALUs(nil, v.Data, 4); err != nil {
 					t.Fatal(err)
 				}
+			default: // end of sequence: no data
 			}
 			if len(units) != len(c.units) {
 				t.Fatalf("%d units, want %d", len(units), len(c.units))
