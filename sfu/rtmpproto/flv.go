@@ -18,6 +18,7 @@ import (
 // PacketKind says what a media tag carries.
 type PacketKind uint8
 
+// The kinds of packet.
 const (
 	PacketFrame         PacketKind = iota // coded frame(s)
 	PacketSequenceStart                   // codec configuration (decoder configuration record)

@@ -165,7 +165,7 @@ func AACTag(pkt byte, data []byte) []byte {
 // FakeIDR and FakeSlice are NAL units of n bytes that a server forwards without decoding.
 func FakeIDR(n int) []byte { return fakeNALU(0x65, n, 1) }
 
-// FakeSlice: see FakeIDR.
+// FakeSlice is a non-IDR slice NAL unit of n bytes; see FakeIDR.
 func FakeSlice(n int) []byte { return fakeNALU(0x41, n, 7) }
 
 func fakeNALU(header byte, n, step int) []byte {
