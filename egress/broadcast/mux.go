@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"time"
 
-	"github.com/sluice-media/sluice/egress/rtmp"
-	"github.com/sluice-media/sluice/sfu"
+		"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // publisher is the connection a mux writes to: *rtmp.Conn, or a stand-in in benchmarks.
@@ -152,7 +152,7 @@ func (m *mux) video(f *media.Frame, arrival int64, sps, pps []byte) (wantKeyfram
 		}
 	}
 	cts := max(int32(m.vclock.ms(pts)-m.vclock.ms(dts)), 0)
-	m.vbuf = rtmp.AppendAVCFrame(m.vbuf[:0], f.Key, cts, f.NALUs)
+	m.vbuf = rtmpproto.AppendAVCFrame(m.vbuf[:0], f.Key, cts, f.NALUs)
 	m.videoOn = m.gen
 	m.lastV = ms
 	m.frames++
@@ -179,7 +179,7 @@ func (m *mux) audio(f *media.Frame, arrival int64) error {
 		}
 	}
 	m.lastA = ms
-	m.abuf = rtmp.AppendAACFrame(m.abuf[:0], f.Data)
+	m.abuf = rtmpproto.AppendAACFrame(m.abuf[:0], f.Data)
 	m.flowed()
 	return m.conn.WriteAudio(uint32(ms), m.abuf)
 }
@@ -192,7 +192,7 @@ func (m *mux) sendHeaders(ts uint32) error {
 	var avc []byte
 	if b.video != nil {
 		var err error
-		if avc, err = rtmp.AVCSequenceHeader(m.sps, m.pps); err != nil {
+		if avc, err = rtmpproto.AVCSequenceHeader(m.sps, m.pps); err != nil {
 			return nil //nolint:nilerr // no usable parameter sets yet: wait for the next keyframe's
 		}
 	}
@@ -205,7 +205,7 @@ func (m *mux) sendHeaders(ts uint32) error {
 		if b.audio != nil {
 			rate, ch = b.sampleRate, b.channels
 		}
-		if err := m.conn.WriteMetadata(rtmp.Metadata(w, h, 0, rate, ch)); err != nil {
+		if err := m.conn.WriteMetadata(rtmpproto.Metadata(w, h, 0, rate, ch)); err != nil {
 			return err
 		}
 	}
@@ -216,7 +216,7 @@ func (m *mux) sendHeaders(ts uint32) error {
 		m.sentSPS, m.sentPPS = m.sps, m.pps
 	}
 	if m.headers != m.gen && b.audio != nil && len(b.asc) > 0 {
-		if err := m.conn.WriteAudio(ts, rtmp.AACSequenceHeader(b.asc)); err != nil {
+		if err := m.conn.WriteAudio(ts, rtmpproto.AACSequenceHeader(b.asc)); err != nil {
 			return err
 		}
 	}
@@ -227,6 +227,6 @@ func (m *mux) sendHeaders(ts uint32) error {
 // end writes the AVC end of sequence before a polite close.
 func (m *mux) end() {
 	if m.conn != nil && m.bind != nil && m.bind.video != nil && m.videoOn == m.gen {
-		_ = m.conn.WriteVideo(uint32(max(m.lastV, 0)), rtmp.AVCEndOfSequence())
+		_ = m.conn.WriteVideo(uint32(max(m.lastV, 0)), rtmpproto.AVCEndOfSequence())
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // BenchmarkWriteVideo measures a video message through the chunk writer and the socket (a
@@ -31,7 +33,7 @@ func BenchmarkWriteVideo(b *testing.B) {
 	}
 	c := &Conn{nc: nc, outChunk: outChunkSize, live: true, streamID: 1, done: make(chan struct{}),
 		opts: Options{WriteTimeout: 10 * time.Second}}
-	body := AppendAVCFrame(nil, false, 0, [][]byte{make([]byte, 6000)})
+	body := rtmpproto.AppendAVCFrame(nil, false, 0, [][]byte{make([]byte, 6000)})
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	ts := uint32(0)

@@ -1,8 +1,8 @@
 // Package rtmp is the RTMP/RTMPS publishing client of broadcasts: it connects to a platform's
 // ingest (YouTube, Twitch, any RTMP server), publishes one stream and writes FLV-tagged media
 // with write deadlines. It builds on go-rtmp for the handshake, the message type ids and
-// status codes, and AMF0 encoding; the chunk stream, the AMF0 decoder and the command flow
-// are its own (see chunk.go and amf.go for why).
+// status codes; the chunk stream, AMF0 and FLV tags come from sfu/rtmpproto, and the command
+// flow is its own.
 //
 // Specification: Adobe RTMP 1.0 (2012); Adobe FLV v10.1 annex E for the tag bodies.
 package rtmp
@@ -24,6 +24,8 @@ import (
 
 	"github.com/yutopp/go-rtmp/handshake"
 	"github.com/yutopp/go-rtmp/message"
+
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // Defaults of Options.
@@ -33,6 +35,15 @@ const (
 	outChunkSize        = 4096
 	closeTimeout        = 2 * time.Second
 	flashVer            = "FMLE/3.0 (compatible; sluice)"
+)
+
+// Chunk stream ids of what the client sends (the ones ffmpeg uses).
+const (
+	csControl = 2 // protocol control and user control messages
+	csCommand = 3 // NetConnection commands
+	csAudio   = 4
+	csVideo   = 6
+	csStream  = 8 // NetStream commands and data (publish, @setDataFrame)
 )
 
 // ErrRefusedByClose is the refusal of servers that answer a bad stream key by closing the
@@ -88,7 +99,7 @@ type Conn struct {
 	target   Target
 	opts     Options
 	nc       net.Conn
-	cr       *chunkReader
+	cr       *rtmpproto.Reader
 	streamID uint32
 
 	wmu      sync.Mutex
@@ -145,15 +156,16 @@ func Publish(ctx context.Context, t Target, opts Options) (*Conn, error) {
 		_ = nc.SetDeadline(dl)
 	}
 	stop := context.AfterFunc(ctx, func() { _ = nc.Close() })
+	br := bufio.NewReaderSize(nc, 16<<10)
 	c := &Conn{
 		target:   t,
 		opts:     opts,
 		nc:       nc,
-		cr:       newChunkReader(bufio.NewReaderSize(nc, 16<<10)),
+		cr:       rtmpproto.NewReader(br, rtmpproto.ClientLimits()),
 		outChunk: 128,
 		done:     make(chan struct{}),
 	}
-	err = c.setup()
+	err = c.setup(br)
 	if !stop() || ctx.Err() != nil {
 		_ = nc.Close()
 		if err == nil || !isRefusal(err) {
@@ -178,14 +190,15 @@ func isRefusal(err error) bool {
 	return errors.As(err, &se) || errors.Is(err, ErrRefusedByClose)
 }
 
-// setup runs the handshake and the command exchange up to NetStream.Publish.Start.
-func (c *Conn) setup() error {
-	if err := handshake.HandshakeWithServer(c.cr.r, c.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
+// setup runs the handshake, reading br (which c.cr then reads), and the command exchange up to
+// NetStream.Publish.Start.
+func (c *Conn) setup(br *bufio.Reader) error {
+	if err := handshake.HandshakeWithServer(br, c.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
 		return fmt.Errorf("rtmp handshake: %w", err)
 	}
 	var size [4]byte
 	binary.BigEndian.PutUint32(size[:], outChunkSize)
-	if err := c.write(csControl, typeSetChunkSize, 0, 0, size[:]); err != nil {
+	if err := c.write(csControl, rtmpproto.TypeSetChunkSize, 0, 0, size[:]); err != nil {
 		return err
 	}
 	c.wmu.Lock()
@@ -215,7 +228,7 @@ func (c *Conn) setup() error {
 	if err != nil {
 		return err
 	}
-	id, ok := firstNumber(res.args)
+	id, ok := firstNumber(res.Args)
 	if !ok || id < 1 || id > 1<<24 {
 		return &StatusError{Command: "createStream", Description: "the result carries no stream id"}
 	}
@@ -225,6 +238,11 @@ func (c *Conn) setup() error {
 	}
 	_, err = c.await("publish", 5)
 	return err
+}
+
+func str(m map[string]any, key string) string {
+	s, _ := m[key].(string)
+	return s
 }
 
 func firstNumber(values []any) (float64, bool) {
@@ -238,28 +256,28 @@ func firstNumber(values []any) (float64, bool) {
 
 // await reads until the answer to a command: _result/_error of transaction tx, or for
 // publish the onStatus that starts or refuses it.
-func (c *Conn) await(stage string, tx float64) (command, error) {
+func (c *Conn) await(stage string, tx float64) (rtmpproto.Command, error) {
 	for {
-		m, err := c.cr.next()
+		m, err := c.cr.Next()
 		if err != nil {
-			return command{}, c.setupReadError(stage, err)
+			return rtmpproto.Command{}, c.setupReadError(stage, err)
 		}
 		cmd, isCmd, err := c.handle(m)
 		if err != nil {
-			return command{}, err
+			return rtmpproto.Command{}, err
 		}
 		if !isCmd {
 			continue
 		}
-		info := cmd.info()
+		info := cmd.Info()
 		code, level, desc := str(info, "code"), str(info, "level"), c.target.Scrub(str(info, "description"))
 		switch {
-		case cmd.name == "_result" && cmd.tx == tx && stage != "publish":
+		case cmd.Name == "_result" && cmd.Tx == tx && stage != "publish":
 			return cmd, nil
-		case cmd.name == "_error" && cmd.tx == tx:
+		case cmd.Name == "_error" && cmd.Tx == tx:
 			return cmd, &StatusError{Command: stage, Code: code, Description: desc}
-		case stage == "publish" && (cmd.name == "onStatus" || cmd.name == "onFCPublish"):
-			if code == string(message.NetStreamOnStatusCodePublishStart) && cmd.name == "onStatus" {
+		case stage == "publish" && (cmd.Name == "onStatus" || cmd.Name == "onFCPublish"):
+			if code == string(message.NetStreamOnStatusCodePublishStart) && cmd.Name == "onStatus" {
 				return cmd, nil
 			}
 			if level == "error" {
@@ -287,50 +305,47 @@ func closedByPeer(err error) bool {
 
 // handle applies a protocol control message, answers a ping, and returns a command message
 // decoded. It runs on the setup's goroutine, then on the reader's.
-func (c *Conn) handle(m inMessage) (command, bool, error) {
-	if c.ackWindow > 0 && c.cr.read-c.lastAck >= c.ackWindow {
-		c.lastAck = c.cr.read
+func (c *Conn) handle(m rtmpproto.Message) (rtmpproto.Command, bool, error) {
+	if c.ackWindow > 0 && c.cr.BytesRead()-c.lastAck >= c.ackWindow {
+		c.lastAck = c.cr.BytesRead()
 		var seq [4]byte
-		binary.BigEndian.PutUint32(seq[:], uint32(c.cr.read))
-		if err := c.write(csControl, typeAck, 0, 0, seq[:]); err != nil {
-			return command{}, false, err
+		binary.BigEndian.PutUint32(seq[:], uint32(c.cr.BytesRead()))
+		if err := c.write(csControl, rtmpproto.TypeAck, 0, 0, seq[:]); err != nil {
+			return rtmpproto.Command{}, false, err
 		}
 	}
-	switch m.typ {
-	case typeSetChunkSize:
-		if len(m.payload) < 4 {
-			return command{}, false, fmt.Errorf("%w: short set chunk size", errChunk)
+	switch m.Type {
+	case rtmpproto.TypeSetChunkSize:
+		return rtmpproto.Command{}, false, c.cr.SetChunkSize(m.Payload)
+	case rtmpproto.TypeWindowAckSize:
+		if len(m.Payload) >= 4 {
+			c.ackWindow = uint64(binary.BigEndian.Uint32(m.Payload))
 		}
-		return command{}, false, c.cr.setChunkSize(binary.BigEndian.Uint32(m.payload))
-	case typeWindowAckSize:
-		if len(m.payload) >= 4 {
-			c.ackWindow = uint64(binary.BigEndian.Uint32(m.payload))
-		}
-	case typeUserControl:
+	case rtmpproto.TypeUserControl:
 		// Ping request (event 6): answer with a ping response (event 7) and the same time.
-		if len(m.payload) >= 6 && binary.BigEndian.Uint16(m.payload) == 6 {
+		if len(m.Payload) >= 6 && binary.BigEndian.Uint16(m.Payload) == 6 {
 			var resp [6]byte
 			binary.BigEndian.PutUint16(resp[:], 7)
-			copy(resp[2:], m.payload[2:6])
-			if err := c.write(csControl, typeUserControl, 0, 0, resp[:]); err != nil {
-				return command{}, false, err
+			copy(resp[2:], m.Payload[2:6])
+			if err := c.write(csControl, rtmpproto.TypeUserControl, 0, 0, resp[:]); err != nil {
+				return rtmpproto.Command{}, false, err
 			}
 		}
-	case typeCommandAMF0:
-		cmd, err := parseCommand(m.payload)
+	case rtmpproto.TypeCommandAMF0:
+		cmd, err := rtmpproto.ParseCommand(m.Payload)
 		if err != nil {
-			return command{}, false, err
+			return rtmpproto.Command{}, false, err
 		}
 		return cmd, true, nil
 	}
-	return command{}, false, nil
+	return rtmpproto.Command{}, false, nil
 }
 
 // readLoop reads the server's messages while publishing, until the connection ends.
 func (c *Conn) readLoop() {
 	defer close(c.done)
 	for {
-		m, err := c.cr.next()
+		m, err := c.cr.Next()
 		if err != nil {
 			if closedByPeer(err) {
 				err = fmt.Errorf("%w by the server (%w)", ErrClosed, err)
@@ -343,8 +358,8 @@ func (c *Conn) readLoop() {
 			c.fail(err)
 			return
 		}
-		if isCmd && cmd.name == "onStatus" && str(cmd.info(), "level") == "error" {
-			info := cmd.info()
+		if isCmd && cmd.Name == "onStatus" && str(cmd.Info(), "level") == "error" {
+			info := cmd.Info()
 			c.fail(&StatusError{Command: "publish", Code: str(info, "code"), Description: c.target.Scrub(str(info, "description"))})
 			return
 		}
@@ -379,11 +394,11 @@ func (c *Conn) Target() Target { return c.target }
 
 // command sends an AMF0 command.
 func (c *Conn) command(csid byte, streamID uint32, name string, tx float64, args ...any) error {
-	body, err := encodeAMF0(append([]any{name, tx}, args...)...)
+	body, err := rtmpproto.EncodeAMF0(append([]any{name, tx}, args...)...)
 	if err != nil {
 		return err
 	}
-	return c.write(csid, typeCommandAMF0, streamID, 0, body)
+	return c.write(csid, rtmpproto.TypeCommandAMF0, streamID, 0, body)
 }
 
 // write sends one message. Once publishing, each write has WriteTimeout to complete; a failed
@@ -394,7 +409,7 @@ func (c *Conn) write(csid, typ byte, streamID, ts uint32, payload []byte) error 
 	if err := c.Err(); err != nil {
 		return err
 	}
-	c.wbuf = appendMessage(c.wbuf[:0], csid, typ, streamID, ts, payload, c.outChunk)
+	c.wbuf = rtmpproto.AppendMessage(c.wbuf[:0], csid, typ, streamID, ts, payload, c.outChunk)
 	if c.live {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	}
@@ -416,21 +431,21 @@ func (c *Conn) write(csid, typ byte, streamID, ts uint32, payload []byte) error 
 
 // WriteVideo sends a video message: an FLV VIDEODATA body (see AVC*) at ts milliseconds.
 func (c *Conn) WriteVideo(ts uint32, body []byte) error {
-	return c.write(csVideo, typeVideo, c.streamID, ts, body)
+	return c.write(csVideo, rtmpproto.TypeVideo, c.streamID, ts, body)
 }
 
 // WriteAudio sends an audio message: an FLV AUDIODATA body (see AAC*) at ts milliseconds.
 func (c *Conn) WriteAudio(ts uint32, body []byte) error {
-	return c.write(csAudio, typeAudio, c.streamID, ts, body)
+	return c.write(csAudio, rtmpproto.TypeAudio, c.streamID, ts, body)
 }
 
 // WriteMetadata sends @setDataFrame onMetaData with the given properties.
 func (c *Conn) WriteMetadata(props map[string]any) error {
-	body, err := encodeAMF0("@setDataFrame", "onMetaData", props)
+	body, err := rtmpproto.EncodeAMF0("@setDataFrame", "onMetaData", props)
 	if err != nil {
 		return err
 	}
-	return c.write(csStream, typeDataAMF0, c.streamID, 0, body)
+	return c.write(csStream, rtmpproto.TypeDataAMF0, c.streamID, 0, body)
 }
 
 // Close ends the connection: while it is up, it unpublishes first (FCUnpublish, deleteStream,

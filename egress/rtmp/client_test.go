@@ -1,7 +1,6 @@
 package rtmp
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/egress/egresstest"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // recordingConn keeps what the server sent, for the fuzz corpus.
@@ -56,14 +56,14 @@ func TestPublishToNginx(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteMetadata(Metadata(640, 360, 30, 48000, 2)); err != nil {
+	if err := c.WriteMetadata(rtmpproto.Metadata(640, 360, 30, 48000, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteAudio(0, AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
+	if err := c.WriteAudio(0, rtmpproto.AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 50 {
-		if err := c.WriteAudio(uint32(i*21), AppendAACFrame(nil, make([]byte, 300))); err != nil {
+		if err := c.WriteAudio(uint32(i*21), rtmpproto.AppendAACFrame(nil, make([]byte, 300))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -165,38 +165,10 @@ func TestParseURL(t *testing.T) {
 	}
 }
 
-// TestChunkRoundTrip: what appendMessage writes, the chunk reader reads back, for small and
-// large messages, chunk sizes, and timestamps past the 24-bit field (extended timestamp in
-// every chunk).
-func TestChunkRoundTrip(t *testing.T) {
-	for _, chunk := range []int{128, 4096} {
-		for _, ts := range []uint32{0, 1000, 0xfffffe, 0xffffff, 0x12345678} {
-			for _, size := range []int{1, 128, 129, 5000} {
-				payload := bytes.Repeat([]byte{0xab}, size)
-				var wire []byte
-				wire = appendMessage(wire, csVideo, typeVideo, 1, ts, payload, chunk)
-				wire = appendMessage(wire, csAudio, typeAudio, 1, ts+1, payload[:1], chunk)
-				r := newChunkReader(bufio.NewReader(bytes.NewReader(wire)))
-				if err := r.setChunkSize(uint32(chunk)); err != nil {
-					t.Fatal(err)
-				}
-				m, err := r.next()
-				if err != nil || m.ts != ts || m.typ != typeVideo || !bytes.Equal(m.payload, payload) {
-					t.Fatalf("chunk %d ts %d size %d: %v ts %d len %d", chunk, ts, size, err, m.ts, len(m.payload))
-				}
-				m, err = r.next()
-				if err != nil || m.ts != ts+1 || m.typ != typeAudio || len(m.payload) != 1 {
-					t.Fatalf("second message: %v %+v", err, m.ts)
-				}
-			}
-		}
-	}
-}
-
 // writeCorpus writes one seed of a fuzz target's committed corpus.
 func writeCorpus(t *testing.T, target, name string, b []byte) {
 	t.Helper()
-	dir := filepath.Join("testdata", "fuzz", target)
+	dir := filepath.Join("..", "..", "sfu", "rtmpproto", "testdata", "fuzz", target)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

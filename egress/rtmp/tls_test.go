@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/sluice-media/sluice/egress/egresstest"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // tlsFront terminates TLS on a loopback port and forwards to addr, as an RTMPS ingest does.
@@ -70,7 +71,7 @@ func TestPublishRTMPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteAudio(0, AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
+	if err := c.WriteAudio(0, rtmpproto.AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.Close()

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
+	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 )
 
 // BenchmarkVideoTagToRTP measures the media path of one video message: reading the payload,
@@ -23,10 +25,10 @@ func BenchmarkVideoTagToRTP(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := &Server{clock: time.Now, lim: newLimits(8 << 20)}
+	s := &Server{clock: time.Now, lim: rtmpproto.ServerLimits(8 << 20)}
 	c := &conn{s: s, log: slog.New(slog.DiscardHandler), protocol: sfu.ProtocolRTMP, sess: &session{}}
 	pub := newPublisher(c, p)
-	if err := pub.onVideo(0, bytes.NewReader(avcTag(true, 0, 0, avcConfigRecord(testSPS, testPPS)))); err != nil {
+	if err := pub.onVideo(0, bytes.NewReader(rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS)))); err != nil {
 		b.Fatal(err)
 	}
 	sub, err := pub.video.track.Subscribe(sfu.SinkFunc(func(*sfu.Packet, bool) error { return nil }), sfu.SubscribeOptions{QueueSize: 1 << 16})
@@ -34,8 +36,8 @@ func BenchmarkVideoTagToRTP(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer sub.Close()
-	key := avcTag(true, 1, 0, lengthPrefixed(fakeIDR(60000)))
-	delta := avcTag(false, 1, 33, lengthPrefixed(fakeSlice(15000)))
+	key := rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(60000)))
+	delta := rtmptest.AVCTag(false, 1, 33, rtmptest.LengthPrefixed(rtmptest.FakeSlice(15000)))
 	r := bytes.NewReader(nil)
 	b.SetBytes(int64(len(delta)))
 	b.ReportAllocs()
@@ -48,26 +50,6 @@ func BenchmarkVideoTagToRTP(b *testing.B) {
 		r.Reset(tag)
 		if err := pub.onVideo(uint32(i*33), r); err != nil {
 			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkChunkGuard measures the guard on a stream of 9 KB video and 300-byte audio
-// messages in 4 KiB chunks, read in 4 KiB reads as go-rtmp's bufio does.
-func BenchmarkChunkGuard(b *testing.B) {
-	in := sessionBytes(300, 9000)
-	buf := make([]byte, 4096)
-	r := bytes.NewReader(nil)
-	b.SetBytes(int64(len(in)))
-	b.ReportAllocs()
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		r.Reset(in)
-		g := newChunkGuard(r, newLimits(8<<20))
-		for {
-			if _, err := g.Read(buf); err != nil {
-				break
-			}
 		}
 	}
 }

@@ -15,6 +15,8 @@ import (
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/handshake"
 	"github.com/yutopp/go-rtmp/message"
+
+	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 )
 
 // rtmpClient is a publisher built on go-rtmp's chunk streamer and handshake: it does what OBS
@@ -242,10 +244,10 @@ func startFeeder(t testing.TB, c *rtmpClient) *feeder {
 	if err := c.metadata(320, 240); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.video(0, avcTag(true, 0, 0, avcConfigRecord(testSPS, testPPS))); err != nil {
+	if err := c.video(0, rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.audio(0, aacTag(0, testASC)); err != nil {
+	if err := c.audio(0, rtmptest.AACTag(0, rtmptest.ASC)); err != nil {
 		t.Fatal(err)
 	}
 	go f.run()
@@ -270,14 +272,14 @@ func (f *feeder) run() {
 		ts := uint32(time.Since(start).Milliseconds())
 		var tag []byte
 		if frame%30 == 0 {
-			tag = avcTag(true, 1, 0, lengthPrefixed(fakeIDR(3000)))
+			tag = rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(3000)))
 		} else {
-			tag = avcTag(false, 1, 0, lengthPrefixed(fakeSlice(400)))
+			tag = rtmptest.AVCTag(false, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeSlice(400)))
 		}
 		if f.c.video(ts, tag) != nil {
 			return
 		}
-		if f.c.audio(ts, aacTag(1, make([]byte, 200))) != nil {
+		if f.c.audio(ts, rtmptest.AACTag(1, make([]byte, 200))) != nil {
 			return
 		}
 		f.sent.Add(1)

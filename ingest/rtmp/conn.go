@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // errConnectionLost is the error of a session whose connection ended without unpublishing
@@ -43,7 +44,7 @@ type conn struct {
 	s        *Server
 	protocol string // rtmp or rtmps
 	remote   string
-	guard    *chunkGuard
+	guard    *rtmpproto.Guard
 	lib      *libLog
 	log      *slog.Logger
 
@@ -75,7 +76,7 @@ func newConn(s *Server, raw net.Conn, protocol string) *conn {
 		s:         s,
 		protocol:  protocol,
 		remote:    remote,
-		guard:     newChunkGuard(raw, s.lim),
+		guard:     rtmpproto.NewGuard(raw, s.lim),
 		lib:       &libLog{log: log},
 		log:       log,
 		joined:    make(chan *sfu.Participant, 1),
@@ -310,7 +311,7 @@ func (c *conn) OnPlay(*gortmp.StreamContext, uint32, *message.NetStreamPlay) err
 // OnSetDataFrame implements gortmp.Handler: @setDataFrame onMetaData.
 func (c *conn) OnSetDataFrame(_ uint32, data *message.NetStreamSetDataFrame) (err error) {
 	defer c.catch(&err)
-	if md, ok := parseMetadata(data.Payload); ok && c.pub != nil {
+	if md, ok := rtmpproto.ParseMetadata(data.Payload); ok && c.pub != nil {
 		c.pub.setMetadata(md)
 	}
 	return nil
@@ -357,11 +358,11 @@ func (c *conn) OnUnknownDataMessage(_ uint32, data *message.DataMessage) (err er
 	if data.Name != "onMetaData" || c.pub == nil {
 		return nil
 	}
-	body, err := io.ReadAll(io.LimitReader(data.Body, int64(c.s.lim.maxAMF)))
+	body, err := io.ReadAll(io.LimitReader(data.Body, int64(c.s.lim.MaxAMF)))
 	if err != nil {
 		return nil
 	}
-	if md, ok := parseMetadataBody(body); ok {
+	if md, ok := rtmpproto.ParseMetadataBody(body); ok {
 		c.pub.setMetadata(md)
 	}
 	return nil
@@ -395,7 +396,7 @@ func (c *conn) endCause() (string, error) {
 	case c.handlerErr != nil:
 		return sfu.ReasonError, c.handlerErr
 	}
-	if src := c.guard.srcErr(); src != nil {
+	if src := c.guard.SourceErr(); src != nil {
 		if errors.Is(src, io.EOF) {
 			return sfu.ReasonClientDisconnected, errConnectionLost
 		}

@@ -13,10 +13,13 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/av1"
 	"github.com/pion/rtp"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
+	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
@@ -125,7 +128,7 @@ func TestHEVCOverEnhancedRTMP(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	c := dialClient(t, h.addr, nil)
 	c.mustPublish("hevc/obs")
-	must(t, c.video(0, exVideoTag("hvc1", exSequenceStart, true, 0, hevcConfigRecord(vps, sps, pps))))
+	must(t, c.video(0, rtmptest.ExVideoTag("hvc1", rtmpproto.ExSequenceStart, true, 0, rtmptest.HEVCConfigRecord(vps, sps, pps))))
 	p := h.participant("hevc", "obs")
 	video := trackOf(t, p, sfu.KindVideo)
 	s := &sink{}
@@ -143,11 +146,11 @@ func TestHEVCOverEnhancedRTMP(t *testing.T) {
 			key = key || (typ >= 16 && typ <= 21)
 			frame = append(frame, n)
 		}
-		pkt := byte(exCodedFrames)
+		pkt := byte(rtmpproto.ExCodedFrames)
 		if i%2 == 1 {
-			pkt = exCodedFramesX // both forms OBS uses
+			pkt = rtmpproto.ExCodedFramesX // both forms OBS uses
 		}
-		must(t, c.video(uint32(i*1000/30), exVideoTag("hvc1", pkt, key, 0, lengthPrefixed(frame...))))
+		must(t, c.video(uint32(i*1000/30), rtmptest.ExVideoTag("hvc1", pkt, key, 0, rtmptest.LengthPrefixed(frame...))))
 	}
 	waitFor(t, "every frame", 20*time.Second, func() bool {
 		n := 0
@@ -278,7 +281,7 @@ func TestEnhancedRTMPVP9AndAV1(t *testing.T) {
 			c := dialClient(t, h.addr, nil)
 			c.mustPublish("ex/" + tc.fourCC)
 			for i, f := range frames {
-				must(t, c.video(uint32(i*33), exVideoTag(tc.fourCC, exCodedFramesX, keys[i], 0, f)))
+				must(t, c.video(uint32(i*33), rtmptest.ExVideoTag(tc.fourCC, rtmpproto.ExCodedFramesX, keys[i], 0, f)))
 			}
 			tr := trackOf(t, h.participant("ex", tc.fourCC), sfu.KindVideo)
 			if tr.Codec().Name != tc.codec {
@@ -322,7 +325,8 @@ func av1TemporalUnits(b []byte) ([][]byte, []bool) {
 		if b[0]&0x04 != 0 {
 			hdr = 2
 		}
-		size, n, err := leb128(b[hdr:])
+		var size av1.LEB128
+		n, err := size.Unmarshal(b[hdr:])
 		if err != nil {
 			break
 		}

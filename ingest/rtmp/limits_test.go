@@ -21,6 +21,8 @@ import (
 	"github.com/yutopp/go-rtmp/handshake"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
+	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 )
 
 // rawSession dials, does the client handshake and returns the connection for raw chunks.
@@ -64,48 +66,48 @@ func totalAlloc() uint64 {
 // array below, and 2^31 elements for the second).
 func TestHugeDeclarationsAllocateNothing(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	connect := connectCommand()
+	connect := rtmptest.Connect()
 	cases := []struct {
 		name  string
-		build func(c *chunker)
+		build func(c *rtmptest.Chunker)
 	}{
-		{"chunk header declaring 16 MiB - 1 (the 24-bit maximum) of video, then 1 MiB of it", func(c *chunker) {
-			c.header(6, 0, 0xffffff, msgVideo, 1)
-			c.b = append(c.b, make([]byte, 1<<20)...)
+		{"chunk header declaring 16 MiB - 1 (the 24-bit maximum) of video, then 1 MiB of it", func(c *rtmptest.Chunker) {
+			c.Header(6, 0, 0xffffff, rtmpproto.TypeVideo, 1)
+			c.B = append(c.B, make([]byte, 1<<20)...)
 		}},
-		{"set chunk size 1 GiB, then a 16 MiB declaration sent in one chunk", func(c *chunker) {
-			c.setChunkSize(1 << 30)
-			c.header(6, 0, 0xffffff, msgVideo, 1)
-			c.b = append(c.b, make([]byte, 1<<20)...)
+		{"set chunk size 1 GiB, then a 16 MiB declaration sent in one chunk", func(c *rtmptest.Chunker) {
+			c.SetChunkSize(1 << 30)
+			c.Header(6, 0, 0xffffff, rtmpproto.TypeVideo, 1)
+			c.B = append(c.B, make([]byte, 1<<20)...)
 		}},
-		{"amf0 strict array of 2^26 elements (1 GiB of slots) in a 20-byte command", func(c *chunker) {
-			c.msg(3, 0, msgCommandAMF0, 0, append(amf(nil).str("connect").num(1), amfStrictArray, 0x04, 0, 0, 0, amfNull))
+		{"amf0 strict array of 2^26 elements (1 GiB of slots) in a 20-byte command", func(c *rtmptest.Chunker) {
+			c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, append(rtmptest.AMF(nil).Str("connect").Num(1), rtmpproto.AMFStrictArray, 0x04, 0, 0, 0, rtmpproto.AMFNull))
 		}},
-		{"amf0 strict array of 2^31-1 elements inside the connect object", func(c *chunker) {
-			b := append(amf(nil).str("connect").num(1), amfObject)
-			b = append(b.key("app"), amfStrictArray, 0x7f, 0xff, 0xff, 0xff)
-			c.msg(3, 0, msgCommandAMF0, 0, b)
+		{"amf0 strict array of 2^31-1 elements inside the connect object", func(c *rtmptest.Chunker) {
+			b := append(rtmptest.AMF(nil).Str("connect").Num(1), rtmpproto.AMFObject)
+			b = append(b.Key("app"), rtmpproto.AMFStrictArray, 0x7f, 0xff, 0xff, 0xff)
+			c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, b)
 		}},
-		{"one message per chunk stream, each declaring 8 MiB", func(c *chunker) {
-			c.msg(3, 0, msgCommandAMF0, 0, connect)
+		{"one message per chunk stream, each declaring 8 MiB", func(c *rtmptest.Chunker) {
+			c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, connect)
 			for cs := 4; cs < 20; cs++ {
-				c.header(cs, 0, 8<<20, msgVideo, 1)
-				c.b = append(c.b, make([]byte, 128)...)
+				c.Header(cs, 0, 8<<20, rtmpproto.TypeVideo, 1)
+				c.B = append(c.B, make([]byte, 128)...)
 			}
 		}},
-		{"command nested 100,000 objects deep", func(c *chunker) {
-			b := append(amf(nil).str("connect").num(1), []byte(strings.Repeat("\x03\x00\x01a", 16000))...)
-			c.msg(3, 0, msgCommandAMF0, 0, b)
+		{"command nested 100,000 objects deep", func(c *rtmptest.Chunker) {
+			b := append(rtmptest.AMF(nil).Str("connect").Num(1), []byte(strings.Repeat("\x03\x00\x01a", 16000))...)
+			c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, b)
 		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c := &chunker{chunkSize: 128}
+			c := &rtmptest.Chunker{ChunkSize: 128}
 			tc.build(c)
 			conn := rawSession(t, h.addr)
 			defer conn.Close()
 			before := totalAlloc()
-			go func() { _, _ = conn.Write(c.b) }() // the server may close before reading it all
+			go func() { _, _ = conn.Write(c.B) }() // the server may close before reading it all
 			if !serverClosed(conn, 10*time.Second) {
 				t.Fatal("the server kept the connection")
 			}
@@ -183,17 +185,17 @@ func selfSigned(t *testing.T) (string, string, *x509.CertPool) {
 // server must not panic (in our code or, recovered, in go-rtmp's), must close the connection
 // once the client stops sending, and must allocate little for what it was sent.
 func FuzzRTMPServer(f *testing.F) {
-	f.Add(sessionBytes(3, 500)[handshakeSize:])
-	c := newChunker()
-	c.chunkSize = 128
-	c.msg(3, 0, msgCommandAMF0, 0, connectCommand())
-	c.msg(3, 0, msgCommandAMF0, 0, append(amf(nil).str("createStream").num(2), amfNull))
-	c.msg(3, 0, msgCommandAMF0, 0, append(amf(nil).str("publish").num(3), append([]byte{amfNull}, amf(nil).str("fz").str("live")...)...))
-	c.msg(6, 0, msgVideo, 1, exVideoTag("hvc1", exSequenceStart, true, 0, hevcConfigRecord([]byte{0x40, 1, 2}, []byte{0x42, 1, 2}, []byte{0x44, 1, 2})))
-	c.msg(6, 33, msgVideo, 1, exVideoTag("hvc1", exCodedFrames, true, 10, lengthPrefixed([]byte{0x26, 1, 2, 3})))
-	c.msg(6, 66, msgVideo, 1, exVideoTag("av01", exCodedFramesX, true, 0, []byte{0x0a, 0x01, 0x00, 0x32, 0x02, 0x10, 0x20}))
-	c.msg(4, 0, msgAudio, 1, []byte{0x90 | exCodedFrames, 'O', 'p', 'u', 's', 0xfc, 0xff, 0xfe})
-	f.Add(c.b[handshakeSize:])
+	f.Add(rtmptest.Session(3, 500)[rtmpproto.HandshakeSize:])
+	c := rtmptest.NewChunker()
+	c.ChunkSize = 128
+	c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, rtmptest.Connect())
+	c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, append(rtmptest.AMF(nil).Str("createStream").Num(2), rtmpproto.AMFNull))
+	c.Msg(3, 0, rtmpproto.TypeCommandAMF0, 0, append(rtmptest.AMF(nil).Str("publish").Num(3), append([]byte{rtmpproto.AMFNull}, rtmptest.AMF(nil).Str("fz").Str("live")...)...))
+	c.Msg(6, 0, rtmpproto.TypeVideo, 1, rtmptest.ExVideoTag("hvc1", rtmpproto.ExSequenceStart, true, 0, rtmptest.HEVCConfigRecord([]byte{0x40, 1, 2}, []byte{0x42, 1, 2}, []byte{0x44, 1, 2})))
+	c.Msg(6, 33, rtmpproto.TypeVideo, 1, rtmptest.ExVideoTag("hvc1", rtmpproto.ExCodedFrames, true, 10, rtmptest.LengthPrefixed([]byte{0x26, 1, 2, 3})))
+	c.Msg(6, 66, rtmpproto.TypeVideo, 1, rtmptest.ExVideoTag("av01", rtmpproto.ExCodedFramesX, true, 0, []byte{0x0a, 0x01, 0x00, 0x32, 0x02, 0x10, 0x20}))
+	c.Msg(4, 0, rtmpproto.TypeAudio, 1, []byte{0x90 | rtmpproto.ExCodedFrames, 'O', 'p', 'u', 's', 0xfc, 0xff, 0xfe})
+	f.Add(c.B[rtmpproto.HandshakeSize:])
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h := newHarness(t, harnessOptions{config: func(c *Config) { c.MaxMessageSize = 64 << 10 }})
 		conn := rawSession(t, h.addr)

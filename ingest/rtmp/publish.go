@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // RTP payload types of the tracks (the WebRTC edge rewrites them to the negotiated ones).
@@ -34,7 +35,7 @@ type publisher struct {
 	stream *sfu.Stream
 	video  *videoOut
 	audio  *audioOut
-	meta   metadata
+	meta   rtmpproto.StreamInfo
 
 	scratch []byte   // the message being read; reused
 	units   [][]byte // NAL units or OBUs of the frame being written; reused
@@ -100,56 +101,56 @@ func (pub *publisher) onVideo(ts uint32, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	tag, err := parseVideoTag(body)
+	tag, err := rtmpproto.ParseVideoTag(body)
 	if err != nil {
 		return err
 	}
 	ms := pub.at(ts)
-	switch tag.kind {
-	case packetSequenceStart:
+	switch tag.Kind {
+	case rtmpproto.PacketSequenceStart:
 		if err := pub.videoConfig(tag); err != nil {
 			return err
 		}
-	case packetFrame:
+	case rtmpproto.PacketFrame:
 		if err := pub.videoFrame(tag, ms); err != nil {
 			return err
 		}
-	case packetSequenceEnd, packetOther: // end of sequence, or a command frame: nothing to play
+	case rtmpproto.PacketSequenceEnd, rtmpproto.PacketOther: // end of sequence, or a command frame: nothing to play
 	}
 	return pub.startStream()
 }
 
-func (pub *publisher) videoConfig(tag videoTag) error {
-	if tag.codec == "" {
-		pub.unsupportedCodec("video", tag.format)
+func (pub *publisher) videoConfig(tag rtmpproto.VideoTag) error {
+	if tag.Codec == "" {
+		pub.unsupportedCodec("video", tag.Format)
 		return nil
 	}
-	codec := sfu.Codec{Name: tag.codec, ClockRate: 90000, PayloadType: ptVideo}
+	codec := sfu.Codec{Name: tag.Codec, ClockRate: 90000, PayloadType: ptVideo}
 	var params [][]byte
 	var av1Seq []byte
 	lengthSize := 4
 	width, height := 0, 0
-	switch tag.codec {
+	switch tag.Codec {
 	case sfu.CodecH264, sfu.CodecH265:
-		parse := parseAVCC
-		if tag.codec == sfu.CodecH265 {
-			parse = parseHVCC
+		parse := rtmpproto.ParseAVCC
+		if tag.Codec == sfu.CodecH265 {
+			parse = rtmpproto.ParseHVCC
 		}
-		cfg, err := parse(tag.data)
+		cfg, err := parse(tag.Data)
 		if err != nil {
 			return err
 		}
-		params, lengthSize = cloneAll(cfg.params), cfg.lengthSize
-		width, height = paramsSize(tag.codec, params)
-		if tag.codec == sfu.CodecH264 {
+		params, lengthSize = cloneAll(cfg.Params), cfg.LengthSize
+		width, height = paramsSize(tag.Codec, params)
+		if tag.Codec == sfu.CodecH264 {
 			codec = media.H264Codec(firstNALU(params, 7, false), firstNALU(params, 8, false), ptVideo)
 		}
 	case sfu.CodecAV1:
-		cfgOBUs, err := parseAV1C(tag.data)
+		cfgOBUs, err := rtmpproto.ParseAV1C(tag.Data)
 		if err != nil {
 			return err
 		}
-		obus, err := splitOBUs(nil, cfgOBUs)
+		obus, err := rtmpproto.SplitOBUs(nil, cfgOBUs)
 		if err != nil {
 			return err
 		}
@@ -164,7 +165,7 @@ func (pub *publisher) videoConfig(tag videoTag) error {
 		}
 	}
 	v := pub.video
-	if v != nil && v.codec == tag.codec {
+	if v != nil && v.codec == tag.Codec {
 		// A new configuration of the same codec (resolution change, encoder restart): the
 		// track goes on with the new parameter sets, sent before every keyframe from now.
 		if params != nil {
@@ -190,7 +191,7 @@ func (pub *publisher) publishVideo(codec sfu.Codec, params [][]byte, lengthSize 
 		}
 	}
 	if width == 0 {
-		width, height = pub.meta.width, pub.meta.height
+		width, height = pub.meta.Width, pub.meta.Height
 	}
 	track, err := pub.p.Publish(sfu.TrackSpec{Codec: codec, Name: "video", Width: width, Height: height, CacheGOP: true})
 	if err != nil {
@@ -210,43 +211,43 @@ func (pub *publisher) publishVideo(codec sfu.Codec, params [][]byte, lengthSize 
 	return nil
 }
 
-func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
-	if tag.codec == "" {
-		pub.unsupportedCodec("video", tag.format)
+func (pub *publisher) videoFrame(tag rtmpproto.VideoTag, ms int64) error {
+	if tag.Codec == "" {
+		pub.unsupportedCodec("video", tag.Format)
 		return nil
 	}
 	v := pub.video
-	if (v == nil || v.codec != tag.codec) && tag.keyframe && (tag.codec == sfu.CodecVP9 || tag.codec == sfu.CodecAV1) {
+	if (v == nil || v.codec != tag.Codec) && tag.Keyframe && (tag.Codec == sfu.CodecVP9 || tag.Codec == sfu.CodecAV1) {
 		// VP9 and AV1 carry what a decoder needs in-band: no configuration record is needed.
-		if err := pub.publishVideo(sfu.Codec{Name: tag.codec, ClockRate: 90000, PayloadType: ptVideo}, nil, 4, nil, 0, 0); err != nil {
+		if err := pub.publishVideo(sfu.Codec{Name: tag.Codec, ClockRate: 90000, PayloadType: ptVideo}, nil, 4, nil, 0, 0); err != nil {
 			return err
 		}
 		v = pub.video
 	}
-	if v == nil || v.codec != tag.codec || len(tag.data) == 0 {
+	if v == nil || v.codec != tag.Codec || len(tag.Data) == 0 {
 		pub.dropped++
 		return nil
 	}
 	// The packetizer may keep slices of the frame in the packets it writes, and the
 	// payload buffer is reused: the frame gets its own copy.
-	frame := bytes.Clone(tag.data)
+	frame := bytes.Clone(tag.Data)
 	var err error
 	units := pub.units[:0]
 	switch v.codec {
 	case sfu.CodecH264, sfu.CodecH265:
-		units, err = splitNALUs(units, frame, v.lengthSize)
+		units, err = rtmpproto.SplitNALUs(units, frame, v.lengthSize)
 	case sfu.CodecAV1:
-		if tag.keyframe && v.av1Seq != nil {
+		if tag.Keyframe && v.av1Seq != nil {
 			units = append(units, v.av1Seq)
 		}
-		units, err = splitOBUs(units, frame)
+		units, err = rtmpproto.SplitOBUs(units, frame)
 		units = dedupeAV1Seq(units)
-		if err == nil && tag.keyframe {
+		if err == nil && tag.Keyframe {
 			pub.av1Size(units)
 		}
 	case sfu.CodecVP9:
 		units = append(units, frame)
-		if tag.keyframe {
+		if tag.Keyframe {
 			var h vp9.Header
 			if h.Unmarshal(frame) == nil {
 				pub.setVideoSize(h.Width(), h.Height())
@@ -261,8 +262,8 @@ func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
 		pub.dropped++
 		return nil
 	}
-	pts := (ms + int64(tag.cts)) * 90 // RTP time is the presentation time; FLV knows the decode time
-	if err := v.w.WriteDTS(uint32(pts), tag.cts*90, units); err != nil {
+	pts := (ms + int64(tag.CTS)) * 90 // RTP time is the presentation time; FLV knows the decode time
+	if err := v.w.WriteDTS(uint32(pts), tag.CTS*90, units); err != nil {
 		pub.dropped++
 		if pub.dropped == 1 || pub.dropped%1000 == 0 {
 			pub.c.log.Warn("rtmp video frame refused by the packetizer", "err", err, "dropped", pub.dropped)
@@ -271,7 +272,7 @@ func (pub *publisher) videoFrame(tag videoTag, ms int64) error {
 	}
 	pub.frames++
 	clear(units)
-	if tag.keyframe && (v.codec == sfu.CodecH264 || v.codec == sfu.CodecH265) {
+	if tag.Keyframe && (v.codec == sfu.CodecH264 || v.codec == sfu.CodecH265) {
 		// Parameter sets may change in-band: follow the resolution.
 		if ps := v.w.Params(); !sameParams(ps, v.params) {
 			v.params = ps
@@ -323,50 +324,50 @@ func (pub *publisher) onAudio(ts uint32, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	tag, err := parseAudioTag(body)
+	tag, err := rtmpproto.ParseAudioTag(body)
 	if err != nil {
 		return err
 	}
 	ms := pub.at(ts)
-	if tag.codec == "" {
-		if tag.kind == packetFrame || tag.kind == packetSequenceStart {
-			pub.unsupportedCodec("audio", tag.format)
+	if tag.Codec == "" {
+		if tag.Kind == rtmpproto.PacketFrame || tag.Kind == rtmpproto.PacketSequenceStart {
+			pub.unsupportedCodec("audio", tag.Format)
 		}
 		return pub.startStream()
 	}
-	switch tag.kind {
-	case packetSequenceStart:
+	switch tag.Kind {
+	case rtmpproto.PacketSequenceStart:
 		if err := pub.audioConfig(tag); err != nil {
 			return err
 		}
-	case packetFrame:
+	case rtmpproto.PacketFrame:
 		a := pub.audio
-		if a == nil && tag.codec == sfu.CodecOpus { // Opus needs no configuration
+		if a == nil && tag.Codec == sfu.CodecOpus { // Opus needs no configuration
 			if err := pub.publishAudio(sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: 2, PayloadType: ptOpus}, nil, 0); err != nil {
 				return err
 			}
 			a = pub.audio
 		}
-		if a == nil || a.codec != tag.codec || len(tag.data) == 0 {
+		if a == nil || a.codec != tag.Codec || len(tag.Data) == 0 {
 			break
 		}
-		frame := bytes.Clone(tag.data)
+		frame := bytes.Clone(tag.Data)
 		rtpTS := a.clock.at(ms)
 		if err := a.w.Write(uint32(rtpTS), [][]byte{frame}); err != nil {
 			pub.dropped++
 		}
-	case packetSequenceEnd, packetOther: // nothing to play
+	case rtmpproto.PacketSequenceEnd, rtmpproto.PacketOther: // nothing to play
 	}
 	return pub.startStream()
 }
 
-func (pub *publisher) audioConfig(tag audioTag) error {
+func (pub *publisher) audioConfig(tag rtmpproto.AudioTag) error {
 	var codec sfu.Codec
 	frame := 0
-	switch tag.codec {
+	switch tag.Codec {
 	case sfu.CodecAAC:
 		var asc mpeg4audio.AudioSpecificConfig
-		if err := asc.Unmarshal(tag.data); err != nil {
+		if err := asc.Unmarshal(tag.Data); err != nil {
 			pub.unsupportedCodec("audio", "aac ("+err.Error()+")")
 			return nil
 		}
@@ -378,10 +379,10 @@ func (pub *publisher) audioConfig(tag audioTag) error {
 		if asc.FrameLengthFlag {
 			frame = 960
 		}
-		codec = media.AACCodec(bytes.Clone(tag.data), asc.SampleRate, channels, ptAAC)
+		codec = media.AACCodec(bytes.Clone(tag.Data), asc.SampleRate, channels, ptAAC)
 	case sfu.CodecOpus:
 		channels := 2
-		if len(tag.data) >= 19 && string(tag.data[:8]) == "OpusHead" && tag.data[9] == 1 {
+		if len(tag.Data) >= 19 && string(tag.Data[:8]) == "OpusHead" && tag.Data[9] == 1 {
 			channels = 1
 		}
 		codec = sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: uint16(channels), PayloadType: ptOpus}
@@ -389,7 +390,7 @@ func (pub *publisher) audioConfig(tag audioTag) error {
 	if a := pub.audio; a != nil && a.track.Codec() == codec {
 		return nil // the same configuration again
 	}
-	return pub.publishAudio(codec, tag.data, frame)
+	return pub.publishAudio(codec, tag.Data, frame)
 }
 
 // publishAudio publishes the audio track (replacing one of another configuration).
@@ -430,12 +431,12 @@ func (pub *publisher) startStream() error {
 }
 
 // setMetadata records onMetaData; its resolution stands until a sequence header gives one.
-func (pub *publisher) setMetadata(md metadata) {
+func (pub *publisher) setMetadata(md rtmpproto.StreamInfo) {
 	pub.meta = md
-	pub.c.log.Info("rtmp stream metadata", "encoder", md.encoder, "width", md.width, "height", md.height,
-		"framerate", md.frameRate, "videocodecid", md.videoCodecID, "audiocodecid", md.audioCodecID)
+	pub.c.log.Info("rtmp stream metadata", "encoder", md.Encoder, "width", md.Width, "height", md.Height,
+		"framerate", md.FrameRate, "videocodecid", md.VideoCodecID, "audiocodecid", md.AudioCodecID)
 	if v := pub.video; v != nil && v.width == 0 {
-		pub.setVideoSize(md.width, md.height)
+		pub.setVideoSize(md.Width, md.Height)
 	}
 }
 

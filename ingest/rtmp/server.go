@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
 // Ingests is what the server needs of the ingest store: stream key lookup and the state of
@@ -52,7 +53,7 @@ type Server struct {
 	ingests Ingests
 	log     *slog.Logger
 	clock   func() time.Time
-	lim     limits
+	lim     rtmpproto.Limits
 
 	listeners []*listener
 
@@ -87,7 +88,7 @@ func NewServer(opts Options) (*Server, error) {
 		ingests: opts.Ingests,
 		log:     opts.Logger,
 		clock:   opts.Hub.Now,
-		lim:     newLimits(opts.Config.MaxMessageSize),
+		lim:     rtmpproto.ServerLimits(opts.Config.MaxMessageSize),
 		live:    map[string]*session{},
 		conns:   map[*conn]struct{}{},
 		perIP:   map[string]int{},
@@ -277,8 +278,8 @@ func (s *Server) onConnect(nc net.Conn) (io.ReadWriteCloser, *gortmp.ConnConfig)
 		Handler:                   c,
 		SkipHandshakeVerification: true, // clients that answer with a digest C2 are fine too
 		ControlState: gortmp.StreamControlStateConfig{
-			MaxChunkStreams:   s.lim.maxChunkStreams,
-			MaxMessageSize:    s.lim.maxMedia,
+			MaxChunkStreams:   s.lim.MaxChunkStreams,
+			MaxMessageSize:    s.lim.MaxMedia,
 			MaxMessageStreams: 4,
 		},
 		Logger: newLibLogger(c.lib),

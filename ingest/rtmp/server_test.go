@@ -10,6 +10,8 @@ import (
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/rtmpproto"
+	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 )
 
 // An OBS-like session: the tags become an H.264 and an AAC track with the resolution of the
@@ -31,8 +33,8 @@ func TestPublishBecomesTracks(t *testing.T) {
 		t.Fatal(err)
 	}
 	const base = 5000 // timestamps need not start at 0
-	must(t, c.video(base, avcTag(true, 0, 0, avcConfigRecord(testSPS, testPPS))))
-	must(t, c.audio(base, aacTag(0, testASC)))
+	must(t, c.video(base, rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))))
+	must(t, c.audio(base, rtmptest.AACTag(0, rtmptest.ASC)))
 	video := trackOf(t, p, sfu.KindVideo)
 	audio := trackOf(t, p, sfu.KindAudio)
 	vs, as := &sink{}, &sink{}
@@ -50,14 +52,14 @@ func TestPublishBecomesTracks(t *testing.T) {
 		size     int
 	}{{0, 67, true, 5000}, {33, 100, false, 300}, {67, 0, false, 200}, {100, 0, false, 200}, {133, 67, false, 300}}
 	for _, f := range frames {
-		nal := fakeSlice(f.size)
+		nal := rtmptest.FakeSlice(f.size)
 		if f.key {
-			nal = fakeIDR(f.size)
+			nal = rtmptest.FakeIDR(f.size)
 		}
-		must(t, c.video(base+uint32(f.dts), avcTag(f.key, 1, f.cts, lengthPrefixed(nal))))
+		must(t, c.video(base+uint32(f.dts), rtmptest.AVCTag(f.key, 1, f.cts, rtmptest.LengthPrefixed(nal))))
 	}
 	for i := range 50 {
-		must(t, c.audio(base+uint32(i*1024*1000/48000), aacTag(1, []byte{0x21, byte(i)})))
+		must(t, c.audio(base+uint32(i*1024*1000/48000), rtmptest.AACTag(1, []byte{0x21, byte(i)})))
 	}
 	waitFor(t, "every frame", 10*time.Second, func() bool {
 		n := 0
@@ -404,7 +406,7 @@ func TestMalformedMediaEndsOnlyItsSession(t *testing.T) {
 	_, bg := background(t, h, "room/busy", "room", "busy")
 	f, _ := background(t, h, "room/bad", "room", "bad")
 	f.close()
-	must(t, f.c.video(100000, avcTag(false, 1, 0, []byte{0, 0, 0x10, 0, 0x41}))) // a NAL unit longer than the tag
+	must(t, f.c.video(100000, rtmptest.AVCTag(false, 1, 0, []byte{0, 0, 0x10, 0, 0x41}))) // a NAL unit longer than the tag
 	e := h.waitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "bad"))
 	if e.Reason != sfu.ReasonError || e.Error == nil || !strings.Contains(e.Error.Message, "nal unit") {
 		t.Errorf("stream.failed %+v %+v", e, e.Error)
@@ -480,8 +482,8 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	c := dialClient(t, h.addr, nil)
 	c.mustPublish("switch/cam")
-	must(t, c.video(0, avcTag(true, 0, 0, avcConfigRecord(testSPS, testPPS))))
-	must(t, c.audio(0, aacTag(0, testASC)))
+	must(t, c.video(0, rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))))
+	must(t, c.audio(0, rtmptest.AACTag(0, rtmptest.ASC)))
 	p := h.participant("switch", "cam")
 	video := trackOf(t, p, sfu.KindVideo)
 	audio := trackOf(t, p, sfu.KindAudio)
@@ -489,10 +491,10 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	sub, err := video.Subscribe(s, sfu.SubscribeOptions{QueueSize: 4096})
 	must(t, err)
 	defer sub.Close()
-	must(t, c.video(0, avcTag(true, 1, 0, lengthPrefixed(fakeIDR(500)))))
-	must(t, c.video(33, avcTag(true, 0, 0, avcConfigRecord(sps2, pps2))))
-	must(t, c.video(33, avcTag(true, 1, 0, lengthPrefixed(fakeIDR(500)))))
-	must(t, c.audio(40, aacTag(0, []byte{0x12, 0x10}))) // AAC-LC 44.1 kHz stereo
+	must(t, c.video(0, rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(500)))))
+	must(t, c.video(33, rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(sps2, pps2))))
+	must(t, c.video(33, rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(500)))))
+	must(t, c.audio(40, rtmptest.AACTag(0, []byte{0x12, 0x10}))) // AAC-LC 44.1 kHz stereo
 	waitFor(t, "the new resolution", 10*time.Second, func() bool { w, hgt := video.Size(); return w == 640 && hgt == 360 })
 	if !h.has(is(sfu.EventTrackUpdated, "cam")) {
 		t.Error("no track.updated")
@@ -522,5 +524,16 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	a2 := trackOf(t, p, sfu.KindAudio)
 	if a2.Codec().ClockRate != 44100 {
 		t.Errorf("new audio track %+v", a2.Codec())
+	}
+}
+
+// TestParamsSize reads the resolution from the parameter sets of a configuration record.
+func TestParamsSize(t *testing.T) {
+	cfg, err := rtmpproto.ParseAVCC(rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w, h := paramsSize(sfu.CodecH264, cfg.Params); w != 320 || h != 240 {
+		t.Fatalf("size %dx%d", w, h)
 	}
 }
