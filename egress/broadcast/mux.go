@@ -4,7 +4,7 @@ import (
 	"bytes"
 	"time"
 
-		"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
