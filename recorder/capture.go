@@ -22,7 +22,7 @@ type captureConfig struct {
 	format    string // preferred: mp4 or mkv
 	fragment  time.Duration
 	segment   time.Duration
-	trackSel  string // "", "audio", "video" or a track SID
+	sel       sfu.Selector // the tracks recorded
 	fs        FS
 	clock     func() time.Time
 	log       *slog.Logger
@@ -240,24 +240,12 @@ func (c *capture) teardown() {
 	c.closeFile()
 }
 
-// selected reports whether the capture records a track.
-func (c *capture) selected(t *sfu.Track) bool {
-	switch c.cfg.trackSel {
-	case "":
-		return true
-	case string(sfu.KindAudio), string(sfu.KindVideo):
-		return string(t.Kind()) == c.cfg.trackSel
-	}
-	return t.SID() == c.cfg.trackSel
-}
-
 // syncTracks subscribes to new tracks of the participant and forgets unpublished ones.
 func (c *capture) syncTracks() {
+	tracks := c.cfg.sel.Tracks(c.p)
 	current := map[*sfu.Track]bool{}
-	for _, t := range c.p.Tracks() {
-		if c.selected(t) {
-			current[t] = true
-		}
+	for _, t := range tracks {
+		current[t] = true
 	}
 	for _, ts := range c.tr {
 		if !ts.removed && !current[ts.track] {
@@ -265,7 +253,7 @@ func (c *capture) syncTracks() {
 		}
 		delete(current, ts.track)
 	}
-	for _, t := range c.p.Tracks() {
+	for _, t := range tracks {
 		if !current[t] {
 			continue
 		}

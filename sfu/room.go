@@ -69,7 +69,8 @@ func (r *Room) Info() *RoomInfo {
 }
 
 // Changed returns a channel that is closed at the next change of the room's participants or
-// tracks. Watchers re-read the state they need and call Changed again.
+// tracks. Watchers re-read the state they need and call Changed again. Hub.Changed reports the
+// same changes for every room at once.
 func (r *Room) Changed() <-chan struct{} {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -81,6 +82,7 @@ func (r *Room) notify() {
 	close(r.changed)
 	r.changed = make(chan struct{})
 	r.mu.Unlock()
+	r.hub.notify()
 }
 
 // Participants returns the room's participants in join order.
@@ -103,13 +105,12 @@ func (r *Room) Participant(identity string) *Participant {
 }
 
 // MainPublisher returns the earliest-joined participant still publishing video, or nil: the
-// default source of WHEP, RTSP play and broadcasts.
+// default source of WHEP, RTSP play and broadcasts (see Selector).
 func (r *Room) MainPublisher() *Participant {
+	video := Selector{Kind: KindVideo}
 	for _, p := range r.Participants() {
-		for _, t := range p.Tracks() {
-			if t.Kind() == KindVideo {
-				return p
-			}
+		if len(video.Tracks(p)) > 0 {
+			return p
 		}
 	}
 	return nil

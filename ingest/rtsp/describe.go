@@ -32,17 +32,20 @@ func (s *Server) describe(t target) (*description.Session, []described, *base.Re
 	if room == nil {
 		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("room %q not found", t.room)
 	}
-	source := sourceOf(room, t.identity)
+	sel := sfu.Selector{Identity: t.identity}
+	source := sel.Participant(room)
 	if source == nil {
 		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("no publisher to play in room %q", t.room)
 	}
 	desc := &description.Session{Title: "sluice " + t.room}
 	var medias []described
 	for _, kind := range playKinds {
-		tr := firstTrack(source, kind)
-		if tr == nil {
+		sel.Kind = kind
+		tracks := sel.Tracks(source)
+		if len(tracks) == 0 {
 			continue
 		}
+		tr := tracks[0]
 		f, err := playFormat(tr.Codec(), uint8(96+len(desc.Medias)))
 		if err != nil {
 			s.log.Info("rtsp play: track left out", "room", t.room, "codec", tr.Codec().Name, "reason", err)
@@ -60,26 +63,6 @@ func (s *Server) describe(t target) (*description.Session, []described, *base.Re
 		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("the publisher in room %q has no track RTSP can carry", t.room)
 	}
 	return desc, medias, nil, nil
-}
-
-// sourceOf returns the participant a player plays: the named one, else the main publisher.
-func sourceOf(room *sfu.Room, identity string) *sfu.Participant {
-	if identity != "" {
-		return room.Participant(identity)
-	}
-	return room.MainPublisher()
-}
-
-func firstTrack(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
-	if p == nil {
-		return nil
-	}
-	for _, t := range p.Tracks() {
-		if t.Kind() == kind && !t.Closed() {
-			return t
-		}
-	}
-	return nil
 }
 
 // playFormat describes an sfu codec for RTSP play. dynPT is the payload type used when the

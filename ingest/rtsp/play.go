@@ -34,6 +34,7 @@ type player struct {
 	log    *slog.Logger
 
 	participant *sfu.Participant // set by play, before the follower starts
+	f           *sfu.Follower    // set by play; owned by the follower goroutine
 	ctx         context.Context  // ends the follower
 	cancel      context.CancelFunc
 	followDone  chan struct{} // nil until play
@@ -58,10 +59,9 @@ type playSlot struct {
 	pt    uint8
 	codec sfu.Codec
 
-	// Follower-owned; the subscription's goroutine reads src, and m/pkt/live belong to it
-	// (subscriptions of a slot never overlap: the old one is closed before the next starts).
-	sub  *sfu.Subscription
-	had  bool
+	// Set by the follower before each subscription of the slot starts; the subscription's
+	// goroutine reads src, and m/pkt/live belong to it (subscriptions of a slot never overlap:
+	// the old one is closed before the next starts).
 	src  *sfu.Track
 	m    munger
 	pkt  rtp.Packet
@@ -109,6 +109,19 @@ func (pl *player) play() (*base.Response, error) {
 	}
 	pl.participant = p
 	pl.log = pl.log.With("participant", p.Identity())
+	legs := make([]sfu.Leg, 0, len(pl.slots))
+	for _, sl := range pl.slots {
+		legs = append(legs, sfu.Leg{
+			Kind:  sl.kind,
+			Takes: func(c sfu.Codec) bool { return c.Name == sl.codec.Name && c.ClockRate == sl.codec.ClockRate },
+			Sink:  sl,
+			Switched: func(src *sfu.Track, first bool) {
+				sl.src = src
+				sl.m.resync = !first // continue numbering across the switch
+			},
+		})
+	}
+	pl.f = sfu.NewFollower(pl.s.opts.Hub, sfu.FollowerSpec{Room: pl.t.room, Select: sfu.Selector{Identity: pl.t.identity}, Legs: legs, Subscriber: p})
 	pl.followDone = make(chan struct{})
 	pl.playing.Store(true)
 	pl.s.wg.Add(1)
@@ -155,12 +168,13 @@ func (pl *player) follow() {
 	if err != nil {
 		return
 	}
-	room := p.Room()
+	defer pl.f.Close()
 	for {
-		changed := room.Changed()
-		if reason := pl.reconcile(room); reason != "" {
-			stream.End(reason, nil)
-			pl.stopAsync(reason)
+		changed := pl.f.Changed()
+		if problems := pl.f.Update(); len(problems) > 0 {
+			pl.log.Info("source changed codec; ending the session", "err", problems[0].Err)
+			stream.End(sfu.ReasonSourceChanged, nil)
+			pl.stopAsync(sfu.ReasonSourceChanged)
 			return
 		}
 		select {
@@ -172,39 +186,6 @@ func (pl *player) follow() {
 			return
 		}
 	}
-}
-
-// reconcile points every slot at the source's current track of its kind; it returns a reason
-// to end the session when the new source cannot be played with the described codec.
-func (pl *player) reconcile(room *sfu.Room) string {
-	source := sourceOf(room, pl.t.identity)
-	for _, sl := range pl.slots {
-		want := firstTrack(source, sl.kind)
-		if sl.sub != nil && want == sl.sub.Track() && !want.Closed() {
-			continue
-		}
-		if sl.sub != nil {
-			pl.participant.Unsubscribe(sl.sub)
-			sl.sub = nil
-		}
-		if want == nil {
-			continue // wait for the source to come back
-		}
-		if c := want.Codec(); c.Name != sl.codec.Name || c.ClockRate != sl.codec.ClockRate {
-			pl.log.Info("source changed codec; ending the session", "from", sl.codec.Name, "to", c.Name)
-			return sfu.ReasonSourceChanged
-		}
-		if sl.had {
-			sl.m.resync = true // continue numbering across the switch
-		}
-		sl.src = want
-		sub, err := pl.participant.Subscribe(want, sl, sfu.SubscribeOptions{})
-		if err != nil {
-			continue // the track ended meanwhile; the room change brings us back
-		}
-		sl.sub, sl.had = sub, true
-	}
-	return ""
 }
 
 // WritePacket implements sfu.Sink: the packet goes to the session's stream with the slot's
