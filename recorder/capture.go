@@ -22,7 +22,8 @@ type captureConfig struct {
 	format    string // preferred: mp4 or mkv
 	fragment  time.Duration
 	segment   time.Duration
-	sel       sfu.Selector // the tracks recorded
+	sel       sfu.Selector           // the tracks recorded
+	changed   func() <-chan struct{} // the hub's change signal
 	fs        FS
 	clock     func() time.Time
 	log       *slog.Logger
@@ -165,7 +166,7 @@ func (c *capture) run() {
 	defer c.note(captureNote{kind: noteEnded})
 	defer c.teardown()
 	c.waitSince = c.cfg.clock()
-	changed := c.p.Room().Changed() // before reading the tracks: no change falls in between
+	changed := c.cfg.changed() // before reading the tracks: no change falls in between
 	c.syncTracks()
 	tick := time.NewTicker(min(c.cfg.fragment/4, 250*time.Millisecond))
 	defer tick.Stop()
@@ -177,7 +178,7 @@ func (c *capture) run() {
 			c.drain()
 			return
 		case <-changed:
-			changed = c.p.Room().Changed()
+			changed = c.cfg.changed()
 			c.syncTracks()
 		case pk := <-c.in:
 			c.packet(pk)

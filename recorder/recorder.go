@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -512,7 +513,7 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 			}
 		}
 		r.mu.Unlock()
-		if slicesContains(seen, p.SID()) {
+		if slices.Contains(seen, p.SID()) {
 			continue
 		}
 		if !busy {
@@ -529,13 +530,4 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 		r.autoFor[key] = append(r.autoFor[key], p.SID())
 		r.mu.Unlock()
 	}
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

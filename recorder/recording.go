@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -210,7 +211,7 @@ func (rec *recording) selector() sfu.Selector {
 func (rec *recording) reconcile(room *sfu.Room) {
 	sel := rec.selector()
 	for _, p := range sel.Publishers(room) {
-		if slices.Contains(mapValues(rec.caps), p.SID()) {
+		if slices.Contains(slices.Collect(maps.Values(rec.caps)), p.SID()) {
 			continue
 		}
 		c := newCapture(p, captureConfig{
@@ -220,6 +221,7 @@ func (rec *recording) reconcile(room *sfu.Room) {
 			fragment:  rec.env.cfg.FragmentDuration,
 			segment:   rec.req.Segment,
 			sel:       sel,
+			changed:   rec.env.hub.Changed,
 			fs:        rec.env.fs,
 			clock:     rec.env.clock,
 			log:       rec.log.With("participant", p.Identity()),
@@ -235,14 +237,6 @@ func (rec *recording) reconcile(room *sfu.Room) {
 // openAfter is how long a capture waits for every track before starting a file without the
 // silent ones.
 const openAfter = 3 * time.Second
-
-func mapValues(m map[*capture]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
-}
 
 // handle applies a capture's report.
 func (rec *recording) handle(n captureNote) {

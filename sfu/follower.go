@@ -1,8 +1,10 @@
 package sfu
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -62,15 +64,6 @@ func (s Selector) Tracks(p *Participant) []*Track {
 	return out
 }
 
-// first returns the first track of p that s takes with kind k, or nil.
-func (s Selector) first(p *Participant, k Kind) *Track {
-	s.Kind = k
-	if ts := s.Tracks(p); len(ts) > 0 {
-		return ts[0]
-	}
-	return nil
-}
-
 // Leg is one track a Follower reads: the source's first track of Kind.
 type Leg struct {
 	Kind Kind
@@ -83,8 +76,8 @@ type Leg struct {
 	// Sink, when set, gets the leg's packets: Update keeps one subscription to its track.
 	Sink Sink
 	// Switched is called by Update before each subscription of Sink starts, with the published
-	// track it reads (through its conversion, if any); first is true for the leg's first one.
-	Switched func(src *Track, first bool)
+	// track it reads (through its conversion, if any): where a Munger switches.
+	Switched func(src *Track)
 }
 
 // Leg problem codes (the error code of track.subscription_failed).
@@ -111,8 +104,8 @@ type FollowerSpec struct {
 	Room   string
 	Select Selector
 	Legs   []Leg
-	// Subscriber, when set, makes the legs' subscriptions as this participant (with its
-	// track.subscribed events); else they subscribe to the tracks directly.
+	// Subscriber makes the subscriptions of the legs that have a Sink (with its
+	// track.subscribed events); required for those.
 	Subscriber *Participant
 	// Settle, when positive, is how long a new source missing the track of a leg may take to
 	// publish it before the follower switches to it anyway (publishers announce tracks one by
@@ -125,16 +118,15 @@ type FollowerSpec struct {
 }
 
 // Follower keeps a reader on a room's source: the named participant across its reconnects, or
-// the room's main publisher as it changes. For each leg it picks the source's first live track
-// of the leg's kind, converts it through the hub's transcoder when the reader does not take its
-// codec, and switches the leg's subscription when the track changes, so that the reader goes on
-// without renegotiating. Readers: the WHEP viewer, RTSP play, broadcasts.
+// the room's main publisher as it changes. Each leg reads the source's first live track of its
+// kind, converted through the hub's transcoder when the reader does not take its codec, and
+// moves to the next track without the reader renegotiating. Readers: the WHEP viewer, RTSP
+// play, broadcasts.
 //
-// Lifecycle: NewFollower starts nothing. The owner calls Changed, then Update, and waits on the
-// channel it got (and on Recheck) before the next Update; Close ends the subscriptions and
-// releases the conversions. Resolve, Drop, Update and Close must be called from one goroutine
-// at a time; Subscription is safe from any goroutine. No lock is held while Update calls the
-// hub, the transcoder or OnChange.
+// Lifecycle: NewFollower starts nothing. Its owner takes Changed, calls Update, waits on the
+// channel it took (and on Recheck), and so on; Close ends the subscriptions and releases the
+// conversions. Every method but Subscription (safe from any goroutine) is called by one
+// goroutine at a time. No lock is held while Update calls the hub, the transcoder or OnChange.
 type Follower struct {
 	hub     *Hub
 	spec    FollowerSpec
@@ -151,7 +143,6 @@ type leg struct {
 	release func() // gives the conversion back
 	failed  *Track // a src the leg cannot read: not retried until the track changes
 	sub     atomic.Pointer[Subscription]
-	had     bool
 }
 
 // NewFollower returns a follower of spec's source in h; it starts nothing.
@@ -163,8 +154,7 @@ func NewFollower(h *Hub, spec FollowerSpec) *Follower {
 	return f
 }
 
-// Changed returns the hub-wide change signal (Hub.Changed): take it before Update, wait on it
-// after.
+// Changed returns the hub-wide change signal (Hub.Changed).
 func (f *Follower) Changed() <-chan struct{} { return f.hub.Changed() }
 
 // Recheck returns a channel that fires when Update should run again although nothing changed
@@ -182,8 +172,7 @@ func (f *Follower) Track(k Kind) *Track {
 	return nil
 }
 
-// Subscription returns the current subscription of the leg of kind k, or nil. Safe from any
-// goroutine (to forward a keyframe request).
+// Subscription returns the current subscription of the leg of kind k, or nil.
 func (f *Follower) Subscription(k Kind) *Subscription {
 	if l := f.leg(k); l != nil {
 		return l.sub.Load()
@@ -200,22 +189,44 @@ func (f *Follower) leg(k Kind) *leg {
 	return nil
 }
 
-// Resolve points the legs at the source's tracks, converting them as needed, without
-// subscribing: for a reader that negotiates its tracks before reading them. It returns the
-// legs that cannot read their track (Drop those the reader leaves out).
-func (f *Follower) Resolve() []LegError { return f.update(false) }
+// Resolve points the legs at the source's tracks, converted as needed, without subscribing: for
+// a reader that negotiates before it reads. The legs that read nothing are dropped for good;
+// it returns the problems of those that could not read their track.
+func (f *Follower) Resolve() []LegError {
+	problems := f.update(false)
+	f.legs = slices.DeleteFunc(f.legs, func(l *leg) bool { return l.read == nil })
+	return problems
+}
 
-// Update resolves the source and switches every leg to its current track; see Leg and
-// FollowerSpec.OnChange. It returns the problems that appeared with this update.
+// Update switches every leg to the source's current track (see Leg and FollowerSpec.OnChange)
+// and returns the problems that appeared with this update.
 func (f *Follower) Update() []LegError { return f.update(true) }
 
-// Drop removes the leg of kind k, ending its subscription and releasing its conversion.
-func (f *Follower) Drop(k Kind) {
-	for i, l := range f.legs {
-		if l.Kind == k {
-			f.stop(l)
-			f.legs = append(f.legs[:i:i], f.legs[i+1:]...)
-			return
+// Play runs the play stream of the Subscriber (stream.started with spec), with an Update at
+// every change, until ctx ends (it returns ""), the subscriber leaves (its leave reason) or a
+// leg's new track cannot be read (ReasonSourceChanged, with which the stream ends). Problems are
+// reported as track.subscription_failed; a stopped transcoder only idles its leg.
+func (f *Follower) Play(ctx context.Context, spec StreamSpec) string {
+	p := f.spec.Subscriber
+	stream, err := p.StartStream(spec)
+	if err != nil {
+		return p.LeaveReason()
+	}
+	for {
+		changed := f.Changed()
+		for _, e := range f.Update() {
+			p.SubscriptionFailed(e.Track, e.Code, e.Err)
+			if e.Code != CodeTranscoderFailed {
+				stream.End(ReasonSourceChanged, nil)
+				return ReasonSourceChanged
+			}
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return ""
+		case <-p.Done():
+			return p.LeaveReason()
 		}
 	}
 }
@@ -236,13 +247,8 @@ func (f *Follower) stop(l *leg) {
 }
 
 func (f *Follower) unsubscribe(l *leg) {
-	sub := l.sub.Swap(nil)
-	switch {
-	case sub == nil:
-	case f.spec.Subscriber != nil:
+	if sub := l.sub.Swap(nil); sub != nil {
 		f.spec.Subscriber.Unsubscribe(sub)
-	default:
-		sub.Close()
 	}
 }
 
@@ -252,9 +258,12 @@ func (f *Follower) update(subscribe bool) []LegError {
 	wants := make([]*Track, len(f.legs))
 	missing, found := false, false
 	for i, l := range f.legs {
-		wants[i] = f.spec.Select.first(p, l.Kind)
-		missing = missing || wants[i] == nil
-		found = found || wants[i] != nil
+		sel := f.spec.Select
+		sel.Kind = l.Kind
+		if ts := sel.Tracks(p); len(ts) > 0 {
+			wants[i] = ts[0]
+		}
+		missing, found = missing || wants[i] == nil, found || wants[i] != nil
 	}
 	if !found {
 		p = nil
@@ -277,16 +286,15 @@ func (f *Follower) update(subscribe bool) []LegError {
 		changed = true
 		f.unsubscribe(l)
 		if l.release != nil && (want != l.src || l.read.Closed()) {
-			if want == l.src && !want.Closed() {
-				// The transcoder stopped, not the source: do not start it again and again.
+			if want == l.src && !want.Closed() { // the transcoder stopped, not the source
 				l.failed = want
 				problems = append(problems, LegError{Kind: l.Kind, Track: want, Code: CodeTranscoderFailed,
 					Err: errors.New("the transcoder stopped converting this track")})
 			}
 			stale = append(stale, l.release)
-			l.read, l.release = nil, nil
+			l.release = nil
 		}
-		if want != l.src {
+		if l.release == nil { // a conversion still running is kept
 			l.read = nil
 		}
 		l.src = want
@@ -294,10 +302,10 @@ func (f *Follower) update(subscribe bool) []LegError {
 			continue // wait for a source
 		}
 		if l.read == nil {
-			if err := f.convert(l, want); err != nil {
-				if !want.Closed() { // else the track ended meanwhile: the room change brings us back
+			if e := f.convert(l, want); e != nil {
+				if !want.Closed() { // else it ended meanwhile: the room change brings us back
 					l.failed = want
-					problems = append(problems, *err)
+					problems = append(problems, *e)
 				}
 				continue
 			}
@@ -306,20 +314,13 @@ func (f *Follower) update(subscribe bool) []LegError {
 			continue
 		}
 		if l.Switched != nil {
-			l.Switched(want, !l.had)
+			l.Switched(want)
 		}
-		var sub *Subscription
-		var err error
-		if f.spec.Subscriber != nil {
-			sub, err = f.spec.Subscriber.Subscribe(l.read, l.Sink, SubscribeOptions{})
-		} else {
-			sub, err = l.read.Subscribe(l.Sink, SubscribeOptions{})
-		}
+		sub, err := f.spec.Subscriber.Subscribe(l.read, l.Sink, SubscribeOptions{})
 		if err != nil {
 			continue // the track ended meanwhile: the room change brings us back
 		}
 		l.sub.Store(sub)
-		l.had = true
 	}
 	if changed && f.spec.OnChange != nil {
 		f.spec.OnChange(problems)
@@ -335,11 +336,8 @@ func (l *leg) settled(subscribe bool) bool {
 	if l.read == nil || l.read.Closed() {
 		return false
 	}
-	if !subscribe || l.Sink == nil {
-		return true
-	}
 	sub := l.sub.Load()
-	return sub != nil && sub.Track() == l.read
+	return !subscribe || l.Sink == nil || (sub != nil && sub.Track() == l.read)
 }
 
 // convert sets what the leg reads from src: src itself, or its conversion.
@@ -349,15 +347,14 @@ func (f *Follower) convert(l *leg, src *Track) *LegError {
 		l.read = src
 		return nil
 	}
-	fail := func(code string, err error) *LegError {
-		return &LegError{Kind: l.Kind, Track: src, Code: code, Err: err}
-	}
+	e := &LegError{Kind: l.Kind, Track: src, Code: CodeCodecNotSupported}
 	to := ""
 	if l.Convert != nil {
 		to = l.Convert(c)
 	}
 	if to == "" {
-		return fail(CodeCodecNotSupported, fmt.Errorf("%s %s cannot be read here, nor converted", l.Kind, c.Name))
+		e.Err = fmt.Errorf("%s %s cannot be read here, nor converted", l.Kind, c.Name)
+		return e
 	}
 	out, release, err := f.hub.Transcode(src, to)
 	if err == nil && !l.Takes(out.Codec()) {
@@ -365,11 +362,11 @@ func (f *Follower) convert(l *leg, src *Track) *LegError {
 		err = fmt.Errorf("the transcoder makes %s/%d", out.Codec().Name, out.Codec().ClockRate)
 	}
 	if err != nil {
-		code := CodeCodecNotSupported
 		if errors.Is(err, ErrNoTranscoder) {
-			code = CodeTranscoderUnavailable
+			e.Code = CodeTranscoderUnavailable
 		}
-		return fail(code, fmt.Errorf("%s %s cannot be converted to %s: %w", l.Kind, c.Name, to, err))
+		e.Err = fmt.Errorf("%s %s cannot be converted to %s: %w", l.Kind, c.Name, to, err)
+		return e
 	}
 	l.read, l.release = out, release
 	return nil

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -311,10 +312,12 @@ func TestFollower(t *testing.T) {
 			legs := append([]Leg(nil), tc.legs...)
 			for i := range legs {
 				legs[i].Sink = &collectSink{}
-				legs[i].Switched = func(_ *Track, first bool) {
-					if !first {
+				subscribed := false
+				legs[i].Switched = func(*Track) {
+					if subscribed {
 						switches++
 					}
+					subscribed = true
 				}
 			}
 			f := NewFollower(h, FollowerSpec{Room: "room", Select: tc.sel, Legs: legs, Subscriber: viewer, Settle: tc.settle})
@@ -481,5 +484,46 @@ func TestSelector(t *testing.T) {
 	}
 	if (Selector{}).Participant(nil) != nil {
 		t.Fatal("a participant of no room")
+	}
+}
+
+// Play follows for a play session: a source the reader cannot read ends it with
+// source_changed (stream.stopped, track.subscription_failed naming the track); the end of the
+// context ends it quietly.
+func TestFollowerPlay(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, em := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	a, _ := h.Join("room", ParticipantSpec{Identity: "a"})
+	_, _ = a.Publish(TrackSpec{Codec: testH264})
+	viewer, _ := h.Join("room", ParticipantSpec{Identity: "viewer"})
+	f := NewFollower(h, FollowerSpec{Room: "room", Subscriber: viewer,
+		Legs: []Leg{{Kind: KindVideo, Takes: takes(CodecH264), Sink: &collectSink{}}}})
+	defer f.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan string)
+	go func() { ended <- f.Play(ctx, StreamSpec{Direction: DirectionPlay, Protocol: ProtocolWHEP}) }()
+	waitFor(t, "the subscription", func() bool { return len(viewer.Subscriptions()) == 1 })
+
+	b, _ := h.Join("room", ParticipantSpec{Identity: "b"})
+	vp8, _ := b.Publish(TrackSpec{Codec: Codec{Name: CodecVP8, ClockRate: 90000}})
+	a.Close(ReasonClientDisconnected, nil)
+	if reason := <-ended; reason != ReasonSourceChanged {
+		t.Fatalf("play ended with %q", reason)
+	}
+	var failed, stopped bool
+	for _, e := range em.Events(0) {
+		failed = failed || (e.Type == EventTrackSubscriptionFailed && e.Track.SID == vp8.SID() && e.Error.Code == CodeCodecNotSupported)
+		stopped = stopped || (e.Type == EventStreamStopped && e.Reason == ReasonSourceChanged)
+	}
+	if !failed || !stopped {
+		t.Fatalf("subscription_failed %v, stream.stopped source_changed %v", failed, stopped)
+	}
+
+	go func() { ended <- f.Play(ctx, StreamSpec{Direction: DirectionPlay, Protocol: ProtocolWHEP}) }()
+	cancel()
+	if reason := <-ended; reason != "" {
+		t.Fatalf("play ended with %q when its context ended", reason)
 	}
 }

@@ -28,7 +28,6 @@ type Room struct {
 	closed       bool
 	emptySince   time.Time
 	emptyTimeout time.Duration
-	changed      chan struct{}
 }
 
 func newRoom(h *Hub, name string, opts RoomOptions) *Room {
@@ -45,7 +44,6 @@ func newRoom(h *Hub, name string, opts RoomOptions) *Room {
 		metadata:     opts.Metadata,
 		emptySince:   now,
 		emptyTimeout: timeout,
-		changed:      make(chan struct{}),
 	}
 }
 
@@ -68,22 +66,8 @@ func (r *Room) Info() *RoomInfo {
 	}
 }
 
-// Changed returns a channel that is closed at the next change of the room's participants or
-// tracks. Watchers re-read the state they need and call Changed again. Hub.Changed reports the
-// same changes for every room at once.
-func (r *Room) Changed() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.changed
-}
-
-func (r *Room) notify() {
-	r.mu.Lock()
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-	r.hub.notify()
-}
+// notify reports a change of the room's participants or tracks on the hub-wide signal.
+func (r *Room) notify() { r.hub.notify() }
 
 // Participants returns the room's participants in join order.
 func (r *Room) Participants() []*Participant {

@@ -3,6 +3,7 @@ package broadcast
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -31,27 +32,18 @@ type binding struct {
 // broadcastLegs are what a broadcast reads: H.264 video (VP8, VP9 and H.265 converted to it)
 // and AAC audio (Opus converted to it).
 var broadcastLegs = []sfu.Leg{
-	{
-		Kind:  sfu.KindVideo,
-		Takes: func(c sfu.Codec) bool { return c.Name == sfu.CodecH264 },
-		Convert: func(c sfu.Codec) string {
-			switch c.Name {
-			case sfu.CodecVP8, sfu.CodecVP9, sfu.CodecH265:
-				return sfu.CodecH264
-			}
-			return ""
-		},
-	},
-	{
-		Kind:  sfu.KindAudio,
-		Takes: func(c sfu.Codec) bool { return c.Name == sfu.CodecAAC },
-		Convert: func(c sfu.Codec) string {
-			if c.Name == sfu.CodecOpus {
-				return sfu.CodecAAC
-			}
-			return ""
-		},
-	},
+	convertingLeg(sfu.KindVideo, sfu.CodecH264, sfu.CodecVP8, sfu.CodecVP9, sfu.CodecH265),
+	convertingLeg(sfu.KindAudio, sfu.CodecAAC, sfu.CodecOpus),
+}
+
+// convertingLeg reads tracks in codec as they are and those in the from codecs converted to it.
+func convertingLeg(kind sfu.Kind, codec string, from ...string) sfu.Leg {
+	return sfu.Leg{Kind: kind, Takes: func(c sfu.Codec) bool { return c.Name == codec }, Convert: func(c sfu.Codec) string {
+		if slices.Contains(from, c.Name) {
+			return codec
+		}
+		return ""
+	}}
 }
 
 // newBinding makes the binding of the tracks a broadcast's follower reads from p, given the
@@ -101,14 +93,6 @@ func (b *binding) setAAC(t *sfu.Track) error {
 		return errors.New("aac: unsupported AU-header sizes")
 	}
 	return nil
-}
-
-// identity is the source participant's identity ("" when none).
-func (b *binding) identity() string {
-	if b == nil || b.participant == nil {
-		return ""
-	}
-	return b.participant.Identity()
 }
 
 func fmtpValue(fmtp, key string) string {

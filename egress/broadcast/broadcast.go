@@ -214,9 +214,9 @@ func (b *Broadcast) rebind(problems []sfu.LegError) {
 		return
 	}
 	b.mu.Lock()
-	b.source = nb.identity() // kept after it leaves: the source this broadcast carried last
+	b.source = nb.participant.Identity() // kept after it leaves: the source this broadcast carried last
 	b.mu.Unlock()
-	b.log.Info("broadcast source", "participant", nb.identity(), "video", codecOf(nb.video), "audio", codecOf(nb.audio))
+	b.log.Info("broadcast source", "participant", nb.participant.Identity(), "video", codecOf(nb.video), "audio", codecOf(nb.audio))
 	b.grace.Stop()
 }
 

@@ -63,7 +63,7 @@ type playSlot struct {
 	// goroutine reads src, and m/pkt/live belong to it (subscriptions of a slot never overlap:
 	// the old one is closed before the next starts).
 	src  *sfu.Track
-	m    munger
+	m    sfu.Munger
 	pkt  rtp.Packet
 	live bool
 }
@@ -89,7 +89,7 @@ func (s *Server) newPlayer(ss *gortsplib.ServerSession, sc *gortsplib.ServerConn
 	pl.ctx, pl.cancel = context.WithCancel(context.Background())
 	for _, d := range medias {
 		pl.slots = append(pl.slots, &playSlot{pl: pl, kind: d.kind, media: d.media, pt: d.media.Formats[0].PayloadType(),
-			codec: d.codec, m: munger{clockRate: d.codec.ClockRate}})
+			codec: d.codec, m: sfu.Munger{ClockRate: d.codec.ClockRate}})
 	}
 	if !s.track(ss, pl) {
 		pl.cancel()
@@ -113,11 +113,11 @@ func (pl *player) play() (*base.Response, error) {
 	for _, sl := range pl.slots {
 		legs = append(legs, sfu.Leg{
 			Kind:  sl.kind,
-			Takes: func(c sfu.Codec) bool { return c.Name == sl.codec.Name && c.ClockRate == sl.codec.ClockRate },
+			Takes: sl.codec.Same,
 			Sink:  sl,
-			Switched: func(src *sfu.Track, first bool) {
+			Switched: func(src *sfu.Track) {
 				sl.src = src
-				sl.m.resync = !first // continue numbering across the switch
+				sl.m.Switch() // continue numbering across the switch
 			},
 		})
 	}
@@ -163,28 +163,10 @@ func (pl *player) markActive() {
 // follow keeps every slot subscribed to the current source's track of its kind until the
 // session ends.
 func (pl *player) follow() {
-	p := pl.participant
-	stream, err := p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote})
-	if err != nil {
-		return
-	}
 	defer pl.f.Close()
-	for {
-		changed := pl.f.Changed()
-		if problems := pl.f.Update(); len(problems) > 0 {
-			pl.log.Info("source changed codec; ending the session", "err", problems[0].Err)
-			stream.End(sfu.ReasonSourceChanged, nil)
-			pl.stopAsync(sfu.ReasonSourceChanged)
-			return
-		}
-		select {
-		case <-changed:
-		case <-pl.ctx.Done():
-			return
-		case <-p.Done():
-			pl.stopAsync(p.LeaveReason())
-			return
-		}
+	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote}
+	if reason := pl.f.Play(pl.ctx, spec); reason != "" {
+		pl.stopAsync(reason)
 	}
 }
 
@@ -209,7 +191,9 @@ func (sl *playSlot) WritePacket(p *sfu.Packet, gap bool) error {
 	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 	h.Padding, h.PaddingSize = false, 0
 	ntp := packetNTP(sl.src, p.Header.Timestamp, sl.codec.ClockRate, now)
-	sl.m.apply(h, gap, now)
+	if !sl.m.Rewrite(h, gap, now) {
+		return nil // from before the switch: it would reuse a number
+	}
 	sl.pkt.Payload = p.Payload
 	return pl.stream.WritePacketRTPWithNTP(sl.media, &sl.pkt, ntp)
 }
@@ -261,36 +245,4 @@ func (pl *player) end(err error) {
 		pl.log.Info("rtsp player ended", "reason", reason, "err", cause, "write_errors", pl.writeErrors.Load())
 	}
 	pl.stream.Close()
-}
-
-// munger rewrites sequence numbers and timestamps so that they run on without jumps across
-// SFU drops and source switches (RFC 3550 §5.1). Owned by the subscription goroutine.
-type munger struct {
-	clockRate uint32
-	started   bool
-	resync    bool
-	seqOff    uint16
-	tsOff     uint32
-	lastSeq   uint16
-	lastTS    uint32
-	lastAt    time.Time
-}
-
-func (m *munger) apply(h *rtp.Header, gap bool, now time.Time) {
-	switch {
-	case !m.started:
-		m.started, m.resync = true, false
-	case m.resync:
-		m.resync = false
-		elapsed := uint32(max(now.Sub(m.lastAt), time.Millisecond).Seconds() * float64(m.clockRate))
-		m.seqOff = m.lastSeq + 1 - h.SequenceNumber
-		m.tsOff = m.lastTS + elapsed - h.Timestamp
-	case gap:
-		m.seqOff = m.lastSeq + 1 - h.SequenceNumber
-	}
-	h.SequenceNumber += m.seqOff
-	h.Timestamp += m.tsOff
-	if int16(h.SequenceNumber-m.lastSeq) > 0 || m.lastAt.IsZero() {
-		m.lastSeq, m.lastTS, m.lastAt = h.SequenceNumber, h.Timestamp, now
-	}
 }

@@ -54,35 +54,28 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		hub:         s.hub,
 		connected:   make(chan struct{}),
 	}
-	if err := v.attach(roomName, identity); err != nil {
+	fail := func(reason string, err, answer error) {
 		_ = pc.Close()
-		p.Close(sfu.ReasonError, err)
-		v.releaseAll()
-		api.WriteError(w, err)
+		p.Close(reason, err)
+		v.f.Close()
+		api.WriteError(w, answer)
+	}
+	if err := v.attach(roomName, identity); err != nil {
+		fail(sfu.ReasonError, err, err)
 		return
 	}
 	v.watchConnection()
 	sdpAnswer, err := answer(pc, nil)
 	if err != nil {
-		_ = pc.Close()
-		p.Close(sfu.ReasonError, err)
-		v.releaseAll()
-		api.WriteError(w, err)
+		fail(sfu.ReasonError, err, err)
 		return
 	}
 	id, ok := s.add(v)
 	if !ok {
-		_ = pc.Close()
-		p.Close(sfu.ReasonServerShutdown, nil)
-		v.releaseAll()
-		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
+		fail(sfu.ReasonServerShutdown, nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
-	source := ""
-	if src := v.f.Source(); src != nil {
-		source = src.Identity()
-	}
-	v.log.Info("whep session started", "session", id, "source", source)
+	v.log.Info("whep session started", "session", id, "source", v.f.Source().Identity()) // attach found one
 	s.writeAnswer(w, "whep", id, v.etag(), sdpAnswer)
 }
 
@@ -107,14 +100,6 @@ type slot struct {
 	sender *webrtc.RTPSender
 }
 
-// transcodeTarget is the codec a track the viewer cannot take is converted to.
-func transcodeTarget(kind sfu.Kind) string {
-	if kind == sfu.KindVideo {
-		return sfu.CodecH264
-	}
-	return sfu.CodecOpus
-}
-
 // attach follows the source (identity, else the main publisher) and adds a down track for each
 // of its tracks that the viewer's offer can carry, as is or transcoded; each other track gets
 // track.subscription_failed. Once answered, a slot takes its negotiated codec only (converted
@@ -128,9 +113,10 @@ func (v *viewer) attach(room, identity string) error {
 	var slots []*slot
 	for _, kind := range []sfu.Kind{sfu.KindVideo, sfu.KindAudio} {
 		sl := &slot{kind: kind}
-		offer := offered[webrtc.RTPCodecTypeAudio]
+		// What the viewer cannot take is converted to H.264 or Opus, if it takes that.
+		offer, to := offered[webrtc.RTPCodecTypeAudio], sfu.CodecOpus
 		if kind == sfu.KindVideo {
-			offer = offered[webrtc.RTPCodecTypeVideo]
+			offer, to = offered[webrtc.RTPCodecTypeVideo], sfu.CodecH264
 		}
 		legs = append(legs, sfu.Leg{
 			Kind: kind,
@@ -138,37 +124,33 @@ func (v *viewer) attach(room, identity string) error {
 				if sl.dt == nil {
 					return CanCarry(c, offer)
 				}
-				return sameCodec(c, sl.dt.codec)
+				return c.Same(sl.dt.codec)
 			},
 			Convert: func(sfu.Codec) string {
 				if sl.dt != nil {
 					return sl.dt.codec.Name
 				}
-				if to := transcodeTarget(kind); CanCarry(sfu.Codec{Name: to}, offer) {
+				if CanCarry(sfu.Codec{Name: to}, offer) {
 					return to
 				}
 				return ""
 			},
-			Sink: sinkClosing{sl, v},
-			Switched: func(_ *sfu.Track, first bool) {
-				if !first {
-					sl.dt.Switch()
-				}
-			},
+			Sink:     sinkClosing{sl, v},
+			Switched: func(*sfu.Track) { sl.dt.Switch() },
 		})
 		slots = append(slots, sl)
 	}
 	v.f = sfu.NewFollower(v.hub, sfu.FollowerSpec{Room: room, Select: sfu.Selector{Identity: identity}, Legs: legs, Subscriber: v.participant})
-	var failures []string
-	for _, e := range v.f.Resolve() {
+	msg := "the source has no tracks yet"
+	for i, e := range v.f.Resolve() {
 		v.participant.SubscriptionFailed(e.Track, e.Code, e.Err)
-		failures = append(failures, "the viewer cannot take "+e.Error())
-		v.f.Drop(e.Kind)
+		if i == 0 {
+			msg = "the viewer cannot take " + e.Error()
+		}
 	}
 	for _, sl := range slots {
 		t := v.f.Track(sl.kind)
 		if t == nil {
-			v.f.Drop(sl.kind)
 			continue
 		}
 		sl.dt = NewDownTrack(t.Codec(), string(sl.kind), "sluice")
@@ -180,20 +162,9 @@ func (v *viewer) attach(room, identity string) error {
 		v.slots = append(v.slots, sl)
 	}
 	if len(v.slots) == 0 {
-		msg := "the source has no tracks yet"
-		if len(failures) > 0 {
-			msg = failures[0]
-		}
 		return api.Errorf(http.StatusNotAcceptable, "unsupported_codec", "%s", msg)
 	}
 	return nil
-}
-
-// releaseAll ends the follower's subscriptions and releases its conversions.
-func (v *viewer) releaseAll() {
-	if v.f != nil {
-		v.f.Close()
-	}
 }
 
 func (v *viewer) watchConnection() {
@@ -228,7 +199,7 @@ func (v *viewer) run() {
 	// The viewer is a consumer: leave first (subscriptions end), then release the transcoders
 	// it read, then close the connection.
 	v.participant.Close(reason, err)
-	v.releaseAll()
+	v.f.Close()
 	_ = v.pc.Close()
 	v.wg.Wait()
 	v.log.Info("whep session ended", "reason", reason)
@@ -249,45 +220,10 @@ func (v *viewer) serve() {
 		return
 	}
 	v.routeDirect()
-	stream, err := v.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr})
-	if err != nil {
-		return
+	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr}
+	if reason := v.f.Play(v.ctx, spec); reason != "" {
+		v.close(reason, nil)
 	}
-	for {
-		changed := v.f.Changed()
-		if reason := v.follow(); reason != "" {
-			stream.End(reason, nil)
-			v.close(reason, nil)
-			return
-		}
-		select {
-		case <-changed:
-		case <-v.ctx.Done():
-			return
-		case <-v.participant.Done():
-			v.close(v.participant.LeaveReason(), nil)
-			return
-		}
-	}
-}
-
-// follow switches the slots to the current source. It returns a reason to end the session
-// when the new source cannot be played without renegotiation; a transcoder that stopped only
-// leaves its slot idle until the source changes.
-func (v *viewer) follow() string {
-	for _, e := range v.f.Update() {
-		v.participant.SubscriptionFailed(e.Track, e.Code, e.Err)
-		if e.Code != sfu.CodeTranscoderFailed {
-			v.log.Info("source changed codec; ending the session", "err", e.Err)
-			return sfu.ReasonSourceChanged
-		}
-	}
-	return ""
-}
-
-// sameCodec reports whether a track in codec c can feed a down track made for codec dt.
-func sameCodec(c, dt sfu.Codec) bool {
-	return c.Name == dt.Name && c.ClockRate == dt.ClockRate
 }
 
 // sinkClosing ends the session when a down track cannot write (the peer connection is gone).
