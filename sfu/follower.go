@@ -234,16 +234,12 @@ func (f *Follower) Play(ctx context.Context, spec StreamSpec) string {
 // Close ends every leg's subscription and releases the conversions. Idempotent.
 func (f *Follower) Close() {
 	for _, l := range f.legs {
-		f.stop(l)
+		f.unsubscribe(l)
+		if l.release != nil {
+			l.release()
+		}
+		l.src, l.read, l.release = nil, nil, nil
 	}
-}
-
-func (f *Follower) stop(l *leg) {
-	f.unsubscribe(l)
-	if l.release != nil {
-		l.release()
-	}
-	l.src, l.read, l.release = nil, nil, nil
 }
 
 func (f *Follower) unsubscribe(l *leg) {

@@ -14,15 +14,14 @@ import (
 type Munger struct {
 	ClockRate uint32
 
-	started  bool
-	resync   bool
-	seqOff   uint16
-	tsOff    uint32
-	lastSeq  uint16
-	lastTS   uint32
-	lastAt   time.Time
-	haveLast bool
-	anchor   uint16 // first source seq of the current mapping; older packets are dropped
+	started bool
+	resync  bool
+	seqOff  uint16
+	tsOff   uint32
+	lastSeq uint16
+	lastTS  uint32
+	lastAt  time.Time
+	anchor  uint16 // first source seq of the current mapping; older packets are dropped
 }
 
 // anchorTrail is how far the anchor follows behind the newest source sequence number: 16-bit
@@ -39,8 +38,9 @@ func (m *Munger) Switch() { m.resync = m.started }
 // before it) to the reader's numbering. It returns false for a late packet from before the
 // current mapping, which would reuse a number: the reader drops it.
 func (m *Munger) Rewrite(h *rtp.Header, gap bool, now time.Time) bool {
+	first := !m.started
 	switch {
-	case !m.started:
+	case first:
 		// RFC 3550 §5.1 wants unpredictable starting values, not secret ones.
 		m.seqOff = uint16(rand.Uint32()) - h.SequenceNumber //nolint:gosec // see above
 		m.tsOff = rand.Uint32() - h.Timestamp               //nolint:gosec // see above
@@ -62,8 +62,8 @@ func (m *Munger) Rewrite(h *rtp.Header, gap bool, now time.Time) bool {
 	}
 	h.SequenceNumber += m.seqOff
 	h.Timestamp += m.tsOff
-	if !m.haveLast || int16(h.SequenceNumber-m.lastSeq) > 0 {
-		m.lastSeq, m.lastTS, m.lastAt, m.haveLast = h.SequenceNumber, h.Timestamp, now, true
+	if first || int16(h.SequenceNumber-m.lastSeq) > 0 {
+		m.lastSeq, m.lastTS, m.lastAt = h.SequenceNumber, h.Timestamp, now
 	}
 	return true
 }

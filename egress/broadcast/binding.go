@@ -51,7 +51,7 @@ func convertingLeg(kind sfu.Kind, codec string, from ...string) sfu.Leg {
 // sfu.ErrNoTranscoder when that is why), as does audio for want of a transcoder; other audio
 // that cannot be carried is left out with a note.
 func newBinding(p *sfu.Participant, video, audio *sfu.Track, problems []sfu.LegError) (*binding, error) {
-	b := &binding{participant: p}
+	b := &binding{participant: p, video: video}
 	for _, e := range problems {
 		if e.Kind == sfu.KindVideo || errors.Is(e.Err, sfu.ErrNoTranscoder) {
 			return nil, fmt.Errorf("%w: %w", errUnsupportedCodec, &e)
@@ -59,7 +59,6 @@ func newBinding(p *sfu.Participant, video, audio *sfu.Track, problems []sfu.LegE
 		b.notes = append(b.notes, "audio left out: "+e.Error())
 	}
 	if video != nil {
-		b.video = video
 		b.sps, b.pps = spropParams(video.Codec().Fmtp)
 	}
 	if audio != nil {

@@ -138,16 +138,14 @@ func (b *Broadcast) run() {
 	}
 	b.f = sfu.NewFollower(b.m.hub, sfu.FollowerSpec{Room: b.room, Select: sfu.Selector{Identity: b.identity},
 		Legs: broadcastLegs, Settle: settleTime, OnChange: b.rebind})
-	err := b.resolve()
-	b.first <- err
-	if err != nil {
-		b.finish(StatusFailed, "", err)
-		return
-	}
-	for {
+	for first := b.first; ; first = nil { // the outcome of the first resolution goes to Start
 		changed := b.f.Changed()
-		if err := b.resolve(); err != nil {
-			b.finish(StatusFailed, "", err)
+		b.f.Update()
+		if first != nil {
+			first <- b.failure
+		}
+		if b.failure != nil {
+			b.finish(StatusFailed, "", b.failure)
 			return
 		}
 		select {
@@ -178,17 +176,9 @@ func (b *Broadcast) run() {
 	}
 }
 
-// resolve follows the source (the named participant, else the room's main publisher); a
-// source that cannot be carried fails the broadcast (the error).
-func (b *Broadcast) resolve() error {
-	b.f.Update()
-	err := b.failure
-	b.failure = nil
-	return err
-}
-
-// rebind binds the destinations to the follower's new tracks (the follower's OnChange); no
-// source starts the grace period.
+// rebind binds the destinations to the follower's new tracks (the follower's OnChange): the
+// named participant's, else the room's main publisher's. No source starts the grace period; a
+// source that cannot be carried sets failure, which fails the broadcast.
 func (b *Broadcast) rebind(problems []sfu.LegError) {
 	var nb *binding
 	if p := b.f.Source(); p != nil {

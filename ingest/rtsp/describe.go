@@ -14,10 +14,6 @@ import (
 	"github.com/sluice-media/sluice/sfu/media"
 )
 
-// playKinds are the tracks a player gets, in SDP order: one video and one audio track of the
-// source, like a WHEP viewer.
-var playKinds = []sfu.Kind{sfu.KindVideo, sfu.KindAudio}
-
 // described is one media of a play description and the codec of the track it was made from.
 type described struct {
 	kind  sfu.Kind
@@ -39,7 +35,7 @@ func (s *Server) describe(t target) (*description.Session, []described, *base.Re
 	}
 	desc := &description.Session{Title: "sluice " + t.room}
 	var medias []described
-	for _, kind := range playKinds {
+	for _, kind := range []sfu.Kind{sfu.KindVideo, sfu.KindAudio} { // in SDP order, like WHEP
 		sel.Kind = kind
 		tracks := sel.Tracks(source)
 		if len(tracks) == 0 {
