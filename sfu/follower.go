@@ -124,8 +124,8 @@ type FollowerSpec struct {
 // play, broadcasts.
 //
 // Lifecycle: NewFollower starts nothing. Its owner takes Changed, calls Update, waits on the
-// channel it took (and on Recheck), and so on; Close ends the subscriptions and releases the
-// conversions. Every method but Subscription (safe from any goroutine) is called by one
+// channel it took (and on Recheck), and so on (Play is that loop for a play session); Close
+// ends the subscriptions and releases the conversions. Every method but Subscription (safe from any goroutine) is called by one
 // goroutine at a time. No lock is held while Update calls the hub, the transcoder or OnChange.
 type Follower struct {
 	hub     *Hub

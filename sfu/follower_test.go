@@ -101,6 +101,16 @@ type followStep struct {
 	quiet   bool   // the step changes no room
 }
 
+// publisher is a step that joins identity and publishes H.264 video "<identity>-v" and audio
+// "<identity>-<codec>".
+func publisher(identity string, audio Codec) func(w *followWorld) {
+	return func(w *followWorld) {
+		w.join(identity)
+		w.publish(identity, identity+"-v", testH264)
+		w.publish(identity, identity+"-"+audio.Name, audio)
+	}
+}
+
 func takes(name string) func(Codec) bool { return func(c Codec) bool { return c.Name == name } }
 func convertTo(name string) func(Codec) string {
 	return func(Codec) string { return name }
@@ -126,14 +136,10 @@ func TestFollower(t *testing.T) {
 			legs: []Leg{anyVideo, anyAudio},
 			steps: []followStep{
 				{do: func(w *followWorld) {
-					w.join("a")
-					w.publish("a", "a-v", testH264)
-					w.publish("a", "a-a", testOpus)
-					w.join("b")
-					w.publish("b", "b-v", testH264)
-					w.publish("b", "b-a", testOpus)
-				}, source: "a", video: "a-v", audio: "a-a"},
-				{do: func(w *followWorld) { w.leave("a") }, source: "b", video: "b-v", audio: "b-a"},
+					publisher("a", testOpus)(w)
+					publisher("b", testOpus)(w)
+				}, source: "a", video: "a-v", audio: "a-opus"},
+				{do: func(w *followWorld) { w.leave("a") }, source: "b", video: "b-v", audio: "b-opus"},
 				{do: func(w *followWorld) { w.leave("b") }},
 			},
 			wantSwitches: 2,
@@ -204,15 +210,9 @@ func TestFollower(t *testing.T) {
 			name: "a codec the reader does not take is converted, and the conversion follows the source",
 			legs: []Leg{{Kind: KindAudio, Takes: takes(CodecOpus), Convert: convertTo(CodecOpus)}},
 			steps: []followStep{
+				{do: publisher("a", testAAC), source: "a", audio: "a-aac>opus"},
 				{do: func(w *followWorld) {
-					w.join("a")
-					w.publish("a", "a-v", testH264)
-					w.publish("a", "a-aac", testAAC)
-				}, source: "a", audio: "a-aac>opus"},
-				{do: func(w *followWorld) {
-					w.join("b")
-					w.publish("b", "b-v", testH264)
-					w.publish("b", "b-opus", testOpus)
+					publisher("b", testOpus)(w)
 					w.leave("a")
 				}, source: "b", audio: "b-opus"},
 			},
@@ -223,11 +223,7 @@ func TestFollower(t *testing.T) {
 			name: "a codec that cannot be converted is a problem, reported once",
 			legs: []Leg{anyVideo, {Kind: KindAudio, Takes: takes(CodecOpus)}},
 			steps: []followStep{
-				{do: func(w *followWorld) {
-					w.join("a")
-					w.publish("a", "a-v", testH264)
-					w.publish("a", "a-aac", testAAC)
-				}, source: "a", video: "a-v", problem: CodeCodecNotSupported},
+				{do: publisher("a", testAAC), source: "a", video: "a-v", problem: CodeCodecNotSupported},
 				{do: func(w *followWorld) { w.join("viewer2") }, source: "a", video: "a-v"},
 			},
 		},
@@ -236,33 +232,21 @@ func TestFollower(t *testing.T) {
 			legs:         []Leg{{Kind: KindAudio, Takes: takes(CodecOpus), Convert: convertTo(CodecOpus)}},
 			noTranscoder: true,
 			steps: []followStep{
-				{do: func(w *followWorld) {
-					w.join("a")
-					w.publish("a", "a-v", testH264)
-					w.publish("a", "a-aac", testAAC)
-				}, source: "a", problem: CodeTranscoderUnavailable},
+				{do: publisher("a", testAAC), source: "a", problem: CodeTranscoderUnavailable},
 			},
 		},
 		{
 			name: "a conversion whose output the reader does not take either is a problem",
 			legs: []Leg{{Kind: KindAudio, Takes: takes(CodecOpus), Convert: convertTo("refuse")}},
 			steps: []followStep{
-				{do: func(w *followWorld) {
-					w.join("a")
-					w.publish("a", "a-v", testH264)
-					w.publish("a", "a-aac", testAAC)
-				}, source: "a", problem: CodeCodecNotSupported},
+				{do: publisher("a", testAAC), source: "a", problem: CodeCodecNotSupported},
 			},
 		},
 		{
 			name: "a transcoder that stops leaves the leg idle until the source changes",
 			legs: []Leg{{Kind: KindAudio, Takes: takes(CodecOpus), Convert: convertTo(CodecOpus)}},
 			steps: []followStep{
-				{do: func(w *followWorld) {
-					w.join("a")
-					w.publish("a", "a-v", testH264)
-					w.publish("a", "a-aac", testAAC)
-				}, source: "a", audio: "a-aac>opus"},
+				{do: publisher("a", testAAC), source: "a", audio: "a-aac>opus"},
 				{do: func(w *followWorld) { w.tc.stop("a-aac>opus") }, source: "a", problem: CodeTranscoderFailed},
 				{do: func(w *followWorld) { w.join("viewer2") }, source: "a"},
 				{do: func(w *followWorld) { w.publish("a", "a-aac2", testAAC); w.unpublish("a-aac") }, source: "a", audio: "a-aac2>opus"},
@@ -279,7 +263,7 @@ func TestFollower(t *testing.T) {
 					w.join("a")
 					w.publish("a", "a-v", testH264)
 				}, recheck: true},
-				{do: func(w *followWorld) { w.publish("a", "a-a", testOpus) }, source: "a", video: "a-v", audio: "a-a"},
+				{do: func(w *followWorld) { w.publish("a", "a-opus", testOpus) }, source: "a", video: "a-v", audio: "a-opus"},
 				{do: func(w *followWorld) { w.leave("a") }},
 				{do: func(w *followWorld) {
 					w.join("b")

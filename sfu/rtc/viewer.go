@@ -64,6 +64,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		fail(sfu.ReasonError, err, err)
 		return
 	}
+	source := v.f.Source().Identity() // attach found one; read before the session runs
 	v.watchConnection()
 	sdpAnswer, err := answer(pc, nil)
 	if err != nil {
@@ -75,7 +76,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		fail(sfu.ReasonServerShutdown, nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
-	v.log.Info("whep session started", "session", id, "source", v.f.Source().Identity()) // attach found one
+	v.log.Info("whep session started", "session", id, "source", source)
 	s.writeAnswer(w, "whep", id, v.etag(), sdpAnswer)
 }
 
