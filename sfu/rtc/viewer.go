@@ -146,7 +146,7 @@ func (v *viewer) attach(room, identity string) error {
 	for i, e := range v.f.Resolve() {
 		v.participant.SubscriptionFailed(e.Track, e.Code, e.Err)
 		if i == 0 {
-			msg = "the viewer cannot take " + e.Error()
+			msg = e.Error()
 		}
 	}
 	for _, sl := range slots {
