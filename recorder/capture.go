@@ -23,7 +23,8 @@ type captureConfig struct {
 	format    string // preferred: mp4 or mkv
 	fragment  time.Duration
 	segment   time.Duration
-	trackSel  string // "", "audio", "video" or a track SID
+	sel       sfu.Selector           // the tracks recorded
+	changed   func() <-chan struct{} // the hub's change signal
 	fs        FS
 	clock     func() time.Time
 	log       *slog.Logger
@@ -166,7 +167,7 @@ func (c *capture) run() {
 	defer c.note(captureNote{kind: noteEnded})
 	defer c.teardown()
 	c.waitSince = c.cfg.clock()
-	changed := c.p.Room().Changed() // before reading the tracks: no change falls in between
+	changed := c.cfg.changed() // before reading the tracks: no change falls in between
 	c.syncTracks()
 	tick := time.NewTicker(min(c.cfg.fragment/4, 250*time.Millisecond))
 	defer tick.Stop()
@@ -178,7 +179,7 @@ func (c *capture) run() {
 			c.drain()
 			return
 		case <-changed:
-			changed = c.p.Room().Changed()
+			changed = c.cfg.changed()
 			c.syncTracks()
 		case pk := <-c.in:
 			c.packet(pk)
@@ -241,24 +242,12 @@ func (c *capture) teardown() {
 	c.closeFile()
 }
 
-// selected reports whether the capture records a track.
-func (c *capture) selected(t *sfu.Track) bool {
-	switch c.cfg.trackSel {
-	case "":
-		return true
-	case string(sfu.KindAudio), string(sfu.KindVideo):
-		return string(t.Kind()) == c.cfg.trackSel
-	}
-	return t.SID() == c.cfg.trackSel
-}
-
 // syncTracks subscribes to new tracks of the participant and forgets unpublished ones.
 func (c *capture) syncTracks() {
+	tracks := c.cfg.sel.Tracks(c.p)
 	current := map[*sfu.Track]bool{}
-	for _, t := range c.p.Tracks() {
-		if c.selected(t) {
-			current[t] = true
-		}
+	for _, t := range tracks {
+		current[t] = true
 	}
 	for _, ts := range c.tr {
 		if !ts.removed && !current[ts.track] {
@@ -266,7 +255,7 @@ func (c *capture) syncTracks() {
 		}
 		delete(current, ts.track)
 	}
-	for _, t := range c.p.Tracks() {
+	for _, t := range tracks {
 		if !current[t] {
 			continue
 		}

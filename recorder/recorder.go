@@ -8,7 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"reflect"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -117,14 +117,12 @@ func (r *Recorder) Run(ctx context.Context) error {
 	r.recoverCrashed()
 	defer r.shutdown()
 	for {
-		wake := r.autoRecord()
-		cases := make([]reflect.SelectCase, 0, len(wake)+1)
-		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
-		for _, ch := range wake {
-			cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ch)})
-		}
-		if i, _, _ := reflect.Select(cases); i == 0 {
+		changed := r.hub.Changed()
+		r.autoRecord()
+		select {
+		case <-ctx.Done():
 			return nil
+		case <-changed:
 		}
 	}
 }
@@ -454,12 +452,10 @@ func (r *Recorder) Active() []*Recording {
 	return out
 }
 
-// autoRecord starts the recordings the auto rules call for, and returns the channels that
-// signal the next change worth looking at.
-func (r *Recorder) autoRecord() []<-chan struct{} {
-	wake := []<-chan struct{}{r.hub.Changed()}
+// autoRecord starts the recordings the auto rules call for.
+func (r *Recorder) autoRecord() {
 	if len(r.cfg.Auto) == 0 {
-		return wake
+		return
 	}
 	present := map[string]bool{}
 	for _, room := range r.hub.Rooms() {
@@ -487,11 +483,9 @@ func (r *Recorder) autoRecord() []<-chan struct{} {
 			if ok, _ := path.Match(rule.Room, room.Name()); !ok {
 				continue
 			}
-			wake = append(wake, room.Changed())
 			r.applyRule(i, rule, room)
 		}
 	}
-	return wake
 }
 
 // applyRule starts a recording for a room (or for each matching participant) that has a
@@ -519,7 +513,7 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 			}
 		}
 		r.mu.Unlock()
-		if slicesContains(seen, p.SID()) {
+		if slices.Contains(seen, p.SID()) {
 			continue
 		}
 		if !busy {
@@ -536,13 +530,4 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 		r.autoFor[key] = append(r.autoFor[key], p.SID())
 		r.mu.Unlock()
 	}
-}
-
-func slicesContains(s []string, v string) bool {
-	for _, x := range s {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path"
 	"path/filepath"
@@ -124,10 +125,8 @@ func (rec *recording) run(ctx context.Context) {
 		maxC = t.C
 	}
 	for {
-		hubCh := env.hub.Changed()
-		var roomCh <-chan struct{}
+		changed := env.hub.Changed()
 		if room := env.hub.Room(rec.req.Room); room != nil {
-			roomCh = room.Changed()
 			rec.reconcile(room)
 		}
 		switch {
@@ -152,8 +151,7 @@ func (rec *recording) run(ctx context.Context) {
 				rec.finish(StatusFailed, "")
 				return
 			}
-		case <-hubCh:
-		case <-roomCh:
+		case <-changed:
 		case <-graceC:
 			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
 			rec.finish(StatusFailed, "")
@@ -195,32 +193,25 @@ func (rec *recording) command(cmd command) bool {
 	return false
 }
 
-// sourceTracks returns whether the participant has a track the recording takes.
-func (rec *recording) sourceTracks(p *sfu.Participant) bool {
-	if rec.req.Participant != "" && p.Identity() != rec.req.Participant {
-		return false
+// selector is what the recording takes: the participant asked for (else every publisher) and
+// the track asked for ("audio", "video" or a track SID; else all).
+func (rec *recording) selector() sfu.Selector {
+	sel := sfu.Selector{Identity: rec.req.Participant}
+	switch rec.req.Track {
+	case "":
+	case string(sfu.KindAudio), string(sfu.KindVideo):
+		sel.Kind = sfu.Kind(rec.req.Track)
+	default:
+		sel.SID = rec.req.Track
 	}
-	for _, t := range p.Tracks() {
-		switch rec.req.Track {
-		case "":
-			return true
-		case string(sfu.KindAudio), string(sfu.KindVideo):
-			if string(t.Kind()) == rec.req.Track {
-				return true
-			}
-		default:
-			if t.SID() == rec.req.Track {
-				return true
-			}
-		}
-	}
-	return false
+	return sel
 }
 
 // reconcile starts a capture for every source participant that has none.
 func (rec *recording) reconcile(room *sfu.Room) {
-	for _, p := range room.Participants() {
-		if !rec.sourceTracks(p) || slices.Contains(mapValues(rec.caps), p.SID()) {
+	sel := rec.selector()
+	for _, p := range sel.Publishers(room) {
+		if slices.Contains(slices.Collect(maps.Values(rec.caps)), p.SID()) {
 			continue
 		}
 		c := newCapture(p, captureConfig{
@@ -229,7 +220,8 @@ func (rec *recording) reconcile(room *sfu.Room) {
 			format:    rec.req.Format,
 			fragment:  rec.env.cfg.FragmentDuration,
 			segment:   rec.req.Segment,
-			trackSel:  rec.req.Track,
+			sel:       sel,
+			changed:   rec.env.hub.Changed,
 			fs:        rec.env.fs,
 			clock:     rec.env.clock,
 			log:       rec.log.With("participant", p.Identity()),
@@ -245,14 +237,6 @@ func (rec *recording) reconcile(room *sfu.Room) {
 // openAfter is how long a capture waits for every track before starting a file without the
 // silent ones.
 const openAfter = 3 * time.Second
-
-func mapValues(m map[*capture]string) []string {
-	out := make([]string, 0, len(m))
-	for _, v := range m {
-		out = append(out, v)
-	}
-	return out
-}
 
 // handle applies a capture's report.
 func (rec *recording) handle(n captureNote) {

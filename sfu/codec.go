@@ -48,6 +48,9 @@ type Codec struct {
 // Kind returns the media kind of the codec.
 func (c Codec) Kind() Kind { return CodecKind(c.Name) }
 
+// Same reports whether o is the codec c, as a reader set up for c sees it (name, clock rate).
+func (c Codec) Same(o Codec) bool { return c.Name == o.Name && c.ClockRate == o.ClockRate }
+
 // CodecKind returns the media kind of a codec name.
 func CodecKind(name string) Kind {
 	switch name {

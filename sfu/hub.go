@@ -168,11 +168,21 @@ func (h *Hub) Close() {
 	}
 }
 
-// Changed returns a channel closed at the next change of the set of rooms.
+// Changed returns the hub-wide change signal: a channel closed at the next change of the set of
+// rooms or of any room's participants or tracks. Watchers take it, re-read the state they need,
+// wait on it and take it again; one channel serves however many rooms they watch.
 func (h *Hub) Changed() <-chan struct{} {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.changed
+}
+
+// notify closes the change signal and makes the next one.
+func (h *Hub) notify() {
+	h.mu.Lock()
+	close(h.changed)
+	h.changed = make(chan struct{})
+	h.mu.Unlock()
 }
 
 // Room returns the open room with that name, or nil.
@@ -236,9 +246,8 @@ func (h *Hub) getOrCreate(name string, opts RoomOptions) (*Room, bool, error) {
 	}
 	r := newRoom(h, name, opts)
 	h.rooms[name] = r
-	close(h.changed)
-	h.changed = make(chan struct{})
 	h.mu.Unlock()
+	h.notify()
 	return r, true, nil
 }
 
@@ -279,12 +288,14 @@ func (h *Hub) DeleteRoom(name string) error {
 
 func (h *Hub) removeRoom(r *Room) {
 	h.mu.Lock()
-	if h.rooms[r.name] == r {
+	gone := h.rooms[r.name] == r
+	if gone {
 		delete(h.rooms, r.name)
-		close(h.changed)
-		h.changed = make(chan struct{})
 	}
 	h.mu.Unlock()
+	if gone {
+		h.notify()
+	}
 }
 
 func (h *Hub) emitRoom(typ string, r *Room, reason string) {

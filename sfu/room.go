@@ -28,7 +28,6 @@ type Room struct {
 	closed       bool
 	emptySince   time.Time
 	emptyTimeout time.Duration
-	changed      chan struct{}
 }
 
 func newRoom(h *Hub, name string, opts RoomOptions) *Room {
@@ -45,7 +44,6 @@ func newRoom(h *Hub, name string, opts RoomOptions) *Room {
 		metadata:     opts.Metadata,
 		emptySince:   now,
 		emptyTimeout: timeout,
-		changed:      make(chan struct{}),
 	}
 }
 
@@ -68,20 +66,8 @@ func (r *Room) Info() *RoomInfo {
 	}
 }
 
-// Changed returns a channel that is closed at the next change of the room's participants or
-// tracks. Watchers re-read the state they need and call Changed again.
-func (r *Room) Changed() <-chan struct{} {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.changed
-}
-
-func (r *Room) notify() {
-	r.mu.Lock()
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.mu.Unlock()
-}
+// notify reports a change of the room's participants or tracks on the hub-wide signal.
+func (r *Room) notify() { r.hub.notify() }
 
 // Participants returns the room's participants in join order.
 func (r *Room) Participants() []*Participant {
@@ -103,13 +89,12 @@ func (r *Room) Participant(identity string) *Participant {
 }
 
 // MainPublisher returns the earliest-joined participant still publishing video, or nil: the
-// default source of WHEP, RTSP play and broadcasts.
+// default source of WHEP, RTSP play and broadcasts (see Selector).
 func (r *Room) MainPublisher() *Participant {
+	video := Selector{Kind: KindVideo}
 	for _, p := range r.Participants() {
-		for _, t := range p.Tracks() {
-			if t.Kind() == KindVideo {
-				return p
-			}
+		if len(video.Tracks(p)) > 0 {
+			return p
 		}
 	}
 	return nil

@@ -110,7 +110,7 @@ func TestDerivedTrackEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	changed := h.Room("r").Changed()
+	changed := h.Changed()
 	end()
 	<-sub.Done()
 	<-changed

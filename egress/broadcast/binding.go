@@ -3,6 +3,7 @@ package broadcast
 import (
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
@@ -10,91 +11,51 @@ import (
 
 // binding is the source of a broadcast at one time: one participant's video and audio tracks
 // as the platform takes them (H.264, AAC), which are the published tracks or their transcoded
-// forms. It is immutable once made; release gives the transcoded tracks back after every
-// destination stopped reading them.
+// forms (the broadcast's sfu.Follower owns the conversions). It is immutable once made.
 type binding struct {
-	participant        *sfu.Participant
-	srcVideo, srcAudio *sfu.Track // the published tracks
-	video, audio       *sfu.Track // what destinations read (nil: none)
-	asc                []byte     // AAC AudioSpecificConfig
-	sampleRate         int
-	channels           int
-	releases           []func()
+	participant  *sfu.Participant
+	video, audio *sfu.Track // what destinations read (nil: none)
+	asc          []byte     // AAC AudioSpecificConfig
+	sampleRate   int
+	channels     int
 	// notes are what the binding left out (an audio codec no conversion exists for).
 	notes []string
 }
 
-// transcoder is the hub's conversion service (sfu.Hub.Transcode).
-type transcoder func(src *sfu.Track, to string) (*sfu.Track, func(), error)
-
-// pickTracks returns p's first video and first audio track that are still live.
-func pickTracks(p *sfu.Participant) (video, audio *sfu.Track) {
-	for _, t := range p.Tracks() {
-		if t.Closed() {
-			continue
-		}
-		switch {
-		case t.Kind() == sfu.KindVideo && video == nil:
-			video = t
-		case t.Kind() == sfu.KindAudio && audio == nil:
-			audio = t
-		}
-	}
-	return video, audio
+// broadcastLegs are what a broadcast reads: H.264 video (VP8, VP9 and H.265 converted to it)
+// and AAC audio (Opus converted to it).
+var broadcastLegs = []sfu.Leg{
+	convertingLeg(sfu.KindVideo, sfu.CodecH264, sfu.CodecVP8, sfu.CodecVP9, sfu.CodecH265),
+	convertingLeg(sfu.KindAudio, sfu.CodecAAC, sfu.CodecOpus),
 }
 
-// bindTracks makes the binding of a participant's tracks, converting through tc what RTMP
-// cannot carry. A missing transcoder fails with an error wrapping sfu.ErrNoTranscoder; a
-// video codec nothing converts fails with errUnsupportedCodec. Audio that cannot be carried is
-// left out with a note.
-func bindTracks(p *sfu.Participant, video, audio *sfu.Track, tc transcoder) (_ *binding, err error) {
-	b := &binding{participant: p, srcVideo: video, srcAudio: audio}
-	defer func() {
-		if err != nil {
-			b.release()
+// convertingLeg reads tracks in codec as they are and those in the from codecs converted to it.
+func convertingLeg(kind sfu.Kind, codec string, from ...string) sfu.Leg {
+	return sfu.Leg{Kind: kind, Takes: func(c sfu.Codec) bool { return c.Name == codec }, Convert: func(c sfu.Codec) string {
+		if slices.Contains(from, c.Name) {
+			return codec
 		}
-	}()
-	if video != nil {
-		switch c := video.Codec(); c.Name {
-		case sfu.CodecH264:
-			b.video = video
-		case sfu.CodecVP8, sfu.CodecVP9, sfu.CodecH265:
-			out, release, err := tc(video, sfu.CodecH264)
-			if err != nil {
-				return nil, fmt.Errorf("video %s needs converting to H.264: %w", c.Name, err)
-			}
-			b.releases = append(b.releases, release)
-			b.video = out
-		default:
-			return nil, fmt.Errorf("%w: video %s", errUnsupportedCodec, c.Name)
+		return ""
+	}}
+}
+
+// newBinding makes the binding of the tracks a broadcast's follower reads from p, given the
+// problems of its legs. Video that cannot be read fails the binding (errUnsupportedCodec, and
+// sfu.ErrNoTranscoder when that is why), as does audio for want of a transcoder; other audio
+// that cannot be carried is left out with a note.
+func newBinding(p *sfu.Participant, video, audio *sfu.Track, problems []sfu.LegError) (*binding, error) {
+	b := &binding{participant: p, video: video}
+	for _, e := range problems {
+		if e.Kind == sfu.KindVideo || errors.Is(e.Err, sfu.ErrNoTranscoder) {
+			return nil, fmt.Errorf("%w: %w", errUnsupportedCodec, &e)
 		}
+		b.notes = append(b.notes, "audio left out: "+e.Error())
 	}
 	if audio != nil {
-		a := audio
-		switch c := audio.Codec(); c.Name {
-		case sfu.CodecAAC:
-		case sfu.CodecOpus:
-			out, release, err := tc(audio, sfu.CodecAAC)
-			if err != nil {
-				if errors.Is(err, sfu.ErrNoTranscoder) {
-					return nil, fmt.Errorf("audio %s needs converting to AAC: %w", c.Name, err)
-				}
-				b.notes = append(b.notes, fmt.Sprintf("audio %s left out: %v", c.Name, err))
-				a = nil
-			} else {
-				b.releases = append(b.releases, release)
-				a = out
-			}
-		default:
-			b.notes = append(b.notes, "audio "+c.Name+" left out: RTMP takes AAC and no conversion exists")
-			a = nil
-		}
-		if a != nil {
-			if err := b.setAAC(a); err != nil {
-				b.notes = append(b.notes, "audio left out: "+err.Error())
-			} else {
-				b.audio = a
-			}
+		if err := b.setAAC(audio); err != nil {
+			b.notes = append(b.notes, "audio left out: "+err.Error())
+		} else {
+			b.audio = audio
 		}
 	}
 	if b.video == nil && b.audio == nil {
@@ -113,33 +74,3 @@ func (b *binding) setAAC(t *sfu.Track) error {
 	return nil
 }
 
-// same reports whether b reads exactly these published tracks.
-func (b *binding) same(p *sfu.Participant, video, audio *sfu.Track) bool {
-	return b != nil && b.participant == p && b.srcVideo == video && b.srcAudio == audio
-}
-
-// live reports whether every track of b is still up.
-func (b *binding) live() bool {
-	for _, t := range []*sfu.Track{b.srcVideo, b.srcAudio, b.video, b.audio} {
-		if t != nil && t.Closed() {
-			return false
-		}
-	}
-	return true
-}
-
-// release gives back the transcoded tracks. Called once, after every reader unsubscribed.
-func (b *binding) release() {
-	for _, r := range b.releases {
-		r()
-	}
-	b.releases = nil
-}
-
-// identity is the source participant's identity ("" when none).
-func (b *binding) identity() string {
-	if b == nil || b.participant == nil {
-		return ""
-	}
-	return b.participant.Identity()
-}

@@ -45,9 +45,10 @@ type Broadcast struct {
 	first   chan error // the outcome of the first source resolution
 
 	// Owned by the goroutine.
-	bind   *binding
-	grace  *time.Timer
-	settle <-chan time.Time // a source missing a track is looked at again then
+	f       *sfu.Follower
+	bind    *binding
+	failure error // why the last source could not be bound
+	grace   *time.Timer
 
 	mu         sync.Mutex // guards what Info reads
 	status     string
@@ -135,28 +136,21 @@ func (b *Broadcast) run() {
 	for _, d := range b.dests {
 		d.start(b.ctx)
 	}
-	err := b.resolve()
-	b.first <- err
-	if err != nil {
-		b.finish(StatusFailed, "", err)
-		return
-	}
-	for {
-		var roomCh <-chan struct{}
-		if r := b.m.hub.Room(b.room); r != nil {
-			roomCh = r.Changed()
+	b.f = sfu.NewFollower(b.m.hub, sfu.FollowerSpec{Room: b.room, Select: sfu.Selector{Identity: b.identity},
+		Legs: broadcastLegs, Settle: settleTime, OnChange: b.rebind})
+	for first := b.first; ; first = nil { // the outcome of the first resolution goes to Start
+		changed := b.f.Changed()
+		b.f.Update()
+		if first != nil {
+			first <- b.failure
 		}
-		hubCh := b.m.hub.Changed()
-		if err := b.resolve(); err != nil {
-			b.finish(StatusFailed, "", err)
+		if b.failure != nil {
+			b.finish(StatusFailed, "", b.failure)
 			return
 		}
 		select {
-		case <-roomCh:
-		case <-hubCh:
-		case <-b.sourceWatch():
-		case <-b.settle:
-			b.settle = nil
+		case <-changed:
+		case <-b.f.Recheck():
 		case r := <-b.reports:
 			if err := b.handle(r); err != nil {
 				b.finish(StatusFailed, "", err)
@@ -182,59 +176,16 @@ func (b *Broadcast) run() {
 	}
 }
 
-// sourceWatch is closed when a track of the binding ends (a transcoder giving up ends its
-// derived track without the room noticing).
-func (b *Broadcast) sourceWatch() <-chan struct{} {
-	if b.bind == nil {
-		return nil
-	}
-	for _, t := range []*sfu.Track{b.bind.video, b.bind.audio} {
-		if t != nil {
-			return t.Done()
-		}
-	}
-	return nil
-}
-
-// resolve finds the source (the named participant, else the room's main publisher) and binds
-// the destinations to it when it changed. A source that cannot be carried fails the
-// broadcast (the error); no source starts the grace period.
-func (b *Broadcast) resolve() error {
-	var p *sfu.Participant
-	if r := b.m.hub.Room(b.room); r != nil {
-		if b.identity != "" {
-			p = r.Participant(b.identity)
-		} else {
-			p = r.MainPublisher()
-		}
-	}
-	var video, audio *sfu.Track
-	if p != nil {
-		video, audio = pickTracks(p)
-		if video == nil && audio == nil {
-			p = nil
-		}
-	}
-	if p != nil && b.bind.same(p, video, audio) && b.bind.live() {
-		return nil
-	}
-	if p != nil && (video == nil || audio == nil) && (b.bind == nil || b.bind.participant != p) {
-		// A publisher's tracks arrive one by one (WHIP, RTMP): give the other one a moment, so
-		// that the platform gets both sequence headers before the first frame.
-		if wait := p.JoinedAt().Add(settleTime).Sub(b.m.now()); wait > 0 {
-			b.settle = time.After(wait)
-			return nil
-		}
-	}
-	if p == nil && b.bind == nil {
-		return nil
-	}
+// rebind binds the destinations to the follower's new tracks (the follower's OnChange): the
+// named participant's, else the room's main publisher's. No source starts the grace period; a
+// source that cannot be carried sets failure, which fails the broadcast.
+func (b *Broadcast) rebind(problems []sfu.LegError) {
 	var nb *binding
-	if p != nil {
+	if p := b.f.Source(); p != nil {
 		var err error
-		nb, err = bindTracks(p, video, audio, b.m.hub.Transcode)
-		if err != nil {
-			return err
+		if nb, err = newBinding(p, b.f.Track(sfu.KindVideo), b.f.Track(sfu.KindAudio), problems); err != nil {
+			b.failure = err
+			return
 		}
 		for _, n := range nb.notes {
 			b.log.Warn("broadcast source: " + n)
@@ -246,23 +197,17 @@ func (b *Broadcast) resolve() error {
 	for _, d := range dests {
 		d.bind(nb)
 	}
-	if b.bind != nil {
-		b.bind.release()
-	}
 	b.bind = nb
-	if nb != nil {
-		b.mu.Lock()
-		b.source = nb.identity() // kept after it leaves: the source this broadcast carried last
-		b.mu.Unlock()
-	}
 	if nb == nil {
 		b.log.Info("broadcast source left: waiting for it", "grace", b.m.cfg.Grace)
 		b.resetGrace(b.m.cfg.Grace)
-	} else {
-		b.log.Info("broadcast source", "participant", nb.identity(), "video", codecOf(nb.video), "audio", codecOf(nb.audio))
-		b.grace.Stop()
+		return
 	}
-	return nil
+	b.mu.Lock()
+	b.source = nb.participant.Identity() // kept after it leaves: the source this broadcast carried last
+	b.mu.Unlock()
+	b.log.Info("broadcast source", "participant", nb.participant.Identity(), "video", codecOf(nb.video), "audio", codecOf(nb.audio))
+	b.grace.Stop()
 }
 
 func (b *Broadcast) resetGrace(d time.Duration) {
@@ -360,10 +305,10 @@ func (b *Broadcast) finish(status, reason string, err error) {
 		b.await(d)
 		d.bind(nil)
 	}
-	if b.bind != nil {
-		b.bind.release()
-		b.bind = nil
+	if b.f != nil {
+		b.f.Close()
 	}
+	b.bind = nil
 	now := b.m.now().UTC()
 	ev := &sfu.Event{Type: sfu.EventBroadcastEnded, Reason: reason}
 	b.mu.Lock()

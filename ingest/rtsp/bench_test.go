@@ -111,7 +111,7 @@ func BenchmarkPlayWrite(b *testing.B) {
 	pl := &player{s: h.srv, stream: stream, active: make(chan struct{}), ended: make(chan struct{})}
 	close(pl.active)
 	sl := &playSlot{pl: pl, kind: sfu.KindVideo, media: m, pt: 96, codec: sfu.Codec{Name: sfu.CodecH264, ClockRate: 90000},
-		m: munger{clockRate: 90000}}
+		m: sfu.Munger{ClockRate: 90000}}
 	pkt := &sfu.Packet{Header: rtp.Header{Version: 2, PayloadType: 102, Timestamp: 1000}, Payload: make([]byte, 1100)}
 	b.SetBytes(int64(len(pkt.Payload)))
 	b.ReportAllocs()

@@ -11,10 +11,6 @@ import (
 	"github.com/sluice-media/sluice/sfu/media"
 )
 
-// playKinds are the tracks a player gets, in SDP order: one video and one audio track of the
-// source, like a WHEP viewer.
-var playKinds = []sfu.Kind{sfu.KindVideo, sfu.KindAudio}
-
 // described is one media of a play description and the codec of the track it was made from.
 type described struct {
 	kind  sfu.Kind
@@ -29,17 +25,20 @@ func (s *Server) describe(t target) (*description.Session, []described, *base.Re
 	if room == nil {
 		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("room %q not found", t.room)
 	}
-	source := sourceOf(room, t.identity)
+	sel := sfu.Selector{Identity: t.identity}
+	source := sel.Participant(room)
 	if source == nil {
 		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("no publisher to play in room %q", t.room)
 	}
 	desc := &description.Session{Title: "sluice " + t.room}
 	var medias []described
-	for _, kind := range playKinds {
-		tr := firstTrack(source, kind)
-		if tr == nil {
+	for _, kind := range []sfu.Kind{sfu.KindVideo, sfu.KindAudio} { // in SDP order, like WHEP
+		sel.Kind = kind
+		tracks := sel.Tracks(source)
+		if len(tracks) == 0 {
 			continue
 		}
+		tr := tracks[0]
 		f, err := playFormat(tr.Codec(), uint8(96+len(desc.Medias)))
 		if err != nil {
 			s.log.Info("rtsp play: track left out", "room", t.room, "codec", tr.Codec().Name, "reason", err)
@@ -57,26 +56,6 @@ func (s *Server) describe(t target) (*description.Session, []described, *base.Re
 		return nil, nil, &base.Response{StatusCode: base.StatusNotFound}, fmt.Errorf("the publisher in room %q has no track RTSP can carry", t.room)
 	}
 	return desc, medias, nil, nil
-}
-
-// sourceOf returns the participant a player plays: the named one, else the main publisher.
-func sourceOf(room *sfu.Room, identity string) *sfu.Participant {
-	if identity != "" {
-		return room.Participant(identity)
-	}
-	return room.MainPublisher()
-}
-
-func firstTrack(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
-	if p == nil {
-		return nil
-	}
-	for _, t := range p.Tracks() {
-		if t.Kind() == kind && !t.Closed() {
-			return t
-		}
-	}
-	return nil
 }
 
 // playFormat describes an sfu codec for RTSP play. dynPT is the payload type used when the

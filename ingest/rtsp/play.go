@@ -34,6 +34,7 @@ type player struct {
 	log    *slog.Logger
 
 	participant *sfu.Participant // set by play, before the follower starts
+	f           *sfu.Follower    // set by play; owned by the follower goroutine
 	ctx         context.Context  // ends the follower
 	cancel      context.CancelFunc
 	followDone  chan struct{} // nil until play
@@ -58,12 +59,11 @@ type playSlot struct {
 	pt    uint8
 	codec sfu.Codec
 
-	// Follower-owned; the subscription's goroutine reads src, and m/pkt/live belong to it
-	// (subscriptions of a slot never overlap: the old one is closed before the next starts).
-	sub  *sfu.Subscription
-	had  bool
+	// Set by the follower before each subscription of the slot starts; the subscription's
+	// goroutine reads src, and m/pkt/live belong to it (subscriptions of a slot never overlap:
+	// the old one is closed before the next starts).
 	src  *sfu.Track
-	m    munger
+	m    sfu.Munger
 	pkt  rtp.Packet
 	live bool
 }
@@ -89,7 +89,7 @@ func (s *Server) newPlayer(ss *gortsplib.ServerSession, sc *gortsplib.ServerConn
 	pl.ctx, pl.cancel = context.WithCancel(context.Background())
 	for _, d := range medias {
 		pl.slots = append(pl.slots, &playSlot{pl: pl, kind: d.kind, media: d.media, pt: d.media.Formats[0].PayloadType(),
-			codec: d.codec, m: munger{clockRate: d.codec.ClockRate}})
+			codec: d.codec, m: sfu.Munger{ClockRate: d.codec.ClockRate}})
 	}
 	if !s.track(ss, pl) {
 		pl.cancel()
@@ -109,6 +109,19 @@ func (pl *player) play() (*base.Response, error) {
 	}
 	pl.participant = p
 	pl.log = pl.log.With("participant", p.Identity())
+	legs := make([]sfu.Leg, 0, len(pl.slots))
+	for _, sl := range pl.slots {
+		legs = append(legs, sfu.Leg{
+			Kind:  sl.kind,
+			Takes: sl.codec.Same,
+			Sink:  sl,
+			Switched: func(src *sfu.Track) {
+				sl.src = src
+				sl.m.Switch() // continue numbering across the switch
+			},
+		})
+	}
+	pl.f = sfu.NewFollower(pl.s.opts.Hub, sfu.FollowerSpec{Room: pl.t.room, Select: sfu.Selector{Identity: pl.t.identity}, Legs: legs, Subscriber: p})
 	pl.followDone = make(chan struct{})
 	pl.playing.Store(true)
 	pl.s.wg.Add(1)
@@ -150,61 +163,11 @@ func (pl *player) markActive() {
 // follow keeps every slot subscribed to the current source's track of its kind until the
 // session ends.
 func (pl *player) follow() {
-	p := pl.participant
-	stream, err := p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote})
-	if err != nil {
-		return
+	defer pl.f.Close()
+	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote}
+	if reason := pl.f.Play(pl.ctx, spec); reason != "" {
+		pl.stopAsync(reason)
 	}
-	room := p.Room()
-	for {
-		changed := room.Changed()
-		if reason := pl.reconcile(room); reason != "" {
-			stream.End(reason, nil)
-			pl.stopAsync(reason)
-			return
-		}
-		select {
-		case <-changed:
-		case <-pl.ctx.Done():
-			return
-		case <-p.Done():
-			pl.stopAsync(p.LeaveReason())
-			return
-		}
-	}
-}
-
-// reconcile points every slot at the source's current track of its kind; it returns a reason
-// to end the session when the new source cannot be played with the described codec.
-func (pl *player) reconcile(room *sfu.Room) string {
-	source := sourceOf(room, pl.t.identity)
-	for _, sl := range pl.slots {
-		want := firstTrack(source, sl.kind)
-		if sl.sub != nil && want == sl.sub.Track() && !want.Closed() {
-			continue
-		}
-		if sl.sub != nil {
-			pl.participant.Unsubscribe(sl.sub)
-			sl.sub = nil
-		}
-		if want == nil {
-			continue // wait for the source to come back
-		}
-		if c := want.Codec(); c.Name != sl.codec.Name || c.ClockRate != sl.codec.ClockRate {
-			pl.log.Info("source changed codec; ending the session", "from", sl.codec.Name, "to", c.Name)
-			return sfu.ReasonSourceChanged
-		}
-		if sl.had {
-			sl.m.resync = true // continue numbering across the switch
-		}
-		sl.src = want
-		sub, err := pl.participant.Subscribe(want, sl, sfu.SubscribeOptions{})
-		if err != nil {
-			continue // the track ended meanwhile; the room change brings us back
-		}
-		sl.sub, sl.had = sub, true
-	}
-	return ""
 }
 
 // WritePacket implements sfu.Sink: the packet goes to the session's stream with the slot's
@@ -228,7 +191,9 @@ func (sl *playSlot) WritePacket(p *sfu.Packet, gap bool) error {
 	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 	h.Padding, h.PaddingSize = false, 0
 	ntp := packetNTP(sl.src, p.Header.Timestamp, sl.codec.ClockRate, now)
-	sl.m.apply(h, gap, now)
+	if !sl.m.Rewrite(h, gap, now) {
+		return nil // from before the switch: it would reuse a number
+	}
 	sl.pkt.Payload = p.Payload
 	return pl.stream.WritePacketRTPWithNTP(sl.media, &sl.pkt, ntp)
 }
@@ -280,36 +245,4 @@ func (pl *player) end(err error) {
 		pl.log.Info("rtsp player ended", "reason", reason, "err", cause, "write_errors", pl.writeErrors.Load())
 	}
 	pl.stream.Close()
-}
-
-// munger rewrites sequence numbers and timestamps so that they run on without jumps across
-// SFU drops and source switches (RFC 3550 §5.1). Owned by the subscription goroutine.
-type munger struct {
-	clockRate uint32
-	started   bool
-	resync    bool
-	seqOff    uint16
-	tsOff     uint32
-	lastSeq   uint16
-	lastTS    uint32
-	lastAt    time.Time
-}
-
-func (m *munger) apply(h *rtp.Header, gap bool, now time.Time) {
-	switch {
-	case !m.started:
-		m.started, m.resync = true, false
-	case m.resync:
-		m.resync = false
-		elapsed := uint32(max(now.Sub(m.lastAt), time.Millisecond).Seconds() * float64(m.clockRate))
-		m.seqOff = m.lastSeq + 1 - h.SequenceNumber
-		m.tsOff = m.lastTS + elapsed - h.Timestamp
-	case gap:
-		m.seqOff = m.lastSeq + 1 - h.SequenceNumber
-	}
-	h.SequenceNumber += m.seqOff
-	h.Timestamp += m.tsOff
-	if int16(h.SequenceNumber-m.lastSeq) > 0 || m.lastAt.IsZero() {
-		m.lastSeq, m.lastTS, m.lastAt = h.SequenceNumber, h.Timestamp, now
-	}
 }

@@ -2,7 +2,6 @@ package rtc
 
 import (
 	"errors"
-	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,17 +34,9 @@ type DownTrack struct {
 	// without a lock.
 	binding atomic.Pointer[binding]
 
-	// Munger state, owned by the writing goroutine.
-	hdr       rtp.Header // reused: WriteRTP takes a pointer, a fresh header would escape
-	started   bool
-	resync    atomic.Bool
-	seqOffset uint16
-	tsOffset  uint32
-	lastSeq   uint16
-	lastTS    uint32
-	lastAt    time.Time
-	haveLast  bool
-	anchor    uint16 // first source seq of the current mapping; older packets are dropped
+	// Owned by the writing goroutine.
+	hdr rtp.Header // reused: WriteRTP takes a pointer, a fresh header would escape
+	m   sfu.Munger
 
 	sent atomic.Uint64
 
@@ -72,9 +63,6 @@ type DownTrack struct {
 	srAt    int64
 	srHave  bool
 }
-
-// anchorTrail is how far the anchor follows behind the newest source sequence number.
-const anchorTrail = 1 << 14
 
 // historySize is the retransmission window in packets (about 3 s of 2.6 Mbit/s video).
 const historySize = 1024
@@ -105,7 +93,7 @@ func NewDownTrack(codec sfu.Codec, id, streamID string) *DownTrack {
 	if codec.Kind() == sfu.KindVideo {
 		kind = webrtc.RTPCodecTypeVideo
 	}
-	return &DownTrack{id: id, streamID: streamID, kind: kind, codec: codec}
+	return &DownTrack{id: id, streamID: streamID, kind: kind, codec: codec, m: sfu.Munger{ClockRate: codec.ClockRate}}
 }
 
 // ID implements webrtc.TrackLocal.
@@ -141,7 +129,7 @@ func (d *DownTrack) Unbind(webrtc.TrackLocalContext) error {
 
 // Switch announces that the next packet comes from another source track: sequence numbers
 // and timestamps are re-anchored to continue from the last ones sent.
-func (d *DownTrack) Switch() { d.resync.Store(true) }
+func (d *DownTrack) Switch() { d.m.Switch() }
 
 // Sent returns the number of packets written.
 func (d *DownTrack) Sent() uint64 { return d.sent.Load() }
@@ -152,40 +140,13 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	if b == nil {
 		return nil // not negotiated yet or being torn down; the subscription keeps running
 	}
-	now := time.Unix(0, p.Arrival)
-	in := p.Header
-	switch {
-	case !d.started:
-		d.resync.Store(false) // nothing was sent yet: there is nothing to continue
-		// RFC 3550 §5.1 wants unpredictable starting values, not secret ones.
-		d.seqOffset = uint16(rand.Uint32()) - in.SequenceNumber //nolint:gosec // see above
-		d.tsOffset = rand.Uint32() - in.Timestamp               //nolint:gosec // see above
-		d.anchor, d.started = in.SequenceNumber, true
-	case d.resync.Swap(false):
-		// New source: continue the sequence, and advance the clock by the wall time elapsed.
-		elapsed := uint32(max(now.Sub(d.lastAt), time.Millisecond).Seconds() * float64(d.codec.ClockRate))
-		d.seqOffset = d.lastSeq + 1 - in.SequenceNumber
-		d.tsOffset = d.lastTS + elapsed - in.Timestamp
-		d.anchor = in.SequenceNumber
-	case gap:
-		// The SFU skipped packets of this source: close the sequence gap; timestamps are real.
-		d.seqOffset = d.lastSeq + 1 - in.SequenceNumber
-		d.anchor = in.SequenceNumber
-	case int16(in.SequenceNumber-d.anchor) < 0:
+	h := &d.hdr
+	*h = p.Header
+	if !d.m.Rewrite(h, gap, time.Unix(0, p.Arrival)) {
 		return nil // a late packet from before the current mapping: it would reuse a number
 	}
-	// The anchor trails the sequence: 16-bit "before" only means something within half the
-	// number space, and a fixed anchor would make every packet 32,768 after it look late
-	// (video stopped after ~110 s of a 300 packet/s stream).
-	if int16(in.SequenceNumber-d.anchor) > anchorTrail {
-		d.anchor = in.SequenceNumber - anchorTrail
-	}
-	h := &d.hdr
-	*h = in
 	h.SSRC = b.ssrc
 	h.PayloadType = b.pt
-	h.SequenceNumber = in.SequenceNumber + d.seqOffset
-	h.Timestamp = in.Timestamp + d.tsOffset
 	h.Extension, h.Extensions, h.ExtensionProfile = false, nil, 0
 	h.Padding, h.PaddingSize = false, 0
 	if err := d.write(b, h, p.Payload, p.Arrival); err != nil {
@@ -196,9 +157,6 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	slot.resends.Store(0)
 	slot.p.Store(p)
 	slot.meta.Store(uint64(h.SequenceNumber)<<32 | uint64(h.Timestamp) | 1<<48)
-	if !d.haveLast || int16(h.SequenceNumber-d.lastSeq) > 0 {
-		d.lastSeq, d.lastTS, d.lastAt, d.haveLast = h.SequenceNumber, h.Timestamp, now, true
-	}
 	d.sent.Add(1)
 	return nil
 }

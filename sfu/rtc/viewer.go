@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/pion/rtcp"
@@ -37,8 +36,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "room %q not found", roomName))
 		return
 	}
-	source := sourceOf(room, identity)
-	if source == nil {
+	if (sfu.Selector{Identity: identity}).Participant(room) == nil {
 		what := "no one is publishing video in room " + roomName
 		if identity != "" {
 			what = fmt.Sprintf("participant %q is not in room %q", identity, roomName)
@@ -54,182 +52,118 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		sessionLife: newSessionLife(parent, pc, p, s.log.With("room", roomName, "participant", p.Identity(), "protocol", "whep")),
 		engine:      s.engine,
 		hub:         s.hub,
-		room:        room,
-		identity:    identity,
 		connected:   make(chan struct{}),
 	}
-	if err := v.attach(source); err != nil {
+	fail := func(reason string, err, answer error) {
 		_ = pc.Close()
-		p.Close(sfu.ReasonError, err)
-		v.releaseAll()
-		api.WriteError(w, err)
+		p.Close(reason, err)
+		v.f.Close()
+		api.WriteError(w, answer)
+	}
+	if err := v.attach(roomName, identity); err != nil {
+		fail(sfu.ReasonError, err, err)
 		return
 	}
+	source := v.f.Source().Identity() // attach found one; read before the session runs
 	v.watchConnection()
 	sdpAnswer, err := answer(pc, nil)
 	if err != nil {
-		_ = pc.Close()
-		p.Close(sfu.ReasonError, err)
-		v.releaseAll()
-		api.WriteError(w, err)
+		fail(sfu.ReasonError, err, err)
 		return
 	}
 	id, ok := s.add(v)
 	if !ok {
-		_ = pc.Close()
-		p.Close(sfu.ReasonServerShutdown, nil)
-		v.releaseAll()
-		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
+		fail(sfu.ReasonServerShutdown, nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
-	v.log.Info("whep session started", "session", id, "source", source.Identity())
+	v.log.Info("whep session started", "session", id, "source", source)
 	s.writeAnswer(w, "whep", id, v.etag(), sdpAnswer)
 }
 
-// sourceOf returns the participant a viewer plays: the named one, else the main publisher.
-func sourceOf(room *sfu.Room, identity string) *sfu.Participant {
-	if identity != "" {
-		return room.Participant(identity)
-	}
-	return room.MainPublisher()
-}
-
 // viewer is a WHEP session: one down track per kind, following the source across reconnects
-// and changes of main publisher. A source track in a codec the viewer cannot take is played
-// through the hub's transcoder (AAC as Opus, VP8/VP9/H.265 as H.264).
+// and changes of main publisher (sfu.Follower). A source track in a codec the viewer cannot
+// take is played through the hub's transcoder (AAC as Opus, VP8/VP9/H.265 as H.264).
 type viewer struct {
 	sessionLife
 	engine    *Engine
 	hub       *sfu.Hub
-	room      *sfu.Room
-	identity  string
+	f         *sfu.Follower // owned by the request's goroutine, then by the session's serve loop
 	slots     []*slot
 	wg        sync.WaitGroup
 	connected chan struct{}
 	connOnce  sync.Once
 }
 
-// slot is one outgoing track of the viewer and its current subscription.
+// slot is one outgoing track of the viewer; its follower leg feeds dt.
 type slot struct {
 	kind   sfu.Kind
-	dt     *DownTrack
+	dt     *DownTrack // nil while the offer is being answered
 	sender *webrtc.RTPSender
-	sub    atomic.Pointer[sfu.Subscription]
-
-	// The source track the slot plays and, when its codec is not the negotiated one, its
-	// transcoded form with the release of the conversion. Owned by the session's goroutine
-	// (the request's before the session runs).
-	src     *sfu.Track
-	conv    *sfu.Track
-	release func()
-	// failed is a source track whose transcoder stopped while the source went on: reported
-	// once, not transcoded again.
-	failed *sfu.Track
-	// had is set once the slot subscribed: a later subscription continues its numbering, also
-	// after a time without source (a camera reconnecting). Owned by the session's serve loop.
-	had bool
 }
 
-// dropConversion releases the slot's transcoded track, if any.
-func (sl *slot) dropConversion() {
-	if sl.release != nil {
-		sl.release()
-	}
-	sl.conv, sl.release = nil, nil
-}
-
-// transcodeTarget is the codec a track the viewer cannot take is converted to.
-func transcodeTarget(kind sfu.Kind) string {
-	if kind == sfu.KindVideo {
-		return sfu.CodecH264
-	}
-	return sfu.CodecOpus
-}
-
-// attach adds a down track for each of source's tracks that the viewer's offer can carry, as
-// is or transcoded; each other track gets track.subscription_failed.
-func (v *viewer) attach(source *sfu.Participant) error {
+// attach follows the source (identity, else the main publisher) and adds a down track for each
+// of its tracks that the viewer's offer can carry, as is or transcoded; each other track gets
+// track.subscription_failed. Once answered, a slot takes its negotiated codec only (converted
+// to it when a later source has another one).
+func (v *viewer) attach(room, identity string) error {
 	offered := map[webrtc.RTPCodecType][]webrtc.RTPCodecParameters{}
 	for _, t := range v.pc.GetTransceivers() {
 		offered[t.Kind()] = append(offered[t.Kind()], t.Receiver().GetParameters().Codecs...)
 	}
-	var failures []string
+	var legs []sfu.Leg
+	var slots []*slot
 	for _, kind := range []sfu.Kind{sfu.KindVideo, sfu.KindAudio} {
-		track := firstTrack(source, kind)
-		if track == nil {
+		sl := &slot{kind: kind}
+		// What the viewer cannot take is converted to H.264 or Opus, if it takes that.
+		offer, to := offered[webrtc.RTPCodecTypeAudio], sfu.CodecOpus
+		if kind == sfu.KindVideo {
+			offer, to = offered[webrtc.RTPCodecTypeVideo], sfu.CodecH264
+		}
+		legs = append(legs, sfu.Leg{
+			Kind: kind,
+			Takes: func(c sfu.Codec) bool {
+				if sl.dt == nil {
+					return CanCarry(c, offer)
+				}
+				return c.Same(sl.dt.codec)
+			},
+			Convert: func(sfu.Codec) string {
+				if sl.dt != nil {
+					return sl.dt.codec.Name
+				}
+				if CanCarry(sfu.Codec{Name: to}, offer) {
+					return to
+				}
+				return ""
+			},
+			Sink:     sinkClosing{sl, v},
+			Switched: func(*sfu.Track) { sl.dt.Switch() },
+		})
+		slots = append(slots, sl)
+	}
+	v.f = sfu.NewFollower(v.hub, sfu.FollowerSpec{Room: room, Select: sfu.Selector{Identity: identity}, Legs: legs, Subscriber: v.participant})
+	msg := "the source has no tracks yet"
+	for i, e := range v.f.Resolve() {
+		v.participant.SubscriptionFailed(e.Track, e.Code, e.Err)
+		if i == 0 {
+			msg = e.Error()
+		}
+	}
+	for _, sl := range slots {
+		t := v.f.Track(sl.kind)
+		if t == nil {
 			continue
 		}
-		sl := &slot{kind: kind, src: track}
-		codec := track.Codec()
-		rtpKind := webrtc.RTPCodecTypeAudio
-		if kind == sfu.KindVideo {
-			rtpKind = webrtc.RTPCodecTypeVideo
-		}
-		if !CanCarry(codec, offered[rtpKind]) {
-			out, release, err := v.transcode(track, offered[rtpKind])
-			if err != nil {
-				code := "codec_not_supported"
-				if errors.Is(err, sfu.ErrNoTranscoder) {
-					code = "transcoder_unavailable"
-				}
-				v.participant.SubscriptionFailed(track, code, err)
-				failures = append(failures, err.Error())
-				continue
-			}
-			sl.conv, sl.release, codec = out, release, out.Codec()
-		}
-		sl.dt = NewDownTrack(codec, string(kind), "sluice")
+		sl.dt = NewDownTrack(t.Codec(), string(sl.kind), "sluice")
 		sender, err := v.pc.AddTrack(sl.dt)
 		if err != nil {
-			sl.dropConversion()
-			return api.Errorf(http.StatusBadRequest, "negotiation_failed", "cannot add %s: %v", kind, err)
+			return api.Errorf(http.StatusBadRequest, "negotiation_failed", "cannot add %s: %v", sl.kind, err)
 		}
 		sl.sender = sender
 		v.slots = append(v.slots, sl)
 	}
 	if len(v.slots) == 0 {
-		msg := "the source has no tracks yet"
-		if len(failures) > 0 {
-			msg = failures[0]
-		}
 		return api.Errorf(http.StatusNotAcceptable, "unsupported_codec", "%s", msg)
-	}
-	return nil
-}
-
-// transcode gets track converted into the codec a viewer takes instead (Opus for audio, H.264
-// for video), when the viewer offered it.
-func (v *viewer) transcode(track *sfu.Track, offered []webrtc.RTPCodecParameters) (*sfu.Track, func(), error) {
-	kind, from, to := track.Kind(), track.Codec().Name, transcodeTarget(track.Kind())
-	if !CanCarry(sfu.Codec{Name: to}, offered) {
-		return nil, nil, fmt.Errorf("the viewer cannot receive %s %s (nor %s to transcode it to)", kind, from, to)
-	}
-	out, release, err := v.hub.Transcode(track, to)
-	if err != nil {
-		return nil, nil, fmt.Errorf("the viewer cannot receive %s %s and it cannot be transcoded to %s: %w", kind, from, to, err)
-	}
-	if !CanCarry(out.Codec(), offered) {
-		release()
-		return nil, nil, fmt.Errorf("the viewer cannot receive %s %s, nor the transcoder's %s", kind, from, out.Codec().Name)
-	}
-	return out, release, nil
-}
-
-// releaseAll releases the slots' conversions, once the session's subscriptions ended.
-func (v *viewer) releaseAll() {
-	for _, sl := range v.slots {
-		sl.dropConversion()
-	}
-}
-
-func firstTrack(p *sfu.Participant, kind sfu.Kind) *sfu.Track {
-	if p == nil {
-		return nil
-	}
-	for _, t := range p.Tracks() {
-		if t.Kind() == kind {
-			return t
-		}
 	}
 	return nil
 }
@@ -266,7 +200,7 @@ func (v *viewer) run() {
 	// The viewer is a consumer: leave first (subscriptions end), then release the transcoders
 	// it read, then close the connection.
 	v.participant.Close(reason, err)
-	v.releaseAll()
+	v.f.Close()
 	_ = v.pc.Close()
 	v.wg.Wait()
 	v.log.Info("whep session ended", "reason", reason)
@@ -287,103 +221,20 @@ func (v *viewer) serve() {
 		return
 	}
 	v.routeDirect()
-	stream, err := v.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr})
-	if err != nil {
-		return
+	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr}
+	if reason := v.f.Play(v.ctx, spec); reason != "" {
+		v.close(reason, nil)
 	}
-	for {
-		changed := v.room.Changed()
-		if reason := v.follow(); reason != "" {
-			stream.End(reason, nil)
-			v.close(reason, nil)
-			return
-		}
-		select {
-		case <-changed:
-		case <-v.ctx.Done():
-			return
-		case <-v.participant.Done():
-			v.close(v.participant.LeaveReason(), nil)
-			return
-		}
-	}
-}
-
-// follow points every slot at the current source's track of its kind, transcoded when its codec
-// is not the one negotiated. It returns a reason to end the session when the new source cannot
-// be played without renegotiation.
-func (v *viewer) follow() string {
-	source := sourceOf(v.room, v.identity)
-	for _, sl := range v.slots {
-		want := firstTrack(source, sl.kind)
-		cur := sl.sub.Load()
-		if cur != nil && want == sl.src && !cur.Track().Closed() {
-			continue
-		}
-		if cur != nil {
-			v.participant.Unsubscribe(cur)
-			sl.sub.Store(nil)
-		}
-		if sl.conv != nil && (want != sl.src || sl.conv.Closed()) {
-			if want == sl.src && !want.Closed() {
-				// The transcoder stopped, not the source (it gave up on it): do not start it
-				// again and again; the slot stays idle until the source changes.
-				sl.failed = want
-				v.participant.SubscriptionFailed(want, "transcoder_failed", errors.New("the transcoder stopped converting this track"))
-			}
-			sl.dropConversion()
-		}
-		sl.src = want
-		if want == nil || want == sl.failed {
-			continue // wait for a publisher
-		}
-		feed := want
-		if c := want.Codec(); !sameCodec(c, sl.dt.codec) {
-			if sl.conv == nil {
-				out, release, err := v.hub.Transcode(want, sl.dt.codec.Name)
-				if err == nil && !sameCodec(out.Codec(), sl.dt.codec) {
-					release()
-					err = fmt.Errorf("the transcoder makes %s/%d, not the negotiated %s/%d", out.Codec().Name, out.Codec().ClockRate, sl.dt.codec.Name, sl.dt.codec.ClockRate)
-				}
-				if err != nil {
-					if want.Closed() {
-						continue // the track ended meanwhile; the room change will bring us back here
-					}
-					v.participant.SubscriptionFailed(want, "codec_not_supported",
-						fmt.Errorf("the source changed to %s %s, which cannot be transcoded to the negotiated %s: %w", sl.kind, c.Name, sl.dt.codec.Name, err))
-					v.log.Info("source changed codec; ending the session", "from", sl.dt.codec.Name, "to", c.Name, "err", err)
-					return sfu.ReasonSourceChanged
-				}
-				sl.conv, sl.release = out, release
-			}
-			feed = sl.conv
-		}
-		if sl.had {
-			sl.dt.Switch()
-		}
-		sub, err := v.participant.Subscribe(feed, sinkClosing{sl.dt, v}, sfu.SubscribeOptions{})
-		if err != nil {
-			continue // the track ended meanwhile; the room change will bring us back here
-		}
-		sl.sub.Store(sub)
-		sl.had = true
-	}
-	return ""
-}
-
-// sameCodec reports whether a track in codec c can feed a down track made for codec dt.
-func sameCodec(c, dt sfu.Codec) bool {
-	return c.Name == dt.Name && c.ClockRate == dt.ClockRate
 }
 
 // sinkClosing ends the session when a down track cannot write (the peer connection is gone).
 type sinkClosing struct {
-	dt *DownTrack
+	sl *slot
 	v  *viewer
 }
 
 func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
-	err := s.dt.WritePacket(p, gap)
+	err := s.sl.dt.WritePacket(p, gap)
 	if err != nil {
 		s.v.close(sfu.ReasonClientDisconnected, nil)
 	}
@@ -405,7 +256,7 @@ func (v *viewer) readRTCP(sl *slot) {
 		for _, pk := range pkts {
 			switch pk := pk.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
-				if sub := sl.sub.Load(); sub != nil {
+				if sub := v.f.Subscription(sl.kind); sub != nil {
 					sub.RequestKeyframe()
 				}
 			case *rtcp.TransportLayerNack:
