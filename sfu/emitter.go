@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"context"
 	"sync"
 	"time"
 )
@@ -61,6 +62,12 @@ func (l *LocalEmitter) Emit(ev *Event) {
 		l.history = append(l.history[:0:0], l.history[len(l.history)-l.limit:]...)
 	}
 	l.mu.Unlock()
+}
+
+// Write records ev like Emit; it makes the local emitter an in-memory Store for an EventQueue.
+func (l *LocalEmitter) Write(_ context.Context, ev *Event) error {
+	l.Emit(ev)
+	return nil
 }
 
 // Events returns a copy of the recorded events with Seq > since, in order.
