@@ -6,10 +6,11 @@ import (
 	"time"
 )
 
-// Emitter takes every event of the daemon. Emit fills ID (when empty), Time (when zero) and Seq,
-// and returns once the event is recorded: for the durable log that means on disk, so the change
-// it reports may be acknowledged after Emit returns. Safe for concurrent use. Callers emit the
-// events of one object from one place in order; Emit keeps the order of calls it receives.
+// Emitter takes every event of the daemon. Emit fills ID (when empty) and Time (when zero) and
+// never waits for I/O, so it may be called with a room's lock held. An emitter that stores later
+// (EventQueue) is also a Settler: the change an event reports is acknowledged only after
+// Settle, called with no lock held. Safe for concurrent use. Callers emit the events of one
+// object from one place in order; Emit keeps the order of calls it receives per room.
 type Emitter interface {
 	Emit(ev *Event)
 }
