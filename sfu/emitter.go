@@ -15,6 +15,13 @@ type Emitter interface {
 	Emit(ev *Event)
 }
 
+// Settle calls e.Settle(room) when e is a Settler; see Hub.Settle.
+func Settle(e Emitter, room string) {
+	if s, ok := e.(Settler); ok {
+		s.Settle(room)
+	}
+}
+
 // EmitterFunc adapts a function to Emitter.
 type EmitterFunc func(ev *Event)
 

@@ -130,11 +130,7 @@ func (h *Hub) Emitter() Emitter { return h.emit }
 // Settler); it returns at once with an emitter that stores before Emit returns. The hub's own
 // operations that a client is told about settle before returning; edge packages call it after
 // emitting an event whose change they acknowledge. Never call it with a lock held.
-func (h *Hub) Settle(room string) {
-	if s, ok := h.emit.(Settler); ok {
-		s.Settle(room)
-	}
-}
+func (h *Hub) Settle(room string) { Settle(h.emit, room) }
 
 // Now returns the hub clock's time.
 func (h *Hub) Now() time.Time { return h.clock() }
