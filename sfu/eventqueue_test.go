@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // stallStore is a Store in front of a LocalEmitter whose writes for one room can be held
@@ -92,14 +90,14 @@ func TestEventQueueStallKeepsOrderAndOtherRooms(t *testing.T) {
 		q.Emit(roomEvent("b", i))
 	}
 	// room b is stored while room a's writer is held
-	sfutest.WaitFor(t, "room b stored", 5*time.Second, func() bool { return len(metadataOf(store.Events(0), "b")) == 50 })
+	waitFor(t, "room b stored", func() bool { return len(metadataOf(store.Events(0), "b")) == 50 })
 	q.Settle("a") // runs out: the store is slow
 	q.Settle("a") // returns at once now
 	if got := testutil.ToFloat64(q.unsettled); got != 2 {
 		t.Errorf("unsettled acks = %v, want 2", got)
 	}
 	store.fail()
-	sfutest.WaitFor(t, "retries", 5*time.Second, func() bool { return testutil.ToFloat64(q.retries) >= 3 })
+	waitFor(t, "retries", func() bool { return testutil.ToFloat64(q.retries) >= 3 })
 	if n := len(metadataOf(store.Events(0), "a")); n != 0 {
 		t.Fatalf("%d events of a stored while failing", n)
 	}
