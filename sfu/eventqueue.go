@@ -207,6 +207,7 @@ func (q *EventQueue) Close(ctx context.Context) error {
 	q.mu.Lock()
 	q.closed = true
 	q.mu.Unlock()
+	defer q.abort()
 	flushed := make(chan struct{})
 	go func() { q.wg.Wait(); close(flushed) }()
 	select {

@@ -178,3 +178,20 @@ func ctxTimeout(t *testing.T, d time.Duration) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// BenchmarkEventQueueEmit is the cost a room pays to emit under its lock: stamping and queueing
+// one event (the writer stores it on its own goroutine).
+func BenchmarkEventQueueEmit(b *testing.B) {
+	q, err := NewEventQueue(QueueOptions{Store: NewLocalEmitter(1000, nil), Buffer: 1 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	room := &RoomInfo{Name: "bench"}
+	b.ReportAllocs()
+	for b.Loop() {
+		q.Emit(&Event{Type: EventRoomUpdated, Room: room})
+	}
+	if err := q.Close(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+}
