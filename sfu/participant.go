@@ -280,13 +280,18 @@ func (p *Participant) SubscriptionFailed(t *Track, code string, err error) {
 // stream.failed when err is not nil), its subscriptions end, and it leaves the room
 // (participant.left). Idempotent; must not be called from a Sink callback.
 func (p *Participant) Close(reason string, err error) {
+	p.leave(reason, err)
+	p.settle()
+}
+
+// leave is Close without waiting for the events to be stored, for the hub's housekeeping.
+func (p *Participant) leave(reason string, err error) {
 	r := p.room
 	r.opMu.Lock()
 	subs := p.closeLocked(reason, err)
 	r.opMu.Unlock()
 	closeSubs(subs)
 	r.notify()
-	p.settle()
 }
 
 // closeLocked is Close with the room's opMu held; it returns the subscriptions for the caller to
