@@ -205,7 +205,9 @@ func (s *Store) Create(d Definition, now time.Time) (Ingest, error) {
 	out := *ing
 	h := s.handlers[d.Type]
 	s.mu.Unlock()
-	s.emit.Emit(&sfu.Event{Type: sfu.EventIngestCreated, Ingest: out.Info()})
+	ev := &sfu.Event{Type: sfu.EventIngestCreated, Ingest: out.Info()}
+	s.emit.Emit(ev)
+	sfu.Settle(s.emit, ev.RoomName())
 	if h != nil {
 		h.Start(out)
 	}
@@ -243,7 +245,9 @@ func (s *Store) Delete(id string) error {
 	if err != nil {
 		return err
 	}
-	s.emit.Emit(&sfu.Event{Type: sfu.EventIngestDeleted, Ingest: info})
+	ev := &sfu.Event{Type: sfu.EventIngestDeleted, Ingest: info}
+	s.emit.Emit(ev)
+	sfu.Settle(s.emit, ev.RoomName())
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // env is a hub and a recorder running in-process.
@@ -35,11 +36,7 @@ func testConfig() Config {
 
 func newEnv(t *testing.T, cfg Config, fs FS) *env {
 	t.Helper()
-	em := sfu.NewLocalEmitter(0, nil)
-	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, em := sfutest.NewHub(t, nil)
 	e := &env{t: t, hub: hub, events: em, dir: filepath.Join(t.TempDir(), "recordings")}
 	if d := os.Getenv("KEEP_DIR"); d != "" { // keep the files of a failing test to look at
 		e.dir = filepath.Join(d, t.Name())

@@ -8,6 +8,7 @@ import (
 
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 func (e *env) file(r *Recording, i int) string {
@@ -33,7 +34,7 @@ func whip(t *testing.T, e *env, room, identity string, d time.Duration) func() {
 	url := e.whipServer()
 	stop := rectest.WHIPPublish(t, url+"/whip/"+room, d, video, audio)
 	t.Cleanup(stop)
-	waitFor(t, "the WHIP publisher's tracks", 15*time.Second, func() bool {
+	sfutest.WaitFor(t, "the WHIP publisher's tracks", 15*time.Second, func() bool {
 		r := e.hub.Room(room)
 		if r == nil {
 			return false
@@ -46,17 +47,6 @@ func whip(t *testing.T, e *env, room, identity string, d time.Duration) func() {
 		return false
 	})
 	return stop
-}
-
-func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // TestRecord30s records a source for 30 s in-process and checks the file as the issue demands.

@@ -17,6 +17,7 @@ import (
 
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // record publishes srcs into room for d, records them, and returns the stopped recording.
@@ -383,7 +384,7 @@ func TestAutoRecord(t *testing.T) {
 	other := e.publish("lobby", "cam", 4*time.Second, true, video, audio)
 	defer other.leave()
 	var id string
-	waitFor(t, "an auto recording", 10*time.Second, func() bool {
+	sfutest.WaitFor(t, "an auto recording", 10*time.Second, func() bool {
 		for _, r := range e.rec.List("cam-7", "") {
 			id = r.ID
 			return r.Status == StatusActive

@@ -1,16 +1,25 @@
 package sfu
 
 import (
+	"context"
 	"sync"
 	"time"
 )
 
-// Emitter takes every event of the daemon. Emit fills ID (when empty), Time (when zero) and Seq,
-// and returns once the event is recorded: for the durable log that means on disk, so the change
-// it reports may be acknowledged after Emit returns. Safe for concurrent use. Callers emit the
-// events of one object from one place in order; Emit keeps the order of calls it receives.
+// Emitter takes every event of the daemon. Emit fills ID (when empty) and Time (when zero) and
+// never waits for I/O, so it may be called with a room's lock held. An emitter that stores later
+// (EventQueue) is also a Settler: the change an event reports is acknowledged only after
+// Settle, called with no lock held. Safe for concurrent use. Callers emit the events of one
+// object from one place in order; Emit keeps the order of calls it receives per room.
 type Emitter interface {
 	Emit(ev *Event)
+}
+
+// Settle calls e.Settle(room) when e is a Settler; see Hub.Settle.
+func Settle(e Emitter, room string) {
+	if s, ok := e.(Settler); ok {
+		s.Settle(room)
+	}
 }
 
 // EmitterFunc adapts a function to Emitter.
@@ -61,6 +70,12 @@ func (l *LocalEmitter) Emit(ev *Event) {
 		l.history = append(l.history[:0:0], l.history[len(l.history)-l.limit:]...)
 	}
 	l.mu.Unlock()
+}
+
+// Write records ev like Emit; it makes the local emitter an in-memory Store for an EventQueue.
+func (l *LocalEmitter) Write(_ context.Context, ev *Event) error {
+	l.Emit(ev)
+	return nil
 }
 
 // Events returns a copy of the recorded events with Seq > since, in order.

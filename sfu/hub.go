@@ -126,18 +126,34 @@ func NewHub(opts Options) (*Hub, error) {
 // Emitter returns the hub's event emitter, for edge packages that emit their own events.
 func (h *Hub) Emitter() Emitter { return h.emit }
 
+// Settle waits, for a bounded time, until the events of room emitted so far are stored (see
+// Settler); it returns at once with an emitter that stores before Emit returns. The hub's own
+// operations that a client is told about settle before returning; edge packages call it after
+// emitting an event whose change they acknowledge. Never call it with a lock held.
+func (h *Hub) Settle(room string) { Settle(h.emit, room) }
+
 // Now returns the hub clock's time.
 func (h *Hub) Now() time.Time { return h.clock() }
 
-// Run does the housekeeping until ctx ends, then closes every room (server_shutdown).
+// Run does the housekeeping until ctx ends, then closes every room (server_shutdown). The
+// stream.stats events come from a goroutine of their own, so that gathering protocol figures
+// never delays the housekeeping.
 func (h *Hub) Run(ctx context.Context) error {
+	var stats sync.WaitGroup
+	if h.opts.StatsInterval > 0 {
+		stats.Add(1)
+		go func() {
+			defer stats.Done()
+			h.runStats(ctx)
+		}()
+	}
 	tick := time.NewTicker(h.opts.Tick)
 	defer tick.Stop()
-	var lastStats time.Time
 	var lastRates time.Time
 	for {
 		select {
 		case <-ctx.Done():
+			stats.Wait()
 			h.Close()
 			return nil
 		case <-tick.C:
@@ -151,11 +167,19 @@ func (h *Hub) Run(ctx context.Context) error {
 		}
 		h.watchTracks(now)
 		h.expireRooms(now)
-		if h.opts.StatsInterval > 0 && now.Sub(lastStats) >= h.opts.StatsInterval {
-			if !lastStats.IsZero() {
-				h.emitStats()
-			}
-			lastStats = now
+	}
+}
+
+// runStats emits stream.stats every StatsInterval until ctx ends.
+func (h *Hub) runStats(ctx context.Context) {
+	tick := time.NewTicker(h.opts.StatsInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			h.emitStats()
 		}
 	}
 }
@@ -231,6 +255,7 @@ func (h *Hub) CreateRoom(name string, opts RoomOptions) (*Room, bool, error) {
 			h.emitRoom(EventRoomStarted, r, "")
 		}
 		r.opMu.Unlock()
+		h.Settle(name)
 		return r, created, nil
 	}
 }
@@ -272,6 +297,9 @@ func (h *Hub) Join(room string, spec ParticipantSpec) (*Participant, error) {
 		if errors.Is(err, ErrRoomClosed) {
 			continue
 		}
+		if err == nil {
+			h.Settle(room)
+		}
 		return p, err
 	}
 }
@@ -283,6 +311,7 @@ func (h *Hub) DeleteRoom(name string) error {
 		return ErrRoomNotFound
 	}
 	r.finish(ReasonRoomDeleted)
+	h.Settle(name)
 	return nil
 }
 

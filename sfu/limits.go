@@ -213,6 +213,6 @@ func (h *Hub) shed() {
 	h.load.lastShed.Store(now.UnixNano())
 	h.load.congestedUntil.Store(now.Add(congestionHold).UnixNano())
 	for _, v := range viewers[:n] {
-		v.p.Close(ReasonOverloaded, ErrOverloaded)
+		v.p.leave(ReasonOverloaded, ErrOverloaded) // the housekeeping never waits for the event log
 	}
 }

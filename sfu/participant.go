@@ -131,6 +131,7 @@ func (p *Participant) Streams() []*Stream {
 
 // SetMetadata changes name and metadata (participant.updated).
 func (p *Participant) SetMetadata(name, metadata string) error {
+	defer p.settle()
 	return p.op(func() error {
 		p.mu.Lock()
 		changed := p.name != name || p.metadata != metadata
@@ -165,6 +166,7 @@ func (p *Participant) Publish(spec TrackSpec) (*Track, error) {
 		return nil, err
 	}
 	p.room.notify()
+	p.settle()
 	return t, nil
 }
 
@@ -192,6 +194,7 @@ func (p *Participant) Unpublish(t *Track, reason string) error {
 		return err
 	}
 	p.room.notify()
+	p.settle()
 	return nil
 }
 
@@ -249,6 +252,7 @@ func (p *Participant) Subscribe(t *Track, sink Sink, opts SubscribeOptions) (*Su
 		}
 		return nil, err
 	}
+	p.settle()
 	return s, nil
 }
 
@@ -260,6 +264,7 @@ func (p *Participant) Unsubscribe(s *Subscription) {
 		return nil
 	})
 	s.Close()
+	p.settle()
 }
 
 // SubscriptionFailed reports that t could not be delivered to this participant
@@ -275,6 +280,12 @@ func (p *Participant) SubscriptionFailed(t *Track, code string, err error) {
 // stream.failed when err is not nil), its subscriptions end, and it leaves the room
 // (participant.left). Idempotent; must not be called from a Sink callback.
 func (p *Participant) Close(reason string, err error) {
+	p.leave(reason, err)
+	p.settle()
+}
+
+// leave is Close without waiting for the events to be stored, for the hub's housekeeping.
+func (p *Participant) leave(reason string, err error) {
 	r := p.room
 	r.opMu.Lock()
 	subs := p.closeLocked(reason, err)
@@ -345,6 +356,10 @@ func (p *Participant) unsubscribedLocked(s *Subscription) {
 	s.unsubscribed = true
 	p.emit(EventTrackUnsubscribed, s.track.Info(), "", nil)
 }
+
+// settle waits, bounded, for the room's events to be stored; called with no lock held by the
+// operations whose change the session acknowledges to its client.
+func (p *Participant) settle() { p.room.hub.Settle(p.room.name) }
 
 // op runs fn as one state change of the room, refused once the participant has left.
 func (p *Participant) op(fn func() error) error {

@@ -112,10 +112,10 @@ func (r *Room) isClosed() bool {
 // SetMetadata changes the room's metadata (room.updated).
 func (r *Room) SetMetadata(md string) error {
 	r.opMu.Lock()
-	defer r.opMu.Unlock()
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
+		r.opMu.Unlock()
 		return ErrRoomClosed
 	}
 	changed := r.metadata != md
@@ -124,6 +124,8 @@ func (r *Room) SetMetadata(md string) error {
 	if changed {
 		r.hub.emitRoom(EventRoomUpdated, r, "")
 	}
+	r.opMu.Unlock()
+	r.hub.Settle(r.name)
 	return nil
 }
 

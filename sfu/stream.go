@@ -68,6 +68,7 @@ func (p *Participant) StartStream(spec StreamSpec) (*Stream, error) {
 	if err != nil {
 		return nil, err
 	}
+	p.settle()
 	return s, nil
 }
 
@@ -89,6 +90,7 @@ func (s *Stream) End(reason string, err error) {
 		s.endLocked(reason, err)
 		return nil
 	})
+	s.p.settle()
 }
 
 func (s *Stream) endLocked(reason string, err error) {
@@ -112,10 +114,13 @@ func errorCode(reason string) string {
 	return reason
 }
 
+// emitStats reports the stream's figures. They are gathered before taking the room's lock (the
+// protocol's Stats may take its own locks); the lock only orders the event among the room's.
 func (s *Stream) emitStats() {
+	ev := s.event(EventStreamStats, "", nil, true)
 	_ = s.p.op(func() error {
 		if !s.ended.Load() {
-			s.emit(EventStreamStats, "", nil, true)
+			s.p.room.hub.emit.Emit(ev)
 		}
 		return nil
 	})
@@ -171,13 +176,16 @@ func (s *Stream) Info(stats bool) *StreamInfo {
 }
 
 func (s *Stream) emit(typ, reason string, e *ErrorInfo, stats bool) {
-	ev := &Event{
-		Type:   typ,
-		Room:   s.p.room.Info(),
-		Stream: s.Info(stats),
-		Reason: reason,
-		Error:  e,
+	s.p.room.hub.emit.Emit(s.event(typ, reason, e, stats))
+}
+
+func (s *Stream) event(typ, reason string, e *ErrorInfo, stats bool) *Event {
+	return &Event{
+		Type:        typ,
+		Room:        s.p.room.Info(),
+		Participant: s.p.Info(),
+		Stream:      s.Info(stats),
+		Reason:      reason,
+		Error:       e,
 	}
-	ev.Participant = s.p.Info()
-	s.p.room.hub.emit.Emit(ev)
 }

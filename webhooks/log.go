@@ -224,16 +224,11 @@ func (l *Log) Collectors() []prometheus.Collector {
 // to EmitTimeout with the same message id (the log drops duplicates), then logs the loss and
 // counts it in sluice_events_emit_failures_total; it never panics and never blocks longer.
 func (l *Log) Emit(ev *sfu.Event) {
-	sfu.Stamp(ev, l.clock())
-	ev.Seq = 0
-	body, err := json.Marshal(ev)
+	msg, err := l.message(ev)
 	if err != nil { // cannot happen with the event types; count it like a loss
 		l.lost(ev, err)
 		return
 	}
-	msg := &nats.Msg{Subject: eventSubject(ev.RoomName(), ev.Type), Data: body, Header: nats.Header{}}
-	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
-	msg.Header.Set(headerNode, l.opts.Node)
 	start := time.Now()
 	deadline := start.Add(l.opts.EmitTimeout)
 	if l.down.Load() && !l.nc.IsConnected() {
@@ -247,14 +242,9 @@ func (l *Log) Emit(ev *sfu.Event) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), max(min(2*time.Second, time.Until(deadline)), 10*time.Millisecond))
-		ack, err := l.js.PublishMsg(ctx, msg)
+		err := l.publish(ctx, msg, ev, start)
 		cancel()
 		if err == nil {
-			l.down.Store(false)
-			ev.Seq = ack.Sequence
-			l.latency.Observe(time.Since(start).Seconds())
-			l.emitted.Inc()
-			l.index.apply(ev, ack.Sequence)
 			return
 		}
 		if time.Now().Add(backoff).After(deadline) {
@@ -264,6 +254,49 @@ func (l *Log) Emit(ev *sfu.Event) {
 		time.Sleep(backoff)
 		backoff = min(2*backoff, time.Second)
 	}
+}
+
+// Write stores ev once, implementing sfu.Store for the daemon's event queue: it fills ID and
+// Time when empty, publishes with the event ID as message id (so a retried event is stored
+// once) and sets ev.Seq. It does not retry and logs nothing; the queue does both.
+func (l *Log) Write(ctx context.Context, ev *sfu.Event) error {
+	if l.closed.Load() {
+		return errors.New("event log closed")
+	}
+	msg, err := l.message(ev)
+	if err != nil {
+		return err
+	}
+	return l.publish(ctx, msg, ev, time.Now())
+}
+
+// message stamps ev and builds its log message, with seq 0 in the body (readers fill it in).
+func (l *Log) message(ev *sfu.Event) (*nats.Msg, error) {
+	sfu.Stamp(ev, l.clock())
+	ev.Seq = 0
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("events: encoding %s: %w", ev.Type, err)
+	}
+	msg := &nats.Msg{Subject: eventSubject(ev.RoomName(), ev.Type), Data: body, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, ev.ID)
+	msg.Header.Set(headerNode, l.opts.Node)
+	return msg, nil
+}
+
+// publish makes one attempt to store msg; on success it sets ev.Seq and updates the index and
+// the metrics.
+func (l *Log) publish(ctx context.Context, msg *nats.Msg, ev *sfu.Event, start time.Time) error {
+	ack, err := l.js.PublishMsg(ctx, msg)
+	if err != nil {
+		return fmt.Errorf("events: storing %s: %w", ev.Type, err)
+	}
+	l.down.Store(false)
+	ev.Seq = ack.Sequence
+	l.latency.Observe(time.Since(start).Seconds())
+	l.emitted.Inc()
+	l.index.apply(ev, ack.Sequence)
+	return nil
 }
 
 func (l *Log) lost(ev *sfu.Event, err error) {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/cmd/sluice/loadgen"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
@@ -77,25 +78,7 @@ func TestLoadtestOverloadSheds(t *testing.T) {
 	if hogs.started() == 0 {
 		t.Fatalf("the window never started:\n%s", progress.String())
 	}
-	var rep struct {
-		Connected int `json:"connected"`
-		Failed    int `json:"failed"`
-		Refused   int `json:"refused"`
-		Shed      int `json:"shed"`
-		Overload  *struct {
-			Shed          int     `json:"shed"`
-			Events        int     `json:"overloaded_events"`
-			EventsError   string  `json:"events_error"`
-			ShedNamed     *int    `json:"shed_with_event"`
-			ShedUnnoticed *int    `json:"shed_unnoticed"`
-			FirstShedS    float64 `json:"first_shed_s"`
-			LastShedS     float64 `json:"last_shed_s"`
-			Survivors     struct {
-				Count int `json:"count"`
-			} `json:"survivors"`
-			Timeline []loadPhase `json:"timeline"`
-		} `json:"overload"`
-	}
+	var rep loadgen.Report
 	if err := json.Unmarshal(stdout.Bytes(), &rep); err != nil {
 		t.Fatalf("the report is not JSON: %v\n%s", err, stdout.String())
 	}
@@ -133,20 +116,10 @@ func TestLoadtestOverloadSheds(t *testing.T) {
 	}
 }
 
-// loadPhase is an entry of a load test's timeline.
-type loadPhase struct {
-	FromS       float64 `json:"from_s"`
-	ToS         float64 `json:"to_s"`
-	Playing     int     `json:"playing"`
-	Shed        int     `json:"shed_so_far"`
-	BitrateKbps float64 `json:"bitrate_kbps_per_subscriber"`
-	LossPct     float64 `json:"packet_loss_pct"`
-}
-
 // quietStretch finds, after the first shed, seconds consecutive entries of the timeline with no
 // shedding among them, in which the viewers playing (10 at least) received at least kbps each
 // with at most lossPct of loss (averaged over the stretch).
-func quietStretch(timeline []loadPhase, seconds, kbps, lossPct float64) (from, to, gotKbps, gotLoss float64, ok bool) {
+func quietStretch(timeline []loadgen.PhaseReport, seconds, kbps, lossPct float64) (from, to, gotKbps, gotLoss float64, ok bool) {
 	for i, first := range timeline {
 		if first.Shed == 0 {
 			continue

@@ -64,7 +64,7 @@ func TestLoadtestWHEPAndRTSP(t *testing.T) {
 	d := startDaemon(t, "")
 	rep := d.loadtest(t, "-n", "3", "--rtsp", "2", "--ramp", "1s", "--settle", "1s", "--duration", "3s", "--baseline", "1s")
 	checkViewers(t, "whep", rep, 3, "connected", "failed", "bitrate_kbps_per_subscriber")
-	// Against this loopback daemon every viewer reads with UDP receive offload (loadgro.go).
+	// Against this loopback daemon every viewer reads with UDP receive offload (loadgen/gro.go).
 	if got := num(rep, "subscribers_with_receive_offload"); got != 3 {
 		t.Errorf("%v subscribers read with receive offload, want 3", got)
 	}

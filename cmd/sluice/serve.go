@@ -73,6 +73,7 @@ type phase int
 
 const (
 	phaseEvents   phase = iota // the event log and webhook delivery
+	phaseQueue                 // the event queue: flushed into the log once every emitter stopped
 	phaseCore                  // the hub: rooms, housekeeping
 	phaseEgress                // recorder, broadcaster, transcoder
 	phaseSessions              // protocol servers: WebRTC, RTMP, RTSP
@@ -96,8 +97,9 @@ type daemon struct {
 	cfg      *configs.Config
 	log      *slog.Logger
 	node     string
-	emitter  sfu.Emitter
-	events   *webhooks.Log // the durable event log: opened first, closed last
+	emitter  sfu.Emitter     // the event queue in front of the log
+	queue    *sfu.EventQueue // nil when newDaemon failed before it
+	events   *webhooks.Log   // the durable event log: opened first, closed last
 	hub      *sfu.Hub
 	api      *api.Server
 	ingests  *ingest.Store
@@ -258,19 +260,4 @@ func (d *daemon) run(ctx context.Context) error {
 	}
 	d.log.Info("stopped")
 	return runErr
-}
-
-// loggingEmitter writes every event to the log at debug level after the inner emitter took it.
-type loggingEmitter struct {
-	inner sfu.Emitter
-	log   *slog.Logger
-}
-
-func newLoggingEmitter(inner sfu.Emitter, log *slog.Logger) *loggingEmitter {
-	return &loggingEmitter{inner: inner, log: log.With("component", "events")}
-}
-
-func (e *loggingEmitter) Emit(ev *sfu.Event) {
-	e.inner.Emit(ev)
-	e.log.Debug("event", "type", ev.Type, "seq", ev.Seq, "room", ev.RoomName(), "reason", ev.Reason)
 }

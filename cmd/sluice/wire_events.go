@@ -4,8 +4,12 @@ import (
 	"context"
 	"time"
 
+	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/webhooks"
 )
+
+// eventFlushTimeout bounds how long shutdown waits for the event log to take the queued events.
+const eventFlushTimeout = 5 * time.Second
 
 // openEvents opens the durable event log (embedded JetStream under the data dir, or the
 // external NATS of events.nats_url) before anything can emit. It is released last.
@@ -23,7 +27,25 @@ func (d *daemon) openEvents() error {
 	}
 	d.events = l
 	d.onClose(l.Close)
-	d.emitter = newLoggingEmitter(l, d.log)
+	// Rooms hand their events to the queue and go on; the queue writes them to the log in
+	// order per room, outside every lock, and holds them while the log is slow or failing.
+	d.queue, err = sfu.NewEventQueue(sfu.QueueOptions{Store: l, Logger: d.log.With("component", "events")})
+	if err != nil {
+		return err
+	}
+	d.emitter = d.queue
+	return nil
+}
+
+// flushEvents waits for shutdown, then writes what the queue still holds to the log, giving up
+// after a deadline so that a dead log cannot hold the process (the loss is counted and logged).
+func (d *daemon) flushEvents(ctx context.Context) error {
+	<-ctx.Done()
+	fctx, cancel := context.WithTimeout(context.Background(), eventFlushTimeout)
+	defer cancel()
+	if err := d.queue.Close(fctx); err != nil {
+		d.log.Error("events: shutdown did not wait for the event log any longer", "err", err)
+	}
 	return nil
 }
 
@@ -40,11 +62,13 @@ func (d *daemon) wireEvents() error {
 		return err
 	}
 	d.registry.MustRegister(d.events.Collectors()...)
+	d.registry.MustRegister(d.queue.Collectors()...)
 	d.registry.MustRegister(deliverer.Collectors()...)
 	routes := &webhooks.HTTP{Log: d.events, Deliverer: deliverer}
 	routes.Register(d.api, d.gate)
 	d.onShutdown = append(d.onShutdown, routes.CloseFollowers)
 	d.add(phaseEvents, "events", d.events.Run)
 	d.add(phaseEvents, "webhooks", deliverer.Run)
+	d.add(phaseQueue, "event queue", d.flushEvents)
 	return nil
 }

@@ -85,15 +85,8 @@ func readADTS(t testing.TB, path string) adtsFile {
 // newHub returns a running hub and its events.
 func newHub(t testing.TB) (*sfu.Hub, *sfu.LocalEmitter) {
 	t.Helper()
-	em := sfu.NewLocalEmitter(0, nil)
-	h, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); _ = h.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
+	h, em := sfutest.NewHub(t, nil)
+	sfutest.RunHub(t, h)
 	return h, em
 }
 

@@ -152,7 +152,7 @@ func TestHEVCOverEnhancedRTMP(t *testing.T) {
 		}
 		must(t, c.video(uint32(i*1000/30), rtmptest.ExVideoTag("hvc1", pkt, key, 0, rtmptest.LengthPrefixed(frame...))))
 	}
-	waitFor(t, "every frame", 20*time.Second, func() bool {
+	sfutest.WaitFor(t, "every frame", 20*time.Second, func() bool {
 		n := 0
 		for _, pk := range s.all() {
 			if pk.Header.Marker {
@@ -287,8 +287,8 @@ func TestEnhancedRTMPVP9AndAV1(t *testing.T) {
 			if tr.Codec().Name != tc.codec {
 				t.Fatalf("codec %q", tr.Codec().Name)
 			}
-			waitFor(t, "the resolution", 10*time.Second, func() bool { w, hgt := tr.Size(); return w == 320 && hgt == 240 })
-			waitFor(t, "a packet per frame at least", 10*time.Second, func() bool { return packetsOf(tr) >= uint64(len(frames)) })
+			sfutest.WaitFor(t, "the resolution", 10*time.Second, func() bool { w, hgt := tr.Size(); return w == 320 && hgt == 240 })
+			sfutest.WaitFor(t, "a packet per frame at least", 10*time.Second, func() bool { return packetsOf(tr) >= uint64(len(frames)) })
 		})
 	}
 }

@@ -37,11 +37,7 @@ type harnessOptions struct {
 
 func newHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
-	em := sfu.NewLocalEmitter(0, nil)
-	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, em := sfutest.NewHub(t, nil)
 	logs := &sfutest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := ingest.Open(t.TempDir(), nil, em, log)
@@ -158,7 +154,7 @@ func isReason(typ, identity, reason string) func(e sfu.Event) bool {
 func (h *harness) participant(room, identity string) *sfu.Participant {
 	h.t.Helper()
 	var p *sfu.Participant
-	waitFor(h.t, "participant "+identity, 10*time.Second, func() bool {
+	sfutest.WaitFor(h.t, "participant "+identity, 10*time.Second, func() bool {
 		if r := h.hub.Room(room); r != nil {
 			p = r.Participant(identity)
 		}
@@ -171,7 +167,7 @@ func (h *harness) participant(room, identity string) *sfu.Participant {
 func trackOf(t *testing.T, p *sfu.Participant, kind sfu.Kind) *sfu.Track {
 	t.Helper()
 	var tr *sfu.Track
-	waitFor(t, string(kind)+" track", 10*time.Second, func() bool {
+	sfutest.WaitFor(t, string(kind)+" track", 10*time.Second, func() bool {
 		for _, x := range p.Tracks() {
 			if x.Kind() == kind {
 				tr = x
@@ -180,17 +176,6 @@ func trackOf(t *testing.T, p *sfu.Participant, kind sfu.Kind) *sfu.Track {
 		return tr != nil
 	})
 	return tr
-}
-
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // packets counts a track's packets as it flows (the check that a session is untouched).
@@ -210,7 +195,7 @@ func packetsOf(t *sfu.Track) uint64 {
 func flowing(t *testing.T, tr *sfu.Track, d time.Duration) {
 	t.Helper()
 	start := packetsOf(tr)
-	waitFor(t, "packets on "+tr.SID(), d, func() bool { return packetsOf(tr) > start+10 })
+	sfutest.WaitFor(t, "packets on "+tr.SID(), d, func() bool { return packetsOf(tr) > start+10 })
 }
 
 func tail(s string, lines int) string {

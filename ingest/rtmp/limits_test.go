@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // rawSession dials, does the client handshake and returns the connection for raw chunks.
@@ -111,7 +112,7 @@ func TestHugeDeclarationsAllocateNothing(t *testing.T) {
 			if !serverClosed(conn, 10*time.Second) {
 				t.Fatal("the server kept the connection")
 			}
-			waitFor(t, "the connection to be released", 5*time.Second, func() bool {
+			sfutest.WaitFor(t, "the connection to be released", 5*time.Second, func() bool {
 				h.srv.mu.Lock()
 				defer h.srv.mu.Unlock()
 				return len(h.srv.conns) == 0
@@ -207,7 +208,7 @@ func FuzzRTMPServer(f *testing.F) {
 		if !serverClosed(conn, 15*time.Second) {
 			t.Fatal("the server did not close the connection after the client stopped sending")
 		}
-		waitFor(t, "the connection to be released", 10*time.Second, func() bool {
+		sfutest.WaitFor(t, "the connection to be released", 10*time.Second, func() bool {
 			h.srv.mu.Lock()
 			defer h.srv.mu.Unlock()
 			return len(h.srv.conns) == 0

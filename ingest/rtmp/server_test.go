@@ -12,6 +12,7 @@ import (
 	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // An OBS-like session: the tags become an H.264 and an AAC track with the resolution of the
@@ -61,7 +62,7 @@ func TestPublishBecomesTracks(t *testing.T) {
 	for i := range 50 {
 		must(t, c.audio(base+uint32(i*1024*1000/48000), rtmptest.AACTag(1, []byte{0x21, byte(i)})))
 	}
-	waitFor(t, "every frame", 10*time.Second, func() bool {
+	sfutest.WaitFor(t, "every frame", 10*time.Second, func() bool {
 		n := 0
 		for _, pk := range vs.all() {
 			if pk.Header.Marker {
@@ -302,7 +303,7 @@ func TestOneLivePublisherPerKey(t *testing.T) {
 	if !oldFeeder.c.waitClosed(5 * time.Second) {
 		t.Error("the replaced connection was not closed")
 	}
-	waitFor(t, "the newcomer in the room", 10*time.Second, func() bool {
+	sfutest.WaitFor(t, "the newcomer in the room", 10*time.Second, func() bool {
 		p := h.hub.Room("r2").Participant("cam")
 		return p != nil && p.SID() != oldSID
 	})
@@ -429,7 +430,7 @@ func TestKickClosesTheConnection(t *testing.T) {
 		t.Fatal("the kicked publisher's connection stayed open")
 	}
 	h.waitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "cam", sfu.ReasonRemoved))
-	waitFor(t, "the key to be free", 5*time.Second, func() bool { return h.srv.Sessions() == 0 })
+	sfutest.WaitFor(t, "the key to be free", 5*time.Second, func() bool { return h.srv.Sessions() == 0 })
 }
 
 // Shutdown ends every session with server_shutdown and releases every goroutine.
@@ -460,7 +461,7 @@ func TestConnectionsPerIP(t *testing.T) {
 		t.Fatal("a third connection from one address completed its handshake")
 	}
 	a.close()
-	waitFor(t, "the slot to be released", 5*time.Second, func() bool {
+	sfutest.WaitFor(t, "the slot to be released", 5*time.Second, func() bool {
 		c, err := tryDial(h.addr, nil)
 		if err == nil {
 			c.close()
@@ -495,11 +496,11 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	must(t, c.video(33, rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(sps2, pps2))))
 	must(t, c.video(33, rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(500)))))
 	must(t, c.audio(40, rtmptest.AACTag(0, []byte{0x12, 0x10}))) // AAC-LC 44.1 kHz stereo
-	waitFor(t, "the new resolution", 10*time.Second, func() bool { w, hgt := video.Size(); return w == 640 && hgt == 360 })
+	sfutest.WaitFor(t, "the new resolution", 10*time.Second, func() bool { w, hgt := video.Size(); return w == 640 && hgt == 360 })
 	if !h.has(is(sfu.EventTrackUpdated, "cam")) {
 		t.Error("no track.updated")
 	}
-	waitFor(t, "both keyframes", 10*time.Second, func() bool {
+	sfutest.WaitFor(t, "both keyframes", 10*time.Second, func() bool {
 		n := 0
 		for _, pk := range s.all() {
 			if pk.Keyframe {
@@ -520,7 +521,7 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	if video.Closed() {
 		t.Error("the video track was replaced; it should go on")
 	}
-	waitFor(t, "the new audio track", 10*time.Second, func() bool { return audio.Closed() })
+	sfutest.WaitFor(t, "the new audio track", 10*time.Second, func() bool { return audio.Closed() })
 	a2 := trackOf(t, p, sfu.KindAudio)
 	if a2.Codec().ClockRate != 44100 {
 		t.Errorf("new audio track %+v", a2.Codec())

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // benchInput publishes an input's track (with one subscriber that drops everything, as a
@@ -95,7 +96,7 @@ func BenchmarkInputPCMU(b *testing.B) {
 func BenchmarkPlayWrite(b *testing.B) {
 	h := newHarness(b, harnessOptions{})
 	var srv *gortsplib.Server
-	waitFor(b, "the RTSP server", 10*time.Second, func() bool {
+	sfutest.WaitFor(b, "the RTSP server", 10*time.Second, func() bool {
 		h.srv.mu.Lock()
 		defer h.srv.mu.Unlock()
 		srv = h.srv.rtsp

@@ -46,7 +46,7 @@ func TestFFmpegPushAndPlay(t *testing.T) {
 				cancel()
 				<-pushDone
 			}()
-			waitFor(t, "ffmpeg's tracks", 20*time.Second, func() bool {
+			sfutest.WaitFor(t, "ffmpeg's tracks", 20*time.Second, func() bool {
 				p := h.participant("show", "ffmpeg")
 				if p == nil || len(p.Tracks()) != 2 {
 					return false

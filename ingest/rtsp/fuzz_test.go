@@ -19,6 +19,7 @@ import (
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // fuzzChunkSep splits a fuzz input into the pieces sent one after the other; "$SESSION$" in a
@@ -38,7 +39,7 @@ func FuzzServerRequest(f *testing.F) {
 	if _, err := pushRTSP(f, "rtsp://"+open.rtsp+"/live", "tcp"); err != nil {
 		f.Fatal(err)
 	}
-	waitFor(f, "the live publisher", 10*time.Second, func() bool {
+	sfutest.WaitFor(f, "the live publisher", 10*time.Second, func() bool {
 		r := open.hub.Room("live")
 		return r != nil && r.MainPublisher() != nil && !trackOf(r.MainPublisher(), sfu.KindVideo).LastPacketAt().IsZero()
 	})

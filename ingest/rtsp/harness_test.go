@@ -56,13 +56,9 @@ type harness struct {
 
 func newHarness(t testing.TB, o harnessOptions) *harness {
 	t.Helper()
-	em := sfu.NewLocalEmitter(0, nil)
 	logs := &sfutest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	hub, em := sfutest.NewHub(t, log)
 	store, err := ingest.Open(t.TempDir(), nil, em, log)
 	if err != nil {
 		t.Fatal(err)
@@ -190,17 +186,6 @@ func eventSummary(evs []sfu.Event) []string {
 func stateChanged(id, state string) func(sfu.Event) bool {
 	return func(e sfu.Event) bool {
 		return e.Type == sfu.EventIngestStateChanged && e.Ingest != nil && e.Ingest.ID == id && e.Ingest.State == state
-	}
-}
-
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // newTestInput publishes an input's track in a fresh hub and subscribes a sink to it.
@@ -88,7 +89,7 @@ func TestInputH264Timestamps(t *testing.T) {
 				in.onRTP(&rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 96, SequenceNumber: uint16(i), Timestamp: p.ts, Marker: p.marker}, Payload: p.payload})
 			}
 			var got []uint32
-			waitFor(t, "the access units", 5*time.Second, func() bool {
+			sfutest.WaitFor(t, "the access units", 5*time.Second, func() bool {
 				got = got[:0]
 				for _, p := range sink.all() {
 					if p.Header.Marker {

@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // dialRecorder records when the puller connects to one address (the camera's).
@@ -100,7 +101,7 @@ func TestCameraPulledToWHEPViewer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer sub.Close()
-	waitFor(t, "video packets", 10*time.Second, func() bool { return len(sink.all()) > 100 })
+	sfutest.WaitFor(t, "video packets", 10*time.Second, func() bool { return len(sink.all()) > 100 })
 	pkts := sink.all()
 	if !pkts[0].Keyframe {
 		t.Error("the first packet of a new subscriber is not a keyframe")
@@ -118,7 +119,7 @@ func TestCameraPulledToWHEPViewer(t *testing.T) {
 	}
 
 	v := playWHEP(t, h.http.URL+"/whep/cams")
-	waitFor(t, "WHEP video and audio", 15*time.Second, func() bool { return v.video.Load() > 100 && v.audio.Load() > 50 })
+	sfutest.WaitFor(t, "WHEP video and audio", 15*time.Second, func() bool { return v.video.Load() > 100 && v.audio.Load() > 50 })
 	if v.firstKeyframe.Load() != 1 {
 		t.Error("the viewer's first video packet is not a keyframe")
 	}
@@ -162,7 +163,7 @@ func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
 	h.connected(ing, 0)
 	v := playWHEP(t, h.http.URL+"/whep/cams")
 	nvr := playRTSP(t, "rtsp://"+h.rtsp+"/cams", "tcp")
-	waitFor(t, "the viewers", 15*time.Second, func() bool { return v.video.Load() > 50 && nvr.video.Load() > 50 })
+	sfutest.WaitFor(t, "the viewers", 15*time.Second, func() bool { return v.video.Load() > 50 && nvr.video.Load() > 50 })
 
 	seq := h.lastSeq()
 	off := time.Now()
@@ -206,7 +207,7 @@ func TestCameraRestartReconnectsOnTheBackoff(t *testing.T) {
 		t.Errorf("%d connection attempts: hammering the camera", len(dials))
 	}
 
-	waitFor(t, "the viewers to resume on their own", 15*time.Second, func() bool {
+	sfutest.WaitFor(t, "the viewers to resume on their own", 15*time.Second, func() bool {
 		return v.video.Load() > before+50 && nvr.video.Load() > beforeNVR+50
 	})
 	for _, ev := range h.events.Events(seq) {
@@ -225,7 +226,7 @@ func TestCameraSilenceInterruptsAndRecovers(t *testing.T) {
 	ing := h.pull(e.URL("", ""), "tcp")
 	p := h.connected(ing, 0)
 	video := trackOf(p, sfu.KindVideo)
-	waitFor(t, "media", 10*time.Second, func() bool { return !video.LastPacketAt().IsZero() })
+	sfutest.WaitFor(t, "media", 10*time.Second, func() bool { return !video.LastPacketAt().IsZero() })
 
 	seq := h.lastSeq()
 	e.Paused.Store(true)
@@ -332,7 +333,7 @@ func TestCameraTransports(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sub.Close()
-			waitFor(t, "video", 10*time.Second, func() bool { return len(sink.all()) > 50 })
+			sfutest.WaitFor(t, "video", 10*time.Second, func() bool { return len(sink.all()) > 50 })
 		})
 	}
 }
@@ -359,7 +360,7 @@ func TestCameraAACIsNormalized(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer sub.Close()
-			waitFor(t, "audio", 10*time.Second, func() bool { return len(sink.all()) > 50 })
+			sfutest.WaitFor(t, "audio", 10*time.Second, func() bool { return len(sink.all()) > 50 })
 			dec := &rtpmpeg4audio.Decoder{SizeLength: 13, IndexLength: 3, IndexDeltaLength: 3}
 			if err := dec.Init(); err != nil {
 				t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/sluice-media/sluice/ingest/rtsp/rtsptest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 const testSecret = "a-test-secret-that-is-long-enough-000"
@@ -77,7 +78,7 @@ func TestPushAndPlay(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the publisher's tracks", 10*time.Second, func() bool {
+			sfutest.WaitFor(t, "the publisher's tracks", 10*time.Second, func() bool {
 				p := h.participant("studio", "encoder")
 				return p != nil && len(p.Tracks()) == 2 && !trackOf(p, sfu.KindVideo).LastPacketAt().IsZero()
 			})
@@ -86,7 +87,7 @@ func TestPushAndPlay(t *testing.T) {
 			}
 			main := playRTSP(t, "rtsp://"+h.rtsp+"/studio", transport)
 			named := playRTSP(t, "rtsp://"+h.rtsp+"/studio/encoder", transport)
-			waitFor(t, "both players", 15*time.Second, func() bool {
+			sfutest.WaitFor(t, "both players", 15*time.Second, func() bool {
 				return main.video.Load() > 100 && main.audio.Load() > 50 && named.video.Load() > 100
 			})
 			for _, pl := range []*rtspPlayer{main, named} {
@@ -121,16 +122,16 @@ func TestPlayerFollowsTheMainPublisher(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "first publisher", 10*time.Second, func() bool { return h.participant("hall", "a") != nil })
+	sfutest.WaitFor(t, "first publisher", 10*time.Second, func() bool { return h.participant("hall", "a") != nil })
 	pl := playRTSP(t, "rtsp://"+h.rtsp+"/hall", "tcp")
-	waitFor(t, "video", 10*time.Second, func() bool { return pl.video.Load() > 50 })
+	sfutest.WaitFor(t, "video", 10*time.Second, func() bool { return pl.video.Load() > 50 })
 	first.close()
-	waitFor(t, "the publisher to leave", 10*time.Second, func() bool { return h.participant("hall", "a") == nil })
+	sfutest.WaitFor(t, "the publisher to leave", 10*time.Second, func() bool { return h.participant("hall", "a") == nil })
 	before := pl.video.Load()
 	if _, err := pushRTSP(t, "rtsp://"+h.rtsp+"/hall/b", "tcp"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "video from the second publisher", 10*time.Second, func() bool { return pl.video.Load() > before+50 })
+	sfutest.WaitFor(t, "video from the second publisher", 10*time.Second, func() bool { return pl.video.Load() > before+50 })
 	if j := pl.seqJumps(); j != 0 {
 		t.Errorf("%d sequence jumps across the switch", j)
 	}
@@ -185,20 +186,20 @@ func TestKeyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", ing.ID) != nil })
+		sfutest.WaitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", ing.ID) != nil })
 		if cur, _ := h.store.Get(ing.ID); cur.State != "connected" {
 			t.Errorf("the rtsp_push ingest is %q while its publisher is live", cur.State)
 		}
 		pub.close()
-		waitFor(t, "the publisher to leave", 10*time.Second, func() bool { return h.participant("studio", ing.ID) == nil })
-		waitFor(t, "the ingest to be disconnected", 5*time.Second, func() bool { cur, _ := h.store.Get(ing.ID); return cur.State == "disconnected" })
+		sfutest.WaitFor(t, "the publisher to leave", 10*time.Second, func() bool { return h.participant("studio", ing.ID) == nil })
+		sfutest.WaitFor(t, "the ingest to be disconnected", 5*time.Second, func() bool { cur, _ := h.store.Get(ing.ID); return cur.State == "disconnected" })
 	})
 	t.Run("key as the digest password", func(t *testing.T) {
 		pub, err := pushRTSP(t, "rtsp://anyone:"+ing.StreamKey+"@"+h.rtsp+"/studio/cam2", "udp")
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "cam2") != nil })
+		sfutest.WaitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "cam2") != nil })
 		pub.close()
 	})
 	t.Run("key as the user name", func(t *testing.T) {
@@ -206,7 +207,7 @@ func TestKeyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "cam3") != nil })
+		sfutest.WaitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "cam3") != nil })
 		pub.close()
 	})
 	t.Run("key as the basic password", func(t *testing.T) {
@@ -220,7 +221,7 @@ func TestKeyRules(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "obs") != nil })
+		sfutest.WaitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", "obs") != nil })
 		pub.close()
 	})
 	t.Run("bad keys", func(t *testing.T) {
@@ -265,7 +266,7 @@ func TestKeyRules(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer pub.close()
-		waitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", ing.ID) != nil })
+		sfutest.WaitFor(t, "the publisher", 10*time.Second, func() bool { return h.participant("studio", ing.ID) != nil })
 		for _, u := range []string{studio, studio + "?key=" + ing.StreamKey, studio + "?token=" + token(auth.Grants{Room: "studio", Publish: true}, "")} {
 			c := &gortsplib.Client{}
 			pu, _ := parseURL(u)
@@ -280,7 +281,7 @@ func TestKeyRules(t *testing.T) {
 			}
 		}
 		pl := playRTSP(t, studio+"?token="+token(auth.Grants{Room: "studio", Subscribe: true}, "nvr"), "tcp")
-		waitFor(t, "video", 10*time.Second, func() bool { return pl.video.Load() > 20 })
+		sfutest.WaitFor(t, "video", 10*time.Second, func() bool { return pl.video.Load() > 20 })
 		if h.participant("studio", "nvr") == nil {
 			t.Error("the player does not have its token's identity")
 		}

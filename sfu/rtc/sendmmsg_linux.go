@@ -26,9 +26,9 @@ type mmsghdr struct {
 // arrays are built in place each time, so a batch allocates nothing.
 //
 // The system call is made raw (without telling the Go scheduler): a non-blocking UDP send never
-// sleeps, and a batch of 64 takes ~100 µs, long enough that the runtime's monitor would take the
-// P away from the flusher at every call, hand it to another thread and keep itself awake at its
-// fastest rate: on a 2-core VM that cost more CPU (context switches) than the sends. EAGAIN
+// sleeps, and a full batch takes long enough that the runtime's monitor would take the P away
+// from the flusher at every call, hand it to another thread and keep itself awake at its
+// fastest rate, costing more CPU in context switches than the sends (BenchmarkBatchConn). EAGAIN
 // still parks the flusher in the poller.
 type mmsgWriter struct {
 	raw   syscall.RawConn

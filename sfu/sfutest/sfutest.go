@@ -1,12 +1,17 @@
 // Package sfutest holds helpers shared by tests of several packages: external tools that a
-// test needs, and waiting for conditions with a deadline. It is imported only by tests.
+// test needs, waiting for conditions with a deadline, loopback ports, and a test hub. It is
+// imported only by tests, and not by package sfu's own (it imports sfu).
 package sfutest
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"os/exec"
 	"testing"
 	"time"
+
+	"github.com/sluice-media/sluice/sfu"
 )
 
 // RequireTool returns the path of an external program a test needs. When it is missing the
@@ -34,4 +39,25 @@ func WaitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// NewHub returns a hub for tests (default config, housekeeping every 50 ms) with an in-memory
+// emitter holding its events, logging to log when not nil. It starts nothing: the test runs it,
+// or calls RunHub.
+func NewHub(t testing.TB, log *slog.Logger) (*sfu.Hub, *sfu.LocalEmitter) {
+	t.Helper()
+	em := sfu.NewLocalEmitter(0, nil)
+	h, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, em
+}
+
+// RunHub runs h's housekeeping until the test ends, then stops it and waits for it.
+func RunHub(t testing.TB, h *sfu.Hub) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }

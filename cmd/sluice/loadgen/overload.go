@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"context"
@@ -15,9 +15,9 @@ import (
 // (503), subscribers whose sessions the daemon ended (shed), the stream.failed events with
 // reason overloaded it emitted, and how the survivors fared before, while and after it shed.
 
-// overloadReport is the overload part of a load test's report, present when the daemon
+// OverloadReport is the overload part of a load test's report, present when the daemon
 // refused or shed subscribers, or said it shed some.
-type overloadReport struct {
+type OverloadReport struct {
 	Refused int `json:"refused"`
 	Shed    int `json:"shed"`
 	// Events counts the stream.failed events with reason overloaded for the room during the
@@ -34,22 +34,22 @@ type overloadReport struct {
 	ShedUnnoticed *int `json:"shed_unnoticed,omitempty"`
 	// Survivors are the subscribers that played to the end of the window, over the window;
 	// ShedViewers are the shed ones, over their lives (first video packet to being shed).
-	Survivors   groupReport `json:"survivors"`
-	ShedViewers groupReport `json:"shed_subscribers"`
+	Survivors   GroupReport `json:"survivors"`
+	ShedViewers GroupReport `json:"shed_subscribers"`
 	// FirstShedS and LastShedS are seconds since the ramp started.
 	FirstShedS float64 `json:"first_shed_s,omitempty"`
 	LastShedS  float64 `json:"last_shed_s,omitempty"`
 	// Before is the 5 s before the first shed, During from the first to the last, After from
 	// 2 s after the last to the end of the window (nil when a phase is shorter than 2 s).
-	Before *phaseReport `json:"before_shedding,omitempty"`
-	During *phaseReport `json:"while_shedding,omitempty"`
-	After  *phaseReport `json:"after_shedding,omitempty"`
+	Before *PhaseReport `json:"before_shedding,omitempty"`
+	During *PhaseReport `json:"while_shedding,omitempty"`
+	After  *PhaseReport `json:"after_shedding,omitempty"`
 	// Timeline is one entry per second from the start of the ramp.
-	Timeline []phaseReport `json:"timeline"`
+	Timeline []PhaseReport `json:"timeline"`
 }
 
-// groupReport is what a group of subscribers received.
-type groupReport struct {
+// GroupReport is what a group of subscribers received.
+type GroupReport struct {
 	Count       int     `json:"count"`
 	BitrateKbps float64 `json:"bitrate_kbps_per_subscriber"`
 	LossPct     float64 `json:"packet_loss_pct"`
@@ -57,9 +57,9 @@ type groupReport struct {
 	seconds, bytes, received, expected float64 // the sums of add, which finish turns into the figures
 }
 
-// phaseReport is a stretch of the run: the subscribers playing all through it, what each
+// PhaseReport is a stretch of the run: the subscribers playing all through it, what each
 // received, and the daemon's CPU.
-type phaseReport struct {
+type PhaseReport struct {
 	FromS       float64 `json:"from_s"`
 	ToS         float64 `json:"to_s"`
 	Playing     int     `json:"playing"`
@@ -82,18 +82,17 @@ type overloadWatch struct {
 	err    error                // why following ended early
 }
 
-func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.WaitGroup) *overloadWatch {
+func watchOverload(ctx context.Context, follow func(ctx context.Context, room string, connected func(), onEvent func(raw []byte)) error, room string, wg *sync.WaitGroup) *overloadWatch {
 	w := &overloadWatch{connected: make(chan struct{}), done: make(chan struct{}), named: map[string]time.Time{}}
-	o := followOptions{types: []string{sfu.EventStreamFailed}, room: room,
-		connected: func() { w.once.Do(func() { close(w.connected) }) }}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
 		defer close(w.done)
-		err := c.followEvents(ctx, o, func(_ uint64, raw []byte) error {
+		connected := func() { w.once.Do(func() { close(w.connected) }) }
+		err := follow(ctx, room, connected, func(raw []byte) {
 			var ev sfu.Event
 			if json.Unmarshal(raw, &ev) != nil || ev.Reason != sfu.ReasonOverloaded {
-				return nil
+				return
 			}
 			w.mu.Lock()
 			w.events++
@@ -101,8 +100,7 @@ func watchOverload(ctx context.Context, c *apiClient, room string, wg *sync.Wait
 				w.named[ev.Participant.Identity] = ev.Time
 			}
 			w.mu.Unlock()
-			return nil
-		}, func(string) {})
+		})
 		if err != nil {
 			w.mu.Lock()
 			w.err = err
@@ -195,8 +193,8 @@ func (s *loadSampler) take(ctx context.Context) {
 // overloadSummary builds the overload report of a WHEP load test from its subscribers, the
 // sampler's samples (the first taken at the start of the ramp), the measurement window and the
 // events seen. It returns nil when nothing was refused or shed and no event was seen.
-func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow, watch *overloadWatch, keyMode bool, unnoticed int) *overloadReport {
-	rep := &overloadReport{}
+func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow, watch *overloadWatch, keyMode bool, unnoticed int) *OverloadReport {
+	rep := &OverloadReport{}
 	watch.mu.Lock()
 	rep.Events = watch.events
 	if watch.err != nil {
@@ -245,9 +243,9 @@ func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow,
 		end, ended := s.ended()
 		return !ended || end.After(at)
 	}
-	phase := func(a, b int) phaseReport {
+	phase := func(a, b int) PhaseReport {
 		from, to := samples[a], samples[b]
-		p := phaseReport{FromS: round1(from.at.Sub(start).Seconds()), ToS: round1(to.at.Sub(start).Seconds())}
+		p := PhaseReport{FromS: round1(from.at.Sub(start).Seconds()), ToS: round1(to.at.Sub(start).Seconds())}
 		var through []int
 		for i := range subs {
 			if playing(i, to.at) && from.c[i][0][0] > 0 {
@@ -283,7 +281,7 @@ func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow,
 	}
 	rep.FirstShedS, rep.LastShedS = round1(first.Sub(start).Seconds()), round1(last.Sub(start).Seconds())
 	// A phase needs two samples at least 2 s apart.
-	span := func(from, to time.Time) *phaseReport {
+	span := func(from, to time.Time) *PhaseReport {
 		a, b := sampleAt(samples, from), sampleAt(samples, to)
 		if b <= a || samples[b].at.Sub(samples[a].at) < 2*time.Second {
 			return nil
@@ -333,7 +331,7 @@ func groupRate(a, b loadSample, chosen []int) (kbps, lossPct float64) {
 }
 
 // add counts a shed subscriber's whole life, from its first video packet to its end.
-func (g *groupReport) add(s *loadSubscriber) {
+func (g *GroupReport) add(s *loadSubscriber) {
 	end, _ := s.ended()
 	v, a := s.counters()
 	g.Count++
@@ -345,7 +343,7 @@ func (g *groupReport) add(s *loadSubscriber) {
 
 // finish turns the sums of add into the figures: the bitrate is the bytes over the seconds
 // of all the lives (a life of a few packets does not weigh like a long one).
-func (g *groupReport) finish() {
+func (g *GroupReport) finish() {
 	if g.Count == 0 {
 		return
 	}
@@ -358,7 +356,7 @@ func (g *groupReport) finish() {
 }
 
 // print adds the overload rows to a load test's table.
-func (o *overloadReport) print(t *table) {
+func (o *OverloadReport) print(t *table) {
 	events := fmt.Sprintf("%d stream.failed events with reason overloaded", o.Events)
 	if o.EventsError != "" {
 		events = "events not followed: " + o.EventsError
@@ -377,7 +375,7 @@ func (o *overloadReport) print(t *table) {
 	}
 	for _, p := range []struct {
 		name string
-		p    *phaseReport
+		p    *PhaseReport
 	}{{"before shedding", o.Before}, {"while shedding", o.During}, {"after shedding", o.After}} {
 		if p.p != nil {
 			t.row(p.name, p.p.String())
@@ -385,7 +383,7 @@ func (o *overloadReport) print(t *table) {
 	}
 }
 
-func (p *phaseReport) String() string {
+func (p *PhaseReport) String() string {
 	return fmt.Sprintf("%.0f-%.0f s: %d playing, %.0f kbit/s each, loss %.3f %%, daemon %.3f cores",
 		p.FromS, p.ToS, p.Playing, p.BitrateKbps, p.LossPct, p.Cores)
 }

@@ -1,4 +1,4 @@
-package main
+package loadgen
 
 import (
 	"context"
@@ -24,7 +24,7 @@ import (
 // loadAPI is the pion stack of the load generator's peers: NACK and RTCP reports like a
 // browser, no stats or congestion control (they would cost the generator, not the daemon).
 // Against a loopback daemon only loopback candidates are gathered, and viewerAPI (nil
-// otherwise) gives each viewer a stack of its own on a receive-offload socket (loadgro.go).
+// otherwise) gives each viewer a stack of its own on a receive-offload socket (gro.go).
 func loadAPI(server string) (api *webrtc.API, viewerAPI func() (*webrtc.API, func(), error), err error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
