@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"sync"
 	"time"
@@ -148,9 +149,15 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	verifier := auth.NewVerifier(cfg.Auth, nil)
 	d.gate = api.NewGate(verifier, d.emitter)
+	d.gate.AllowOrigins(cfg.HTTP.AllowedOrigins...)
+	var metricsAllow []netip.Prefix
+	for _, a := range cfg.HTTP.MetricsAllow {
+		p, _ := api.ParsePrefix(a) // validated with the config
+		metricsAllow = append(metricsAllow, p)
+	}
 	d.registry = prometheus.NewRegistry()
 	d.registry.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(), d.hub)
-	d.api = api.New(api.Options{Hub: d.hub, Gate: d.gate, Registry: d.registry, Logger: log, Version: version, Node: node})
+	d.api = api.New(api.Options{Hub: d.hub, Gate: d.gate, Registry: d.registry, Logger: log, Version: version, Node: node, MetricsAllow: metricsAllow})
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
@@ -164,7 +171,15 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
 	}
-	d.http = &http.Server{Handler: d.api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	limiter := api.NewConnLimiter(d.listener, httpConnCap(cfg.HTTP.MaxConns, log), cfg.HTTP.MaxConnsPerIP)
+	d.registry.MustRegister(limiter.Collectors()...)
+	d.listener = limiter
+	d.http = &http.Server{
+		Handler:           api.BodyTimeout(cfg.HTTP.BodyTimeout, d.api.Handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	for _, fn := range d.onShutdown {
 		d.http.RegisterOnShutdown(fn)
 	}
