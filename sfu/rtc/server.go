@@ -33,6 +33,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]session
+	pending  pendingSet
 	closed   bool
 	wg       sync.WaitGroup
 	ready    chan struct{}
@@ -47,6 +48,8 @@ type session interface {
 	// addCandidates applies a trickle ICE fragment.
 	addCandidates(frag string) error
 	etag() string
+	// life returns what every session shares (its peer connection, log, context).
+	life() *sessionLife
 }
 
 // NewServer returns a server for engine; it starts nothing.
@@ -173,11 +176,16 @@ func (s *Server) acceptOffer(w http.ResponseWriter, r *http.Request, room string
 	if !ok {
 		return nil, nil, nil, false
 	}
+	slot, ok := s.reservePending(w, r)
+	if !ok {
+		return nil, nil, nil, false
+	}
 	pc, err := s.engine.newPeerConnection(kind != sfu.ParticipantWHIP)
 	if err != nil {
 		api.WriteError(w, err)
 		return nil, nil, nil, false
 	}
+	slot.bind(pc)
 	fail := func(err error) (context.Context, *webrtc.PeerConnection, *sfu.Participant, bool) {
 		_ = pc.Close()
 		api.WriteError(w, err)
@@ -226,10 +234,13 @@ func (s *Server) add(ss session) (string, bool) {
 		return "", false
 	}
 	s.sessions[id] = ss
+	slot := s.claimPending(ss.life().pc)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		stop := s.watchPending(ss, slot)
 		ss.run()
+		stop()
 		s.mu.Lock()
 		delete(s.sessions, id)
 		s.mu.Unlock()
@@ -354,6 +365,8 @@ func newSessionLife(parent context.Context, pc *webrtc.PeerConnection, p *sfu.Pa
 }
 
 func (l *sessionLife) etag() string { return `"` + l.tag + `"` }
+
+func (l *sessionLife) life() *sessionLife { return l }
 
 func (l *sessionLife) addCandidates(frag string) error { return addTrickle(l.pc, frag) }
 
