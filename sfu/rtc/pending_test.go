@@ -106,4 +106,3 @@ func TestPendingSessionsCappedAndTimedOut(t *testing.T) {
 		t.Errorf("the pending timeout is not logged:\n%s", logs.String())
 	}
 }
-
