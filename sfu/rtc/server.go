@@ -225,9 +225,13 @@ func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
 	return string(body), nil
 }
 
-// add registers a session under a fresh id and runs it; false when shutting down.
-func (s *Server) add(ss session) (string, bool) {
-	id := sfu.NewID("")
+// add registers a session of kind ("whip" or "whep") under a fresh id and runs it; false when
+// shutting down. The id is the session's capability: whoever knows its URL may trickle to it
+// and end it (as WHIP/WHEP clients do, RFC 9725 §4.3), so it is 95 random bits, only ever
+// sent in the Location header, and never logged; it is kept under its kind so that a WHEP URL
+// cannot reach a WHIP session.
+func (s *Server) add(kind string, ss session) (string, bool) {
+	id := kind + "/" + sfu.NewID("")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -249,8 +253,9 @@ func (s *Server) add(ss session) (string, bool) {
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) session {
+	kind, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	s.mu.Lock()
-	ss := s.sessions[r.PathValue("id")]
+	ss := s.sessions[kind+"/"+r.PathValue("id")]
 	s.mu.Unlock()
 	if ss == nil {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "no such session"))
@@ -314,7 +319,7 @@ func answer(pc *webrtc.PeerConnection, prepare func() error) (string, error) {
 // writeAnswer sends 201 with the answer and the session's URL.
 func (s *Server) writeAnswer(w http.ResponseWriter, kind, id, etag, answer string) {
 	s.setLinks(w)
-	w.Header().Set("Location", "/"+kind+"/session/"+id)
+	w.Header().Set("Location", "/"+kind+"/session/"+strings.TrimPrefix(id, kind+"/"))
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/sdp")
 	w.WriteHeader(http.StatusCreated)

@@ -74,7 +74,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	id, ok := s.add(v)
+	id, ok := s.add("whep", v)
 	if !ok {
 		_ = pc.Close()
 		p.Close(sfu.ReasonServerShutdown, nil)
@@ -82,7 +82,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
-	v.log.Info("whep session started", "session", id, "source", source.Identity())
+	v.log.Info("whep session started", "source", source.Identity())
 	s.writeAnswer(w, "whep", id, v.etag(), sdpAnswer)
 }
 
