@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/netguard"
 	"github.com/sluice-media/sluice/sfu/rtc"
 	"github.com/sluice-media/sluice/webhooks"
 )
@@ -48,6 +49,7 @@ type Config struct {
 	Broadcast egress.BroadcastConfig `yaml:"broadcast"`
 	Events    webhooks.EventsConfig  `yaml:"events"`
 	Webhooks  webhooks.Config        `yaml:"webhooks"`
+	Outbound  netguard.Config        `yaml:"outbound"`
 	Transcode egress.TranscodeConfig `yaml:"transcode"`
 }
 
@@ -205,7 +207,7 @@ func (c *Config) validate(lines map[string]source) error {
 	}{
 		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP},
 		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording},
-		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode},
+		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode}, {"outbound", c.Outbound},
 	}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
@@ -302,7 +304,7 @@ func (h HTTP) Validate() error {
 		}
 	}
 	for i, a := range h.MetricsAllow {
-		if _, err := api.ParsePrefix(a); err != nil {
+		if _, err := netguard.ParsePrefix(a); err != nil {
 			return fmt.Errorf("metrics_allow.%d: %w", i, err)
 		}
 	}

@@ -2,16 +2,19 @@ package main
 
 import (
 	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
@@ -103,5 +106,80 @@ func TestHTTPFloodCannotExhaustDescriptors(t *testing.T) {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			t.Fatalf("connection %d was not closed by the daemon: %v", i, err)
 		}
+	}
+}
+
+// createPull adds an rtsp_pull ingest for url and returns its id.
+func createPull(t *testing.T, d *daemonProc, room, url string) string {
+	t.Helper()
+	out, err := d.cli("ingest", "create", "rtsp", "--room", room, "--url", url, "-o", "json")
+	if err != nil {
+		t.Fatalf("ingest create %s: %v\n%s", url, err, out)
+	}
+	var v ingest.View
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	return v.ID
+}
+
+// pullError waits for the ingest's first failure and returns its error text.
+func pullError(t *testing.T, d *daemonProc, id string) string {
+	t.Helper()
+	var msg string
+	sfutest.WaitFor(t, "ingest "+id+" to fail", 20*time.Second, func() bool {
+		out, err := d.cli("ingest", "show", id, "-o", "json")
+		if err != nil {
+			return false
+		}
+		var v ingest.View
+		if json.Unmarshal([]byte(out), &v) != nil {
+			return false
+		}
+		msg = v.Error
+		return msg != ""
+	})
+	return msg
+}
+
+// Camera pulls (and broadcasts, through the same dialer) never reach link-local or metadata
+// addresses nor the daemon's own ports, and their error text does not tell a closed port from
+// an open one that speaks something else.
+func TestPullAddressPolicy(t *testing.T) {
+	d := startDaemon(t, "")
+	port := strings.TrimPrefix(d.URL, "http://127.0.0.1:")
+	for _, tc := range []struct{ url, want string }{
+		{"rtsp://169.254.169.254/latest", "not allowed"},
+		{"rtsp://127.0.0.1:" + port + "/v1/status", "not allowed"},
+	} {
+		if msg := pullError(t, d, createPull(t, d, "p", tc.url)); !strings.Contains(msg, tc.want) {
+			t.Errorf("%s: error %q, want %q", tc.url, msg, tc.want)
+		}
+	}
+
+	// a port where nothing listens, and one where a server answers in another protocol
+	closed := sfutest.FreeTCPPort(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			_, _ = c.Write([]byte("SSH-2.0-OpenSSH_9.6\r\n"))
+			_ = c.Close()
+		}
+	}()
+	a := pullError(t, d, createPull(t, d, "q", fmt.Sprintf("rtsp://127.0.0.1:%d/x", closed)))
+	b := pullError(t, d, createPull(t, d, "r", fmt.Sprintf("rtsp://%s/x", ln.Addr())))
+	strip := func(s string) string {
+		return strings.NewReplacer(strconv.Itoa(closed), "PORT", strconv.Itoa(ln.Addr().(*net.TCPAddr).Port), "PORT").Replace(s)
+	}
+	if strip(a) != strip(b) {
+		t.Errorf("the error tells a closed port (%q) from an open one (%q)", a, b)
 	}
 }

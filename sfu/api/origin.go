@@ -30,18 +30,6 @@ func ValidateOrigin(origin string) error {
 	return nil
 }
 
-// ParsePrefix parses an address ("10.0.0.5") or a CIDR prefix ("10.0.0.0/8").
-func ParsePrefix(s string) (netip.Prefix, error) {
-	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Masked(), nil
-	}
-	a, err := netip.ParseAddr(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is neither an address nor a CIDR prefix", s)
-	}
-	return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-}
-
 // AllowOrigins sets the web origins whose pages may call the API (http.allowed_origins). Call
 // before serving.
 func (g *Gate) AllowOrigins(origins ...string) {
