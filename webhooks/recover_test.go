@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // smallTmpfs mounts a tmpfs of size bytes for the test. It needs root; without it the test
@@ -85,6 +86,8 @@ func TestLogRecoversFromFullDisk(t *testing.T) {
 		l.Emit(ev)
 		return ev
 	}
+	rx := newReceiver(t, nil)
+	startDeliverer(t, l, testConfig(EndpointConfig{ID: "rx", URL: rx.srv.URL, Secret: rx.secret}), nil)
 	if ev := emit(); ev.Seq == 0 {
 		t.Fatal("emit before the fault was not stored")
 	}
@@ -120,6 +123,16 @@ func TestLogRecoversFromFullDisk(t *testing.T) {
 			t.Fatal("emit after recovery was lost")
 		}
 	}
+	// webhook delivery goes on after the store came back
+	last := emit()
+	sfutest.WaitFor(t, "the event emitted after the recovery to be delivered", wait, func() bool {
+		for _, ev := range rx.delivered() {
+			if ev.ID == last.ID {
+				return true
+			}
+		}
+		return false
+	})
 	if counterValue(t, l.recoveries) < 1 {
 		t.Fatal("sluice_events_store_recoveries_total did not count the recovery")
 	}
