@@ -1,14 +1,12 @@
 package webhooks
 
 import (
-	"bytes"
 	"errors"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -54,32 +52,14 @@ func fill(t *testing.T, path string) {
 	}
 }
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // A full disk makes the store fail its writes (a filestore keeps its first write error for
 // ever); once space is free again the log recovers without a restart and says so.
 func TestLogRecoversFromFullDisk(t *testing.T) {
 	dir := smallTmpfs(t, "16m")
-	var logs syncBuffer
+	logs := &sfutest.Buffer{}
 	l := openTestLog(t, dir, func(o *LogOptions) {
 		o.EmitTimeout = 500 * time.Millisecond
-		o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		o.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	})
 	emit := func() *sfu.Event {
 		ev := &sfu.Event{Type: sfu.EventRoomStarted, Room: &sfu.RoomInfo{Name: "disk", SID: sfu.NewID("RM_")}}

@@ -1,7 +1,6 @@
 package rtc
 
 import (
-	"io"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -13,43 +12,6 @@ import (
 	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
-
-// bareOffer is a WHIP offer without candidates, whose sender never runs ICE: what a flood of
-// offers from a script looks like.
-func bareOffer(t *testing.T) string {
-	t.Helper()
-	pc, err := clientAPI(t).NewPeerConnection(webrtc.Configuration{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pc.Close()
-	for _, k := range []webrtc.RTPCodecType{webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio} {
-		if _, err := pc.AddTransceiverFromKind(k, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionSendonly}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	offer, err := pc.CreateOffer(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return offer.SDP
-}
-
-func postOffer(t *testing.T, url, token, sdp string) (int, string) {
-	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(sdp))
-	req.Header.Set("Content-Type", "application/sdp")
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(body)
-}
 
 // Sessions that never complete ICE are capped (globally, per address, per token) and end long
 // before pion's own 30 s failure; neither they nor a normal session write warnings.
@@ -66,7 +28,12 @@ func TestPendingSessionsCappedAndTimedOut(t *testing.T) {
 		return tok
 	}
 	tokA, tokB := publisher("a"), publisher("b")
-	offer := bareOffer(t)
+	// an offer without candidates whose sender never runs ICE: what a flood from a script sends
+	offer := offerSDP(t, func(m *webrtc.MediaEngine) error { return m.RegisterDefaultCodecs() }, webrtc.RTPCodecTypeVideo, webrtc.RTPCodecTypeAudio)
+	postOffer := func(t *testing.T, url, token, sdp string) (int, string) {
+		code, e := do(t, http.MethodPost, url, "application/sdp", token, strings.NewReader(sdp))
+		return code, e.Error.Code + ": " + e.Error.Message
+	}
 	url := h.http.URL + "/whip/flood"
 
 	codes := []int{}
