@@ -32,7 +32,7 @@ type Config struct {
 // Defaults of the pending-session limits, used where the config leaves 0.
 const (
 	DefaultMaxPending         = 512
-	DefaultMaxPendingPerIP    = 32
+	DefaultMaxPendingPerIP    = 64
 	DefaultMaxPendingPerToken = 16
 	DefaultPendingTimeout     = 15 * time.Second
 )
