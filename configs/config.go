@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -20,7 +21,9 @@ import (
 	"github.com/sluice-media/sluice/ingest/rtsp"
 	"github.com/sluice-media/sluice/recorder"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/netguard"
 	"github.com/sluice-media/sluice/sfu/rtc"
 	"github.com/sluice-media/sluice/webhooks"
 )
@@ -46,6 +49,7 @@ type Config struct {
 	Broadcast egress.BroadcastConfig `yaml:"broadcast"`
 	Events    webhooks.EventsConfig  `yaml:"events"`
 	Webhooks  webhooks.Config        `yaml:"webhooks"`
+	Outbound  netguard.Config        `yaml:"outbound"`
 	Transcode egress.TranscodeConfig `yaml:"transcode"`
 }
 
@@ -68,6 +72,21 @@ type HTTP struct {
 		CertFile string `yaml:"cert_file"`
 		KeyFile  string `yaml:"key_file"`
 	} `yaml:"tls"`
+	// MaxConns caps open HTTP connections; 0 is a quarter of the file-descriptor limit. A larger
+	// value is cut to half the limit, so media and the event store always keep a reserve.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerIP caps open HTTP connections from one address (0 = no cap of its own).
+	MaxConnsPerIP int `yaml:"max_conns_per_ip"`
+	// IdleTimeout closes a keep-alive connection that sends no new request.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// BodyTimeout is how long a request body may take to arrive in full.
+	BodyTimeout time.Duration `yaml:"body_timeout"`
+	// AllowedOrigins are the web origins ("https://app.example.com") whose pages may call the
+	// API from a browser; WHIP and WHEP take every origin.
+	AllowedOrigins []string `yaml:"allowed_origins"`
+	// MetricsAllow are addresses or CIDR prefixes (a scraper) that may read /metrics without an
+	// admin token.
+	MetricsAllow []string `yaml:"metrics_allow"`
 }
 
 // Options say where Load reads from.
@@ -188,7 +207,7 @@ func (c *Config) validate(lines map[string]source) error {
 	}{
 		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP},
 		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording},
-		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode},
+		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode}, {"outbound", c.Outbound},
 	}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
@@ -266,6 +285,28 @@ func (h HTTP) Validate() error {
 	}
 	if (h.TLS.CertFile == "") != (h.TLS.KeyFile == "") {
 		return errors.New("tls: cert_file and key_file go together")
+	}
+	if h.MaxConns < 0 {
+		return errors.New("max_conns: must not be negative")
+	}
+	if h.MaxConnsPerIP < 0 {
+		return errors.New("max_conns_per_ip: must not be negative")
+	}
+	if h.IdleTimeout <= 0 {
+		return errors.New("idle_timeout: must be positive")
+	}
+	if h.BodyTimeout <= 0 {
+		return errors.New("body_timeout: must be positive")
+	}
+	for i, o := range h.AllowedOrigins {
+		if err := api.ValidateOrigin(o); err != nil {
+			return fmt.Errorf("allowed_origins.%d: %w", i, err)
+		}
+	}
+	for i, a := range h.MetricsAllow {
+		if _, err := netguard.ParsePrefix(a); err != nil {
+			return fmt.Errorf("metrics_allow.%d: %w", i, err)
+		}
 	}
 	return nil
 }

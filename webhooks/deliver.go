@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -283,13 +286,37 @@ func (d *Deliverer) stop(id string) {
 	}
 }
 
-// delay returns the wait before attempt n (n >= 1).
+// delay returns the wait before attempt n+1 (n >= 1): the schedule's, with ±20 % of jitter so
+// that the retries of many events (or of many nodes) do not arrive together.
 func (d *Deliverer) delay(n int) time.Duration {
 	s := d.cfg.RetrySchedule
+	w := s[len(s)-1]
 	if n-1 < len(s) {
-		return s[n-1]
+		w = s[n-1]
 	}
-	return s[len(s)-1]
+	return time.Duration(float64(w) * (0.8 + 0.4*rand.Float64())) //nolint:gosec // jitter, not a secret
+}
+
+// maxRetryAfter bounds the wait a receiver's Retry-After may ask for.
+const maxRetryAfter = time.Hour
+
+// retryAfter reads the Retry-After of a 429 or 503 answer (RFC 9110 §10.2.3: seconds or an
+// HTTP date); 0 when there is none.
+func retryAfter(resp *http.Response, now time.Time) time.Duration {
+	if resp.StatusCode != http.StatusTooManyRequests && resp.StatusCode != http.StatusServiceUnavailable {
+		return 0
+	}
+	v := strings.TrimSpace(resp.Header.Get("Retry-After"))
+	if v == "" {
+		return 0
+	}
+	var wait time.Duration
+	if secs, err := strconv.Atoi(v); err == nil {
+		wait = time.Duration(secs) * time.Second
+	} else if at, err := http.ParseTime(v); err == nil {
+		wait = at.Sub(now)
+	}
+	return min(max(wait, 0), maxRetryAfter)
 }
 
 // attemptResult is the outcome of one POST.
@@ -297,6 +324,8 @@ type attemptResult struct {
 	code     int
 	err      error
 	duration time.Duration
+	// retryAfter is the wait the receiver asked for (429/503 with Retry-After), 0 for none.
+	retryAfter time.Duration
 }
 
 func (r attemptResult) ok() bool { return r.err == nil && r.code/100 == 2 }
@@ -336,7 +365,7 @@ func (d *Deliverer) post(ctx context.Context, ep *Endpoint, signer *Signer, id s
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	_ = resp.Body.Close()
-	return attemptResult{code: resp.StatusCode, duration: time.Since(start)}
+	return attemptResult{code: resp.StatusCode, duration: time.Since(start), retryAfter: retryAfter(resp, time.Now())}
 }
 
 // disable marks an endpoint disabled (it answered 410 Gone) and stops its dispatcher.

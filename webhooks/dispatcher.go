@@ -274,6 +274,9 @@ func (p *dispatcher) deliver(it item) bool {
 			return false
 		}
 		wait := p.d.delay(attempt)
+		if res.retryAfter > 0 {
+			wait = res.retryAfter // the receiver said when: honour it, sooner or later
+		}
 		next := p.d.clock().Add(wait)
 		if next.Sub(it.time) > p.d.cfg.MaxAge {
 			rec.Status = StatusFailed

@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/netguard"
 )
 
 // Endpoint is one webhook destination: from the config file (Source "config") or added through
@@ -104,14 +105,8 @@ func configEndpointID(rawURL string) string {
 	return "cfg-" + hex.EncodeToString(sum[:4])
 }
 
-var metadataV6 = netip.MustParseAddr("fd00:ec2::254")
-
-// blockedAddr reports the addresses webhooks never call: IPv4 and IPv6 link-local (cloud
-// metadata services live at 169.254.169.254) and the AWS IPv6 metadata address.
-func blockedAddr(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	return ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() || ip == metadataV6
-}
+// blockedAddr reports the addresses webhooks never call: link-local and metadata addresses.
+func blockedAddr(ip netip.Addr) bool { return netguard.LinkLocalOrMetadata(ip) }
 
 // dialControl refuses blocked addresses at connect time, after DNS resolution, so that a name
 // resolving to a metadata address is refused as well.

@@ -62,7 +62,9 @@ type Log struct {
 	log   *slog.Logger
 	clock func() time.Time
 
+	srvMu  sync.Mutex     // guards srv against a concurrent repair
 	srv    *server.Server // nil with an external server
+	ref    serverRef      // the in-process connection's way to the current srv
 	nc     *nats.Conn
 	js     jetstream.JetStream
 	stream jetstream.Stream
@@ -81,6 +83,11 @@ type Log struct {
 	emitted  prometheus.Counter
 	failures prometheus.Counter
 	latency  prometheus.Histogram
+	// recoveries counts restarts of the embedded store after it failed.
+	recoveries    prometheus.Counter
+	repairing     atomic.Bool  // a repair is pending or running
+	repairBackoff atomic.Int64 // wait before the next repair (ns); doubles while it fails
+	unconfirmed   atomic.Bool  // a repair ran and no event was stored since
 }
 
 // OpenLog starts the embedded JetStream server (or connects to cfg.NATSURL), makes sure the
@@ -108,6 +115,7 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	l.emitted = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_emitted_total", Help: "Events stored in the event log."})
 	l.failures = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_emit_failures_total", Help: "Events that could not be stored in the event log (lost)."})
+	l.recoveries = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_store_recoveries_total", Help: "Restarts of the embedded event store after it failed to store (full disk, no file descriptors)."})
 	l.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_events_emit_seconds", Help: "Time to store one event.",
 		Buckets: []float64{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3}})
 	defer func() {
@@ -140,6 +148,21 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 }
 
 func (l *Log) startEmbedded() error {
+	srv, err := l.newEmbedded()
+	if err != nil {
+		return err
+	}
+	l.srv = srv
+	l.ref.p.Store(srv)
+	l.nc, err = nats.Connect("", nats.InProcessServer(&l.ref), nats.Name("sluice"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	if err != nil {
+		return fmt.Errorf("events: in-process connection: %w", err)
+	}
+	return nil
+}
+
+// newEmbedded starts an embedded server on DataDir/events.
+func (l *Log) newEmbedded() (*server.Server, error) {
 	dir := filepath.Join(l.opts.DataDir, "events")
 	srv, err := server.NewServer(&server.Options{
 		ServerName:         "sluice",
@@ -152,19 +175,15 @@ func (l *Log) startEmbedded() error {
 		NoLog:              true,
 	})
 	if err != nil {
-		return fmt.Errorf("events: embedded server: %w", err)
+		return nil, fmt.Errorf("events: embedded server: %w", err)
 	}
-	srv.SetLoggerV2(natsLogger{l.log.With("component", "nats")}, false, false, false)
-	l.srv = srv
+	srv.SetLoggerV2(natsLogger{log: l.log.With("component", "nats"), storeFailed: l.needRepair}, false, false, false)
 	srv.Start()
 	if !srv.ReadyForConnections(30 * time.Second) {
-		return fmt.Errorf("events: embedded server in %s did not start", dir)
+		srv.Shutdown()
+		return nil, fmt.Errorf("events: embedded server in %s did not start", dir)
 	}
-	l.nc, err = nats.Connect("", nats.InProcessServer(srv), nats.Name("sluice"), nats.MaxReconnects(-1))
-	if err != nil {
-		return fmt.Errorf("events: in-process connection: %w", err)
-	}
-	return nil
+	return srv, nil
 }
 
 func (l *Log) ensureStreams(ctx context.Context) error {
@@ -217,7 +236,7 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 
 // Collectors returns the log's metrics for a Prometheus registry.
 func (l *Log) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{l.emitted, l.failures, l.latency}
+	return []prometheus.Collector{l.emitted, l.failures, l.latency, l.recoveries}
 }
 
 // Emit stores ev in the log and sets its ID, Time and Seq. It retries an unreachable log for up
@@ -296,6 +315,7 @@ func (l *Log) publish(ctx context.Context, msg *nats.Msg, ev *sfu.Event, start t
 	l.latency.Observe(time.Since(start).Seconds())
 	l.emitted.Inc()
 	l.index.apply(ev, ack.Sequence)
+	l.stored()
 	return nil
 }
 
@@ -303,6 +323,7 @@ func (l *Log) lost(ev *sfu.Event, err error) {
 	l.down.Store(true)
 	l.failures.Inc()
 	l.log.Error("EVENT LOST: the event log did not store it", "type", ev.Type, "id", ev.ID, "room", ev.RoomName(), "err", err)
+	l.needRepair("an event was lost: " + err.Error())
 }
 
 // Run keeps the snapshot of open objects fresh until ctx ends, then writes a final one. It is
@@ -339,6 +360,8 @@ func (l *Log) Close() error {
 		_ = l.nc.FlushTimeout(2 * time.Second)
 		l.nc.Close()
 	}
+	l.srvMu.Lock()
+	defer l.srvMu.Unlock()
 	if l.srv != nil {
 		l.srv.Shutdown()
 		l.srv.WaitForShutdown()
@@ -426,12 +449,23 @@ func redactURL(raw string) string {
 	return u.Redacted()
 }
 
-// natsLogger bridges the embedded server's logger into slog.
-type natsLogger struct{ log *slog.Logger }
+// natsLogger bridges the embedded server's logger into slog, and reports store failures.
+type natsLogger struct {
+	log         *slog.Logger
+	storeFailed func(cause string)
+}
 
 func (n natsLogger) Noticef(format string, v ...any) { n.log.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Warnf(format string, v ...any)   { n.log.Warn(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Fatalf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Errorf(format string, v ...any)  { n.log.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Debugf(format string, v ...any)  { n.log.Debug(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Tracef(string, ...any)           {}
+func (n natsLogger) Warnf(format string, v ...any)   { n.errorf(slog.LevelWarn, format, v...) }
+func (n natsLogger) Fatalf(format string, v ...any)  { n.errorf(slog.LevelError, format, v...) }
+func (n natsLogger) Errorf(format string, v ...any)  { n.errorf(slog.LevelError, format, v...) }
+
+func (n natsLogger) errorf(level slog.Level, format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	n.log.Log(context.Background(), level, msg)
+	if isStoreFailure(msg) {
+		n.storeFailed(msg)
+	}
+}
+func (n natsLogger) Debugf(format string, v ...any) { n.log.Debug(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Tracef(string, ...any)          {}

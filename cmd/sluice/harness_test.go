@@ -72,6 +72,7 @@ http: { listen: "127.0.0.1:%d" }
 webrtc: { port: 0, bind_ip: 127.0.0.1 }
 rtmp: { listen: "127.0.0.1:%d" }
 rtsp: { listen: "127.0.0.1:%d", udp_rtp_listen: "127.0.0.1:%d", udp_rtcp_listen: "127.0.0.1:%d" }
+outbound: { allow_loopback: true }
 `, filepath.Join(d.dir, "data"), http, d.RTMPPort, d.RTSPPort, rtpPort, rtcpPort) + extra
 	d.config = filepath.Join(d.dir, "sluice.yaml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {

@@ -9,7 +9,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/netguard"
 	"github.com/sluice-media/sluice/webhooks"
 )
 
@@ -93,6 +96,7 @@ type daemon struct {
 	onShutdown []func()       // run when the HTTP server begins its graceful shutdown
 	registry   *prometheus.Registry
 	gate       *api.Gate
+	outbound   *netguard.Policy // where pulls and broadcasts may connect
 
 	cfg      *configs.Config
 	log      *slog.Logger
@@ -150,9 +154,16 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	}
 	verifier := auth.NewVerifier(cfg.Auth, nil)
 	d.gate = api.NewGate(verifier, d.emitter)
+	d.gate.AllowOrigins(cfg.HTTP.AllowedOrigins...)
+	var metricsAllow []netip.Prefix
+	for _, a := range cfg.HTTP.MetricsAllow {
+		p, _ := netguard.ParsePrefix(a) // validated with the config
+		metricsAllow = append(metricsAllow, p)
+	}
+	d.outbound = netguard.New(cfg.Outbound, listenPorts(cfg.HTTP.Listen, cfg.RTMP.Listen, cfg.RTMP.RTMPSListen, cfg.RTSP.Listen)...)
 	d.registry = prometheus.NewRegistry()
 	d.registry.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), collectors.NewGoCollector(), d.hub)
-	d.api = api.New(api.Options{Hub: d.hub, Gate: d.gate, Registry: d.registry, Logger: log, Version: version, Node: node})
+	d.api = api.New(api.Options{Hub: d.hub, Gate: d.gate, Registry: d.registry, Logger: log, Version: version, Node: node, MetricsAllow: metricsAllow})
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
@@ -166,7 +177,15 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("http listen %s: %w", cfg.HTTP.Listen, err)
 	}
-	d.http = &http.Server{Handler: d.api.Handler(), ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+	limiter := api.NewConnLimiter(d.listener, httpConnCap(cfg.HTTP.MaxConns, log), cfg.HTTP.MaxConnsPerIP)
+	d.registry.MustRegister(limiter.Collectors()...)
+	d.listener = limiter
+	d.http = &http.Server{
+		Handler:           api.BodyTimeout(cfg.HTTP.BodyTimeout, d.api.Handler()),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       cfg.HTTP.IdleTimeout,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	for _, fn := range d.onShutdown {
 		d.http.RegisterOnShutdown(fn)
 	}
@@ -181,6 +200,19 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 		log.Warn("OPEN MODE: no auth keys configured; anyone who can reach this host may publish and play, and the API answers loopback clients only. Set auth.keys for production.")
 	}
 	return d, nil
+}
+
+// listenPorts returns the port numbers of listen addresses (those that parse).
+func listenPorts(addrs ...string) []int {
+	var out []int
+	for _, a := range addrs {
+		if _, p, err := net.SplitHostPort(a); err == nil {
+			if n, err := strconv.Atoi(p); err == nil && n > 0 {
+				out = append(out, n)
+			}
+		}
+	}
+	return out
 }
 
 // add registers a component to run in phase p.

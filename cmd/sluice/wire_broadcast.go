@@ -2,6 +2,7 @@ package main
 
 import (
 	"github.com/sluice-media/sluice/egress/broadcast"
+	"github.com/sluice-media/sluice/egress/rtmp"
 )
 
 // wireBroadcast adds the RTMP/RTMPS broadcaster: POST /v1/broadcasts pushes a room's stream to
@@ -13,6 +14,7 @@ func (d *daemon) wireBroadcast() error {
 		Config: d.cfg.Broadcast,
 		Hub:    d.hub,
 		Logger: d.log.With("component", "broadcast"),
+		RTMP:   rtmp.Options{Dial: d.outbound.DialContext},
 	})
 	if err != nil {
 		return err

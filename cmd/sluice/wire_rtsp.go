@@ -14,6 +14,7 @@ func (d *daemon) wireRTSP() error {
 		Gate:    d.gate,
 		Ingests: d.ingests,
 		Logger:  d.log.With("component", "rtsp"),
+		Dial:    d.outbound.DialContext,
 	})
 	if err != nil {
 		return err

@@ -11,6 +11,9 @@ var (
 	ErrNoMedia = errors.New("no media from the camera")
 	// ErrNoTracks is returned when a camera or publisher offers no track in a codec sluice takes.
 	ErrNoTracks = errors.New("no track in a supported codec")
+	// ErrNoServer is returned when no RTSP server answered at a camera's address (for whatever
+	// network reason: the reason is not shown, see classifySetup).
+	ErrNoServer = errors.New("no RTSP server answered")
 	// ErrRemoved is returned when the camera's participant was removed from its room (kicked,
 	// room deleted): the pull reconnects and joins again.
 	ErrRemoved = errors.New("removed from the room")

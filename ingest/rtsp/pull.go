@@ -20,6 +20,7 @@ import (
 
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/netguard"
 )
 
 // pullWorker is one connection to a camera: DESCRIBE, SETUP, PLAY, then the camera's tracks in
@@ -83,7 +84,8 @@ func (w *pullWorker) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return nil
 		}
-		return w.scrub(classify(err))
+		w.log.Debug("camera setup failed", "err", err)
+		return w.scrub(classifySetup(classify(err), u.Host))
 	}
 	return w.serve(ctx, c, u, inputs, waited, &waitErr)
 }
@@ -243,6 +245,28 @@ func classify(err error) error {
 	}
 	return err
 }
+
+// classifySetup hides why a camera could not be set up when no RTSP server answered: a
+// closed port, a filtered one and an open one speaking another protocol give the same error,
+// so that pull ingests cannot map a network. Refusals of the outbound policy, and answers of
+// a real RTSP server (status codes, authentication, tracks), are kept.
+func classifySetup(err error, host string) error {
+	var status liberrors.ErrClientBadStatusCode
+	switch {
+	case errors.Is(err, netguard.ErrRefused), errors.Is(err, ErrAuth), errors.Is(err, ErrNoTracks), errors.As(err, &status):
+		return err
+	}
+	return &noServerError{host: host, cause: err}
+}
+
+// noServerError is a setup that failed before an RTSP server answered.
+type noServerError struct {
+	host  string
+	cause error
+}
+
+func (e *noServerError) Error() string { return "no RTSP server answered at " + e.host }
+func (e *noServerError) Unwrap() error { return ErrNoServer }
 
 // scrub returns err with the camera URL's user name and password masked out of its message.
 func (w *pullWorker) scrub(err error) error {

@@ -20,6 +20,8 @@ type Gate struct {
 	verifier *auth.Verifier
 	emit     sfu.Emitter
 	limiter  refusalLimiter
+	origins  map[string]bool // http.allowed_origins, lower case
+	hosts    map[string]bool // their host names
 }
 
 // NewGate returns a gate over verifier that reports refusals to emit.
@@ -129,6 +131,12 @@ func HTTPError(err error) *Error {
 	if errors.Is(err, auth.ErrPermissionDenied) {
 		return Errorf(http.StatusForbidden, CodeForbidden, "the token does not allow this")
 	}
+	if errors.Is(err, errCrossOrigin) {
+		return Errorf(http.StatusForbidden, CodeForbidden, "cross-origin requests to the API are allowed only from http.allowed_origins")
+	}
+	if errors.Is(err, errForeignHost) {
+		return Errorf(http.StatusForbidden, CodeForbidden, "open mode: the API answers only requests addressed to a loopback host name (or an http.allowed_origins host)")
+	}
 	if errors.Is(err, errLoopbackOnly) {
 		return Errorf(http.StatusForbidden, CodeForbidden, "open mode: the API answers loopback clients only; configure auth.keys to use it remotely")
 	}
@@ -156,16 +164,22 @@ func Claims(ctx context.Context) *auth.Claims {
 	return c
 }
 
-// Admin wraps an API handler: in open mode only loopback clients pass; with keys the token
-// needs the admin grant.
+// Admin wraps an API handler: a cross-origin request passes only from an allowed origin; in
+// open mode only loopback clients that name a loopback host pass; with keys the token needs
+// the admin grant.
 func (g *Gate) Admin(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		g.setCORS(w, r)
+		err := g.checkBrowser(r)
+		if g.OpenMode() && !IsLoopback(r.RemoteAddr) {
+			err = errLoopbackOnly
+		}
+		if err != nil {
+			g.Refused(auth.ErrPermissionDenied, "http", r.RemoteAddr)
+			WriteError(w, HTTPError(err))
+			return
+		}
 		if g.OpenMode() {
-			if !IsLoopback(r.RemoteAddr) {
-				g.Refused(auth.ErrPermissionDenied, "http", r.RemoteAddr)
-				WriteError(w, HTTPError(errLoopbackOnly))
-				return
-			}
 			h.ServeHTTP(w, r)
 			return
 		}

@@ -10,6 +10,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"os"
 	"strings"
 )
 
@@ -42,6 +43,7 @@ const (
 	CodeForbidden        = "forbidden"
 	CodeInternal         = "internal"
 	CodeUnavailable      = "unavailable"
+	CodeTimeout          = "timeout"
 )
 
 // WriteJSON writes v with status.
@@ -64,13 +66,12 @@ func WriteError(w http.ResponseWriter, err error) {
 }
 
 // DecodeJSON reads a JSON body of at most MaxJSONBody bytes into v, refusing unknown fields,
-// trailing data and other content types with a precise *Error.
+// trailing data and a missing or other content type with a precise *Error. (Requiring
+// application/json keeps a foreign page's form or no-cors fetch from reaching a handler.)
 func DecodeJSON(w http.ResponseWriter, r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || mt != "application/json" {
-			return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "content type must be application/json")
-		}
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "application/json" {
+		return Errorf(http.StatusUnsupportedMediaType, CodeUnsupportedMedia, "content type must be application/json")
 	}
 	body := http.MaxBytesReader(w, r.Body, MaxJSONBody)
 	dec := json.NewDecoder(body)
@@ -91,6 +92,8 @@ func jsonError(err error) error {
 	switch {
 	case errors.As(err, &tooBig):
 		return Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body larger than %d bytes", tooBig.Limit)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return Errorf(http.StatusRequestTimeout, CodeTimeout, "the body did not arrive within http.body_timeout")
 	case errors.Is(err, io.EOF):
 		return Errorf(http.StatusBadRequest, CodeInvalidJSON, "body is empty")
 	case errors.As(err, &syn):
@@ -114,6 +117,9 @@ func ReadBody(w http.ResponseWriter, r *http.Request, contentType string, limit 
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			return nil, Errorf(http.StatusRequestEntityTooLarge, CodeTooLarge, "body larger than %d bytes", limit)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			return nil, Errorf(http.StatusRequestTimeout, CodeTimeout, "the body did not arrive within http.body_timeout")
 		}
 		return nil, Errorf(http.StatusBadRequest, CodeBadRequest, "reading body: %v", err)
 	}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,8 @@ type Options struct {
 	Logger   *slog.Logger
 	Version  string
 	Node     string
+	// MetricsAllow are the addresses (a scraper) that read /metrics without the admin gate.
+	MetricsAllow []netip.Prefix
 }
 
 // Server is the HTTP API of the daemon. Routes are registered before it serves; Handler returns
@@ -61,7 +64,7 @@ func New(opts Options) *Server {
 		WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 	if opts.Registry != nil {
-		s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{}))
+		s.mux.Handle("GET /metrics", s.metrics(promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{})))
 		opts.Registry.MustRegister(
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_auth_refusals_total", Help: "Requests refused by auth (API, WHIP, WHEP, RTMP, RTSP)."},
 				func() float64 { n, _ := g.Refusals(); return float64(n) }),
@@ -80,10 +83,27 @@ func New(opts Options) *Server {
 	s.mux.Handle("DELETE /v1/rooms/{room}", g.Admin(http.HandlerFunc(s.deleteRoom)))
 	s.mux.Handle("DELETE /v1/rooms/{room}/participants/{identity}", g.Admin(http.HandlerFunc(s.kick)))
 	s.mux.Handle("POST /v1/tokens", g.Admin(http.HandlerFunc(s.createToken)))
+	s.mux.HandleFunc("OPTIONS /v1/", g.preflight)
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, Errorf(http.StatusNotFound, CodeNotFound, "no such endpoint: %s %s", r.Method, r.URL.Path))
 	})
 	return s
+}
+
+// metrics serves h to the http.metrics_allow addresses, and through the admin gate to others.
+func (s *Server) metrics(h http.Handler) http.Handler {
+	admin := s.opts.Gate.Admin(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && r.Header.Get("Origin") == "" {
+			for _, p := range s.opts.MetricsAllow {
+				if p.Contains(ap.Addr().Unmap()) {
+					h.ServeHTTP(w, r)
+					return
+				}
+			}
+		}
+		admin.ServeHTTP(w, r)
+	})
 }
 
 // Handle registers a route (Go 1.22 pattern) for an edge package; wrap it with Gate.Admin for

@@ -37,6 +37,7 @@ func call(t *testing.T, s *Server, method, path, remote, token, body string) (in
 	t.Helper()
 	r := httptest.NewRequest(method, path, strings.NewReader(body))
 	r.RemoteAddr = remote
+	r.Host = "127.0.0.1:8800"
 	if body != "" {
 		r.Header.Set("Content-Type", "application/json")
 	}
@@ -176,7 +177,7 @@ func TestHealthReadyMetrics(t *testing.T) {
 	for range 5 {
 		<-got
 	}
-	code, body := call(t, s, "GET", "/metrics", remote, "", "")
+	code, body := call(t, s, "GET", "/metrics", local, "", "")
 	for _, want := range []string{"sluice_rooms 1", "sluice_participants 1", `sluice_tracks{kind="video"} 1`, "sluice_packets_in_total 5",
 		"sluice_bytes_in_total 560", "sluice_packets_out_total 5", "sluice_subscriptions 1", "sluice_packets_dropped_total 0"} {
 		if code != 200 || !strings.Contains(body, want) {
@@ -196,6 +197,7 @@ func FuzzDecodeJSON(f *testing.F) {
 	f.Add(`{"name":`)
 	f.Fuzz(func(t *testing.T, body string) {
 		r := httptest.NewRequest("POST", "/", strings.NewReader(body))
+		r.Header.Set("Content-Type", "application/json")
 		w := httptest.NewRecorder()
 		var req CreateRoomRequest
 		if err := DecodeJSON(w, r, &req); err != nil {

@@ -3,6 +3,7 @@ package auth
 import (
 	"fmt"
 	"sort"
+	"time"
 )
 
 // Config is the `auth:` section. An empty key set is open mode.
@@ -10,7 +11,14 @@ type Config struct {
 	// Keys maps API key to secret. Tokens are HS256 JWTs whose `iss` is the key, signed with
 	// its secret.
 	Keys map[string]string `yaml:"keys"`
+	// MaxTokenLifetime refuses tokens that live longer (from iat, or from now without one, to
+	// exp); 0 is DefaultMaxTokenLifetime.
+	MaxTokenLifetime time.Duration `yaml:"max_token_lifetime"`
 }
+
+// DefaultMaxTokenLifetime is the longest token lifetime accepted by default: a year and a day,
+// the longest a token minted by the API may live.
+const DefaultMaxTokenLifetime = 366 * 24 * time.Hour
 
 // MinSecretLen is the shortest secret accepted: HS256 wants at least 256 bits of key.
 const MinSecretLen = 32
@@ -22,6 +30,9 @@ func (c Config) Validate() error {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	if c.MaxTokenLifetime < 0 {
+		return fmt.Errorf("max_token_lifetime: must not be negative")
+	}
 	for _, k := range keys {
 		if k == "" {
 			return fmt.Errorf("keys: an API key must not be empty")

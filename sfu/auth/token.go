@@ -97,8 +97,9 @@ func mac(secret, data string) []byte {
 
 // Verifier checks tokens against the configured keys. Safe for concurrent use.
 type Verifier struct {
-	keys  map[string]string
-	clock func() time.Time
+	keys        map[string]string
+	clock       func() time.Time
+	maxLifetime time.Duration
 }
 
 // NewVerifier returns a verifier for cfg; clock defaults to time.Now.
@@ -110,7 +111,11 @@ func NewVerifier(cfg Config, clock func() time.Time) *Verifier {
 	for k, v := range cfg.Keys {
 		keys[k] = v
 	}
-	return &Verifier{keys: keys, clock: clock}
+	maxLifetime := cfg.MaxTokenLifetime
+	if maxLifetime <= 0 {
+		maxLifetime = DefaultMaxTokenLifetime
+	}
+	return &Verifier{keys: keys, clock: clock, maxLifetime: maxLifetime}
 }
 
 // OpenMode reports whether no keys are configured.
@@ -179,6 +184,13 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	}
 	if c.NotBefore != 0 && now < c.NotBefore-30 { // 30 s of clock skew
 		return nil, fmt.Errorf("%w: not valid yet", ErrInvalidToken)
+	}
+	from := now
+	if c.IssuedAt != 0 && c.IssuedAt < now {
+		from = c.IssuedAt
+	}
+	if max := int64(v.maxLifetime / time.Second); c.ExpiresAt-from > max+30 { // 30 s of clock skew
+		return nil, fmt.Errorf("%w: lifetime longer than auth.max_token_lifetime", ErrInvalidToken)
 	}
 	return &c, nil
 }

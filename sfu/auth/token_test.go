@@ -97,3 +97,36 @@ func FuzzVerify(f *testing.F) {
 		}
 	})
 }
+
+// A token that lives longer than max_token_lifetime is refused, however well it is signed.
+func TestVerifyRefusesLongLifetimes(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	clock := func() time.Time { return now }
+	v := NewVerifier(Config{Keys: map[string]string{"app": secret}, MaxTokenLifetime: 24 * time.Hour}, clock)
+	def := NewVerifier(Config{Keys: map[string]string{"app": secret}}, clock)
+	year30000 := time.Date(30000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	for _, tc := range []struct {
+		name   string
+		v      *Verifier
+		claims Claims
+		ok     bool
+	}{
+		{"a day", v, Claims{IssuedAt: now.Unix(), ExpiresAt: now.Add(24 * time.Hour).Unix()}, true},
+		{"a day and a minute", v, Claims{IssuedAt: now.Unix(), ExpiresAt: now.Add(24*time.Hour + time.Minute).Unix()}, false},
+		{"issued long ago, living long", v, Claims{IssuedAt: now.Add(-48 * time.Hour).Unix(), ExpiresAt: now.Add(time.Hour).Unix()}, false},
+		{"no iat, far exp", v, Claims{ExpiresAt: now.Add(48 * time.Hour).Unix()}, false},
+		{"year 30000, default maximum", def, Claims{IssuedAt: now.Unix(), ExpiresAt: year30000}, false},
+		{"a year, default maximum", def, Claims{IssuedAt: now.Unix(), ExpiresAt: now.Add(365 * 24 * time.Hour).Unix()}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tok, err := Sign("app", secret, tc.claims)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = tc.v.Verify(tok)
+			if (err == nil) != tc.ok || (err != nil && !errors.Is(err, ErrInvalidToken)) {
+				t.Fatalf("err = %v, want ok=%t", err, tc.ok)
+			}
+		})
+	}
+}

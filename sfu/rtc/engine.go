@@ -41,6 +41,7 @@ type Engine struct {
 	log       *slog.Logger
 
 	routedDirect, routedPion atomic.Uint64 // WHEP viewers by route (egress.go)
+	pionWarnings             atomic.Uint64 // pion's warnings, logged at debug (logger.go)
 	iceConfs                 []webrtc.ICEServer
 }
 
@@ -71,7 +72,7 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	e := &Engine{cfg: cfg, log: log}
-	lf := &loggerFactory{log: log}
+	lf := &loggerFactory{log: log, warnings: &e.pionWarnings}
 
 	addr := net.JoinHostPort(cfg.BindIP, strconv.Itoa(cfg.Port))
 	var port int
@@ -309,6 +310,7 @@ var (
 	descSent     = prometheus.NewDesc("sluice_webrtc_packets_sent_total", "UDP packets sent by WebRTC sessions.", nil, nil)
 	descSyscalls = prometheus.NewDesc("sluice_webrtc_send_syscalls_total", "sendmmsg calls carrying them.", nil, nil)
 	descDropped  = prometheus.NewDesc("sluice_webrtc_send_dropped_total", "UDP packets the socket could not take.", nil, nil)
+	descPionWarn = prometheus.NewDesc("sluice_webrtc_pion_warnings_total", "Warnings of the WebRTC stack (pion), logged at debug level.", nil, nil)
 	descRoutes   = prometheus.NewDesc("sluice_webrtc_viewer_routes_total",
 		"WHEP viewers by how their media left: direct (our SRTP onto the UDP socket) or pion (ICE-TCP, or keys not readable).", []string{"route"}, nil)
 )
@@ -318,6 +320,7 @@ func (e *Engine) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSent
 	ch <- descSyscalls
 	ch <- descDropped
+	ch <- descPionWarn
 	ch <- descRoutes
 }
 
@@ -327,6 +330,7 @@ func (e *Engine) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(sent))
 	ch <- prometheus.MustNewConstMetric(descSyscalls, prometheus.CounterValue, float64(calls))
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	ch <- prometheus.MustNewConstMetric(descPionWarn, prometheus.CounterValue, float64(e.pionWarnings.Load()))
 	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.CounterValue, float64(e.routedDirect.Load()), "direct")
 	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.CounterValue, float64(e.routedPion.Load()), "pion")
 }

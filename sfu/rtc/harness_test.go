@@ -2,6 +2,7 @@ package rtc
 
 import (
 	"context"
+	"log/slog"
 	"net/http/httptest"
 	"sync"
 	"sync/atomic"
@@ -36,6 +37,12 @@ func newHarness(t testing.TB, authCfg auth.Config) *harness {
 // newHarnessWith lets a test adjust the hub's options.
 func newHarnessWith(t testing.TB, authCfg auth.Config, adjust func(*sfu.Options)) *harness {
 	t.Helper()
+	return newHarnessLogged(t, authCfg, adjust, Config{Port: 0, BindIP: "127.0.0.1", ICETCP: true}, nil)
+}
+
+// newHarnessLogged builds the harness with an engine config and a logger for engine and server.
+func newHarnessLogged(t testing.TB, authCfg auth.Config, adjust func(*sfu.Options), cfg Config, log *slog.Logger) *harness {
+	t.Helper()
 	em := sfu.NewLocalEmitter(0, nil)
 	opts := sfu.Options{Config: sfu.DefaultConfig(), Emitter: em, Tick: 50 * time.Millisecond}
 	if adjust != nil {
@@ -45,12 +52,12 @@ func newHarnessWith(t testing.TB, authCfg auth.Config, adjust func(*sfu.Options)
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine, err := NewEngine(Config{Port: 0, BindIP: "127.0.0.1", ICETCP: true}, nil)
+	engine, err := NewEngine(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
 	gate := api.NewGate(auth.NewVerifier(authCfg, nil), em)
-	srv := NewServer(engine, hub, gate, nil)
+	srv := NewServer(engine, hub, gate, log)
 	a := api.New(api.Options{Hub: hub, Gate: gate})
 	srv.Register(a)
 	h := &harness{t: t, hub: hub, events: em, engine: engine, srv: srv, http: httptest.NewServer(a.Handler())}

@@ -39,14 +39,14 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	id, ok := s.add(pub)
+	id, ok := s.add("whip", pub)
 	if !ok {
 		_ = pc.Close()
 		p.Close(sfu.ReasonServerShutdown, nil)
 		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
-	pub.log.Info("whip session started", "session", id)
+	pub.log.Info("whip session started")
 	s.writeAnswer(w, "whip", id, pub.etag(), sdpAnswer)
 }
 

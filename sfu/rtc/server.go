@@ -33,6 +33,7 @@ type Server struct {
 
 	mu       sync.Mutex
 	sessions map[string]session
+	pending  pendingSet
 	closed   bool
 	wg       sync.WaitGroup
 	ready    chan struct{}
@@ -47,6 +48,8 @@ type session interface {
 	// addCandidates applies a trickle ICE fragment.
 	addCandidates(frag string) error
 	etag() string
+	// life returns what every session shares (its peer connection, log, context).
+	life() *sessionLife
 }
 
 // NewServer returns a server for engine; it starts nothing.
@@ -173,11 +176,16 @@ func (s *Server) acceptOffer(w http.ResponseWriter, r *http.Request, room string
 	if !ok {
 		return nil, nil, nil, false
 	}
+	slot, ok := s.reservePending(w, r)
+	if !ok {
+		return nil, nil, nil, false
+	}
 	pc, err := s.engine.newPeerConnection(kind != sfu.ParticipantWHIP)
 	if err != nil {
 		api.WriteError(w, err)
 		return nil, nil, nil, false
 	}
+	slot.bind(pc)
 	fail := func(err error) (context.Context, *webrtc.PeerConnection, *sfu.Participant, bool) {
 		_ = pc.Close()
 		api.WriteError(w, err)
@@ -217,19 +225,26 @@ func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
 	return string(body), nil
 }
 
-// add registers a session under a fresh id and runs it; false when shutting down.
-func (s *Server) add(ss session) (string, bool) {
-	id := sfu.NewID("")
+// add registers a session of kind ("whip" or "whep") under a fresh id and runs it; false when
+// shutting down. The id is the session's capability: whoever knows its URL may trickle to it
+// and end it (as WHIP/WHEP clients do, RFC 9725 §4.3), so it is 95 random bits, only ever
+// sent in the Location header, and never logged; it is kept under its kind so that a WHEP URL
+// cannot reach a WHIP session.
+func (s *Server) add(kind string, ss session) (string, bool) {
+	id := kind + "/" + sfu.NewID("")
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return "", false
 	}
 	s.sessions[id] = ss
+	slot := s.claimPending(ss.life().pc)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
+		stop := s.watchPending(ss, slot)
 		ss.run()
+		stop()
 		s.mu.Lock()
 		delete(s.sessions, id)
 		s.mu.Unlock()
@@ -238,8 +253,9 @@ func (s *Server) add(ss session) (string, bool) {
 }
 
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) session {
+	kind, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	s.mu.Lock()
-	ss := s.sessions[r.PathValue("id")]
+	ss := s.sessions[kind+"/"+r.PathValue("id")]
 	s.mu.Unlock()
 	if ss == nil {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "no such session"))
@@ -303,7 +319,7 @@ func answer(pc *webrtc.PeerConnection, prepare func() error) (string, error) {
 // writeAnswer sends 201 with the answer and the session's URL.
 func (s *Server) writeAnswer(w http.ResponseWriter, kind, id, etag, answer string) {
 	s.setLinks(w)
-	w.Header().Set("Location", "/"+kind+"/session/"+id)
+	w.Header().Set("Location", "/"+kind+"/session/"+strings.TrimPrefix(id, kind+"/"))
 	w.Header().Set("ETag", etag)
 	w.Header().Set("Content-Type", "application/sdp")
 	w.WriteHeader(http.StatusCreated)
@@ -354,6 +370,8 @@ func newSessionLife(parent context.Context, pc *webrtc.PeerConnection, p *sfu.Pa
 }
 
 func (l *sessionLife) etag() string { return `"` + l.tag + `"` }
+
+func (l *sessionLife) life() *sessionLife { return l }
 
 func (l *sessionLife) addCandidates(frag string) error { return addTrickle(l.pc, frag) }
 

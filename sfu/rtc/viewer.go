@@ -71,12 +71,12 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		fail(sfu.ReasonError, err, err)
 		return
 	}
-	id, ok := s.add(v)
+	id, ok := s.add("whep", v)
 	if !ok {
 		fail(sfu.ReasonServerShutdown, nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
 	}
-	v.log.Info("whep session started", "session", id, "source", source)
+	v.log.Info("whep session started", "source", source)
 	s.writeAnswer(w, "whep", id, v.etag(), sdpAnswer)
 }
 
