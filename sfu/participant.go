@@ -129,18 +129,50 @@ func (p *Participant) Streams() []*Stream {
 	return append([]*Stream(nil), p.streams...)
 }
 
-// SetMetadata changes name and metadata (participant.updated).
-func (p *Participant) SetMetadata(name, metadata string) error {
+// ParticipantUpdate is a partial change of a participant: nil fields stay as they are.
+type ParticipantUpdate struct {
+	Name     *string
+	Metadata *string
+}
+
+// Update applies u and emits one participant.updated when something changed. Safe for
+// concurrent use; the emit happens outside the participant's lock.
+func (p *Participant) Update(u ParticipantUpdate) error {
 	return p.op(func() error {
 		p.mu.Lock()
-		changed := p.name != name || p.metadata != metadata
-		p.name, p.metadata = name, metadata
+		changed := false
+		if u.Name != nil && *u.Name != p.name {
+			p.name, changed = *u.Name, true
+		}
+		if u.Metadata != nil && *u.Metadata != p.metadata {
+			p.metadata, changed = *u.Metadata, true
+		}
 		p.mu.Unlock()
 		if changed {
 			p.emit(EventParticipantUpdated, nil, "", nil)
 		}
 		return nil
 	})
+}
+
+// SetName changes the participant's display name (participant.updated when it changed).
+func (p *Participant) SetName(name string) error { return p.Update(ParticipantUpdate{Name: &name}) }
+
+// SetMetadata changes the participant's metadata (participant.updated when it changed).
+func (p *Participant) SetMetadata(metadata string) error {
+	return p.Update(ParticipantUpdate{Metadata: &metadata})
+}
+
+// Track returns the published track with that sid, or nil.
+func (p *Participant) Track(sid string) *Track {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.tracks {
+		if t.sid == sid {
+			return t
+		}
+	}
+	return nil
 }
 
 // Publish adds a track (track.published) and returns it for the producer to write to.
