@@ -191,6 +191,7 @@ func (p *Participant) Publish(spec TrackSpec) (*Track, error) {
 		p.tracks = append(p.tracks, t)
 		p.mu.Unlock()
 		p.emit(EventTrackPublished, t.Info(), "", nil)
+		p.streamsTracksChangedLocked()
 		return nil
 	})
 	if err != nil {
@@ -218,6 +219,7 @@ func (p *Participant) Unpublish(t *Track, reason string) error {
 			return ErrTrackClosed
 		}
 		p.endTrackLocked(t, reason)
+		p.streamsTracksChangedLocked()
 		return nil
 	})
 	if err != nil {
@@ -342,6 +344,13 @@ func (p *Participant) closeLocked(reason string, err error) []*Subscription {
 	p.emit(EventParticipantLeft, nil, reason, nil)
 	close(p.done)
 	return subs
+}
+
+// streamsTracksChangedLocked tells the live streams that the track set changed; opMu held.
+func (p *Participant) streamsTracksChangedLocked() {
+	for _, s := range p.Streams() {
+		s.tracksChangedLocked()
+	}
 }
 
 // endTrackLocked reports the end of t and closes its fan-out; opMu held.
