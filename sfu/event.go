@@ -73,11 +73,14 @@ const (
 	ReasonRoomDeleted        = "room_deleted"
 	ReasonError              = "error"
 	ReasonEmptyTimeout       = "empty_timeout"
-	ReasonSourceChanged      = "source_changed"
-	ReasonSourceEnded        = "source_ended"
-	ReasonStopped            = "stopped"
-	ReasonOverloaded         = "overloaded"
-	ReasonUnpublished        = "unpublished"
+	// ReasonDeleted is room.finished's reason for a room deleted by the API (its participants
+	// leave with room_deleted).
+	ReasonDeleted       = "deleted"
+	ReasonSourceChanged = "source_changed"
+	ReasonSourceEnded   = "source_ended"
+	ReasonStopped       = "stopped"
+	ReasonOverloaded    = "overloaded"
+	ReasonUnpublished   = "unpublished"
 )
 
 // Reasons of auth.failed.

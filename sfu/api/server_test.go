@@ -116,7 +116,7 @@ func TestRoomsAPI(t *testing.T) {
 	for _, e := range em.Events(0) {
 		last = e
 	}
-	if last.Type != sfu.EventRoomFinished || last.Reason != sfu.ReasonRoomDeleted {
+	if last.Type != sfu.EventRoomFinished || last.Reason != sfu.ReasonDeleted {
 		t.Fatalf("last event %s %s", last.Type, last.Reason)
 	}
 }
