@@ -180,8 +180,8 @@ func addEveryType(out map[string]*sfu.Event, base func(string, uint64) *sfu.Even
 		return &sfu.BroadcastInfo{ID: "BC_Qw34", Room: "lobby", Participant: "obs", URL: dests[0].URL, Status: status, StartedAt: &at,
 			BytesSent: 1 << 20, Destinations: dests}
 	}
-	yt := sfu.BroadcastDestination{ID: "DST_yt", URL: "rtmps://a.rtmp.youtube.com/live2/<redacted>", Status: "active", BytesSent: 1 << 20}
-	tw := sfu.BroadcastDestination{ID: "DST_tw", URL: "rtmp://live.twitch.tv/app/<redacted>", Status: "failed", Reconnects: 3,
+	yt := sfu.BroadcastDestination{ID: "DST_yt", URL: "rtmps://a.rtmp.youtube.com/live2/***", Status: "active", BytesSent: 1 << 20}
+	tw := sfu.BroadcastDestination{ID: "DST_tw", URL: "rtmp://live.twitch.tv/app/***", Status: "failed", Reconnects: 3,
 		Error: &sfu.ErrorInfo{Code: "retries_exhausted", Message: "no connection for 1m0s: connection refused"}}
 	add(sfu.EventBroadcastStarted, func(e *sfu.Event) { e.Room, e.Broadcast = room, bc("active", yt) })
 	add(sfu.EventBroadcastUpdated, func(e *sfu.Event) {
