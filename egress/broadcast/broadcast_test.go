@@ -85,17 +85,7 @@ func (f *fakePublisher) close() {
 // platform, whose file's timestamps never go back, and ends with broadcast.ended (stopped).
 func TestBroadcastFollowsParticipant(t *testing.T) {
 	platform := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
-	events := sfu.NewLocalEmitter(0, nil)
-	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: events})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-
+	hub, events := runHub(t)
 	m, err := New(Options{Config: egress.BroadcastConfig{Grace: 10 * time.Second, MaxRetryDuration: time.Minute}, Hub: hub})
 	if err != nil {
 		t.Fatal(err)
@@ -179,13 +169,9 @@ func checkMonotonic(t *testing.T, path string) {
 	}
 }
 
-// A broadcast to two platforms, one of which dies for good: its destination's changes
-// (reconnecting, then failed once retries are exhausted) are broadcast.updated events with the
-// destination's redacted URL and error, while the broadcast goes on; its own events are one
-// started and one ended.
-func TestBroadcastDestinationChangesAreEvents(t *testing.T) {
-	good := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
-	dying := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
+// runHub runs a hub with a local emitter until the end of the test.
+func runHub(t *testing.T) (*sfu.Hub, *sfu.LocalEmitter) {
+	t.Helper()
 	events := sfu.NewLocalEmitter(0, nil)
 	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: events})
 	if err != nil {
@@ -195,7 +181,18 @@ func TestBroadcastDestinationChangesAreEvents(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return hub, events
+}
+
+// A broadcast to two platforms, one of which dies for good: its destination's changes
+// (reconnecting, then failed once retries are exhausted) are broadcast.updated events with the
+// destination's redacted URL and error, while the broadcast goes on; its own events are one
+// started and one ended.
+func TestBroadcastDestinationChangesAreEvents(t *testing.T) {
+	good := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
+	dying := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
+	hub, events := runHub(t)
 	m, err := New(Options{Config: egress.BroadcastConfig{Grace: 10 * time.Second, MaxRetryDuration: 2 * time.Second}, Hub: hub,
 		Backoff: egress.Backoff{Min: 100 * time.Millisecond, Max: 300 * time.Millisecond, Stable: 10 * time.Second}})
 	if err != nil {

@@ -49,14 +49,26 @@ func closedOr404(w http.ResponseWriter, err error, what string) {
 	WriteError(w, Errorf(http.StatusServiceUnavailable, CodeUnavailable, "%v", err))
 }
 
+// decodeUpdate reads a PATCH body into req and checks the text fields name and metadata point
+// to (in req; name may be nil); false when it answered an error.
+func decodeUpdate(w http.ResponseWriter, r *http.Request, req any, name, metadata **string) bool {
+	err := DecodeJSON(w, r, req)
+	if err == nil {
+		err = checkText("metadata", *metadata, MaxMetadataBytes)
+	}
+	if err == nil && name != nil {
+		err = checkText("name", *name, MaxNameBytes)
+	}
+	if err != nil {
+		WriteError(w, err)
+		return false
+	}
+	return true
+}
+
 func (s *Server) updateRoom(w http.ResponseWriter, r *http.Request) {
 	var req UpdateRoomRequest
-	if err := DecodeJSON(w, r, &req); err != nil {
-		WriteError(w, err)
-		return
-	}
-	if err := checkText("metadata", req.Metadata, MaxMetadataBytes); err != nil {
-		WriteError(w, err)
+	if !decodeUpdate(w, r, &req, nil, &req.Metadata) {
 		return
 	}
 	room := s.room(w, r)
@@ -87,16 +99,7 @@ func (s *Server) participant(w http.ResponseWriter, r *http.Request) *sfu.Partic
 
 func (s *Server) updateParticipant(w http.ResponseWriter, r *http.Request) {
 	var req UpdateParticipantRequest
-	if err := DecodeJSON(w, r, &req); err != nil {
-		WriteError(w, err)
-		return
-	}
-	if err := checkText("metadata", req.Metadata, MaxMetadataBytes); err != nil {
-		WriteError(w, err)
-		return
-	}
-	if err := checkText("name", req.Name, MaxNameBytes); err != nil {
-		WriteError(w, err)
+	if !decodeUpdate(w, r, &req, &req.Name, &req.Metadata) {
 		return
 	}
 	p := s.participant(w, r)
