@@ -275,6 +275,7 @@ func (p *Participant) Subscribe(t *Track, sink Sink, opts SubscribeOptions) (*Su
 		p.subs = append(p.subs, s)
 		p.mu.Unlock()
 		p.emit(EventTrackSubscribed, t.Info(), "", nil)
+		p.streamsTracksChangedLocked()
 		return nil
 	})
 	if err != nil {

@@ -130,11 +130,15 @@ func (s *Stream) announceLocked() {
 	s.emit(typ, "", nil, false)
 }
 
-// tracksChangedLocked follows a track published or unpublished by the participant while the
-// stream is live: the wait for the initial set ends when it is complete, and a change after
+// tracksChangedLocked follows a track published, unpublished or subscribed by the participant
+// while the stream is live: the wait for the initial set ends when it is complete, and a change after
 // stream.publishing is reported by stream.updated; opMu held.
 func (s *Stream) tracksChangedLocked() {
-	if s.ended.Load() || s.spec.Direction != DirectionPublish {
+	if s.ended.Load() {
+		return
+	}
+	if s.spec.Direction != DirectionPublish {
+		s.Info(false) // a play stream's tracks are its subscriptions: remember them for its end
 		return
 	}
 	if !s.announced {
