@@ -349,6 +349,7 @@ func (rec *recording) handle(n captureNote) {
 	case noteEnded:
 		delete(rec.caps, n.c)
 		delete(rec.fileOf, n.c)
+	case notePauseApplied: // awaited by a pause; a resume's is news to nobody
 	}
 }
 
