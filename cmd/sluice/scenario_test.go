@@ -76,8 +76,8 @@ func describe(ev sfu.Event) string {
 	return s
 }
 
-// sequence describes the events pick keeps, in order; runs of the same type (two tracks
-// published together, whose order is the publisher's) are sorted.
+// sequence describes the events pick keeps, in order; runs of the same track event (two
+// tracks published together, whose order is the publisher's) are sorted.
 func sequence(evs []sfu.Event, pick func(sfu.Event) bool) []string {
 	var out []string
 	start := 0
@@ -86,7 +86,7 @@ func sequence(evs []sfu.Event, pick func(sfu.Event) bool) []string {
 		if ev.Type == sfu.EventStreamStats || !pick(ev) {
 			continue
 		}
-		if ev.Type != lastType {
+		if ev.Type != lastType || !strings.HasPrefix(ev.Type, "track.") {
 			sort.Strings(out[start:])
 			start, lastType = len(out), ev.Type
 		}
