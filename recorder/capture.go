@@ -42,6 +42,7 @@ const (
 	noteFileClosed                   // a file was closed
 	noteFailed                       // writing failed: the recording fails
 	noteEnded                        // the capture ended (its goroutine is about to return)
+	notePauseApplied                 // a pause or resume took effect (paused says which)
 )
 
 // captureNote is a report from a capture to its recording.
@@ -52,6 +53,7 @@ type captureNote struct {
 	format string
 	tracks []string
 	err    *sfu.ErrorInfo
+	paused bool
 }
 
 // inPacket is one packet handed from a track's subscription to the capture goroutine.
@@ -184,7 +186,9 @@ func (c *capture) run() {
 		case pk := <-c.in:
 			c.packet(pk)
 		case <-c.wake:
-			c.pause(c.pausedWant.Load())
+			paused := c.pausedWant.Load()
+			c.pause(paused)
+			c.note(captureNote{kind: notePauseApplied, paused: paused})
 		case now := <-tick.C:
 			c.tick(now)
 		}

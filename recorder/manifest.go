@@ -15,6 +15,7 @@ import (
 const (
 	StatusStarting = "starting"
 	StatusActive   = "active"
+	StatusPaused   = "paused"
 	StatusEnding   = "ending"
 	StatusComplete = "complete"
 	StatusFailed   = "failed"
@@ -84,6 +85,21 @@ func (r *Recording) clone() *Recording {
 func (r *Recording) Info() *sfu.RecordingInfo {
 	c := r.clone()
 	return &c.RecordingInfo
+}
+
+// pausedMs is the time spent paused up to now, an open pause included.
+func (r *Recording) pausedMs(now time.Time) int64 {
+	var d time.Duration
+	for _, p := range r.Pauses {
+		end := now
+		if p.ResumedAt != nil {
+			end = *p.ResumedAt
+		}
+		if end.After(p.PausedAt) {
+			d += end.Sub(p.PausedAt)
+		}
+	}
+	return d.Milliseconds()
 }
 
 // Terminal reports whether the recording has ended.

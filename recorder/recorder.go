@@ -147,7 +147,7 @@ func (r *Recorder) recoverCrashed() {
 		r.mu.Lock()
 		r.recs[m.ID] = &entry{final: m}
 		r.mu.Unlock()
-		r.emit.Emit(&sfu.Event{Type: sfu.EventRecordingFailed, Room: r.roomInfo(m.Room), Recording: m.Info(), Error: m.Error})
+		r.emit.Emit(&sfu.Event{Type: sfu.EventRecordingFailed, Room: r.roomInfo(m.Room), Recording: m.Info(), Error: m.Error, Reason: sfu.ReasonError})
 	}
 }
 
@@ -194,7 +194,8 @@ func (r *Recorder) recoverOne(m *Recording) {
 		last = r.clock()
 	}
 	last = last.UTC()
-	m.Status, m.EndedAt, m.Paused = StatusFailed, &last, false
+	m.Status, m.EndedAt, m.Paused, m.Reason = StatusFailed, &last, false, sfu.ReasonError
+	m.PausedMs = m.pausedMs(last)
 	m.Error = &sfu.ErrorInfo{Code: "interrupted", Message: "the daemon stopped abruptly while recording; the files play up to their last complete fragment"}
 	var size, dur int64
 	for _, f := range m.Files {

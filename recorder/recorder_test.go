@@ -3,6 +3,7 @@ package recorder
 import (
 	"context"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -87,8 +88,10 @@ func TestRecord30s(t *testing.T) {
 			}
 			rectest.Verify(t, e.file(final, 0), wall, tc.codecs...)
 			evs := e.recordingEvents(rec.ID)
-			if len(evs) != 2 || evs[0].Type != sfu.EventRecordingStarted || evs[1].Type != sfu.EventRecordingEnded || evs[1].Reason != sfu.ReasonStopped {
-				t.Errorf("events %v, want started then ended(stopped)", types(evs))
+			want := []string{"recording.updated starting requested", "recording.started active requested",
+				"recording.updated ending stopped", "recording.ended complete stopped"}
+			if got := transitions(evs); !slices.Equal(got, want) {
+				t.Errorf("events %v, want %v", got, want)
 			}
 		})
 	}

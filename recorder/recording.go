@@ -34,8 +34,18 @@ type Request struct {
 	Auto string
 }
 
-// ReasonMaxDuration ends a recording that reached its max duration.
-const ReasonMaxDuration = "max_duration"
+// Reasons of the recording events (shared/EVENTS.md, Additions): each status transition
+// carries one.
+const (
+	ReasonRequested   = "requested"
+	ReasonPaused      = "paused"
+	ReasonResumed     = "resumed"
+	ReasonMaxDuration = "max_duration"
+	ReasonSourceLost  = "source_lost"
+)
+
+// LocationLocal is the location of a file on the recordings disk (not uploaded).
+const LocationLocal = "local"
 
 // recording is one logical recording: it finds its source participants in the hub, runs one
 // capture per participant connection, and owns the manifest, which only its goroutine writes.
@@ -84,6 +94,7 @@ func (rec *recording) snapshot() *Recording {
 
 // publish updates the readers' snapshot.
 func (rec *recording) publish() {
+	rec.m.PausedMs = rec.m.pausedMs(rec.env.clock())
 	v := rec.m.clone()
 	rec.mu.Lock()
 	rec.view = v
@@ -111,9 +122,10 @@ func (rec *recording) send(ctx context.Context, k commandKind) error {
 func (rec *recording) run(ctx context.Context) {
 	defer close(rec.done)
 	env := rec.env
+	rec.emit(sfu.EventRecordingUpdated, ReasonRequested) // status starting
 	if err := os.MkdirAll(rec.dir, 0o750); err != nil {
 		rec.failure = fileError(err)
-		rec.finish(StatusFailed, "")
+		rec.finish(StatusFailed, sfu.ReasonError)
 		return
 	}
 	rec.writeManifest(true)
@@ -148,13 +160,13 @@ func (rec *recording) run(ctx context.Context) {
 		case n := <-rec.notes:
 			rec.handle(n)
 			if rec.failure != nil {
-				rec.finish(StatusFailed, "")
+				rec.finish(StatusFailed, sfu.ReasonError)
 				return
 			}
 		case <-changed:
 		case <-graceC:
 			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
-			rec.finish(StatusFailed, "")
+			rec.finish(StatusFailed, ReasonSourceLost)
 			return
 		case <-maxC:
 			rec.finish(StatusComplete, ReasonMaxDuration)
@@ -178,19 +190,49 @@ func (rec *recording) command(cmd command) bool {
 		}
 		now := rec.env.clock().UTC()
 		rec.m.Paused = pause
+		reason := ReasonResumed
 		if pause {
 			rec.m.Pauses = append(rec.m.Pauses, Pause{PausedAt: now})
-		} else if n := len(rec.m.Pauses); n > 0 {
-			rec.m.Pauses[n-1].ResumedAt = &now
+			rec.m.Status, reason = StatusPaused, ReasonPaused
+		} else {
+			if n := len(rec.m.Pauses); n > 0 {
+				rec.m.Pauses[n-1].ResumedAt = &now
+			}
+			rec.m.Status = StatusActive
+			if rec.m.StartedAt == nil {
+				rec.m.Status = StatusStarting // paused before its first file
+			}
 		}
 		for c := range rec.caps {
 			c.setPaused(pause)
 		}
+		if pause {
+			rec.awaitPaused()
+		}
 		rec.writeManifest(true)
-		rec.emit(sfu.EventRecordingUpdated, "")
+		rec.emit(sfu.EventRecordingUpdated, reason)
 		cmd.reply <- nil
 	}
 	return false
+}
+
+// awaitPaused handles the captures' notes until every capture has closed its file for the
+// pause (or ended), so that the one paused event lists the closed files with their figures.
+func (rec *recording) awaitPaused() {
+	waiting := make(map[*capture]bool, len(rec.caps))
+	for c := range rec.caps {
+		waiting[c] = true
+	}
+	quiet := rec.finishing
+	rec.finishing = true // the files closed by the pause are reported by the paused event
+	defer func() { rec.finishing = quiet }()
+	for len(waiting) > 0 && rec.failure == nil {
+		n := <-rec.notes
+		rec.handle(n)
+		if (n.kind == notePauseApplied && n.paused) || n.kind == noteEnded {
+			delete(waiting, n.c)
+		}
+	}
 }
 
 // selector is what the recording takes: the participant asked for (else every publisher) and
@@ -242,6 +284,7 @@ const openAfter = 3 * time.Second
 func (rec *recording) handle(n captureNote) {
 	switch n.kind {
 	case noteFileOpened:
+		n.file.Location = LocationLocal
 		rec.m.Files = append(rec.m.Files, n.file)
 		rec.m.Details = append(rec.m.Details, FileDetail{Name: path.Base(n.file.Path), Participant: n.c.p.Identity(), Format: n.format, Tracks: n.tracks})
 		rec.fileOf[n.c] = len(rec.m.Files) - 1
@@ -262,16 +305,18 @@ func (rec *recording) handle(n captureNote) {
 		rec.totals()
 		rec.writeManifest(true)
 		if first {
-			rec.emit(sfu.EventRecordingStarted, "")
+			rec.emit(sfu.EventRecordingStarted, ReasonRequested)
 		}
 	case noteFileProgress:
 		if i, ok := rec.fileOf[n.c]; ok {
+			n.file.Location = rec.m.Files[i].Location
 			rec.m.Files[i] = n.file
 		}
 		rec.totals()
 		rec.writeManifest(false)
 	case noteFileClosed:
 		if i, ok := rec.fileOf[n.c]; ok {
+			n.file.Location = rec.m.Files[i].Location
 			rec.m.Files[i] = n.file
 			rec.m.Details[i].Complete = rec.failure == nil || n.file.SizeBytes > 0
 			delete(rec.fileOf, n.c)
@@ -288,6 +333,7 @@ func (rec *recording) handle(n captureNote) {
 	case noteEnded:
 		delete(rec.caps, n.c)
 		delete(rec.fileOf, n.c)
+	case notePauseApplied: // awaited by a pause; a resume's is news to nobody
 	}
 }
 
@@ -302,13 +348,16 @@ func (rec *recording) totals() {
 }
 
 // finish stops every capture, waits for their files to close, and writes the final state:
-// status complete (recording.ended with reason) or failed (recording.failed with the error).
+// status ending (recording.updated), then complete (recording.ended) or failed
+// (recording.failed with the error), both with reason.
 func (rec *recording) finish(status, reason string) {
 	rec.finishing = true
-	if rec.m.Status != StatusStarting {
-		rec.m.Status = StatusEnding
-		rec.publish()
+	rec.m.Status = StatusEnding
+	if reason == "" {
+		reason = sfu.ReasonError
 	}
+	rec.writeManifest(true)
+	rec.emit(sfu.EventRecordingUpdated, reason)
 	for c := range rec.caps {
 		c.stop()
 	}
@@ -317,6 +366,9 @@ func (rec *recording) finish(status, reason string) {
 	}
 	if rec.failure != nil {
 		status = StatusFailed
+		if reason != ReasonSourceLost && reason != sfu.ReasonServerShutdown {
+			reason = sfu.ReasonError
+		}
 	}
 	if status == StatusComplete && len(rec.m.Files) == 0 {
 		status = StatusFailed
@@ -330,12 +382,11 @@ func (rec *recording) finish(status, reason string) {
 	}
 	if status == StatusFailed {
 		rec.m.Error = rec.failure
-		rec.m.Reason = ""
 	}
 	rec.totals()
 	rec.writeManifest(true)
 	if status == StatusFailed {
-		rec.emit(sfu.EventRecordingFailed, "")
+		rec.emit(sfu.EventRecordingFailed, reason)
 	} else {
 		rec.emit(sfu.EventRecordingEnded, reason)
 	}
@@ -357,7 +408,9 @@ func (rec *recording) writeManifest(force bool) {
 	}
 }
 
+// emit reports the recording's current state; figures are those of the moment.
 func (rec *recording) emit(typ, reason string) {
+	rec.m.PausedMs = rec.m.pausedMs(rec.env.clock())
 	ev := &sfu.Event{Type: typ, Room: rec.env.roomInfo(rec.req.Room), Recording: rec.m.Info(), Reason: reason}
 	if typ == sfu.EventRecordingFailed {
 		ev.Error = rec.m.Error

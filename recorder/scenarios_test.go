@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -138,10 +139,39 @@ func TestPauseResume(t *testing.T) {
 	if gap := final.Files[1].StartedAt.Sub(final.Files[0].StartedAt.Add(time.Duration(final.Files[0].DurationMs) * time.Millisecond)); gap < 9*time.Second {
 		t.Errorf("second file starts %v after the first ends, want the ~10 s pause", gap)
 	}
+	// one event per transition, each with its reason and the figures of its moment
 	evs := e.recordingEvents(rec.ID)
-	if countType(evs, sfu.EventRecordingStarted) != 1 || countType(evs, sfu.EventRecordingEnded) != 1 {
-		t.Errorf("events %v: want one started and one ended", types(evs))
+	want := []string{
+		"recording.updated starting requested", "recording.started active requested",
+		"recording.updated paused paused", "recording.updated active resumed",
+		"recording.updated ending stopped", "recording.ended complete stopped",
 	}
+	if got := transitions(evs); !slices.Equal(got, want) {
+		t.Fatalf("events\n%v\nwant\n%v", got, want)
+	}
+	paused, resumed, ending := evs[2].Recording, evs[3].Recording, evs[4].Recording
+	if len(paused.Files) != 1 || paused.Files[0].DurationMs != final.Files[0].DurationMs || paused.DurationMs != final.Files[0].DurationMs ||
+		paused.Files[0].SizeBytes != final.Files[0].SizeBytes || paused.PausedMs > 1000 {
+		t.Errorf("paused event: %d files, %d ms, paused %d ms; the closed file has %d ms", len(paused.Files), paused.DurationMs, paused.PausedMs, final.Files[0].DurationMs)
+	}
+	if len(resumed.Files) != 1 || resumed.PausedMs < 9000 {
+		t.Errorf("resumed event: %d files, paused %d ms", len(resumed.Files), resumed.PausedMs)
+	}
+	if len(ending.Files) != 2 || ending.Files[1].Location != LocationLocal {
+		t.Errorf("ending event lists %d files, want the one opened after the resume too", len(ending.Files))
+	}
+	if last := evs[5].Recording; last.PausedMs != resumed.PausedMs || last.DurationMs != final.DurationMs {
+		t.Errorf("ended event: paused %d ms, %d ms; want %d, %d", last.PausedMs, last.DurationMs, resumed.PausedMs, final.DurationMs)
+	}
+}
+
+// transitions lists events as "type status reason".
+func transitions(evs []sfu.Event) []string {
+	out := make([]string, 0, len(evs))
+	for _, ev := range evs {
+		out = append(out, ev.Type+" "+ev.Recording.Status+" "+ev.Reason)
+	}
+	return out
 }
 
 func countType(evs []sfu.Event, typ string) int {

@@ -29,6 +29,7 @@ const (
 	EventStreamPlaying     = "stream.playing"
 	EventStreamStopped     = "stream.stopped"
 	EventStreamFailed      = "stream.failed"
+	EventStreamUpdated     = "stream.updated"
 	EventStreamStats       = "stream.stats"
 
 	EventSpeakersChanged = "speakers.changed"
@@ -46,8 +47,14 @@ const (
 	EventBroadcastReconnecting = "broadcast.reconnecting"
 	EventBroadcastEnded        = "broadcast.ended"
 	EventBroadcastFailed       = "broadcast.failed"
+	EventBroadcastUpdated      = "broadcast.updated"
 
 	EventAuthFailed = "auth.failed"
+
+	// Types of shared/EVENTS.md's Additions built by other issues.
+	EventRecordingDeleted = "recording.deleted"
+	EventNodeJoined       = "node.joined"
+	EventNodeLeft         = "node.left"
 
 	EventServerStarted  = "server.started"
 	EventServerStopping = "server.stopping"
@@ -66,11 +73,14 @@ const (
 	ReasonRoomDeleted        = "room_deleted"
 	ReasonError              = "error"
 	ReasonEmptyTimeout       = "empty_timeout"
-	ReasonSourceChanged      = "source_changed"
-	ReasonSourceEnded        = "source_ended"
-	ReasonStopped            = "stopped"
-	ReasonOverloaded         = "overloaded"
-	ReasonUnpublished        = "unpublished"
+	// ReasonDeleted is room.finished's reason for a room deleted by the API (its participants
+	// leave with room_deleted).
+	ReasonDeleted       = "deleted"
+	ReasonSourceChanged = "source_changed"
+	ReasonSourceEnded   = "source_ended"
+	ReasonStopped       = "stopped"
+	ReasonOverloaded    = "overloaded"
+	ReasonUnpublished   = "unpublished"
 )
 
 // Reasons of auth.failed.
@@ -194,18 +204,23 @@ type StreamInfo struct {
 
 // RecordingInfo is the recording object.
 type RecordingInfo struct {
-	ID          string          `json:"id"`
-	Room        string          `json:"room"`
-	Participant string          `json:"participant,omitempty"`
-	Tracks      []string        `json:"tracks"`
-	Format      string          `json:"format"`
-	Status      string          `json:"status"`
-	StartedAt   *time.Time      `json:"started_at,omitempty"`
-	EndedAt     *time.Time      `json:"ended_at,omitempty"`
-	DurationMs  int64           `json:"duration_ms"`
-	SizeBytes   int64           `json:"size_bytes"`
-	Files       []RecordingFile `json:"files"`
-	Error       *ErrorInfo      `json:"error,omitempty"`
+	ID          string   `json:"id"`
+	Room        string   `json:"room"`
+	Participant string   `json:"participant,omitempty"`
+	Tracks      []string `json:"tracks"`
+	Format      string   `json:"format"`
+	// Status is starting, active, paused, ending, complete or failed.
+	Status     string     `json:"status"`
+	StartedAt  *time.Time `json:"started_at,omitempty"`
+	EndedAt    *time.Time `json:"ended_at,omitempty"`
+	DurationMs int64      `json:"duration_ms"`
+	// PausedMs is the time spent paused so far, the current pause included.
+	PausedMs  int64           `json:"paused_ms"`
+	SizeBytes int64           `json:"size_bytes"`
+	Files     []RecordingFile `json:"files"`
+	Error     *ErrorInfo      `json:"error,omitempty"`
+	// Layout names the layout of a composite recording ("" for a plain one).
+	Layout string `json:"layout,omitempty"`
 }
 
 // RecordingFile is one file of a recording; Path is relative to the recordings directory.
@@ -214,6 +229,9 @@ type RecordingFile struct {
 	SizeBytes  int64     `json:"size_bytes"`
 	DurationMs int64     `json:"duration_ms"`
 	StartedAt  time.Time `json:"started_at"`
+	// Location is "local", or the object URL once uploaded (never with credentials).
+	Location   string     `json:"location,omitempty"`
+	UploadedAt *time.Time `json:"uploaded_at,omitempty"`
 }
 
 // BroadcastInfo is the broadcast object. URL never carries the stream key.

@@ -3,6 +3,7 @@ package sfu
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -96,7 +97,7 @@ func TestLifecycleEvents(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := pub.StartStream(StreamSpec{Direction: DirectionPublish, Protocol: ProtocolWHIP})
+	stream, err := pub.StartStream(StreamSpec{Direction: DirectionPublish, Protocol: ProtocolWHIP, ExpectTracks: 1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +126,7 @@ func TestLifecycleEvents(t *testing.T) {
 	waitFor(t, "room.finished", func() bool { return h.Room("lobby") == nil })
 
 	want := []string{
-		EventRoomStarted, EventParticipantJoined, EventStreamPublishing, EventTrackPublished,
+		EventRoomStarted, EventParticipantJoined, EventTrackPublished, EventStreamPublishing,
 		EventParticipantJoined, EventTrackSubscribed, EventStreamUnpublished,
 		EventTrackUnpublished, EventTrackUnsubscribed, EventParticipantLeft,
 		EventParticipantLeft, EventRoomFinished,
@@ -152,6 +153,62 @@ func TestLifecycleEvents(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+}
+
+// stream.publishing lists the session's initial track set, a track added later is reported
+// by stream.updated, and the terminal event carries every track the stream had.
+func TestStreamTrackSet(t *testing.T) {
+	defer test.CheckRoutines(t)()
+	h, em := newTestHub(t, DefaultConfig())
+	defer h.Close()
+	for _, c := range []struct {
+		name   string
+		expect int
+		late   bool // the second track comes after PublishSettle
+	}{{"announced", 2, false}, {"unknown", 0, false}, {"late", 2, true}} {
+		t.Run(c.name, func(t *testing.T) {
+			pub, err := h.Join("set-"+c.name, ParticipantSpec{Identity: "obs", Kind: ParticipantRTMP})
+			if err != nil {
+				t.Fatal(err)
+			}
+			video, _ := pub.Publish(TrackSpec{Codec: testH264})
+			st, err := pub.StartStream(StreamSpec{Direction: DirectionPublish, Protocol: ProtocolRTMP, ExpectTracks: c.expect})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if c.late {
+				waitFor(t, "stream.publishing after the settle wait", func() bool { return len(streamEvents(em, pub)) == 1 })
+			}
+			audio, _ := pub.Publish(TrackSpec{Codec: Codec{Name: CodecOpus, ClockRate: 48000, Channels: 2}})
+			_ = pub.Unpublish(audio, ReasonUnpublished)
+			st.End(ReasonClientDisconnected, nil)
+			pub.Close(ReasonClientDisconnected, nil)
+			var got []string
+			for _, ev := range streamEvents(em, pub) {
+				got = append(got, fmt.Sprintf("%s %d", ev.Type, len(ev.Stream.Tracks)))
+			}
+			want := []string{"stream.publishing 2", "stream.updated 1", "stream.unpublished 2"}
+			if c.late {
+				want = []string{"stream.publishing 1", "stream.updated 2", "stream.updated 1", "stream.unpublished 2"}
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("stream events %v, want %v", got, want)
+			}
+			if evs := streamEvents(em, pub); !slices.Contains(evs[len(evs)-1].Stream.Tracks, video.SID()) {
+				t.Fatal("the terminal event lacks the video track")
+			}
+		})
+	}
+}
+
+func streamEvents(em *LocalEmitter, p *Participant) []Event {
+	var out []Event
+	for _, ev := range em.Events(0) {
+		if ev.Stream != nil && ev.Participant != nil && ev.Participant.SID == p.SID() {
+			out = append(out, ev)
+		}
+	}
+	return out
 }
 
 func TestSubscriberStartsOnKeyframe(t *testing.T) {
@@ -437,7 +494,7 @@ func TestDeleteRoomRemovesEveryone(t *testing.T) {
 	}
 	evs := em.Events(0)
 	last := evs[len(evs)-1]
-	if last.Type != EventRoomFinished || last.Reason != ReasonRoomDeleted {
+	if last.Type != EventRoomFinished || last.Reason != ReasonDeleted {
 		t.Fatalf("last event %s %s", last.Type, last.Reason)
 	}
 	for _, e := range evs {

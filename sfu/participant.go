@@ -129,19 +129,51 @@ func (p *Participant) Streams() []*Stream {
 	return append([]*Stream(nil), p.streams...)
 }
 
-// SetMetadata changes name and metadata (participant.updated).
-func (p *Participant) SetMetadata(name, metadata string) error {
+// ParticipantUpdate is a partial change of a participant: nil fields stay as they are.
+type ParticipantUpdate struct {
+	Name     *string
+	Metadata *string
+}
+
+// Update applies u and emits one participant.updated when something changed. Safe for
+// concurrent use; the emit happens outside the participant's lock.
+func (p *Participant) Update(u ParticipantUpdate) error {
 	defer p.settle()
 	return p.op(func() error {
 		p.mu.Lock()
-		changed := p.name != name || p.metadata != metadata
-		p.name, p.metadata = name, metadata
+		changed := false
+		if u.Name != nil && *u.Name != p.name {
+			p.name, changed = *u.Name, true
+		}
+		if u.Metadata != nil && *u.Metadata != p.metadata {
+			p.metadata, changed = *u.Metadata, true
+		}
 		p.mu.Unlock()
 		if changed {
 			p.emit(EventParticipantUpdated, nil, "", nil)
 		}
 		return nil
 	})
+}
+
+// SetName changes the participant's display name (participant.updated when it changed).
+func (p *Participant) SetName(name string) error { return p.Update(ParticipantUpdate{Name: &name}) }
+
+// SetMetadata changes the participant's metadata (participant.updated when it changed).
+func (p *Participant) SetMetadata(metadata string) error {
+	return p.Update(ParticipantUpdate{Metadata: &metadata})
+}
+
+// Track returns the published track with that sid, or nil.
+func (p *Participant) Track(sid string) *Track {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, t := range p.tracks {
+		if t.sid == sid {
+			return t
+		}
+	}
+	return nil
 }
 
 // Publish adds a track (track.published) and returns it for the producer to write to.
@@ -160,6 +192,7 @@ func (p *Participant) Publish(spec TrackSpec) (*Track, error) {
 		p.tracks = append(p.tracks, t)
 		p.mu.Unlock()
 		p.emit(EventTrackPublished, t.Info(), "", nil)
+		p.streamsTracksChangedLocked()
 		return nil
 	})
 	if err != nil {
@@ -188,6 +221,7 @@ func (p *Participant) Unpublish(t *Track, reason string) error {
 			return ErrTrackClosed
 		}
 		p.endTrackLocked(t, reason)
+		p.streamsTracksChangedLocked()
 		return nil
 	})
 	if err != nil {
@@ -244,6 +278,7 @@ func (p *Participant) Subscribe(t *Track, sink Sink, opts SubscribeOptions) (*Su
 		p.subs = append(p.subs, s)
 		p.mu.Unlock()
 		p.emit(EventTrackSubscribed, t.Info(), "", nil)
+		p.streamsTracksChangedLocked()
 		return nil
 	})
 	if err != nil {
@@ -321,6 +356,13 @@ func (p *Participant) closeLocked(reason string, err error) []*Subscription {
 	p.emit(EventParticipantLeft, nil, reason, nil)
 	close(p.done)
 	return subs
+}
+
+// streamsTracksChangedLocked tells the live streams that the track set changed; opMu held.
+func (p *Participant) streamsTracksChangedLocked() {
+	for _, s := range p.Streams() {
+		s.tracksChangedLocked()
+	}
 }
 
 // endTrackLocked reports the end of t and closes its fan-out; opMu held.

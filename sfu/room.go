@@ -223,6 +223,9 @@ func (r *Room) finishLocked(reason string) {
 	r.mu.Unlock()
 	r.hub.removeRoom(r)
 	if r.started {
+		if reason == ReasonRoomDeleted {
+			reason = ReasonDeleted // room.finished's own reason list (shared/EVENTS.md, Additions)
+		}
 		r.hub.emitRoom(EventRoomFinished, r, reason)
 	}
 	r.opMu.Unlock()

@@ -1,6 +1,8 @@
 package sfu
 
 import (
+	"slices"
+	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -37,7 +39,16 @@ type StreamSpec struct {
 	// Stats, when set, supplies the protocol figures of stream.stats; it is called from the
 	// hub's goroutine and must not block.
 	Stats func() ProtocolStats
+	// ExpectTracks is the size of a publish session's announced or negotiated track set (RTMP
+	// onMetaData, the WHIP offer's media sections); 0 when unknown. stream.publishing waits
+	// until the participant publishes that many tracks (unknown: one audio and one video), or
+	// at most PublishSettle, so that it lists the session's initial tracks.
+	ExpectTracks int
 }
+
+// PublishSettle bounds how long stream.publishing waits for the initial track set; a track
+// published after it is reported by stream.updated.
+const PublishSettle = time.Second
 
 // Stream is one media session of a participant: the publish or play side of a protocol
 // connection. It is started by StartStream (stream.publishing / stream.playing) and ended by
@@ -48,21 +59,29 @@ type Stream struct {
 	spec      StreamSpec
 	startedAt time.Time
 	ended     atomic.Bool // set with the room's opMu held
+
+	// Set with the room's opMu held.
+	announced bool        // stream.publishing / stream.playing emitted
+	settle    *time.Timer // bounds the wait for the initial track set
+
+	mu  sync.Mutex
+	had []string // every track the stream carried, for its terminal event
 }
 
 // StartStream opens a stream of the participant and reports it (stream.publishing for publish,
-// stream.playing for play).
+// stream.playing for play). A publish stream is reported once its initial track set is
+// published (see StreamSpec.ExpectTracks), at most PublishSettle later.
 func (p *Participant) StartStream(spec StreamSpec) (*Stream, error) {
 	s := &Stream{p: p, sid: NewID(PrefixStream), spec: spec, startedAt: p.room.hub.clock()}
 	err := p.op(func() error {
 		p.mu.Lock()
 		p.streams = append(p.streams, s)
 		p.mu.Unlock()
-		typ := EventStreamPlaying
-		if spec.Direction == DirectionPublish {
-			typ = EventStreamPublishing
+		if spec.Direction == DirectionPublish && !s.trackSetComplete() {
+			s.settle = time.AfterFunc(PublishSettle, s.settled)
+			return nil
 		}
-		s.emit(typ, "", nil, false)
+		s.announceLocked()
 		return nil
 	})
 	if err != nil {
@@ -70,6 +89,66 @@ func (p *Participant) StartStream(spec StreamSpec) (*Stream, error) {
 	}
 	p.settle()
 	return s, nil
+}
+
+// trackSetComplete reports whether the participant publishes the stream's initial track set.
+func (s *Stream) trackSetComplete() bool {
+	tracks := s.p.Tracks()
+	if s.spec.ExpectTracks > 0 {
+		return len(tracks) >= s.spec.ExpectTracks
+	}
+	var audio, video bool
+	for _, t := range tracks {
+		audio = audio || t.kind == KindAudio
+		video = video || t.kind == KindVideo
+	}
+	return audio && video
+}
+
+// settled ends the wait for the initial track set.
+func (s *Stream) settled() {
+	_ = s.p.op(func() error {
+		if !s.ended.Load() {
+			s.announceLocked()
+		}
+		return nil
+	})
+}
+
+// announceLocked emits stream.publishing / stream.playing once; opMu held.
+func (s *Stream) announceLocked() {
+	if s.announced {
+		return
+	}
+	s.announced = true
+	if s.settle != nil {
+		s.settle.Stop()
+	}
+	typ := EventStreamPlaying
+	if s.spec.Direction == DirectionPublish {
+		typ = EventStreamPublishing
+	}
+	s.emit(typ, "", nil, false)
+}
+
+// tracksChangedLocked follows a track published, unpublished or subscribed by the participant
+// while the stream is live: the wait for the initial set ends when it is complete, and a change after
+// stream.publishing is reported by stream.updated; opMu held.
+func (s *Stream) tracksChangedLocked() {
+	if s.ended.Load() {
+		return
+	}
+	if s.spec.Direction != DirectionPublish {
+		s.Info(false) // a play stream's tracks are its subscriptions: remember them for its end
+		return
+	}
+	if !s.announced {
+		if s.trackSetComplete() {
+			s.announceLocked()
+		}
+		return
+	}
+	s.emit(EventStreamUpdated, "", nil, false)
 }
 
 // SID returns the stream's server id.
@@ -94,9 +173,11 @@ func (s *Stream) End(reason string, err error) {
 }
 
 func (s *Stream) endLocked(reason string, err error) {
-	if s.ended.Swap(true) {
+	if s.ended.Load() {
 		return
 	}
+	s.announceLocked() // a stream that ends while waiting for its tracks still begins
+	s.ended.Store(true)
 	switch {
 	case err != nil:
 		s.emit(EventStreamFailed, reason, &ErrorInfo{Code: errorCode(reason), Message: err.Error()}, false)
@@ -160,6 +241,17 @@ func (s *Stream) Info(stats bool) *StreamInfo {
 			}
 		}
 	}
+	s.mu.Lock()
+	if state == "live" {
+		for _, sid := range info.Tracks {
+			if !slices.Contains(s.had, sid) {
+				s.had = append(s.had, sid)
+			}
+		}
+	} else {
+		info.Tracks = append(info.Tracks[:0], s.had...) // what the stream had
+	}
+	s.mu.Unlock()
 	if stats {
 		kbps := float64(int64(bitrate/100)) / 10
 		fps = float64(int64(fps*10)) / 10

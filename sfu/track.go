@@ -157,6 +157,10 @@ func (t *Track) Closed() bool { return t.closed.Load() }
 // Muted reports the publisher's mute state.
 func (t *Track) Muted() bool { return t.muted.Load() }
 
+// SetMuted records the publisher's mute state: one track.muted or track.unmuted when it
+// changed. Media keeps flowing as the publisher sends it; muting is the publisher's statement.
+func (t *Track) SetMuted(muted bool) error { return t.participant.SetTrackMuted(t, muted) }
+
 // Size returns the video resolution last reported by the publisher (0 when unknown).
 func (t *Track) Size() (width, height int) { return int(t.width.Load()), int(t.height.Load()) }
 

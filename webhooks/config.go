@@ -64,9 +64,10 @@ func DefaultConfig() Config {
 }
 
 // DefaultRetrySchedule is shared/DESIGN.md's backoff: at once, 5 s, 30 s, 2 m, 10 m, 30 m, 1 h,
-// then every 2 h.
+// then every 2 h; with one quick retry after 500 ms first, so that a receiver restarting
+// together with the daemon (or a connection that broke) does not hold an event for 5 s.
 func DefaultRetrySchedule() []time.Duration {
-	return []time.Duration{5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour}
+	return []time.Duration{500 * time.Millisecond, 5 * time.Second, 30 * time.Second, 2 * time.Minute, 10 * time.Minute, 30 * time.Minute, time.Hour, 2 * time.Hour}
 }
 
 // Validate reports the first invalid value.

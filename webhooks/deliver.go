@@ -350,6 +350,10 @@ func (d *Deliverer) post(ctx context.Context, ep *Endpoint, signer *Signer, id s
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", d.opts.UserAgent)
+	// lets net/http resend the request on a fresh connection when a pooled keep-alive
+	// connection turns out dead (it never replays a POST otherwise, and the event would wait
+	// for the retry schedule); receivers dedupe on webhook-id anyway
+	req.Header.Set("Idempotency-Key", id)
 	signer.SetHeaders(req.Header, id, d.clock(), body)
 	start := time.Now()
 	resp, err := d.client.Do(req)

@@ -43,9 +43,10 @@ var lifecycles = map[string]lifecycle{
 	sfu.EventTrackUnpublished: {kindTrack, 'e'},
 	sfu.EventStreamPublishing: {kindStream, 'b'}, sfu.EventStreamPlaying: {kindStream, 'b'},
 	sfu.EventStreamUnpublished: {kindStream, 'e'}, sfu.EventStreamStopped: {kindStream, 'e'}, sfu.EventStreamFailed: {kindStream, 'e'},
+	sfu.EventStreamUpdated:    {kindStream, 'u'},
 	sfu.EventRecordingStarted: {kindRecording, 'b'}, sfu.EventRecordingUpdated: {kindRecording, 'u'},
 	sfu.EventRecordingEnded: {kindRecording, 'e'}, sfu.EventRecordingFailed: {kindRecording, 'e'},
-	sfu.EventBroadcastStarted: {kindBroadcast, 'b'}, sfu.EventBroadcastReconnecting: {kindBroadcast, 'u'},
+	sfu.EventBroadcastStarted: {kindBroadcast, 'b'}, sfu.EventBroadcastReconnecting: {kindBroadcast, 'u'}, sfu.EventBroadcastUpdated: {kindBroadcast, 'u'},
 	sfu.EventBroadcastEnded: {kindBroadcast, 'e'}, sfu.EventBroadcastFailed: {kindBroadcast, 'e'},
 }
 

@@ -6,10 +6,13 @@ import (
 	"encoding/base64"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // readmeVerify is the README's "verifying a webhook in Go" snippet, kept here so it stays right.
@@ -50,5 +53,22 @@ func TestREADMEVerifySnippet(t *testing.T) {
 	s.SetHeaders(r.Header, "evt_1", time.Now().Add(-6*time.Minute), body)
 	if readmeVerify(secret, r, body) {
 		t.Fatal("the README snippet accepts an old timestamp")
+	}
+}
+
+// The README's event section names every type of the catalogue, and marks as pending (*)
+// exactly the types other issues build.
+func TestREADMEListsCatalogue(t *testing.T) {
+	raw, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(raw)
+	for _, typ := range sfutest.Catalogue {
+		_, pending := sfutest.Pending[typ]
+		listed, starred := strings.Contains(readme, "`"+typ+"`"), strings.Contains(readme, "`"+typ+"`*")
+		if !listed || starred != pending {
+			t.Errorf("README: %s listed %v, marked pending %v; pending %v", typ, listed, starred, pending)
+		}
 	}
 }

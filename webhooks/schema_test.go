@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of the wire schema")
@@ -74,7 +75,143 @@ func goldenEvents() map[string]*sfu.Event {
 	e = base(sfu.EventServerStarted, 1)
 	e.Version, e.Node = "v1.0.0", "edge-1"
 	out["server.started"] = e
+	addEveryType(out, base, room, part, track, stream, later)
 	return out
+}
+
+// addEveryType adds one event of each catalogue type that the shapes above do not show.
+func addEveryType(out map[string]*sfu.Event, base func(string, uint64) *sfu.Event, room *sfu.RoomInfo, part *sfu.ParticipantInfo,
+	track *sfu.TrackInfo, stream *sfu.StreamInfo, later time.Time) {
+	seq := uint64(2000)
+	add := func(typ string, fill func(e *sfu.Event)) {
+		seq++
+		e := base(typ, seq)
+		fill(e)
+		out[typ] = e
+	}
+	at := room.CreatedAt
+	muted := *track
+	muted.Muted = true
+	live := *stream
+	live.BitrateKbps, live.FPS, live.PacketsLost, live.JitterMs, live.RTTMs, live.KeyframeIntervalMs = nil, nil, nil, nil, nil, nil
+	ended := live
+	ended.State = "ended"
+	viewer := &sfu.ParticipantInfo{SID: "PA_v13werQ01", Identity: "viewer-1", Kind: sfu.ParticipantWebRTC, JoinedAt: at, RemoteAddr: "198.51.100.4:61000"}
+	play := live
+	play.SID, play.Direction, play.Protocol, play.RemoteAddr = "ST_p1Ay0000", sfu.DirectionPlay, sfu.ProtocolWHEP, viewer.RemoteAddr
+	for _, typ := range []string{sfu.EventRoomStarted, sfu.EventRoomUpdated, sfu.EventRoomFinished} {
+		add(typ, func(e *sfu.Event) {
+			e.Room = room
+			if typ == sfu.EventRoomFinished {
+				r := *room
+				r.Participants = 0
+				e.Room, e.Reason = &r, "empty_timeout"
+			}
+		})
+	}
+	for _, typ := range []string{sfu.EventParticipantJoined, sfu.EventParticipantUpdated} {
+		add(typ, func(e *sfu.Event) { e.Room, e.Participant = room, part })
+	}
+	for _, typ := range []string{sfu.EventTrackUpdated, sfu.EventTrackMuted, sfu.EventTrackUnmuted, sfu.EventTrackInterrupted,
+		sfu.EventTrackRecovered, sfu.EventTrackUnpublished} {
+		add(typ, func(e *sfu.Event) {
+			e.Room, e.Participant, e.Track = room, part, track
+			switch typ {
+			case sfu.EventTrackMuted:
+				e.Track = &muted
+			case sfu.EventTrackUnpublished:
+				e.Reason = sfu.ReasonClientDisconnected
+			}
+		})
+	}
+	for _, typ := range []string{sfu.EventTrackSubscribed, sfu.EventTrackUnsubscribed, sfu.EventTrackSubscriptionFailed} {
+		add(typ, func(e *sfu.Event) {
+			e.Room, e.Participant, e.Track = room, viewer, track
+			if typ == sfu.EventTrackSubscriptionFailed {
+				e.Error = &sfu.ErrorInfo{Code: "codec_not_supported", Message: "the subscriber cannot receive H265"}
+			}
+		})
+	}
+	add(sfu.EventStreamPublishing, func(e *sfu.Event) { e.Room, e.Participant, e.Stream = room, part, &live })
+	add(sfu.EventStreamUpdated, func(e *sfu.Event) { e.Room, e.Participant, e.Stream = room, part, &live })
+	add(sfu.EventStreamUnpublished, func(e *sfu.Event) {
+		e.Room, e.Participant, e.Stream, e.Reason = room, part, &ended, sfu.ReasonClientDisconnected
+	})
+	add(sfu.EventStreamPlaying, func(e *sfu.Event) { e.Room, e.Participant, e.Stream = room, viewer, &play })
+	add(sfu.EventStreamStopped, func(e *sfu.Event) {
+		p := play
+		p.State = "ended"
+		e.Room, e.Participant, e.Stream, e.Reason = room, viewer, &p, sfu.ReasonClientDisconnected
+	})
+	ingest := &sfu.IngestInfo{ID: "IN_Cam1", Type: "rtsp_pull", Room: "cam-1", ParticipantIdentity: "camera", URL: "rtsp://cam.local/stream", State: "idle"}
+	add(sfu.EventIngestCreated, func(e *sfu.Event) { e.Ingest = ingest })
+	add(sfu.EventIngestDeleted, func(e *sfu.Event) { e.Ingest = ingest })
+	file := sfu.RecordingFile{Path: "lobby/RC_Xy12/obs-20261122T080000Z.mp4", SizeBytes: 9524533, DurationMs: 30000, StartedAt: at, Location: "local"}
+	rec := func(status string, files ...sfu.RecordingFile) *sfu.RecordingInfo {
+		r := &sfu.RecordingInfo{ID: "RC_Xy12", Room: "lobby", Participant: "obs", Tracks: []string{track.SID}, Format: "mp4", Status: status,
+			Files: append([]sfu.RecordingFile{}, files...)}
+		if status != "starting" {
+			r.StartedAt = &at
+		}
+		for _, f := range files {
+			r.DurationMs += f.DurationMs
+			r.SizeBytes += f.SizeBytes
+		}
+		return r
+	}
+	add(sfu.EventRecordingStarted, func(e *sfu.Event) {
+		f := file
+		f.SizeBytes, f.DurationMs = 1024, 0
+		e.Room, e.Recording, e.Reason = room, rec("active", f), "requested"
+	})
+	add(sfu.EventRecordingUpdated, func(e *sfu.Event) {
+		e.Room, e.Recording, e.Reason = room, rec("paused", file), "paused"
+		e.Recording.PausedMs = 12
+	})
+	add(sfu.EventRecordingEnded, func(e *sfu.Event) {
+		e.Room, e.Recording, e.Reason = room, rec("complete", file), sfu.ReasonStopped
+		e.Recording.EndedAt, e.Recording.PausedMs = &later, 60000
+	})
+	add(sfu.EventRecordingDeleted, func(e *sfu.Event) {
+		e.Room, e.Recording, e.Reason = room, rec("complete", file), "retention_age"
+		e.Recording.EndedAt = &later
+	})
+	bc := func(status string, dests ...sfu.BroadcastDestination) *sfu.BroadcastInfo {
+		return &sfu.BroadcastInfo{ID: "BC_Qw34", Room: "lobby", Participant: "obs", URL: dests[0].URL, Status: status, StartedAt: &at,
+			BytesSent: 1 << 20, Destinations: dests}
+	}
+	yt := sfu.BroadcastDestination{ID: "DST_yt", URL: "rtmps://a.rtmp.youtube.com/live2/***", Status: "active", BytesSent: 1 << 20}
+	tw := sfu.BroadcastDestination{ID: "DST_tw", URL: "rtmp://live.twitch.tv/app/***", Status: "failed", Reconnects: 3,
+		Error: &sfu.ErrorInfo{Code: "retries_exhausted", Message: "no connection for 1m0s: connection refused"}}
+	add(sfu.EventBroadcastStarted, func(e *sfu.Event) { e.Room, e.Broadcast = room, bc("active", yt) })
+	add(sfu.EventBroadcastUpdated, func(e *sfu.Event) {
+		e.Room, e.Broadcast, e.Error = room, bc("active", tw, yt), tw.Error
+		e.Broadcast.Reconnects = 3
+	})
+	add(sfu.EventBroadcastEnded, func(e *sfu.Event) {
+		e.Room, e.Broadcast, e.Reason = room, bc("complete", yt), sfu.ReasonStopped
+		e.Broadcast.EndedAt = &later
+	})
+	add(sfu.EventBroadcastFailed, func(e *sfu.Event) {
+		e.Room, e.Broadcast, e.Error = room, bc("failed", tw), tw.Error
+		e.Broadcast.EndedAt, e.Broadcast.Error = &later, tw.Error
+	})
+	add(sfu.EventServerStopping, func(e *sfu.Event) { e.Version, e.Node = "v1.0.0", "edge-1" })
+}
+
+// Every type of the catalogue has a golden wire form, except node.joined/node.left: their
+// node object (id, address, version) would clash with the node string of server.* events, a
+// shape issue 23 settles.
+func TestGoldenCoversCatalogue(t *testing.T) {
+	golden := goldenEvents()
+	for _, typ := range sfutest.Catalogue {
+		if typ == sfu.EventNodeJoined || typ == sfu.EventNodeLeft {
+			continue
+		}
+		if golden[typ] == nil || golden[typ].Type != typ {
+			t.Errorf("no golden event of type %s", typ)
+		}
+	}
 }
 
 // TestWireSchemaGolden pins the JSON of the envelope and every object (shared/EVENTS.md):

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"net/url"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -12,9 +13,11 @@ import (
 func newRoomsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rooms",
-		Short: "List, inspect, close rooms and remove participants",
+		Short: "List, inspect, update, close rooms; update, mute and remove participants",
 		Example: `  sluice rooms list
   sluice rooms show lobby
+  sluice rooms update lobby --metadata '{"topic":"demo"}'
+  sluice rooms mute lobby alice TR_xxxx
   sluice rooms kick lobby alice
   sluice rooms close lobby`,
 	}
@@ -98,7 +101,84 @@ func newRoomsCmd(g *globals) *cobra.Command {
 				return done(g, cmd, "removed "+args[1]+" from "+args[0])
 			},
 		},
+		roomsUpdateCmd(g),
+		roomsMuteCmd(g),
 	)
+	return cmd
+}
+
+// roomsUpdateCmd changes a room's metadata, or a participant's name and metadata.
+func roomsUpdateCmd(g *globals) *cobra.Command {
+	var name, metadata string
+	cmd := &cobra.Command{
+		Use:   "update ROOM [IDENTITY] [--metadata M] [--name N]",
+		Short: "Change a room's metadata (room.updated) or a participant's name and metadata (participant.updated)",
+		Long: `With ROOM alone, set the room's metadata. With ROOM IDENTITY, set the participant's display
+name and/or metadata. Only the flags given change; an unchanged value emits no event.`,
+		Example: `  sluice rooms update lobby --metadata '{"topic":"demo"}'
+  sluice rooms update lobby alice --name "Alice B." --metadata '{"role":"host"}'`,
+		Args: cobra.RangeArgs(1, 2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := map[string]string{}
+			if cmd.Flags().Changed("metadata") {
+				body["metadata"] = metadata
+			}
+			path := "/v1/rooms/" + url.PathEscape(args[0])
+			if len(args) == 2 {
+				path += "/participants/" + url.PathEscape(args[1])
+				if cmd.Flags().Changed("name") {
+					body["name"] = name
+				}
+			} else if cmd.Flags().Changed("name") {
+				return fmt.Errorf("--name needs a participant: sluice rooms update ROOM IDENTITY --name N")
+			}
+			if len(body) == 0 {
+				return fmt.Errorf("nothing to change: give --metadata and/or --name")
+			}
+			var out map[string]any
+			if err := g.client().do(cmd.Context(), "PATCH", path, body, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "updated %s\n", strings.Join(args, "/"))
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&metadata, "metadata", "", "new metadata (free text, usually JSON; at most 64 KiB)")
+	cmd.Flags().StringVar(&name, "name", "", "new display name of the participant")
+	return cmd
+}
+
+// roomsMuteCmd mutes or unmutes a published track.
+func roomsMuteCmd(g *globals) *cobra.Command {
+	var unmute bool
+	cmd := &cobra.Command{
+		Use:   "mute ROOM IDENTITY TRACK_SID [--unmute]",
+		Short: "Mark a participant's published track muted (track.muted) or unmuted (track.unmuted)",
+		Example: `  sluice rooms mute lobby alice TR_xxxx
+  sluice rooms mute lobby alice TR_xxxx --unmute`,
+		Args: cobra.ExactArgs(3),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			path := "/v1/rooms/" + url.PathEscape(args[0]) + "/participants/" + url.PathEscape(args[1]) +
+				"/tracks/" + url.PathEscape(args[2]) + "/mute"
+			var out sfu.TrackInfo
+			if err := g.client().do(cmd.Context(), "POST", path, map[string]bool{"muted": !unmute}, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			state := "muted"
+			if !out.Muted {
+				state = "unmuted"
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s %s of %s in %s\n", state, args[2], args[1], args[0])
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&unmute, "unmute", false, "unmute instead")
 	return cmd
 }
 

@@ -227,8 +227,11 @@ func codecOf(t *sfu.Track) string {
 	return t.Codec().Name
 }
 
-// handle applies a destination's report: its state, the broadcast's, and the event. A non-nil
-// error is the broadcast failing (every destination has failed).
+// handle applies a destination's report: its state, the broadcast's, and the one event of the
+// change. The broadcast's own events stand for its output as a whole: broadcast.started when a
+// destination comes up while none was active, broadcast.reconnecting when the last active one
+// drops; a change while another destination goes on is broadcast.updated. A non-nil error is
+// the broadcast failing (every destination has failed).
 func (b *Broadcast) handle(r report) error {
 	d := r.d
 	now := b.m.now().UTC()
@@ -237,19 +240,28 @@ func (b *Broadcast) handle(r report) error {
 		b.mu.Unlock()
 		return nil // removed meanwhile
 	}
-	var ev *sfu.Event
+	othersActive := false
+	for _, o := range b.dests {
+		othersActive = othersActive || (o != d && o.status == destActive)
+	}
+	ev := &sfu.Event{Type: sfu.EventBroadcastUpdated}
 	switch r.kind {
 	case reportActive:
 		d.status, d.errInfo = destActive, nil
 		if b.status == StatusStarting {
 			b.status, b.startedAt = StatusActive, &now
 		}
-		ev = &sfu.Event{Type: sfu.EventBroadcastStarted, Broadcast: b.infoLocked(d)}
+		if !othersActive {
+			ev.Type = sfu.EventBroadcastStarted
+		}
 	case reportReconnecting:
 		d.status, d.errInfo = destReconnecting, b.errorInfo(d, r.err)
 		d.reconnects++
 		b.reconnects++
-		ev = &sfu.Event{Type: sfu.EventBroadcastReconnecting, Broadcast: b.infoLocked(d), Error: d.errInfo}
+		ev.Error = d.errInfo
+		if !othersActive {
+			ev.Type = sfu.EventBroadcastReconnecting
+		}
 	case reportFailed:
 		d.status, d.errInfo = destFailed, b.errorInfo(d, r.err)
 		alive := 0
@@ -258,13 +270,14 @@ func (b *Broadcast) handle(r report) error {
 				alive++
 			}
 		}
-		b.mu.Unlock()
 		if alive == 0 {
-			return r.err
+			b.mu.Unlock()
+			return r.err // broadcast.failed
 		}
+		ev.Error = d.errInfo
 		b.log.Warn("broadcast destination failed; the others go on", "destination", d.id, "url", d.target.Redacted(), "err", d.errInfo.Message)
-		return nil
 	}
+	ev.Broadcast = b.infoLocked(d)
 	b.mu.Unlock()
 	b.m.emit(b, ev)
 	return nil

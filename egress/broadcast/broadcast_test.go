@@ -3,7 +3,9 @@ package broadcast
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -83,17 +85,7 @@ func (f *fakePublisher) close() {
 // platform, whose file's timestamps never go back, and ends with broadcast.ended (stopped).
 func TestBroadcastFollowsParticipant(t *testing.T) {
 	platform := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
-	events := sfu.NewLocalEmitter(0, nil)
-	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: events})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
-	defer func() { cancel(); wg.Wait() }()
-
+	hub, events := runHub(t)
 	m, err := New(Options{Config: egress.BroadcastConfig{Grace: 10 * time.Second, MaxRetryDuration: time.Minute}, Hub: hub})
 	if err != nil {
 		t.Fatal(err)
@@ -174,5 +166,88 @@ func checkMonotonic(t *testing.T, path string) {
 	t.Logf("%d video and %d audio tags, last at %d / %d ms", count[9], count[8], last[9], last[8])
 	if count[9] < 100 || count[8] < 100 || last[9] < 3000 {
 		t.Errorf("file too short: %v tags, last %v", count, last)
+	}
+}
+
+// runHub runs a hub with a local emitter until the end of the test.
+func runHub(t *testing.T) (*sfu.Hub, *sfu.LocalEmitter) {
+	t.Helper()
+	events := sfu.NewLocalEmitter(0, nil)
+	hub, err := sfu.NewHub(sfu.Options{Config: sfu.DefaultConfig(), Emitter: events})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return hub, events
+}
+
+// A broadcast to two platforms, one of which dies for good: its destination's changes
+// (reconnecting, then failed once retries are exhausted) are broadcast.updated events with the
+// destination's redacted URL and error, while the broadcast goes on; its own events are one
+// started and one ended.
+func TestBroadcastDestinationChangesAreEvents(t *testing.T) {
+	good := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
+	dying := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
+	hub, events := runHub(t)
+	m, err := New(Options{Config: egress.BroadcastConfig{Grace: 10 * time.Second, MaxRetryDuration: 2 * time.Second}, Hub: hub,
+		Backoff: egress.Backoff{Min: 100 * time.Millisecond, Max: 300 * time.Millisecond, Stable: 10 * time.Second}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	pub := startFakePublisher(t, hub, "two", "host")
+	defer pub.close()
+	info, err := m.Start(StartRequest{Room: "two", URLs: []string{good.URL("k-good-1234"), dying.URL("k-dying-5678")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status := func() *sfu.BroadcastInfo { i, _ := m.Get(info.ID); return i }
+	bothActive := func() bool {
+		s := status()
+		return len(s.Destinations) == 2 && s.Destinations[0].Status == destActive && s.Destinations[1].Status == destActive
+	}
+	sfutest.WaitFor(t, "both destinations active", 30*time.Second, bothActive)
+	dying.Kill()
+	sfutest.WaitFor(t, "the dead destination failed", 30*time.Second, func() bool { return status().Destinations[1].Status == destFailed })
+	sent := status().Destinations[0].BytesSent
+	sfutest.WaitFor(t, "the other goes on", 20*time.Second, func() bool { return status().Destinations[0].BytesSent > sent+20_000 })
+	if _, err := m.Stop(info.ID); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	var evs []sfu.Event
+	for _, ev := range events.Events(0) {
+		if ev.Broadcast != nil {
+			evs = append(evs, ev)
+			d := "-"
+			for _, dst := range ev.Broadcast.Destinations {
+				if strings.Contains(dst.URL, fmt.Sprint(dying.Port)) {
+					d = dst.Status
+				}
+			}
+			got = append(got, ev.Type+" "+d)
+		}
+	}
+	// the first destination to come up starts the broadcast, the second updates it; the dying
+	// one reconnects (one or more tries) and fails while the broadcast goes on
+	if len(got) < 5 || got[0] != "broadcast.started connecting" && got[0] != "broadcast.started active" ||
+		got[1] != "broadcast.updated active" || got[2] != "broadcast.updated reconnecting" ||
+		got[len(got)-2] != "broadcast.updated failed" || got[len(got)-1] != "broadcast.ended failed" {
+		t.Fatalf("broadcast events %v", got)
+	}
+	for _, s := range got[2 : len(got)-2] {
+		if s != "broadcast.updated reconnecting" {
+			t.Fatalf("broadcast events %v", got)
+		}
+	}
+	failed := evs[len(evs)-2]
+	if failed.Error == nil || failed.Broadcast.URL != failed.Broadcast.Destinations[1].URL ||
+		strings.Contains(failed.Broadcast.URL, "k-dying") || !strings.HasSuffix(failed.Broadcast.URL, "/***") ||
+		failed.Broadcast.Destinations[1].Error == nil || failed.Broadcast.Destinations[1].Reconnects == 0 {
+		t.Fatalf("the failed destination's event: %+v error %+v", failed.Broadcast, failed.Error)
 	}
 }

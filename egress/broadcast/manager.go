@@ -336,6 +336,7 @@ func (m *Manager) Update(id string, req UpdateRequest) (*sfu.BroadcastInfo, erro
 			b.addDestination(d)
 			d.log.Info("broadcast destination added")
 		}
+		m.emit(b, &sfu.Event{Type: sfu.EventBroadcastUpdated, Broadcast: b.Info()}) // the destination list changed
 		return nil
 	})
 	if err != nil {

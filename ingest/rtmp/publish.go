@@ -422,7 +422,15 @@ func (pub *publisher) startStream() error {
 	if pub.stream != nil {
 		return nil
 	}
-	st, err := pub.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: pub.c.protocol, RemoteAddr: pub.c.remote})
+	// onMetaData announces the track set (a codec id per track), when the encoder sends it
+	expect := 0
+	if pub.meta.VideoCodecID > 0 {
+		expect++
+	}
+	if pub.meta.AudioCodecID > 0 {
+		expect++
+	}
+	st, err := pub.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: pub.c.protocol, RemoteAddr: pub.c.remote, ExpectTracks: expect})
 	if err != nil {
 		return err
 	}

@@ -179,9 +179,11 @@ func (w *pullWorker) serve(ctx context.Context, c *gortsplib.Client, u *base.URL
 		}
 	}
 	if _, err := p.StartStream(sfu.StreamSpec{
-		Direction:  sfu.DirectionPublish,
-		Protocol:   sfu.ProtocolRTSP,
-		RemoteAddr: u.Host,
+		Direction: sfu.DirectionPublish,
+		Protocol:  sfu.ProtocolRTSP,
+		// every track of the SDP is published above
+		ExpectTracks: len(inputs),
+		RemoteAddr:   u.Host,
 		Stats: func() sfu.ProtocolStats {
 			n := int64(w.lost.Load())
 			return sfu.ProtocolStats{PacketsLost: &n}

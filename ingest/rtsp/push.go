@@ -78,9 +78,11 @@ func (pub *publisher) record() (*base.Response, error) {
 		pub.ss.OnPacketRTCP(in.media, in.onRTCP)
 	}
 	if _, err := p.StartStream(sfu.StreamSpec{
-		Direction:  sfu.DirectionPublish,
-		Protocol:   sfu.ProtocolRTSP,
-		RemoteAddr: pub.remote,
+		Direction: sfu.DirectionPublish,
+		Protocol:  sfu.ProtocolRTSP,
+		// every track of the SDP is published above
+		ExpectTracks: len(pub.inputs),
+		RemoteAddr:   pub.remote,
 		Stats: func() sfu.ProtocolStats {
 			n := int64(pub.lost.Load())
 			return sfu.ProtocolStats{PacketsLost: &n}

@@ -81,7 +81,10 @@ func New(opts Options) *Server {
 	s.mux.Handle("POST /v1/rooms", g.Admin(http.HandlerFunc(s.createRoom)))
 	s.mux.Handle("GET /v1/rooms/{room}", g.Admin(http.HandlerFunc(s.getRoom)))
 	s.mux.Handle("DELETE /v1/rooms/{room}", g.Admin(http.HandlerFunc(s.deleteRoom)))
+	s.mux.Handle("PATCH /v1/rooms/{room}", g.Admin(http.HandlerFunc(s.updateRoom)))
 	s.mux.Handle("DELETE /v1/rooms/{room}/participants/{identity}", g.Admin(http.HandlerFunc(s.kick)))
+	s.mux.Handle("PATCH /v1/rooms/{room}/participants/{identity}", g.Admin(http.HandlerFunc(s.updateParticipant)))
+	s.mux.Handle("POST /v1/rooms/{room}/participants/{identity}/tracks/{sid}/mute", g.Admin(http.HandlerFunc(s.muteTrack)))
 	s.mux.Handle("POST /v1/tokens", g.Admin(http.HandlerFunc(s.createToken)))
 	s.mux.HandleFunc("OPTIONS /v1/", g.preflight)
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

@@ -117,7 +117,7 @@ func TestRoomsAPI(t *testing.T) {
 	for _, e := range em.Events(0) {
 		last = e
 	}
-	if last.Type != sfu.EventRoomFinished || last.Reason != sfu.ReasonRoomDeleted {
+	if last.Type != sfu.EventRoomFinished || last.Reason != sfu.ReasonDeleted {
 		t.Fatalf("last event %s %s", last.Type, last.Reason)
 	}
 }
@@ -206,4 +206,68 @@ func FuzzDecodeJSON(f *testing.F) {
 			}
 		}
 	})
+}
+
+// PATCH of a room and a participant and the mute call each emit exactly one event of their
+// type, carrying the new values; unchanged values and unknown objects emit nothing.
+func TestUpdateAndMuteAPI(t *testing.T) {
+	s, hub, em := newServer(t, nil)
+	p, err := hub.Join("stage", sfu.ParticipantSpec{Identity: "obs", Kind: sfu.ParticipantRTMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr, err := p.Publish(sfu.TrackSpec{Codec: sfu.Codec{Name: sfu.CodecH264, ClockRate: 90000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	since := em.Events(0)[len(em.Events(0))-1].Seq
+	mute := "/v1/rooms/stage/participants/obs/tracks/" + tr.SID() + "/mute"
+	for _, c := range []struct {
+		method, path, body string
+		code               int
+		event              string
+	}{
+		{"PATCH", "/v1/rooms/stage", `{"metadata":"{\"topic\":\"q\"}"}`, 200, sfu.EventRoomUpdated},
+		{"PATCH", "/v1/rooms/stage", `{"metadata":"{\"topic\":\"q\"}"}`, 200, ""},
+		{"PATCH", "/v1/rooms/nowhere", `{"metadata":"x"}`, 404, ""},
+		{"PATCH", "/v1/rooms/stage", `{"metadata":"` + strings.Repeat("x", MaxMetadataBytes+1) + `"}`, 400, ""},
+		{"PATCH", "/v1/rooms/stage/participants/obs", `{"name":"OBS","metadata":"m"}`, 200, sfu.EventParticipantUpdated},
+		{"PATCH", "/v1/rooms/stage/participants/obs", `{"metadata":"m"}`, 200, ""},
+		{"PATCH", "/v1/rooms/stage/participants/ghost", `{"name":"x"}`, 404, ""},
+		{"POST", mute, `{"muted":true}`, 200, sfu.EventTrackMuted},
+		{"POST", mute, `{"muted":true}`, 200, ""},
+		{"POST", mute, `{}`, 400, ""},
+		{"POST", mute, `{"muted":false}`, 200, sfu.EventTrackUnmuted},
+		{"POST", "/v1/rooms/stage/participants/obs/tracks/TR_none/mute", `{"muted":true}`, 404, ""},
+	} {
+		code, body := call(t, s, c.method, c.path, local, "", c.body)
+		if code != c.code {
+			t.Fatalf("%s %s %.40s: %d %s", c.method, c.path, c.body, code, body)
+		}
+		evs := em.Events(since)
+		switch {
+		case c.event == "" && len(evs) != 0:
+			t.Fatalf("%s %s %.40s: unexpected %s", c.method, c.path, c.body, evs[0].Type)
+		case c.event != "" && (len(evs) != 1 || evs[0].Type != c.event):
+			t.Fatalf("%s %s %.40s: events %+v, want one %s", c.method, c.path, c.body, evs, c.event)
+		}
+		if len(evs) > 0 {
+			since = evs[len(evs)-1].Seq
+			ev := evs[0]
+			switch ev.Type {
+			case sfu.EventRoomUpdated:
+				if ev.Room.Metadata != `{"topic":"q"}` {
+					t.Fatalf("room.updated metadata %q", ev.Room.Metadata)
+				}
+			case sfu.EventParticipantUpdated:
+				if ev.Participant.Name != "OBS" || ev.Participant.Metadata != "m" {
+					t.Fatalf("participant.updated %+v", ev.Participant)
+				}
+			case sfu.EventTrackMuted, sfu.EventTrackUnmuted:
+				if ev.Track.SID != tr.SID() || ev.Track.Muted != (ev.Type == sfu.EventTrackMuted) {
+					t.Fatalf("%s track %+v", ev.Type, ev.Track)
+				}
+			}
+		}
+	}
 }

@@ -155,7 +155,15 @@ func (p *publisher) startStream() {
 	if p.stream != nil || p.streamErr {
 		return
 	}
-	st, err := p.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWHIP, RemoteAddr: p.participant.Info().RemoteAddr})
+	// the offer's media sections are the session's track set
+	expect := 0
+	for _, tr := range p.pc.GetTransceivers() {
+		if tr.Kind() == webrtc.RTPCodecTypeAudio || tr.Kind() == webrtc.RTPCodecTypeVideo {
+			expect++
+		}
+	}
+	st, err := p.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWHIP,
+		RemoteAddr: p.participant.Info().RemoteAddr, ExpectTracks: expect})
 	if err != nil {
 		p.streamErr = true
 		return

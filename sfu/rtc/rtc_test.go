@@ -105,7 +105,7 @@ func checkScenarioEvents(t *testing.T, evs []sfu.Event) {
 		}
 		return out
 	}
-	pubWant := []string{"participant.joined", "track.published", "stream.publishing", "track.published",
+	pubWant := []string{"participant.joined", "track.published", "track.published", "stream.publishing",
 		"track.unpublished", "track.unpublished", "stream.unpublished", "participant.left"}
 	if got := of(pubSID); !slices.Equal(got, pubWant) {
 		t.Errorf("publisher events:\n got %v\nwant %v", got, pubWant)
