@@ -131,9 +131,10 @@ func (p *Participant) Streams() []*Stream {
 
 // SetMetadata changes name and metadata (participant.updated).
 func (p *Participant) SetMetadata(name, metadata string) error {
-	return p.op(func() error {
+	changed := false
+	err := p.op(func() error {
 		p.mu.Lock()
-		changed := p.name != name || p.metadata != metadata
+		changed = p.name != name || p.metadata != metadata
 		p.name, p.metadata = name, metadata
 		p.mu.Unlock()
 		if changed {
@@ -141,6 +142,10 @@ func (p *Participant) SetMetadata(name, metadata string) error {
 		}
 		return nil
 	})
+	if changed {
+		p.room.notify() // watchers of the room (LiveKit sessions) relay the change
+	}
+	return err
 }
 
 // Publish adds a track (track.published) and returns it for the producer to write to.
@@ -197,10 +202,12 @@ func (p *Participant) Unpublish(t *Track, reason string) error {
 
 // SetTrackMuted records the publisher's mute state (track.muted / track.unmuted).
 func (p *Participant) SetTrackMuted(t *Track, muted bool) error {
-	return p.op(func() error {
+	changed := false
+	err := p.op(func() error {
 		if t.Closed() || t.muted.Swap(muted) == muted {
 			return nil
 		}
+		changed = true
 		typ := EventTrackUnmuted
 		if muted {
 			typ = EventTrackMuted
@@ -208,6 +215,10 @@ func (p *Participant) SetTrackMuted(t *Track, muted bool) error {
 		p.emit(typ, t.Info(), "", nil)
 		return nil
 	})
+	if changed {
+		p.room.notify()
+	}
+	return err
 }
 
 // SetTrackSize records a new video resolution (track.updated when it changed; a derived

@@ -138,6 +138,7 @@ func (r *Room) SetMetadata(md string) error {
 	r.mu.Unlock()
 	if changed {
 		r.hub.emitRoom(EventRoomUpdated, r, "")
+		r.notify()
 	}
 	return nil
 }
