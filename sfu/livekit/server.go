@@ -191,9 +191,9 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 
 // grant is what a token lets its participant do in its room.
 type grant struct {
-	room, identity, name, metadata     string
+	room, identity, name, metadata    string
 	canPublish, canSubscribe, canData bool
-	hidden, admin                      bool
+	hidden, admin                     bool
 }
 
 // errNoVideoGrant refuses a token that is not a LiveKit room token.
