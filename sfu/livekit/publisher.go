@@ -2,6 +2,7 @@ package livekit
 
 import (
 	"fmt"
+	"log/slog"
 	"sync"
 
 	lkp "github.com/livekit/protocol/livekit"
@@ -92,22 +93,28 @@ func (p *publisher) offer(sd *lkp.SessionDescription) error {
 
 // candidate adds a client candidate, or keeps it until the offer it belongs to arrives.
 func (p *publisher) candidate(c webrtc.ICECandidateInit) {
-	p.mu.Lock()
-	if p.pc.RemoteDescription() == nil {
-		if len(p.candidates) < maxCandidates {
-			p.candidates = append(p.candidates, c)
-		}
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Unlock()
-	if err := p.pc.AddICECandidate(c); err != nil {
-		p.s.log.Debug("publisher candidate refused", "err", err)
-	}
+	addCandidate(&p.mu, p.pc, &p.candidates, c, p.s.log)
 }
 
 // maxCandidates bounds the candidates kept before a description arrives.
 const maxCandidates = 64
+
+// addCandidate adds c to pc, or while pc has no remote description keeps it in pending
+// (guarded by mu) for the description's arrival.
+func addCandidate(mu *sync.Mutex, pc *webrtc.PeerConnection, pending *[]webrtc.ICECandidateInit, c webrtc.ICECandidateInit, log *slog.Logger) {
+	mu.Lock()
+	if pc.RemoteDescription() == nil {
+		if len(*pending) < maxCandidates {
+			*pending = append(*pending, c)
+		}
+		mu.Unlock()
+		return
+	}
+	mu.Unlock()
+	if err := pc.AddICECandidate(c); err != nil {
+		log.Debug("client candidate refused", "err", err)
+	}
+}
 
 func (p *publisher) flushCandidates() {
 	p.mu.Lock()

@@ -280,16 +280,5 @@ func (b *subscriber) snapshot() []*down {
 
 // candidate adds a client candidate, or keeps it until the client's answer arrives.
 func (b *subscriber) candidate(c webrtc.ICECandidateInit) {
-	b.mu.Lock()
-	if b.pc.RemoteDescription() == nil {
-		if len(b.candidates) < maxCandidates {
-			b.candidates = append(b.candidates, c)
-		}
-		b.mu.Unlock()
-		return
-	}
-	b.mu.Unlock()
-	if err := b.pc.AddICECandidate(c); err != nil {
-		b.s.log.Debug("subscriber candidate refused", "err", err)
-	}
+	addCandidate(&b.mu, b.pc, &b.candidates, c, b.s.log)
 }
