@@ -139,9 +139,9 @@ type ParticipantUpdate struct {
 // concurrent use; the emit happens outside the participant's lock.
 func (p *Participant) Update(u ParticipantUpdate) error {
 	defer p.settle()
-	return p.op(func() error {
+	changed := false
+	err := p.op(func() error {
 		p.mu.Lock()
-		changed := false
 		if u.Name != nil && *u.Name != p.name {
 			p.name, changed = *u.Name, true
 		}
@@ -154,6 +154,10 @@ func (p *Participant) Update(u ParticipantUpdate) error {
 		}
 		return nil
 	})
+	if changed {
+		p.room.notify() // watchers of the room (LiveKit sessions) relay the change
+	}
+	return err
 }
 
 // SetName changes the participant's display name (participant.updated when it changed).
@@ -234,10 +238,12 @@ func (p *Participant) Unpublish(t *Track, reason string) error {
 
 // SetTrackMuted records the publisher's mute state (track.muted / track.unmuted).
 func (p *Participant) SetTrackMuted(t *Track, muted bool) error {
-	return p.op(func() error {
+	changed := false
+	err := p.op(func() error {
 		if t.Closed() || t.muted.Swap(muted) == muted {
 			return nil
 		}
+		changed = true
 		typ := EventTrackUnmuted
 		if muted {
 			typ = EventTrackMuted
@@ -245,6 +251,10 @@ func (p *Participant) SetTrackMuted(t *Track, muted bool) error {
 		p.emit(typ, t.Info(), "", nil)
 		return nil
 	})
+	if changed {
+		p.room.notify()
+	}
+	return err
 }
 
 // SetTrackSize records a new video resolution (track.updated when it changed; a derived

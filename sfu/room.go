@@ -123,6 +123,7 @@ func (r *Room) SetMetadata(md string) error {
 	r.mu.Unlock()
 	if changed {
 		r.hub.emitRoom(EventRoomUpdated, r, "")
+		r.notify()
 	}
 	r.opMu.Unlock()
 	r.hub.Settle(r.name)

@@ -38,6 +38,9 @@ type TrackSpec struct {
 	CacheGOP bool
 	// Keyframes receives throttled keyframe requests; nil when the publisher cannot make one.
 	Keyframes KeyframeRequester
+	// SID, when set, is the track's server id instead of a new one: signalling protocols
+	// (LiveKit) announce a track before its first packet tells its codec.
+	SID string
 }
 
 // SenderReport maps a track's RTP clock to wall-clock time (RTCP SR, RFC 3550 §6.4.1). Ingests
@@ -112,8 +115,12 @@ type Track struct {
 const gopMaxPackets = 4096
 
 func newTrack(p *Participant, spec TrackSpec) *Track {
+	sid := spec.SID
+	if sid == "" {
+		sid = NewID(PrefixTrack)
+	}
 	t := &Track{
-		sid:         NewID(PrefixTrack),
+		sid:         sid,
 		participant: p,
 		spec:        spec,
 		kind:        spec.Codec.Kind(),

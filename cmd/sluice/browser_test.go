@@ -38,13 +38,16 @@ type pageServer struct {
 	srv     *httptest.Server
 	mu      sync.Mutex
 	reports map[string]map[string]any
+	pages   map[string]*exec.Cmd // by id
 }
 
 func newPageServer(t *testing.T) *pageServer {
 	t.Helper()
-	ps := &pageServer{reports: map[string]map[string]any{}}
+	ps := &pageServer{reports: map[string]map[string]any{}, pages: map[string]*exec.Cmd{}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /", http.FileServer(http.Dir("testdata/pages")))
+	// livekit-client's UMD build, installed by `npm ci` (see .ci/run).
+	mux.Handle("GET /lib/", http.StripPrefix("/lib/", http.FileServer(http.Dir(livekitClientDist))))
 	mux.HandleFunc("POST /report", func(w http.ResponseWriter, r *http.Request) {
 		var m map[string]any
 		body, _ := io.ReadAll(io.LimitReader(r.Body, 1<<20))
@@ -107,6 +110,9 @@ func (ps *pageServer) openPage(t *testing.T, page, id string, query url.Values) 
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	ps.mu.Lock()
+	ps.pages[id] = cmd
+	ps.mu.Unlock()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 		_ = cmd.Wait()
@@ -114,6 +120,18 @@ func (ps *pageServer) openPage(t *testing.T, page, id string, query url.Values) 
 			t.Logf("chromium %s log:\n%s", id, tail(logs.String(), 40))
 		}
 	})
+}
+
+// closePage kills the Chromium of page id, as closing the browser would.
+func (ps *pageServer) closePage(t *testing.T, id string) {
+	t.Helper()
+	ps.mu.Lock()
+	cmd := ps.pages[id]
+	ps.mu.Unlock()
+	if cmd == nil {
+		t.Fatalf("no page %s", id)
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }
 
 func requireChromium(t *testing.T) {

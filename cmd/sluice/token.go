@@ -25,7 +25,8 @@ With --api-key and --api-secret the token is signed locally and no daemon is nee
 daemon mints it (POST /v1/tokens).`,
 		Example: `  sluice token create --room lobby --identity alice --publish --ttl 2h
   sluice token create --room lobby --subscribe --api-key app --api-secret "$SECRET"
-  sluice token create --admin --ttl 24h -o json`,
+  sluice token create --admin --ttl 24h -o json
+  sluice token create --livekit --room lobby --identity alice --publish --subscribe`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var out api.TokenResponse
@@ -60,6 +61,8 @@ daemon mints it (POST /v1/tokens).`,
 	f.BoolVar(&req.Subscribe, "subscribe", false, "allow playing")
 	f.BoolVar(&req.Admin, "admin", false, "allow the API and every room")
 	f.StringVar(&req.TTL, "ttl", "1h", "lifetime of the token")
+	f.BoolVar(&req.LiveKit, "livekit", false, "add LiveKit's video grant, for LiveKit client SDKs joining over /rtc (needs --room and --identity)")
+	f.StringVar(&req.Metadata, "metadata", "", "participant metadata (LiveKit tokens)")
 	cmd.AddCommand(create)
 	return cmd
 }

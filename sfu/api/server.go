@@ -246,6 +246,10 @@ type TokenRequest struct {
 	Subscribe bool   `json:"subscribe"`
 	Admin     bool   `json:"admin"`
 	TTL       string `json:"ttl,omitempty"`
+	// LiveKit adds the `video` grant of LiveKit access tokens (for LiveKit client SDKs): join
+	// the room, publish (with data) and subscribe as Publish and Subscribe say.
+	LiveKit  bool   `json:"livekit,omitempty"`
+	Metadata string `json:"metadata,omitempty"`
 }
 
 // TokenResponse is the answer of POST /v1/tokens.
@@ -315,12 +319,21 @@ func BuildClaims(req TokenRequest, now time.Time) (auth.Claims, error) {
 	if !req.Publish && !req.Subscribe && !req.Admin {
 		return auth.Claims{}, Errorf(http.StatusBadRequest, CodeBadRequest, "grants: at least one of publish, subscribe, admin")
 	}
-	return auth.Claims{
+	c := auth.Claims{
 		Identity:  req.Identity,
 		Name:      req.Name,
 		IssuedAt:  now.Unix(),
 		NotBefore: now.Unix(),
 		ExpiresAt: now.Add(ttl).Unix(),
 		Grants:    auth.Grants{Room: req.Room, Publish: req.Publish, Subscribe: req.Subscribe, Admin: req.Admin},
-	}, nil
+		Metadata:  req.Metadata,
+	}
+	if req.LiveKit {
+		if req.Identity == "" || req.Room == "" {
+			return auth.Claims{}, Errorf(http.StatusBadRequest, CodeBadRequest, "livekit: a LiveKit token needs room and identity")
+		}
+		pub, sub := req.Publish, req.Subscribe
+		c.Video = &auth.VideoGrant{RoomJoin: true, Room: req.Room, CanPublish: &pub, CanSubscribe: &sub, CanPublishData: &pub, RoomAdmin: req.Admin}
+	}
+	return c, nil
 }

@@ -283,6 +283,19 @@ func (e *Engine) newPeerConnection(view bool) (*webrtc.PeerConnection, error) {
 	return e.api.NewPeerConnection(webrtc.Configuration{})
 }
 
+// NewPeerConnection makes a peer connection for a signalling session (sfu/livekit) on the
+// shared sockets, with the publishers' API: our codecs, NACK generation, RTCP reports and
+// transport-cc. The caller closes it.
+func (e *Engine) NewPeerConnection() (*webrtc.PeerConnection, error) {
+	return e.newPeerConnection(false)
+}
+
+// ICEServers returns the configured STUN/TURN servers, for clients that learn them through
+// signalling rather than Link headers.
+func (e *Engine) ICEServers() []webrtc.ICEServer {
+	return append([]webrtc.ICEServer(nil), e.iceConfs...)
+}
+
 // Close releases the shared sockets. Idempotent.
 func (e *Engine) Close() error {
 	var errs []error

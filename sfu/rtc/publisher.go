@@ -3,6 +3,7 @@ package rtc
 import (
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"slices"
 	"sync"
@@ -141,11 +142,11 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	p.wg.Add(2)
 	go func() {
 		defer p.wg.Done()
-		p.readRTP(remote, track)
+		ReadRTP(remote, track, p.log)
 	}()
 	go func() {
 		defer p.wg.Done()
-		readRTCP(recv, track)
+		ReadRTCP(recv, track)
 	}()
 }
 
@@ -171,8 +172,9 @@ func (p *publisher) startStream() {
 	p.stream = st
 }
 
-// readRTP copies each packet once into its own buffer and writes it to the track.
-func (p *publisher) readRTP(remote *webrtc.TrackRemote, track *sfu.Track) {
+// ReadRTP copies each packet of remote once into its own buffer and writes it to track (the
+// track's participant learns the video size from keyframes), until the remote track ends.
+func ReadRTP(remote *webrtc.TrackRemote, track *sfu.Track, log *slog.Logger) {
 	buf := make([]byte, 1500)
 	codec := track.Codec().Name
 	video := track.Kind() == sfu.KindVideo
@@ -180,7 +182,7 @@ func (p *publisher) readRTP(remote *webrtc.TrackRemote, track *sfu.Track) {
 		n, _, err := remote.Read(buf)
 		if err != nil {
 			if !errors.Is(err, io.EOF) {
-				p.log.Debug("track read ended", "track", track.SID(), "err", err)
+				log.Debug("track read ended", "track", track.SID(), "err", err)
 			}
 			return
 		}
@@ -199,7 +201,7 @@ func (p *publisher) readRTP(remote *webrtc.TrackRemote, track *sfu.Track) {
 			pkt.Keyframe = sfu.IsKeyframe(codec, rp.Payload)
 			if pkt.Keyframe {
 				if w, h, ok := sfu.VideoSize(codec, rp.Payload); ok {
-					_ = p.participant.SetTrackSize(track, w, h) // track.updated when it changed
+					_ = track.Participant().SetTrackSize(track, w, h) // track.updated when it changed
 				}
 			}
 		}
@@ -207,9 +209,9 @@ func (p *publisher) readRTP(remote *webrtc.TrackRemote, track *sfu.Track) {
 	}
 }
 
-// readRTCP drains a receiver's RTCP (interceptors need it read) and keeps the sender reports
-// that map the track's RTP clock to wall time.
-func readRTCP(recv *webrtc.RTPReceiver, track *sfu.Track) {
+// ReadRTCP drains a receiver's RTCP (interceptors need it read) and keeps the sender reports
+// that map the track's RTP clock to wall time, until the receiver stops.
+func ReadRTCP(recv *webrtc.RTPReceiver, track *sfu.Track) {
 	for {
 		pkts, _, err := recv.ReadRTCP()
 		if err != nil {

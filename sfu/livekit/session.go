@@ -1,0 +1,328 @@
+package livekit
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/coder/websocket"
+	lkp "github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-media/sluice/sfu"
+)
+
+const (
+	// pingInterval and pingTimeout are announced in the JoinResponse: the client pings every
+	// interval and reconnects when no pong came within the timeout.
+	pingInterval = 5
+	pingTimeout  = 15
+	// outQueue bounds the messages waiting for the WebSocket; a client that does not read
+	// them is disconnected.
+	outQueue = 256
+	// writeTimeout bounds one WebSocket write.
+	writeTimeout = 10 * time.Second
+)
+
+// session is one LiveKit participant: the WebSocket, the sfu participant and its two peer
+// connections.
+//
+// Goroutines: run reads the WebSocket and handles each request in turn; writeLoop owns the
+// WebSocket's writes; watch follows the room. run owns the others and waits for them.
+type session struct {
+	srv   *Server
+	conn  *websocket.Conn
+	p     *sfu.Participant
+	room  *sfu.Room
+	grant grant
+	log   *slog.Logger
+	auto  bool // auto-subscribe
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    chan *lkp.SignalResponse
+	wg     sync.WaitGroup
+
+	pub *publisher
+	sub *subscriber
+
+	mu     sync.Mutex
+	reason string
+	err    error
+	// offered is set by the client's first offer: from then on it is configured and takes the
+	// subscriber offer.
+	offered bool
+
+	dataLimit   dataLimiter
+	dataDropped atomic.Uint64
+}
+
+func newSession(parent context.Context, srv *Server, conn *websocket.Conn, p *sfu.Participant, g grant, auto bool) *session {
+	ctx, cancel := context.WithCancel(parent)
+	s := &session{
+		srv: srv, conn: conn, p: p, room: p.Room(), grant: g, auto: auto,
+		log: srv.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", Protocol),
+		ctx: ctx, cancel: cancel, out: make(chan *lkp.SignalResponse, outQueue),
+	}
+	s.pub = &publisher{s: s, pending: map[string]*pendingTrack{}}
+	s.sub = &subscriber{s: s, downs: map[string]*down{}}
+	return s
+}
+
+// close records why the session ends (first cause wins) and cancels it; run does the rest.
+func (s *session) close(reason string, err error) {
+	s.mu.Lock()
+	if s.reason == "" {
+		s.reason, s.err = reason, err
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+func (s *session) cause() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.reason == "" {
+		return sfu.ReasonClientDisconnected, nil
+	}
+	return s.reason, s.err
+}
+
+// send queues a message for the client; a client too slow to take them is disconnected.
+func (s *session) send(msg *lkp.SignalResponse) {
+	select {
+	case s.out <- msg:
+	case <-s.ctx.Done():
+	default:
+		s.close(sfu.ReasonError, errors.New("the client does not read its signalling messages"))
+	}
+}
+
+func (s *session) run() {
+	s.log.Info("livekit session started")
+	var err error
+	if s.pub.pc, err = s.srv.engine.NewPeerConnection(); err == nil {
+		s.sub.pc, err = s.srv.engine.NewPeerConnection()
+	}
+	if err != nil {
+		s.close(sfu.ReasonError, err)
+	} else {
+		s.pub.setup()
+		s.sub.setup()
+		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Join{Join: s.joinResponse()}})
+	}
+	s.wg.Add(2)
+	go func() {
+		defer s.wg.Done()
+		s.writeLoop()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.watch()
+	}()
+	stop := context.AfterFunc(s.ctx, func() { _ = s.conn.CloseNow() })
+	s.readLoop()
+	stop()
+	reason, cerr := s.cause()
+	s.cancel()
+	// The publisher's tracks end first (consumers see them go), then the participant leaves,
+	// then the subscriber's conversions are released.
+	s.pub.stop()
+	s.p.Close(reason, cerr)
+	s.sub.stop()
+	s.wg.Wait()
+	_ = s.conn.CloseNow()
+	s.log.Info("livekit session ended", "reason", reason)
+}
+
+// writeLoop sends the queued messages until the session ends; on the way out it sends a leave
+// when the server ended the session, so that the client does not try to resume it.
+func (s *session) writeLoop() {
+	for {
+		select {
+		case msg := <-s.out:
+			if err := s.write(s.ctx, msg); err != nil {
+				s.close(sfu.ReasonClientDisconnected, nil)
+				return
+			}
+		case <-s.ctx.Done():
+			reason, _ := s.cause()
+			if reason != sfu.ReasonClientDisconnected {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				_ = s.write(ctx, &lkp.SignalResponse{Message: &lkp.SignalResponse_Leave{Leave: &lkp.LeaveRequest{
+					Reason: disconnectReason(reason), Action: lkp.LeaveRequest_DISCONNECT,
+				}}})
+				cancel()
+			}
+			return
+		}
+	}
+}
+
+func (s *session) write(ctx context.Context, msg *lkp.SignalResponse) error {
+	data, err := proto.Marshal(msg)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
+	defer cancel()
+	return s.conn.Write(ctx, websocket.MessageBinary, data)
+}
+
+// disconnectReason maps an sfu leave reason onto LiveKit's.
+func disconnectReason(reason string) lkp.DisconnectReason {
+	switch reason {
+	case sfu.ReasonServerShutdown:
+		return lkp.DisconnectReason_SERVER_SHUTDOWN
+	case sfu.ReasonRemoved:
+		return lkp.DisconnectReason_PARTICIPANT_REMOVED
+	case sfu.ReasonDuplicateIdentity:
+		return lkp.DisconnectReason_DUPLICATE_IDENTITY
+	case sfu.ReasonRoomDeleted:
+		return lkp.DisconnectReason_ROOM_DELETED
+	case sfu.ReasonClientDisconnected:
+		return lkp.DisconnectReason_CLIENT_INITIATED
+	}
+	return lkp.DisconnectReason_UNKNOWN_REASON
+}
+
+// readLoop reads and handles requests until the WebSocket or the session ends.
+func (s *session) readLoop() {
+	for {
+		typ, data, err := s.conn.Read(s.ctx)
+		if err != nil {
+			if s.ctx.Err() == nil {
+				s.close(sfu.ReasonClientDisconnected, nil)
+			}
+			return
+		}
+		var req lkp.SignalRequest
+		if typ == websocket.MessageText {
+			err = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, &req)
+		} else {
+			err = proto.Unmarshal(data, &req)
+		}
+		if err != nil {
+			s.close(sfu.ReasonError, fmt.Errorf("malformed signal request: %w", err))
+			return
+		}
+		if err := s.handle(&req); err != nil {
+			s.close(sfu.ReasonError, err)
+			return
+		}
+	}
+}
+
+// handle applies one request. An error ends the session (the client sent something that
+// cannot be followed); requests that are merely refused are answered and logged.
+func (s *session) handle(req *lkp.SignalRequest) error {
+	switch m := req.Message.(type) {
+	case *lkp.SignalRequest_Offer:
+		return s.pub.offer(m.Offer)
+	case *lkp.SignalRequest_Answer:
+		return s.sub.answer(m.Answer)
+	case *lkp.SignalRequest_Trickle:
+		return s.trickle(m.Trickle)
+	case *lkp.SignalRequest_AddTrack:
+		s.pub.addTrack(m.AddTrack)
+	case *lkp.SignalRequest_Mute:
+		s.pub.mute(m.Mute.GetSid(), m.Mute.GetMuted())
+	case *lkp.SignalRequest_UpdateMetadata:
+		s.updateMetadata(m.UpdateMetadata)
+	case *lkp.SignalRequest_Leave:
+		s.close(sfu.ReasonClientDisconnected, nil)
+	case *lkp.SignalRequest_Ping:
+		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Pong{Pong: time.Now().UnixMilli()}})
+	case *lkp.SignalRequest_PingReq:
+		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_PongResp{PongResp: &lkp.Pong{
+			LastPingTimestamp: m.PingReq.GetTimestamp(), Timestamp: time.Now().UnixMilli(),
+		}}})
+	case nil:
+		return errors.New("empty signal request")
+	default:
+		// Subscription settings, layers, permissions, sync state, simulations: not used by
+		// this server (every subscriber gets every layer it negotiated).
+		s.log.Debug("ignoring signal request", "type", fmt.Sprintf("%T", m))
+	}
+	return nil
+}
+
+// trickle adds a client's ICE candidate to the connection it names.
+func (s *session) trickle(t *lkp.TrickleRequest) error {
+	var c webrtc.ICECandidateInit
+	if err := json.Unmarshal([]byte(t.GetCandidateInit()), &c); err != nil {
+		return fmt.Errorf("malformed trickle candidate: %w", err)
+	}
+	if t.GetTarget() == lkp.SignalTarget_SUBSCRIBER {
+		s.sub.candidate(c)
+	} else {
+		s.pub.candidate(c)
+	}
+	return nil
+}
+
+// updateMetadata applies the client's own metadata and name.
+func (s *session) updateMetadata(u *lkp.UpdateParticipantMetadata) {
+	upd := sfu.ParticipantUpdate{Metadata: new(string)}
+	*upd.Metadata = u.GetMetadata()
+	if name := u.GetName(); name != "" {
+		upd.Name = &name
+	}
+	if err := s.p.Update(upd); err != nil {
+		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_RequestResponse{RequestResponse: &lkp.RequestResponse{
+			RequestId: u.GetRequestId(), Reason: lkp.RequestResponse_NOT_ALLOWED, Message: err.Error(),
+		}}})
+	}
+}
+
+// sendTrickle sends one of our candidates for target.
+func (s *session) sendTrickle(c *webrtc.ICECandidate, target lkp.SignalTarget) {
+	if c == nil {
+		return
+	}
+	raw, err := json.Marshal(c.ToJSON())
+	if err != nil {
+		return
+	}
+	s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Trickle{Trickle: &lkp.TrickleRequest{CandidateInit: string(raw), Target: target}}})
+}
+
+// permission is the session's own ParticipantPermission.
+func (s *session) permission() *lkp.ParticipantPermission {
+	return &lkp.ParticipantPermission{
+		CanSubscribe: s.grant.canSubscribe, CanPublish: s.grant.canPublish, CanPublishData: s.grant.canData,
+		Hidden: s.grant.hidden, CanUpdateMetadata: true,
+	}
+}
+
+func (s *session) joinResponse() *lkp.JoinResponse {
+	self := participantInfo(s.p, s.permission())
+	self.Version = s.srv.version.Add(1)
+	jr := &lkp.JoinResponse{
+		Room:          roomInfo(s.room),
+		Participant:   self,
+		ServerVersion: serverVersion,
+		ServerInfo:    &lkp.ServerInfo{Edition: lkp.ServerInfo_Standard, Version: serverVersion, Protocol: serverProtocol},
+		PingInterval:  pingInterval,
+		PingTimeout:   pingTimeout,
+	}
+	for _, p := range s.room.Participants() {
+		if p != s.p && !s.srv.hidden(p) {
+			info := participantInfo(p, nil)
+			info.Version = s.srv.version.Add(1)
+			jr.OtherParticipants = append(jr.OtherParticipants, info)
+		}
+	}
+	for _, srv := range s.srv.engine.ICEServers() {
+		cred, _ := srv.Credential.(string)
+		jr.IceServers = append(jr.IceServers, &lkp.ICEServer{Urls: srv.URLs, Username: srv.Username, Credential: cred})
+	}
+	return jr
+}

@@ -1,0 +1,284 @@
+package livekit
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	lkp "github.com/livekit/protocol/livekit"
+	"github.com/pion/rtcp"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/rtc"
+)
+
+// subscriber is the session's subscriber connection: the server offers a down track per
+// subscribed track, and offers again when the set changes. One offer is outstanding at a time;
+// changes made meanwhile go into the next.
+type subscriber struct {
+	s  *session
+	pc *webrtc.PeerConnection
+	wg sync.WaitGroup
+
+	mu          sync.Mutex
+	downs       map[string]*down // by source track sid
+	negotiating bool             // an offer waits for its answer
+	again       bool             // the set changed while negotiating
+	offerID     uint32
+	candidates  []webrtc.ICECandidateInit
+	closed      bool
+
+	// Data channels to the client, made before the first offer.
+	reliable, lossy *webrtc.DataChannel
+}
+
+// down is one subscribed track: the source, what feeds the down track (the source or its
+// transcoded form), the sender and the subscription.
+type down struct {
+	src     *sfu.Track
+	release func()
+	dt      *rtc.DownTrack
+	sender  *webrtc.RTPSender
+	sub     *sfu.Subscription
+}
+
+func (b *subscriber) setup() {
+	b.pc.OnICECandidate(func(c *webrtc.ICECandidate) { b.s.sendTrickle(c, lkp.SignalTarget_SUBSCRIBER) })
+	b.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		if st == webrtc.PeerConnectionStateFailed {
+			b.s.close(sfu.ReasonError, errors.New("subscriber connection failed"))
+		}
+	})
+	ordered := false
+	var zero uint16
+	b.reliable, _ = b.pc.CreateDataChannel(dataReliable, nil)
+	b.lossy, _ = b.pc.CreateDataChannel(dataLossy, &webrtc.DataChannelInit{Ordered: &ordered, MaxRetransmits: &zero})
+}
+
+// stop closes the connection, ends the subscriptions' conversions and waits for the RTCP
+// readers. The participant has left already (its subscriptions are closed).
+func (b *subscriber) stop() {
+	b.mu.Lock()
+	b.closed = true
+	downs := b.downs
+	b.downs = map[string]*down{}
+	b.mu.Unlock()
+	if b.pc != nil {
+		_ = b.pc.Close()
+	}
+	for _, d := range downs {
+		if d.release != nil {
+			d.release()
+		}
+	}
+	b.wg.Wait()
+}
+
+// sync makes the subscribed set want: new tracks get a down track, gone ones lose theirs; a
+// change starts a negotiation.
+func (b *subscriber) sync(want []*sfu.Track) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	keep := make(map[string]bool, len(want))
+	var add []*sfu.Track
+	for _, t := range want {
+		keep[t.SID()] = true
+		if d := b.downs[t.SID()]; d == nil || d.src != t {
+			add = append(add, t)
+		}
+	}
+	var drop []*down
+	for sid, d := range b.downs {
+		if !keep[sid] || d.src.Closed() {
+			drop = append(drop, d)
+			delete(b.downs, sid)
+		}
+	}
+	b.mu.Unlock()
+	changed := false
+	for _, d := range drop {
+		b.s.p.Unsubscribe(d.sub)
+		if err := b.pc.RemoveTrack(d.sender); err == nil {
+			changed = true
+		}
+		if d.release != nil {
+			d.release()
+		}
+	}
+	for _, t := range add {
+		d, err := b.attach(t)
+		if err != nil {
+			b.s.log.Info("cannot subscribe", "track", t.SID(), "err", err)
+			continue
+		}
+		b.mu.Lock()
+		if b.closed {
+			b.mu.Unlock()
+			b.s.p.Unsubscribe(d.sub)
+			if d.release != nil {
+				d.release()
+			}
+			return
+		}
+		b.downs[t.SID()] = d
+		b.wg.Add(1)
+		b.mu.Unlock()
+		go func() {
+			defer b.wg.Done()
+			b.readRTCP(d)
+		}()
+		changed = true
+	}
+	b.s.mu.Lock()
+	ready := b.s.offered
+	b.s.mu.Unlock()
+	if changed && ready { // before the client's first offer, that offer starts ours
+		b.negotiate()
+	}
+}
+
+// attach adds a down track for t (transcoded when browsers cannot take its codec) and
+// subscribes it.
+func (b *subscriber) attach(t *sfu.Track) (*down, error) {
+	d := &down{src: t}
+	feed := t
+	if want := deliveredCodec(t.Codec()); want.Name != t.Codec().Name {
+		out, release, err := b.s.srv.hub.Transcode(t, want.Name)
+		if err != nil {
+			code := "codec_not_supported"
+			if errors.Is(err, sfu.ErrNoTranscoder) {
+				code = "transcoder_unavailable"
+			}
+			b.s.p.SubscriptionFailed(t, code, err)
+			return nil, err
+		}
+		feed, d.release = out, release
+	}
+	pinfo := t.Participant().Info()
+	// LiveKit clients find the participant and track of a media stream by its id:
+	// "<participant sid>|<track sid>".
+	d.dt = rtc.NewDownTrack(feed.Codec(), t.SID(), pinfo.SID+"|"+t.SID())
+	sender, err := b.pc.AddTrack(d.dt)
+	if err != nil {
+		if d.release != nil {
+			d.release()
+		}
+		return nil, fmt.Errorf("add track: %w", err)
+	}
+	d.sender = sender
+	sub, err := b.s.p.Subscribe(feed, d.dt, sfu.SubscribeOptions{})
+	if err != nil {
+		_ = b.pc.RemoveTrack(sender)
+		if d.release != nil {
+			d.release()
+		}
+		return nil, err
+	}
+	d.sub = sub
+	return d, nil
+}
+
+// readRTCP drains a sender's RTCP: PLI and FIR ask the source for a keyframe, NACKs are
+// answered from the down track's history.
+func (b *subscriber) readRTCP(d *down) {
+	var lost []uint16
+	for {
+		pkts, _, err := d.sender.ReadRTCP()
+		if err != nil {
+			return
+		}
+		for _, pk := range pkts {
+			switch pk := pk.(type) {
+			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
+				d.sub.RequestKeyframe()
+			case *rtcp.TransportLayerNack:
+				if b.s.srv.hub.Congested() {
+					continue
+				}
+				lost = lost[:0]
+				for _, pair := range pk.Nacks {
+					pair.Range(func(seq uint16) bool { lost = append(lost, seq); return true })
+				}
+				d.dt.Resend(lost)
+			}
+		}
+	}
+}
+
+// negotiate sends an offer, or when one is outstanding marks that another is needed.
+func (b *subscriber) negotiate() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	if b.negotiating {
+		b.again = true
+		return
+	}
+	offer, err := b.pc.CreateOffer(nil)
+	if err == nil {
+		err = b.pc.SetLocalDescription(offer)
+	}
+	if err != nil {
+		b.s.log.Warn("subscriber offer failed", "err", err)
+		b.s.close(sfu.ReasonError, fmt.Errorf("subscriber offer: %w", err))
+		return
+	}
+	b.negotiating = true
+	b.offerID++
+	b.s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Offer{Offer: &lkp.SessionDescription{
+		Type: "offer", Sdp: b.pc.LocalDescription().SDP, Id: b.offerID,
+	}}})
+}
+
+// answer applies the client's answer to our offer, then sends the next offer if the set
+// changed meanwhile.
+func (b *subscriber) answer(sd *lkp.SessionDescription) error {
+	b.mu.Lock()
+	if !b.negotiating || (sd.GetId() != 0 && sd.GetId() != b.offerID) {
+		b.mu.Unlock()
+		b.s.log.Debug("ignoring a stale or unsolicited subscriber answer", "id", sd.GetId())
+		return nil
+	}
+	if err := b.pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeAnswer, SDP: sd.GetSdp()}); err != nil {
+		b.mu.Unlock()
+		return fmt.Errorf("subscriber answer refused: %w", err)
+	}
+	cs := b.candidates
+	b.candidates = nil
+	b.negotiating = false
+	again := b.again
+	b.again = false
+	b.mu.Unlock()
+	for _, c := range cs {
+		_ = b.pc.AddICECandidate(c)
+	}
+	// Newly bound down tracks start with a keyframe.
+	for _, d := range b.snapshot() {
+		d.sub.RequestKeyframe()
+	}
+	if again {
+		b.negotiate()
+	}
+	return nil
+}
+
+func (b *subscriber) snapshot() []*down {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := make([]*down, 0, len(b.downs))
+	for _, d := range b.downs {
+		out = append(out, d)
+	}
+	return out
+}
+
+// candidate adds a client candidate, or keeps it until the client's answer arrives.
+func (b *subscriber) candidate(c webrtc.ICECandidateInit) {
+	addCandidate(&b.mu, b.pc, &b.candidates, c, b.s.log)
+}
