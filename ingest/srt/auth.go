@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 
 	gosrt "github.com/datarhei/gosrt"
 
@@ -31,7 +32,7 @@ type refusal struct {
 }
 
 var (
-	errBadKey     = errors.New("unknown stream key")
+	errBadKey     = auth.ErrUnknownKey
 	errPassphrase = fmt.Errorf("%w: wrong or missing passphrase", auth.ErrPermissionDenied)
 	errEncrypted  = fmt.Errorf("%w: the connection is encrypted but no passphrase is configured for it", auth.ErrPermissionDenied)
 	errKeyInUse   = errors.New("the stream key is already publishing")
@@ -113,7 +114,7 @@ func (s *Server) resolve(id streamID, remote string) (target, string, *refusal) 
 		action = auth.ActionSubscribe
 	}
 	if !s.gate.OpenMode() {
-		if id.secret == "" || !isSecret(id.secret) || len(id.secret) > 4096 {
+		if id.secret == "" || strings.HasPrefix(id.secret, streamKeyPrefix) || !isSecret(id.secret) || len(id.secret) > 4096 {
 			return refuse(fmt.Errorf("%w (sha256 %s)", errBadKey, keyHash(id.secret)))
 		}
 		claims, err := s.gate.Verifier().Verify(id.secret)
