@@ -191,12 +191,7 @@ func (pub *publisher) publishVideo(codec string, params [][]byte) error {
 		c = media.H264Codec(firstNALU(params, codec, 7), firstNALU(params, codec, 8), ptVideo)
 	}
 	width, height := paramsSize(codec, params)
-	track, err := pub.sess.p.Publish(sfu.TrackSpec{Codec: c, Name: "video", Width: width, Height: height, CacheGOP: true})
-	if err != nil {
-		return err
-	}
-	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
-	w, err := media.NewWriter(track)
+	track, w, err := pub.publishTrack(sfu.TrackSpec{Codec: c, Name: "video", Width: width, Height: height, CacheGOP: true})
 	if err != nil {
 		return err
 	}
@@ -255,18 +250,25 @@ func (pub *publisher) onOpus(channels int, pts int64, pkts [][]byte) error {
 }
 
 func (pub *publisher) publishAudio(c sfu.Codec) error {
-	track, err := pub.sess.p.Publish(sfu.TrackSpec{Codec: c, Name: "audio"})
-	if err != nil {
-		return err
-	}
-	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
-	w, err := media.NewWriter(track)
+	track, w, err := pub.publishTrack(sfu.TrackSpec{Codec: c, Name: "audio"})
 	if err != nil {
 		return err
 	}
 	pub.audio = &audioOut{track: track, w: w, rate: int64(c.ClockRate)}
 	pub.log.Info("srt audio track", "codec", c.Name, "rate", c.ClockRate, "channels", c.Channels)
 	return nil
+}
+
+// publishTrack publishes a track whose RTP time 0 is the session's first timestamp, with its
+// packetizer.
+func (pub *publisher) publishTrack(spec sfu.TrackSpec) (*sfu.Track, *media.Writer, error) {
+	track, err := pub.sess.p.Publish(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+	w, err := media.NewWriter(track)
+	return track, w, err
 }
 
 // startStream reports the publish session once its first track carries media
