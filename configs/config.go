@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/ingest/rtmp"
 	"github.com/sluice-media/sluice/ingest/rtsp"
+	"github.com/sluice-media/sluice/ingest/srt"
 	"github.com/sluice-media/sluice/recorder"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
@@ -40,6 +41,7 @@ type Config struct {
 	HTTP      HTTP                   `yaml:"http"`
 	RTMP      rtmp.Config            `yaml:"rtmp"`
 	RTSP      rtsp.Config            `yaml:"rtsp"`
+	SRT       srt.Config             `yaml:"srt"`
 	WebRTC    rtc.Config             `yaml:"webrtc"`
 	Auth      auth.Config            `yaml:"auth"`
 	Rooms     sfu.Config             `yaml:"rooms"`
@@ -205,7 +207,7 @@ func (c *Config) validate(lines map[string]source) error {
 		key string
 		v   validator
 	}{
-		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP},
+		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP}, {"srt", c.SRT},
 		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording},
 		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode}, {"outbound", c.Outbound},
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"time"
 
 	"github.com/sluice-media/sluice/sfu/api"
@@ -15,12 +16,14 @@ import (
 type Endpoints struct {
 	RTMPPort int
 	RTSPPort int
+	SRTPort  int
 }
 
 // View is an ingest as the API shows one: with where and how to publish to it.
 type View struct {
 	Ingest
-	// Publish holds what to type into OBS or an encoder (rtmp_server, stream_key, rtsp_url).
+	// Publish holds what to type into OBS or an encoder (rtmp_server, stream_key, rtsp_url,
+	// srt_url).
 	Publish map[string]string `json:"publish,omitempty"`
 }
 
@@ -106,6 +109,19 @@ func view(ing Ingest, r *http.Request, ep Endpoints) View {
 		v.Publish = map[string]string{
 			"rtsp_url": fmt.Sprintf("rtsp://%s:%d/%s?key=%s", host, ep.RTSPPort, ing.Room, ing.StreamKey),
 		}
+	case TypeSRT:
+		v.Publish = map[string]string{"srt_url": SRTURL(host, ep.SRTPort, ing.StreamKey, ing.Passphrase)}
 	}
 	return v
+}
+
+// SRTURL is the URL an SRT publisher (OBS: Server, with an empty Stream Key) is given for a
+// stream key: the stream id names the mode and the key, and the passphrase, when set, turns on
+// AES encryption.
+func SRTURL(host string, port int, key, passphrase string) string {
+	u := fmt.Sprintf("srt://%s:%d?streamid=publish:%s", host, port, key)
+	if passphrase != "" {
+		u += "&passphrase=" + url.QueryEscape(passphrase)
+	}
+	return u
 }

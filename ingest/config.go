@@ -16,6 +16,7 @@ const (
 	TypeRTMP     = "rtmp"
 	TypeRTSPPush = "rtsp_push"
 	TypeWHIP     = "whip"
+	TypeSRT      = "srt"
 )
 
 // Definition is one entry of the `ingests:` config list (and of POST /v1/ingests).
@@ -33,6 +34,9 @@ type Definition struct {
 	// StreamKey fixes the key of a publish ingest (rtmp, rtsp_push) instead of a generated one;
 	// at least 16 characters.
 	StreamKey string `yaml:"stream_key" json:"stream_key,omitempty"`
+	// Passphrase, on an srt ingest, makes the publisher encrypt (AES) with it: 10 to 79
+	// characters. A secret: never in listings, events or logs.
+	Passphrase string `yaml:"passphrase" json:"passphrase,omitempty"`
 }
 
 // Validate reports the first invalid field of one definition.
@@ -50,10 +54,13 @@ func (d Definition) Validate() error {
 			return fmt.Errorf("id: %w", err)
 		}
 	}
+	if d.Passphrase != "" && d.Type != TypeSRT {
+		return fmt.Errorf("passphrase: only srt ingests have one")
+	}
 	switch d.Type {
 	case TypeRTSPPull:
 		if d.StreamKey != "" {
-			return fmt.Errorf("stream_key: only publish ingests (rtmp, rtsp_push) have one")
+			return fmt.Errorf("stream_key: only publish ingests (rtmp, rtsp_push, srt) have one")
 		}
 		u, err := url.Parse(d.URL)
 		if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" {
@@ -64,12 +71,15 @@ func (d Definition) Validate() error {
 		default:
 			return fmt.Errorf("transport: %q is not auto, udp or tcp", d.Transport)
 		}
-	case TypeRTMP, TypeRTSPPush, TypeWHIP:
+	case TypeRTMP, TypeRTSPPush, TypeWHIP, TypeSRT:
 		if d.StreamKey != "" && len(d.StreamKey) < 16 {
 			return fmt.Errorf("stream_key: must be at least 16 characters")
 		}
+		if n := len(d.Passphrase); n != 0 && (n < 10 || n > 79) {
+			return fmt.Errorf("passphrase: SRT takes 10 to 79 characters")
+		}
 	default:
-		return fmt.Errorf("type: %q is not rtsp_pull, rtmp, rtsp_push or whip", d.Type)
+		return fmt.Errorf("type: %q is not rtsp_pull, rtmp, rtsp_push, srt or whip", d.Type)
 	}
 	return nil
 }

@@ -71,6 +71,7 @@ func (i *Ingest) Info() *sfu.IngestInfo {
 // Redacted returns a copy fit for listings: no stream key, no URL credentials.
 func (i Ingest) Redacted() Ingest {
 	i.StreamKey = ""
+	i.Passphrase = ""
 	i.URL = RedactURL(i.URL)
 	return i
 }

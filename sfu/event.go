@@ -199,6 +199,7 @@ type StreamInfo struct {
 	PacketsLost        *int64   `json:"packets_lost,omitempty"`
 	JitterMs           *float64 `json:"jitter_ms,omitempty"`
 	RTTMs              *float64 `json:"rtt_ms,omitempty"`
+	Retransmits        *int64   `json:"retransmits,omitempty"`
 	KeyframeIntervalMs *int64   `json:"keyframe_interval_ms,omitempty"`
 }
 

@@ -14,6 +14,7 @@ const (
 	ParticipantRTMP     = "rtmp"
 	ParticipantRTSP     = "rtsp"
 	ParticipantRTSPPull = "rtsp_pull"
+	ParticipantSRT      = "srt"
 )
 
 // ParticipantSpec describes a session being admitted to a room.

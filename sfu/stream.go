@@ -21,6 +21,7 @@ const (
 	ProtocolWHIP   = "whip"
 	ProtocolWHEP   = "whep"
 	ProtocolWebRTC = "webrtc"
+	ProtocolSRT    = "srt"
 )
 
 // ProtocolStats are the figures only the protocol knows (from RTCP receiver reports and the
@@ -29,6 +30,8 @@ type ProtocolStats struct {
 	PacketsLost *int64
 	JitterMs    *float64
 	RTTMs       *float64
+	// Retransmits counts packets the sender resent (SRT).
+	Retransmits *int64
 }
 
 // StreamSpec describes one media session on one protocol connection.
@@ -262,6 +265,7 @@ func (s *Stream) Info(stats bool) *StreamInfo {
 		if s.spec.Stats != nil {
 			ps := s.spec.Stats()
 			info.PacketsLost, info.JitterMs, info.RTTMs = ps.PacketsLost, ps.JitterMs, ps.RTTMs
+			info.Retransmits = ps.Retransmits
 		}
 	}
 	return info

@@ -14,36 +14,42 @@ import (
 func newIngestCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ingest",
-		Short: "Create and manage ingests: RTMP stream keys and RTSP camera pulls",
+		Short: "Create and manage ingests: RTMP and SRT stream keys and RTSP camera pulls",
 		Example: `  sluice ingest create rtmp --room studio
+  sluice ingest create srt --room studio --passphrase 'a long passphrase'
   sluice ingest create rtsp --room door --url rtsp://user:pass@10.0.0.20/stream1
   sluice ingest list
   sluice ingest delete IN_4f9Kc2`,
 	}
 	var d ingest.Definition
 	create := &cobra.Command{
-		Use:   "create rtmp|rtsp",
-		Short: "Create a reusable RTMP stream key, or add an RTSP camera to pull",
+		Use:   "create rtmp|srt|rtsp",
+		Short: "Create a reusable RTMP or SRT stream key, or add an RTSP camera to pull",
 		Long: `Create an ingest.
 
   rtmp   a reusable stream key for OBS or an encoder; prints the Server and Stream Key to type in.
+  srt    the same over SRT (MPEG-TS on UDP); prints the URL to type in, with the passphrase (AES)
+         when --passphrase is given.
   rtsp   a camera the daemon pulls (and reconnects to for as long as it exists), given by --url.`,
 		Example: `  sluice ingest create rtmp --room studio --identity obs
   sluice ingest create rtmp --room studio --override      # a new publisher takes over a live key
+  sluice ingest create srt --room studio --passphrase 'ten or more characters'
   sluice ingest create rtsp --room door --url rtsp://admin:secret@10.0.0.20:554/stream1 --transport tcp`,
 		Args:      cobra.ExactArgs(1),
-		ValidArgs: []string{"rtmp", "rtsp"},
+		ValidArgs: []string{"rtmp", "srt", "rtsp"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			switch args[0] {
 			case "rtmp":
 				d.Type = ingest.TypeRTMP
+			case "srt":
+				d.Type = ingest.TypeSRT
 			case "rtsp":
 				d.Type = ingest.TypeRTSPPull
 				if d.URL == "" {
 					return fmt.Errorf("an rtsp ingest needs --url rtsp://[user:pass@]camera[:port]/path")
 				}
 			default:
-				return fmt.Errorf("ingest type must be rtmp or rtsp, not %q", args[0])
+				return fmt.Errorf("ingest type must be rtmp, srt or rtsp, not %q", args[0])
 			}
 			var v ingest.View
 			if err := g.client().do(cmd.Context(), "POST", "/v1/ingests", d, &v); err != nil {
@@ -61,7 +67,8 @@ func newIngestCmd(g *globals) *cobra.Command {
 	f.StringVar(&d.Identity, "identity", "", "participant identity of the stream in the room")
 	f.StringVar(&d.URL, "url", "", "camera URL (rtsp ingests)")
 	f.StringVar(&d.Transport, "transport", "", "rtsp transport: auto (UDP, then TCP), udp or tcp")
-	f.BoolVar(&d.Override, "override", false, "rtmp: a second publisher on the key takes over instead of being refused")
+	f.BoolVar(&d.Override, "override", false, "rtmp, srt: a second publisher on the key takes over instead of being refused")
+	f.StringVar(&d.Passphrase, "passphrase", "", "srt: the publisher must encrypt (AES) with this passphrase (10 to 79 characters)")
 	f.StringVar(&d.ID, "id", "", "ingest id (generated when empty)")
 	_ = create.MarkFlagRequired("room")
 
@@ -144,6 +151,10 @@ func printIngest(w io.Writer, v ingest.View) {
 	}
 	if s, ok := v.Publish["rtmp_server"]; ok {
 		fmt.Fprintf(w, "\nIn OBS (Settings > Stream, Service: Custom):\n  Server:     %s\n  Stream Key: %s\n", s, v.Publish["stream_key"])
+	}
+	if u, ok := v.Publish["srt_url"]; ok {
+		fmt.Fprintf(w, "\nIn OBS (Settings > Stream, Service: Custom):\n  Server:     %s\n  Stream Key: (leave empty)\n", u)
+		fmt.Fprintf(w, "\nOr with ffmpeg: ffmpeg ... -f mpegts '%s'\n", u)
 	}
 	if u, ok := v.Publish["rtsp_url"]; ok {
 		fmt.Fprintf(w, "\nPublish with RTSP to:\n  %s\n", u)

@@ -16,7 +16,7 @@ func (d *daemon) wireIngests() error {
 		return err
 	}
 	d.ingests = store
-	store.Routes(d.api, d.gate, ingest.Endpoints{RTMPPort: port(d.cfg.RTMP.Listen), RTSPPort: port(d.cfg.RTSP.Listen)}, d.hub.Now)
+	store.Routes(d.api, d.gate, ingest.Endpoints{RTMPPort: port(d.cfg.RTMP.Listen), RTSPPort: port(d.cfg.RTSP.Listen), SRTPort: port(d.cfg.SRT.Listen)}, d.hub.Now)
 	return nil
 }
 

@@ -1,0 +1,369 @@
+package srt
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	gosrt "github.com/datarhei/gosrt"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
+)
+
+// RTP payload types of the tracks (the WebRTC edge rewrites them to the negotiated ones).
+const (
+	ptVideo = 96
+	ptAAC   = 97
+	ptOpus  = 111
+)
+
+// publisher turns the MPEG-TS of one publish session (ISO/IEC 13818-1) into the participant's
+// tracks: the first video (H.264, H.265) and the first audio (AAC, Opus) elementary stream,
+// packetized by sfu/media. Every timestamp goes through one decoder, so that tracks share RTP
+// time 0 at the session's first timestamp. It is owned by the session's goroutine, the single
+// producer of its tracks.
+type publisher struct {
+	s    *Server
+	sess *session
+	conn gosrt.Conn
+	log  *slog.Logger
+
+	td     mpegts.TimeDecoder
+	t0     time.Time // wall time of the first timestamp: RTP time 0 of every track
+	stream *sfu.Stream
+	video  *videoOut
+	audio  *audioOut
+
+	unsupported []string
+	frames      uint64 // video frames written
+	dropped     uint64 // frames that could not be used (before parameter sets, refused by the packetizer)
+	decodeErrs  uint64 // MPEG-TS errors the reader skipped
+}
+
+type videoOut struct {
+	track  *sfu.Track
+	w      *media.Writer
+	codec  string
+	params [][]byte // the parameter sets the resolution was last read from
+}
+
+type audioOut struct {
+	track *sfu.Track
+	w     *media.Writer
+	rate  int64
+}
+
+func newPublisher(s *Server, sess *session, conn gosrt.Conn, log *slog.Logger) *publisher {
+	return &publisher{s: s, sess: sess, conn: conn, log: log}
+}
+
+// run reads MPEG-TS from r until it fails.
+func (pub *publisher) run(r io.Reader) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			pub.s.panics.Add(1)
+			pub.log.Error("BUG: panic in the srt session", "panic", v)
+			err = fmt.Errorf("internal error: %v", v)
+		}
+	}()
+	rd := &mpegts.Reader{R: r}
+	if err := rd.Initialize(); err != nil {
+		return err
+	}
+	rd.OnDecodeError(func(err error) {
+		if pub.decodeErrs++; pub.decodeErrs == 1 || pub.decodeErrs%1000 == 0 {
+			pub.log.Warn("srt: MPEG-TS error skipped", "err", err, "count", pub.decodeErrs)
+		}
+	})
+	var hasVideo, hasAudio bool
+	for _, tr := range rd.Tracks() {
+		switch c := tr.Codec.(type) {
+		case *mpegts.CodecH264:
+			if !hasVideo {
+				hasVideo = true
+				rd.OnDataH264(tr, func(pts, _ int64, au [][]byte) error { return pub.onVideo(sfu.CodecH264, pts, au) })
+			}
+		case *mpegts.CodecH265:
+			if !hasVideo {
+				hasVideo = true
+				rd.OnDataH265(tr, func(pts, _ int64, au [][]byte) error { return pub.onVideo(sfu.CodecH265, pts, au) })
+			}
+		case *mpegts.CodecMPEG4Audio:
+			if !hasAudio {
+				hasAudio = true
+				cfg := c.Config
+				rd.OnDataMPEG4Audio(tr, func(pts int64, aus [][]byte) error { return pub.onAAC(&cfg, pts, aus) })
+			}
+		case *mpegts.CodecOpus:
+			if !hasAudio {
+				hasAudio = true
+				channels := c.ChannelCount
+				rd.OnDataOpus(tr, func(pts int64, pkts [][]byte) error { return pub.onOpus(channels, pts, pkts) })
+			}
+		default:
+			pub.unsupportedCodec(fmt.Sprintf("%T", tr.Codec))
+		}
+	}
+	if !hasVideo && !hasAudio {
+		return errors.New("the MPEG-TS carries no H.264, H.265, AAC or Opus stream")
+	}
+	for {
+		if err := rd.Read(); err != nil {
+			return err
+		}
+	}
+}
+
+// rtpTime returns the time of an MPEG-TS timestamp since the session's first, in 90 kHz
+// units, fixing the wall time of the first.
+func (pub *publisher) rtpTime(pts int64) int64 {
+	if pub.t0.IsZero() {
+		pub.t0 = pub.s.hub.Now()
+	}
+	return pub.td.Decode(pts)
+}
+
+func (pub *publisher) onVideo(codec string, pts int64, au [][]byte) error {
+	ts := pub.rtpTime(pts)
+	v := pub.video
+	if v == nil {
+		params := paramSets(codec, au)
+		if params == nil {
+			pub.dropped++ // a decoder cannot start before the parameter sets
+			return nil
+		}
+		if err := pub.publishVideo(codec, params); err != nil {
+			return err
+		}
+		v = pub.video
+	}
+	if err := v.w.Write(uint32(ts), au); err != nil {
+		if pub.dropped++; pub.dropped == 1 || pub.dropped%1000 == 0 {
+			pub.log.Warn("srt video frame refused by the packetizer", "err", err, "dropped", pub.dropped)
+		}
+		return nil
+	}
+	pub.frames++
+	if ps := v.w.Params(); !sameNALUs(ps, v.params) {
+		v.params = ps // parameter sets changed in-band: follow the resolution
+		if w, h := paramsSize(codec, ps); w > 0 {
+			_ = pub.sess.p.SetTrackSize(v.track, w, h)
+		}
+	}
+	return pub.startStream()
+}
+
+// paramSets returns the parameter sets of an access unit when it has them all (H.264: SPS
+// and PPS; H.265: VPS, SPS and PPS).
+func paramSets(codec string, au [][]byte) [][]byte {
+	var out [][]byte
+	seen := map[byte]bool{}
+	for _, n := range au {
+		if len(n) == 0 {
+			continue
+		}
+		if codec == sfu.CodecH264 {
+			if t := n[0] & 0x1f; t == 7 || t == 8 {
+				out, seen[t] = append(out, n), true
+			}
+		} else if t := (n[0] >> 1) & 0x3f; t >= 32 && t <= 34 {
+			out, seen[t] = append(out, n), true
+		}
+	}
+	if (codec == sfu.CodecH264 && len(seen) == 2) || (codec == sfu.CodecH265 && len(seen) == 3) {
+		return out
+	}
+	return nil
+}
+
+func (pub *publisher) publishVideo(codec string, params [][]byte) error {
+	c := sfu.Codec{Name: codec, ClockRate: 90000, PayloadType: ptVideo}
+	if codec == sfu.CodecH264 {
+		c = media.H264Codec(firstNALU(params, codec, 7), firstNALU(params, codec, 8), ptVideo)
+	}
+	width, height := paramsSize(codec, params)
+	track, w, err := pub.publishTrack(sfu.TrackSpec{Codec: c, Name: "video", Width: width, Height: height, CacheGOP: true})
+	if err != nil {
+		return err
+	}
+	w.SetParams(params)
+	pub.video = &videoOut{track: track, w: w, codec: codec, params: w.Params()}
+	pub.log.Info("srt video track", "codec", codec, "width", width, "height", height)
+	return nil
+}
+
+func (pub *publisher) onAAC(cfg *mpeg4audio.AudioSpecificConfig, pts int64, aus [][]byte) error {
+	ts := pub.rtpTime(pts)
+	if pub.audio == nil {
+		raw, err := cfg.Marshal()
+		if err != nil {
+			pub.unsupportedCodec("aac (" + err.Error() + ")")
+			return nil
+		}
+		channels := cfg.ChannelCount
+		if channels == 0 {
+			channels = 2 // defined by a program config element
+		}
+		if err := pub.publishAudio(media.AACCodec(raw, cfg.SampleRate, channels, ptAAC)); err != nil {
+			return err
+		}
+	}
+	a := pub.audio
+	base := ts * a.rate / 90000
+	for i, au := range aus {
+		if err := a.w.Write(uint32(base+int64(i)*mpeg4audio.SamplesPerAccessUnit), [][]byte{au}); err != nil {
+			pub.dropped++
+		}
+	}
+	return pub.startStream()
+}
+
+func (pub *publisher) onOpus(channels int, pts int64, pkts [][]byte) error {
+	ts := pub.rtpTime(pts)
+	if pub.audio == nil {
+		if channels != 1 {
+			channels = 2
+		}
+		c := sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: uint16(channels), PayloadType: ptOpus}
+		if err := pub.publishAudio(c); err != nil {
+			return err
+		}
+	}
+	a := pub.audio
+	at := ts * 48000 / 90000
+	for _, p := range pkts {
+		if err := a.w.Write(uint32(at), [][]byte{p}); err != nil {
+			pub.dropped++
+		}
+		at += opus.PacketDuration2(p)
+	}
+	return pub.startStream()
+}
+
+func (pub *publisher) publishAudio(c sfu.Codec) error {
+	track, w, err := pub.publishTrack(sfu.TrackSpec{Codec: c, Name: "audio"})
+	if err != nil {
+		return err
+	}
+	pub.audio = &audioOut{track: track, w: w, rate: int64(c.ClockRate)}
+	pub.log.Info("srt audio track", "codec", c.Name, "rate", c.ClockRate, "channels", c.Channels)
+	return nil
+}
+
+// publishTrack publishes a track whose RTP time 0 is the session's first timestamp, with its
+// packetizer.
+func (pub *publisher) publishTrack(spec sfu.TrackSpec) (*sfu.Track, *media.Writer, error) {
+	track, err := pub.sess.p.Publish(spec)
+	if err != nil {
+		return nil, nil, err
+	}
+	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+	w, err := media.NewWriter(track)
+	return track, w, err
+}
+
+// startStream reports the publish session once its first track carries media
+// (stream.publishing), with the SRT figures in stream.stats.
+func (pub *publisher) startStream() error {
+	if pub.stream != nil {
+		return nil
+	}
+	st, err := pub.sess.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolSRT,
+		RemoteAddr: pub.conn.RemoteAddr().String(), Stats: pub.stats})
+	if err != nil {
+		return err
+	}
+	pub.stream = st
+	return nil
+}
+
+// stats reads the connection's SRT statistics: packets lost and retransmitted as the receiver
+// saw them, and the smoothed round-trip time.
+func (pub *publisher) stats() sfu.ProtocolStats {
+	var st gosrt.Statistics
+	pub.conn.Stats(&st)
+	lost := int64(st.Accumulated.PktRecvLoss)
+	resent := int64(st.Accumulated.PktRecvRetrans)
+	rtt := st.Instantaneous.MsRTT
+	return sfu.ProtocolStats{PacketsLost: &lost, RTTMs: &rtt, Retransmits: &resent}
+}
+
+func (pub *publisher) unsupportedCodec(name string) {
+	for _, u := range pub.unsupported {
+		if u == name {
+			return
+		}
+	}
+	pub.unsupported = append(pub.unsupported, name)
+	pub.log.Warn("srt publisher sends a codec that cannot be published; it is ignored", "codec", name)
+	if id := pub.sess.ingestID; id != "" {
+		if s, ok := pub.s.ingests.(interface{ SetUnsupported(string, []string) }); ok {
+			s.SetUnsupported(id, pub.unsupported)
+		}
+	}
+}
+
+// summary returns log attributes of the session's media.
+func (pub *publisher) summary() []any {
+	attrs := []any{"video_frames", pub.frames}
+	if pub.dropped > 0 {
+		attrs = append(attrs, "dropped", pub.dropped)
+	}
+	if pub.decodeErrs > 0 {
+		attrs = append(attrs, "ts_errors", pub.decodeErrs)
+	}
+	return attrs
+}
+
+// paramsSize reads the resolution from the SPS among H.264 or H.265 parameter sets.
+func paramsSize(codec string, params [][]byte) (int, int) {
+	if codec == sfu.CodecH264 {
+		var s h264.SPS
+		if sps := firstNALU(params, codec, 7); sps != nil && s.Unmarshal(sps) == nil {
+			return s.Width(), s.Height()
+		}
+		return 0, 0
+	}
+	var s h265.SPS
+	if sps := firstNALU(params, codec, 33); sps != nil && s.Unmarshal(sps) == nil {
+		return s.Width(), s.Height()
+	}
+	return 0, 0
+}
+
+func firstNALU(nalus [][]byte, codec string, typ byte) []byte {
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		t := n[0] & 0x1f
+		if codec == sfu.CodecH265 {
+			t = (n[0] >> 1) & 0x3f
+		}
+		if t == typ {
+			return n
+		}
+	}
+	return nil
+}
+
+func sameNALUs(a, b [][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if string(a[i]) != string(b[i]) {
+			return false
+		}
+	}
+	return true
+}
