@@ -160,6 +160,7 @@ type loadSample struct {
 // to the end of the window. run is its goroutine; samples is read once run has returned.
 type loadSampler struct {
 	base    string
+	token   string // admin token for /metrics in key mode
 	subs    []*loadSubscriber
 	samples []loadSample
 }
@@ -180,7 +181,7 @@ func (s *loadSampler) run(ctx context.Context) {
 
 func (s *loadSampler) take(ctx context.Context) {
 	smp := loadSample{cpu: math.NaN(), c: make([][2][4]float64, len(s.subs))}
-	if m, err := scrape(ctx, s.base); err == nil {
+	if m, err := scrape(ctx, s.base, s.token); err == nil {
 		smp.cpu = m["process_cpu_seconds_total"]
 	}
 	smp.at = time.Now() // after the scrape: the counters are read together with it

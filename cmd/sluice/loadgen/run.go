@@ -138,7 +138,11 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{Subscribers: o.Subscribers}
-	idle, err := scrape(ctx, base)
+	mtok, err := metricsToken(o)
+	if err != nil {
+		return nil, err
+	}
+	idle, err := scrape(ctx, base, mtok)
 	if err != nil {
 		return nil, err
 	}
@@ -160,14 +164,14 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	if err := sleepCtx(ctx, 2*time.Second); err != nil { // let the tracks appear
 		return nil, err
 	}
-	b0, err := scrape(ctx, base)
+	b0, err := scrape(ctx, base, mtok)
 	if err != nil {
 		return nil, err
 	}
 	if err := sleepCtx(ctx, o.Baseline); err != nil {
 		return nil, err
 	}
-	b1, err := scrape(ctx, base)
+	b1, err := scrape(ctx, base, mtok)
 	if err != nil {
 		return nil, err
 	}
@@ -208,7 +212,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		if !watch.wait(ctx, 5*time.Second) {
 			fmt.Fprintln(progress, "warning: the daemon's event stream is not connected yet; overload events may be missed")
 		}
-		sampler := &loadSampler{base: base, subs: subs}
+		sampler := &loadSampler{base: base, token: mtok, subs: subs}
 		watchWG.Add(1)
 		go func() { defer watchWG.Done(); sampler.run(watchCtx) }()
 
@@ -231,7 +235,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		for i, s := range subs {
 			clients[i] = s
 		}
-		w, err := measure(ctx, base, o.Settle, o.Duration, clients, progress)
+		w, err := measure(ctx, base, mtok, o.Settle, o.Duration, clients, progress)
 		if err != nil {
 			return nil, err
 		}
@@ -275,7 +279,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		for i, r := range readers {
 			clients[i] = r
 		}
-		w, err := measure(ctx, base, o.Settle, o.Duration, clients, progress)
+		w, err := measure(ctx, base, mtok, o.Settle, o.Duration, clients, progress)
 		if err != nil {
 			return nil, err
 		}
@@ -338,11 +342,11 @@ type loadWindow struct {
 func (w loadWindow) rate(key string) float64 { return rate(w.m0, w.m1, key) }
 
 // measure waits settle, then measures one window of d.
-func measure(ctx context.Context, base string, settle, d time.Duration, clients []loadClient, progress io.Writer) (loadWindow, error) {
+func measure(ctx context.Context, base, mtok string, settle, d time.Duration, clients []loadClient, progress io.Writer) (loadWindow, error) {
 	if err := sleepCtx(ctx, settle); err != nil {
 		return loadWindow{}, err
 	}
-	m0, err := scrape(ctx, base)
+	m0, err := scrape(ctx, base, mtok)
 	if err != nil {
 		return loadWindow{}, err
 	}
@@ -355,7 +359,7 @@ func measure(ctx context.Context, base string, settle, d time.Duration, clients 
 	if err := sleepCtx(ctx, d); err != nil {
 		return loadWindow{}, err
 	}
-	if w.m1, err = scrape(ctx, base); err != nil {
+	if w.m1, err = scrape(ctx, base, mtok); err != nil {
 		return loadWindow{}, err
 	}
 	w.end = time.Now()
@@ -460,11 +464,23 @@ func subscriberToken(o Options, room, identity string) (string, error) {
 	return auth.Sign(o.APIKey, o.APISecret, auth.Claims{Identity: identity, ExpiresAt: exp, Grants: auth.Grants{Room: room, Subscribe: true}})
 }
 
+// metricsToken mints the admin token /metrics asks for in key mode ("" in open mode).
+func metricsToken(o Options) (string, error) {
+	if o.APIKey == "" {
+		return "", nil
+	}
+	exp := time.Now().Add(24 * time.Hour).Unix()
+	return auth.Sign(o.APIKey, o.APISecret, auth.Claims{ExpiresAt: exp, Grants: auth.Grants{Admin: true}})
+}
+
 // scrape reads the daemon's Prometheus metrics (unlabelled samples, summed over labels).
-func scrape(ctx context.Context, base string) (map[string]float64, error) {
+func scrape(ctx context.Context, base, token string) (map[string]float64, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
 		return nil, err
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
