@@ -73,4 +73,3 @@ func (b *binding) setAAC(t *sfu.Track) error {
 	b.asc, b.sampleRate, b.channels = a.Raw, a.Config.SampleRate, a.Config.ChannelCount
 	return nil
 }
-
