@@ -55,11 +55,7 @@ func (p *publisher) setup() {
 	p.pc.OnICECandidate(func(c *webrtc.ICECandidate) { p.s.sendTrickle(c, lkp.SignalTarget_PUBLISHER) })
 	p.pc.OnTrack(p.onTrack)
 	p.pc.OnDataChannel(p.s.onDataChannel)
-	p.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed {
-			p.s.close(sfu.ReasonError, fmt.Errorf("publisher connection failed"))
-		}
-	})
+	p.s.watchICE(p.pc, "publisher")
 }
 
 // offer answers the client's publisher offer.

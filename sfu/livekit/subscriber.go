@@ -25,6 +25,7 @@ type subscriber struct {
 	downs       map[string]*down // by source track sid
 	negotiating bool             // an offer waits for its answer
 	again       bool             // the set changed while negotiating
+	restart     bool             // the next offer restarts ICE (the client resumed)
 	offerID     uint32
 	candidates  []webrtc.ICECandidateInit
 	closed      bool
@@ -45,11 +46,7 @@ type down struct {
 
 func (b *subscriber) setup() {
 	b.pc.OnICECandidate(func(c *webrtc.ICECandidate) { b.s.sendTrickle(c, lkp.SignalTarget_SUBSCRIBER) })
-	b.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed {
-			b.s.close(sfu.ReasonError, errors.New("subscriber connection failed"))
-		}
-	})
+	b.s.watchICE(b.pc, "subscriber")
 	ordered := false
 	var zero uint16
 	b.reliable, _ = b.pc.CreateDataChannel(dataReliable, nil)
@@ -220,7 +217,36 @@ func (b *subscriber) negotiate() {
 		b.again = true
 		return
 	}
-	offer, err := b.pc.CreateOffer(nil)
+	b.offerLocked()
+}
+
+// negotiateRestart makes the next offer an ICE restart, for a resumed client. An offer still
+// outstanding (it may have been lost with the old WebSocket) is sent again first.
+func (b *subscriber) negotiateRestart() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.restart = true
+	if b.negotiating {
+		b.again = true
+		if pending := b.pc.PendingLocalDescription(); pending != nil {
+			b.s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Offer{Offer: &lkp.SessionDescription{
+				Type: "offer", Sdp: pending.SDP, Id: b.offerID,
+			}}})
+		}
+		return
+	}
+	if b.pc.RemoteDescription() == nil {
+		return // never negotiated: the first offer comes after the client's
+	}
+	b.offerLocked()
+}
+
+// offerLocked creates, applies and sends the next offer; b.mu is held.
+func (b *subscriber) offerLocked() {
+	offer, err := b.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: b.restart})
 	if err == nil {
 		err = b.pc.SetLocalDescription(offer)
 	}
@@ -229,6 +255,7 @@ func (b *subscriber) negotiate() {
 		b.s.close(sfu.ReasonError, fmt.Errorf("subscriber offer: %w", err))
 		return
 	}
+	b.restart = false
 	b.negotiating = true
 	b.offerID++
 	b.s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Offer{Offer: &lkp.SessionDescription{

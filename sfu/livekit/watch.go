@@ -18,6 +18,9 @@ func (s *session) watch() {
 		s.syncRoom(sent, &roomMeta)
 		select {
 		case <-changed:
+		case <-s.resync:
+			clear(sent) // a resumed client gets the whole room again
+			roomMeta = ""
 		case <-s.ctx.Done():
 			return
 		case <-s.p.Done():

@@ -1,0 +1,140 @@
+package livekit
+
+import (
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+
+	lkp "github.com/livekit/protocol/livekit"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
+)
+
+// eventTypes lists the types of the recorded events about identity.
+func (e *env) eventTypes(identity string) []string {
+	var out []string
+	for _, ev := range e.events.Events(0) {
+		if ev.Participant != nil && ev.Participant.Identity == identity {
+			out = append(out, ev.Type)
+		}
+	}
+	return out
+}
+
+func count(list []string, s string) int {
+	n := 0
+	for _, x := range list {
+		if x == s {
+			n++
+		}
+	}
+	return n
+}
+
+// resume reconnects c's signalling as livekit-client does after a drop: /rtc with
+// reconnect=1 and its sid, then (a publisher) an ICE-restart offer.
+func (c *lkClient) resume(restartPublisher bool) {
+	c.t.Helper()
+	c.mu.Lock()
+	c.got = nil
+	c.mu.Unlock()
+	c.attach(c.e.dial(c.t, c.identity, url.Values{"reconnect": {"1"}, "sid": {c.sid()}, "auto_subscribe": {"1"}}))
+	first := c.waitFor("the reconnect response", func(*lkp.SignalResponse) bool { return true })
+	if first.GetReconnect() == nil {
+		c.t.Fatalf("%s: the first message after resuming is %T, want a ReconnectResponse", c.identity, first.GetMessage())
+	}
+	if restartPublisher {
+		c.offer(true)
+	}
+}
+
+func ufrag(sdp string) string {
+	for _, l := range strings.Split(sdp, "\n") {
+		if strings.HasPrefix(l, "a=ice-ufrag:") {
+			return strings.TrimSpace(l)
+		}
+	}
+	return ""
+}
+
+// A client whose WebSocket drops resumes its session (reconnect=1, its sid): it gets a
+// ReconnectResponse, an ICE restart of its subscriber connection, restarts its publisher's, and
+// media flows both ways again, with no participant.left/joined flicker.
+func TestResume(t *testing.T) {
+	e := newEnv(t)
+	alice := e.connect(t, "alice", true, "1")
+	bob := e.connect(t, "bob", true, "1")
+	bob.waitMedia(alice, 25)
+	alice.waitMedia(bob, 25)
+	before := ufrag(bob.sub.RemoteDescription().SDP)
+
+	// bob (a subscriber and publisher) loses his WebSocket, then resumes.
+	bob.dropSignal()
+	time.Sleep(200 * time.Millisecond)
+	bob.resume(true)
+	offer := bob.waitFor("an ICE-restart offer", func(m *lkp.SignalResponse) bool {
+		return m.GetOffer() != nil && ufrag(m.GetOffer().GetSdp()) != before
+	})
+	if offer == nil {
+		return
+	}
+	bob.waitFor("the publisher answer", func(m *lkp.SignalResponse) bool { return m.GetAnswer() != nil })
+	bob.waitMedia(alice, 25)
+	alice.waitMedia(bob, 25)
+	// The resumed client gets the room again: alice with her track.
+	bob.waitFor("alice's participant update", func(m *lkp.SignalResponse) bool {
+		for _, p := range m.GetUpdate().GetParticipants() {
+			if p.GetIdentity() == "alice" && len(p.GetTracks()) == 1 {
+				return true
+			}
+		}
+		return false
+	})
+
+	// A resume naming a session that is gone is told to reconnect fully.
+	conn := e.dial(t, "carol", url.Values{"reconnect": {"1"}, "sid": {"PA_gone"}})
+	carol := &lkClient{t: t, e: e, identity: "carol"}
+	carol.attach(conn)
+	leave := carol.waitFor("a leave", func(m *lkp.SignalResponse) bool { return m.GetLeave() != nil }).GetLeave()
+	if leave.GetAction() != lkp.LeaveRequest_RECONNECT {
+		t.Errorf("resuming an unknown session: leave %v, want action RECONNECT", leave)
+	}
+	carol.readers.Wait()
+
+	for _, id := range []string{"alice", "bob"} {
+		if ev := e.eventTypes(id); count(ev, sfu.EventParticipantJoined) != 1 || count(ev, sfu.EventParticipantLeft) != 0 {
+			t.Errorf("%s's events %v: want one participant.joined and no participant.left", id, ev)
+		}
+	}
+}
+
+// Full reconnect: the client joins anew with the same identity; its old session ends as a
+// duplicate and the new one gets the media again.
+func TestFullReconnect(t *testing.T) {
+	e := newEnv(t)
+	alice := e.connect(t, "alice", true, "1")
+	bob := e.connect(t, "bob", false, "1")
+	bob.waitMedia(alice, 25)
+	bob.dropSignal()
+	bob.close()
+	again := e.connect(t, "bob", false, "1")
+	again.waitMedia(alice, 25)
+	sfutest.WaitFor(t, "one session per participant", 5*time.Second, func() bool { return e.srv.Sessions() == 2 })
+}
+
+// A session that is not resumed within the window ends: the participant leaves with
+// reconnect_timeout.
+func TestResumeWindowPasses(t *testing.T) {
+	e := newEnv(t)
+	e.srv.ReconnectWindow = 300 * time.Millisecond
+	bob := e.connect(t, "bob", false, "1")
+	bob.dropSignal()
+	sfutest.WaitFor(t, "bob leaving", 5*time.Second, func() bool { return e.srv.Sessions() == 0 })
+	for _, ev := range e.events.Events(0) {
+		if ev.Type == sfu.EventParticipantLeft && ev.Reason != sfu.ReasonReconnectTimeout {
+			t.Errorf("participant.left with reason %q, want %q", ev.Reason, sfu.ReasonReconnectTimeout)
+		}
+	}
+}
