@@ -28,6 +28,9 @@ type Room struct {
 	closed       bool
 	emptySince   time.Time
 	emptyTimeout time.Duration
+
+	changeMu sync.Mutex
+	changed  chan struct{} // closed at the room's next change; guarded by changeMu
 }
 
 func newRoom(h *Hub, name string, opts RoomOptions) *Room {
@@ -44,6 +47,7 @@ func newRoom(h *Hub, name string, opts RoomOptions) *Room {
 		metadata:     opts.Metadata,
 		emptySince:   now,
 		emptyTimeout: timeout,
+		changed:      make(chan struct{}),
 	}
 }
 
@@ -66,8 +70,24 @@ func (r *Room) Info() *RoomInfo {
 	}
 }
 
-// notify reports a change of the room's participants or tracks on the hub-wide signal.
-func (r *Room) notify() { r.hub.notify() }
+// Changed returns the room's change signal: a channel closed at the next change of its
+// participants, tracks, mutes or metadata (or its end). Watchers of one room take it, re-read
+// the room, wait on it and take it again; other rooms' changes do not wake them.
+func (r *Room) Changed() <-chan struct{} {
+	r.changeMu.Lock()
+	defer r.changeMu.Unlock()
+	return r.changed
+}
+
+// notify reports a change of the room's participants, tracks or metadata on the room's signal
+// and the hub-wide one.
+func (r *Room) notify() {
+	r.changeMu.Lock()
+	close(r.changed)
+	r.changed = make(chan struct{})
+	r.changeMu.Unlock()
+	r.hub.notify()
+}
 
 // Participants returns the room's participants in join order.
 func (r *Room) Participants() []*Participant {

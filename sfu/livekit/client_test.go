@@ -3,7 +3,6 @@ package livekit
 import (
 	"context"
 	"encoding/json"
-	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
@@ -31,6 +30,7 @@ type env struct {
 	events *sfu.LocalEmitter
 	srv    *Server
 	url    string // ws://…
+	http   string // http://…
 }
 
 func newEnv(t *testing.T) *env {
@@ -43,9 +43,9 @@ func newEnv(t *testing.T) *env {
 	}
 	gate := api.NewGate(auth.NewVerifier(auth.Config{}, nil), em)
 	srv := NewServer(engine, hub, gate, nil)
-	mux := http.NewServeMux()
-	srv.Register(mux)
-	hs := httptest.NewServer(mux)
+	a := api.New(api.Options{Hub: hub, Gate: gate})
+	srv.Register(a)
+	hs := httptest.NewServer(a.Handler())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Run(ctx) }()
@@ -55,7 +55,7 @@ func newEnv(t *testing.T) *env {
 		hs.Close()
 		_ = engine.Close()
 	})
-	return &env{hub: hub, events: em, srv: srv, url: "ws" + strings.TrimPrefix(hs.URL, "http")}
+	return &env{hub: hub, events: em, srv: srv, url: "ws" + strings.TrimPrefix(hs.URL, "http"), http: hs.URL}
 }
 
 // lkClient is a LiveKit client built on pion: it speaks the /rtc protocol as livekit-client

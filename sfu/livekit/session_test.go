@@ -1,6 +1,8 @@
 package livekit
 
 import (
+	"io"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
@@ -137,4 +139,56 @@ func TestResumeWindowPasses(t *testing.T) {
 			t.Errorf("participant.left with reason %q, want %q", ev.Reason, sfu.ReasonReconnectTimeout)
 		}
 	}
+}
+
+// apiCall sends a /v1 request and returns its status.
+func (e *env) apiCall(t *testing.T, method, path, body string) int {
+	t.Helper()
+	req, err := http.NewRequest(method, e.http+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	res, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, res.Body)
+	_ = res.Body.Close()
+	return res.StatusCode
+}
+
+// Room metadata set through /v1 reaches clients as a RoomUpdate (the SDK's
+// RoomMetadataChanged); removing a participant through /v1 gives it a leave with reason
+// PARTICIPANT_REMOVED, and the others see it go.
+func TestServerSideRoomLife(t *testing.T) {
+	e := newEnv(t)
+	alice := e.connect(t, "alice", true, "1")
+	bob := e.connect(t, "bob", false, "1")
+	bob.waitMedia(alice, 10)
+
+	if st := e.apiCall(t, "PATCH", "/v1/rooms/meet", `{"metadata":"{\"topic\":\"review\"}"}`); st != http.StatusOK {
+		t.Fatalf("PATCH /v1/rooms/meet: %d", st)
+	}
+	for _, c := range []*lkClient{alice, bob} {
+		c.waitFor("the room metadata", func(m *lkp.SignalResponse) bool {
+			return m.GetRoomUpdate().GetRoom().GetMetadata() == `{"topic":"review"}`
+		})
+	}
+
+	if st := e.apiCall(t, "DELETE", "/v1/rooms/meet/participants/bob", ""); st != http.StatusNoContent {
+		t.Fatalf("DELETE bob: %d", st)
+	}
+	leave := bob.waitFor("a leave", func(m *lkp.SignalResponse) bool { return m.GetLeave() != nil }).GetLeave()
+	if leave.GetReason() != lkp.DisconnectReason_PARTICIPANT_REMOVED || leave.GetAction() != lkp.LeaveRequest_DISCONNECT {
+		t.Errorf("bob's leave %v: want PARTICIPANT_REMOVED, DISCONNECT", leave)
+	}
+	alice.waitFor("bob's disconnect", func(m *lkp.SignalResponse) bool {
+		for _, p := range m.GetUpdate().GetParticipants() {
+			if p.GetIdentity() == "bob" && p.GetState() == lkp.ParticipantInfo_DISCONNECTED {
+				return true
+			}
+		}
+		return false
+	})
 }

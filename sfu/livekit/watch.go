@@ -14,7 +14,7 @@ func (s *session) watch() {
 	sent := map[string]*lkp.ParticipantInfo{} // by sid, as last sent (version cleared)
 	roomMeta := s.room.Info().Metadata
 	for {
-		changed := s.srv.hub.Changed() // hub-wide: any room's change wakes the watcher, which re-reads its own room
+		changed := s.room.Changed()
 		s.syncRoom(sent, &roomMeta)
 		select {
 		case <-changed:
