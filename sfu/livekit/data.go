@@ -8,6 +8,8 @@ import (
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-media/sluice/sfu"
 )
 
 // Data channel labels of LiveKit clients.
@@ -104,4 +106,21 @@ func (b *subscriber) sendData(raw []byte, reliable bool) {
 		return
 	}
 	_ = dc.Send(raw)
+}
+
+// ReceiveData delivers a packet the server sends (POST /v1/rooms/{room}/data) as a user
+// packet without a sender, as LiveKit's server API does.
+func (s *session) ReceiveData(pkt *sfu.DataPacket) {
+	kind := lkp.DataPacket_RELIABLE
+	if pkt.Lossy {
+		kind = lkp.DataPacket_LOSSY
+	}
+	topic := pkt.Topic
+	out, err := proto.Marshal(&lkp.DataPacket{Kind: kind, Value: &lkp.DataPacket_User{User: &lkp.UserPacket{
+		Payload: pkt.Payload, Topic: &topic, DestinationIdentities: pkt.Destinations,
+	}}})
+	if err != nil {
+		return
+	}
+	s.sub.sendData(out, !pkt.Lossy)
 }

@@ -128,6 +128,7 @@ func (s *session) run() {
 	} else {
 		s.pub.setup()
 		s.sub.setup()
+		s.p.SetDataReceiver(s)
 		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Join{Join: s.joinResponse()}})
 	}
 	s.wg.Add(1)

@@ -176,6 +176,24 @@ func TestServerSideRoomLife(t *testing.T) {
 		})
 	}
 
+	// Data from the server: to everyone, then to bob only.
+	if st := e.apiCall(t, "POST", "/v1/rooms/meet/data", `{"data":"to all","topic":"news"}`); st != http.StatusOK {
+		t.Fatalf("POST data: %d", st)
+	}
+	if st := e.apiCall(t, "POST", "/v1/rooms/meet/data", `{"data":"to bob","destination_identities":["bob"]}`); st != http.StatusOK {
+		t.Fatalf("POST data: %d", st)
+	}
+	if st := e.apiCall(t, "POST", "/v1/rooms/meet/data", `{"data":"`+strings.Repeat("x", sfu.MaxDataPayload+1)+`"}`); st != http.StatusRequestEntityTooLarge {
+		t.Errorf("POST oversized data: %d, want 413", st)
+	}
+	bob.waitData("to all", "news")
+	bob.waitData("to bob", "")
+	alice.waitData("to all", "news")
+	time.Sleep(200 * time.Millisecond)
+	if alice.hasData("to bob") {
+		t.Error("alice received data addressed to bob")
+	}
+
 	if st := e.apiCall(t, "DELETE", "/v1/rooms/meet/participants/bob", ""); st != http.StatusNoContent {
 		t.Fatalf("DELETE bob: %d", st)
 	}
@@ -186,6 +204,32 @@ func TestServerSideRoomLife(t *testing.T) {
 	alice.waitFor("bob's disconnect", func(m *lkp.SignalResponse) bool {
 		for _, p := range m.GetUpdate().GetParticipants() {
 			if p.GetIdentity() == "bob" && p.GetState() == lkp.ParticipantInfo_DISCONNECTED {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+func (c *lkClient) hasData(payload string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, d := range c.data {
+		if string(d.GetUser().GetPayload()) == payload {
+			return true
+		}
+	}
+	return false
+}
+
+// waitData waits for a user packet with payload and topic.
+func (c *lkClient) waitData(payload, topic string) {
+	c.t.Helper()
+	sfutest.WaitFor(c.t, c.identity+" receiving "+payload, 10*time.Second, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, d := range c.data {
+			if string(d.GetUser().GetPayload()) == payload && d.GetUser().GetTopic() == topic {
 				return true
 			}
 		}
