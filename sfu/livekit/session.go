@@ -73,6 +73,7 @@ type session struct {
 
 	resumed chan *websocket.Conn // a resuming client's WebSocket, for run
 	resync  chan struct{}        // asks watch to send the whole room again (cap 1)
+	poke    chan struct{}        // asks watch to sync the subscriptions again (cap 1)
 }
 
 func newSession(parent context.Context, srv *Server, conn *websocket.Conn, p *sfu.Participant, g grant, auto bool) *session {
@@ -81,7 +82,7 @@ func newSession(parent context.Context, srv *Server, conn *websocket.Conn, p *sf
 		srv: srv, conn: conn, p: p, room: p.Room(), grant: g, auto: auto,
 		log: srv.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", Protocol),
 		ctx: ctx, cancel: cancel, out: make(chan *lkp.SignalResponse, outQueue),
-		resumed: make(chan *websocket.Conn), resync: make(chan struct{}, 1),
+		resumed: make(chan *websocket.Conn), resync: make(chan struct{}, 1), poke: make(chan struct{}, 1),
 	}
 	s.pub = &publisher{s: s, pending: map[string]*pendingTrack{}}
 	s.sub = &subscriber{s: s, downs: map[string]*down{}}
@@ -341,6 +342,12 @@ func (s *session) handle(req *lkp.SignalRequest) error {
 		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_PongResp{PongResp: &lkp.Pong{
 			LastPingTimestamp: m.PingReq.GetTimestamp(), Timestamp: time.Now().UnixMilli(),
 		}}})
+	case *lkp.SignalRequest_Subscription:
+		s.updateSubscription(m.Subscription)
+	case *lkp.SignalRequest_TrackSetting:
+		// Without simulcast there is one layer: quality, size and fps are satisfied as they
+		// are; disabled pauses the track.
+		s.sub.setDisabled(m.TrackSetting.GetTrackSids(), m.TrackSetting.GetDisabled())
 	case nil:
 		return errors.New("empty signal request")
 	default:
@@ -379,6 +386,36 @@ func (s *session) watchICE(pc *webrtc.PeerConnection, name string) {
 		default:
 		}
 	})
+}
+
+// updateSubscription records the client's choice for the tracks it names and has the watcher
+// apply it; a track sid that is not in the room is answered with SE_TRACK_NOTFOUND.
+func (s *session) updateSubscription(u *lkp.UpdateSubscription) {
+	sids := append([]string(nil), u.GetTrackSids()...)
+	for _, pt := range u.GetParticipantTracks() {
+		sids = append(sids, pt.GetTrackSids()...)
+	}
+	known := map[string]bool{}
+	for _, p := range s.room.Participants() {
+		for _, t := range p.Tracks() {
+			known[t.SID()] = true
+		}
+	}
+	var ok []string
+	for _, sid := range sids {
+		if !known[sid] {
+			s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_SubscriptionResponse{SubscriptionResponse: &lkp.SubscriptionResponse{
+				TrackSid: sid, Err: lkp.SubscriptionError_SE_TRACK_NOTFOUND,
+			}}})
+			continue
+		}
+		ok = append(ok, sid)
+	}
+	s.sub.choose(ok, u.GetSubscribe())
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
 }
 
 // trickle adds a client's ICE candidate to the connection it names.

@@ -236,3 +236,76 @@ func (c *lkClient) waitData(payload, topic string) {
 		return false
 	})
 }
+
+// trackOf waits until c knows a track of identity and returns its sid.
+func (c *lkClient) trackOf(identity string) string {
+	c.t.Helper()
+	sid := ""
+	c.waitFor(identity+"'s track", func(m *lkp.SignalResponse) bool {
+		ps := m.GetUpdate().GetParticipants()
+		if j := m.GetJoin(); j != nil {
+			ps = j.GetOtherParticipants()
+		}
+		for _, p := range ps {
+			if p.GetIdentity() == identity && len(p.GetTracks()) > 0 {
+				sid = p.GetTracks()[0].GetSid()
+				return true
+			}
+		}
+		return false
+	})
+	return sid
+}
+
+func (e *env) subscriptions(identity string) int {
+	r := e.hub.Room("meet")
+	if r == nil || r.Participant(identity) == nil {
+		return -1
+	}
+	return len(r.Participant(identity).Subscriptions())
+}
+
+// Without auto-subscribe a client receives what it asks for (UpdateSubscription), a track it
+// disables (UpdateTrackSettings) pauses, and an unknown track is answered SE_TRACK_NOTFOUND.
+func TestExplicitSubscription(t *testing.T) {
+	e := newEnv(t)
+	alice := e.connect(t, "alice", true, "1")
+	bob := e.connect(t, "bob", false, "0")
+	sid := bob.trackOf("alice")
+	if n := e.subscriptions("bob"); n != 0 {
+		t.Fatalf("bob has %d subscriptions without asking", n)
+	}
+
+	bob.request(&lkp.SignalRequest{Message: &lkp.SignalRequest_Subscription{Subscription: &lkp.UpdateSubscription{
+		ParticipantTracks: []*lkp.ParticipantTracks{{ParticipantSid: alice.sid(), TrackSids: []string{sid}}}, Subscribe: true,
+	}}})
+	bob.waitMedia(alice, 25)
+
+	bob.request(&lkp.SignalRequest{Message: &lkp.SignalRequest_Subscription{Subscription: &lkp.UpdateSubscription{
+		TrackSids: []string{"TR_nothere"}, Subscribe: true,
+	}}})
+	bob.waitFor("SE_TRACK_NOTFOUND", func(m *lkp.SignalResponse) bool {
+		r := m.GetSubscriptionResponse()
+		return r.GetTrackSid() == "TR_nothere" && r.GetErr() == lkp.SubscriptionError_SE_TRACK_NOTFOUND
+	})
+
+	// Disabled: the packets stop (give those in flight time to land), then resume.
+	bob.request(&lkp.SignalRequest{Message: &lkp.SignalRequest_TrackSetting{TrackSetting: &lkp.UpdateTrackSettings{
+		TrackSids: []string{sid}, Disabled: true,
+	}}})
+	time.Sleep(300 * time.Millisecond)
+	paused := bob.received(alice.sid())
+	time.Sleep(500 * time.Millisecond)
+	if n := bob.received(alice.sid()); n > paused+2 {
+		t.Errorf("a disabled track kept flowing: %d packets after the pause", n-paused)
+	}
+	bob.request(&lkp.SignalRequest{Message: &lkp.SignalRequest_TrackSetting{TrackSetting: &lkp.UpdateTrackSettings{
+		TrackSids: []string{sid}, Disabled: false,
+	}}})
+	bob.waitMedia(alice, 25)
+
+	bob.request(&lkp.SignalRequest{Message: &lkp.SignalRequest_Subscription{Subscription: &lkp.UpdateSubscription{
+		TrackSids: []string{sid}, Subscribe: false,
+	}}})
+	sfutest.WaitFor(t, "bob unsubscribed", 5*time.Second, func() bool { return e.subscriptions("bob") == 0 })
+}
