@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -164,25 +165,48 @@ func (s *session) serveConn(conn *websocket.Conn) {
 		defer wg.Done()
 		s.writeLoop(connCtx, conn)
 	}()
-	said := make(chan struct{})
-	stop := context.AfterFunc(s.ctx, func() {
-		defer close(said)
-		if reason, _ := s.cause(); reason != sfu.ReasonClientDisconnected {
+	// goodbye tells the client why the server ended the session, then closes conn.
+	goodbye := func() {
+		reason, err := s.cause()
+		if reason != sfu.ReasonClientDisconnected {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 			_ = writeMsg(ctx, conn, &lkp.SignalResponse{Message: &lkp.SignalResponse_Leave{Leave: &lkp.LeaveRequest{
 				Reason: disconnectReason(reason), Action: lkp.LeaveRequest_DISCONNECT,
 			}}})
 			cancel()
 		}
-		_ = conn.Close(websocket.StatusNormalClosure, "")
+		_ = conn.Close(closeStatus(reason, err))
+	}
+	said := make(chan struct{})
+	stop := context.AfterFunc(s.ctx, func() {
+		defer close(said)
+		goodbye()
 	})
 	s.readLoop(conn)
 	connDone()
 	if !stop() {
-		<-said // the leave is being written
+		<-said // the goodbye is being said
+	} else if s.ctx.Err() != nil {
+		goodbye() // the session ended before the AfterFunc ran
 	}
 	_ = conn.CloseNow()
 	wg.Wait()
+}
+
+// closeStatus is the WebSocket close of a session that ended for reason: a request the server
+// could not follow is a policy violation whose text says what was wrong.
+func closeStatus(reason string, err error) (websocket.StatusCode, string) {
+	switch {
+	case reason == sfu.ReasonServerShutdown:
+		return websocket.StatusGoingAway, "server shutdown"
+	case reason == sfu.ReasonError && err != nil:
+		msg := err.Error()
+		if len(msg) > 120 { // a close frame's reason is at most 123 bytes
+			msg = strings.ToValidUTF8(msg[:120], "")
+		}
+		return websocket.StatusPolicyViolation, msg
+	}
+	return websocket.StatusNormalClosure, reason
 }
 
 // waitResume waits for the client to resume the session after its WebSocket dropped; nil when
@@ -289,6 +313,10 @@ func (s *session) readLoop(conn *websocket.Conn) {
 		ctx, cancel := context.WithTimeout(context.Background(), pingTimeout*time.Second)
 		typ, data, err := conn.Read(ctx)
 		cancel()
+		if errors.Is(err, websocket.ErrMessageTooBig) { // closed with 1009 by the library
+			s.close(sfu.ReasonError, fmt.Errorf("a signal message over %d bytes", MaxMessage))
+			return
+		}
 		if err != nil {
 			return
 		}
