@@ -183,12 +183,12 @@ func (s *session) serveConn(conn *websocket.Conn) {
 		goodbye()
 	})
 	s.readLoop(conn)
-	connDone()
 	if !stop() {
 		<-said // the goodbye is being said
 	} else if s.ctx.Err() != nil {
 		goodbye() // the session ended before the AfterFunc ran
 	}
+	connDone() // only now: cancelling a write in progress would cut the goodbye short
 	_ = conn.CloseNow()
 	wg.Wait()
 }
