@@ -233,6 +233,7 @@ func (c *lkClient) request(req *lkp.SignalRequest) {
 		c.t.Error(err)
 		return
 	}
+	capture(false, data)
 	c.mu.Lock()
 	conn := c.conn
 	c.mu.Unlock()
