@@ -1,14 +1,20 @@
 package main
 
 import (
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	lkp "github.com/livekit/protocol/livekit"
 
 	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/sfutest"
@@ -65,7 +71,9 @@ func perPeer(r map[string]any, key, identity string) float64 {
 // Two headless Chromiums join one room with livekit-client, beside an ffmpeg RTMP publisher
 // (H.264 and AAC, which reaches the browsers as Opus through the transcoder): each browser
 // paints the other's video and the RTMP video and receives their audio, and the SDK raises
-// its room events for what the other browser does.
+// its room events for what the other browser does and what the server does (room metadata,
+// data, removal); a browser whose signalling drops resumes, then reconnects fully, and its
+// video reaches the other again.
 func TestLivekitClientRoom(t *testing.T) {
 	requireChromium(t)
 	requireLivekitClient(t)
@@ -108,11 +116,82 @@ func TestLivekitClientRoom(t *testing.T) {
 			hasEvent(r, `ParticipantMetadataChanged:alice={"hand":"up"}`) && hasEvent(r, "DataReceived:alice=hello from alice")
 	})
 
-	// bob leaves (its browser is closed): alice sees him go.
-	ps.closePage(t, "bob")
+	// The server sets the room's metadata and sends data: both browsers get them.
+	for _, args := range [][]string{
+		{"rooms", "update", "meet", "--metadata", `{"topic":"demo"}`},
+		{"rooms", "send", "meet", "--data", "hello from the server"},
+	} {
+		if out, err := d.cli(args...); err != nil {
+			t.Fatalf("sluice %v: %v\n%s", args, err, out)
+		}
+	}
+	for _, id := range []string{"alice", "bob"} {
+		ps.waitReport(t, id, "the room metadata and the server's data", 30*time.Second, func(r map[string]any) bool {
+			return hasEvent(r, `RoomMetadataChanged:{"topic":"demo"}`) && hasEvent(r, "DataReceived:?=hello from the server")
+		})
+	}
+
+	// alice's signalling drops (the SDK's simulateScenario closes its WebSocket): it resumes,
+	// and bob keeps seeing her, without a disconnect.
+	for _, c := range []struct{ scenario, events string }{
+		{"signal-reconnect", "SignalReconnecting,Reconnected"}, // resumed
+		{"full-reconnect", "Reconnecting,Reconnected"},         // joined anew
+	} {
+		scenario := c.scenario
+		seen := perPeer(ps.report("bob"), "frames", "alice")
+		if out, err := d.cli("rooms", "send", "meet", "alice", "--data", scenario); err != nil {
+			t.Fatalf("sluice rooms send: %v\n%s", err, out)
+		}
+		r := ps.waitReport(t, "alice", scenario, 60*time.Second, func(r map[string]any) bool {
+			return slices.ContainsFunc(events(r), func(e string) bool { return strings.HasPrefix(e, "MediaAfter:"+scenario+"=") })
+		})
+		if !hasEvent(r, "MediaAfter:"+scenario+"="+c.events) {
+			t.Errorf("alice's events around %s: %v; want %s", scenario, events(r), c.events)
+		}
+		ps.waitReport(t, "bob", "alice's video after her "+scenario, 60*time.Second, func(r map[string]any) bool {
+			return perPeer(r, "frames", "alice") > seen+30
+		})
+		if scenario == "signal-reconnect" && hasEvent(ps.report("bob"), "ParticipantDisconnected:alice") {
+			t.Errorf("bob saw alice leave during her resume: %v", events(ps.report("bob")))
+		}
+	}
+	captureLivekitRequests(t, ps, "alice", "bob")
+
+	// The server removes bob: his SDK reports the reason, alice sees him go.
+	if out, err := d.cli("rooms", "kick", "meet", "bob"); err != nil {
+		t.Fatalf("sluice rooms kick: %v\n%s", err, out)
+	}
+	removed := fmt.Sprint(int32(lkp.DisconnectReason_PARTICIPANT_REMOVED))
+	ps.waitReport(t, "bob", "bob removed", 30*time.Second, func(r map[string]any) bool {
+		return hasEvent(r, "Disconnected:"+removed)
+	})
 	ps.waitReport(t, "alice", "bob leaving", 30*time.Second, func(r map[string]any) bool {
 		return hasEvent(r, "ParticipantDisconnected:bob")
 	})
+}
+
+// captureLivekitRequests adds the requests the pages' SDKs sent to sfu/livekit's fuzz corpus
+// when SLUICE_CAPTURE_LIVEKIT names it.
+func captureLivekitRequests(t *testing.T, ps *pageServer, ids ...string) {
+	dir := os.Getenv("SLUICE_CAPTURE_LIVEKIT")
+	if dir == "" {
+		return
+	}
+	for _, id := range ids {
+		sent, _ := ps.report(id)["sent"].([]any)
+		for _, s := range sent {
+			b64, _ := s.(string)
+			data, err := base64.StdEncoding.DecodeString(b64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum := sha256.Sum256(data)
+			body := fmt.Sprintf("go test fuzz v1\nbool(false)\n[]byte(%q)\n", data)
+			if err := os.WriteFile(filepath.Join(dir, "lkjs-"+hex.EncodeToString(sum[:8])), []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 }
 
 // rtmpParticipant returns the identity of the RTMP publisher in room.
