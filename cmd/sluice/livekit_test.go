@@ -1,13 +1,16 @@
 package main
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -15,9 +18,14 @@ import (
 	"time"
 
 	lkp "github.com/livekit/protocol/livekit"
+	"github.com/pion/webrtc/v4"
 
+	"github.com/sluice-media/sluice/recorder"
+	"github.com/sluice-media/sluice/recorder/rectest"
+	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/sfutest"
+	"github.com/sluice-media/sluice/webhooks"
 )
 
 // livekitClientDist holds livekit-client's builds, pinned in sfu/livekit/testdata/js.
@@ -77,7 +85,11 @@ func perPeer(r map[string]any, key, identity string) float64 {
 func TestLivekitClientRoom(t *testing.T) {
 	requireChromium(t)
 	requireLivekitClient(t)
-	d := startDaemon(t, "")
+	secret := webhooks.NewSecret()
+	rxAddr := fmt.Sprintf("127.0.0.1:%d", sfutest.FreeTCPPort(t))
+	rx := newHookReceiver(secret)
+	rx.listen(t, rxAddr)
+	d := startDaemon(t, fmt.Sprintf("webhooks:\n  endpoints: [{id: rx, url: \"http://%s/hook\", secret: %q}]\n", rxAddr, secret))
 	ffmpegOBS(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/meet", d.RTMPPort), 120, 0)
 	sfutest.WaitFor(t, "the RTMP publisher", 20*time.Second, func() bool {
 		out, err := d.cli("status")
@@ -108,6 +120,39 @@ func TestLivekitClientRoom(t *testing.T) {
 	}
 	if !hasEvent(ps.report("alice"), "ParticipantConnected:bob") {
 		t.Errorf("alice did not see bob connect: %v", events(ps.report("alice")))
+	}
+
+	// A WHEP viewer of alice decodes her H.264, and a recording of her plays.
+	viewer, err := playH264(d.URL+"/whep/meet/alice", pionAPI(t, h264Only, webrtc.RTPCodecTypeVideo))
+	if err != nil {
+		t.Fatalf("WHEP of alice: %v", err)
+	}
+	out, err := d.cli("record", "start", "--room", "meet", "--participant", "alice", "-o", "json")
+	if err != nil {
+		t.Fatalf("record start: %v\n%s", err, out)
+	}
+	rec := startedRecording(t, out)
+	sfutest.WaitFor(t, "60 frames of alice over WHEP", 30*time.Second, func() bool { return viewer.count() >= 60 })
+	d.waitRecording(t, rec, 30*time.Second, func(r recorder.Recording) bool { return r.DurationMs > 3000 })
+	if out, err := d.cli("record", "stop", rec); err != nil {
+		t.Fatalf("record stop: %v\n%s", err, out)
+	}
+	viewer.mu.Lock()
+	stream := bytes.Clone(viewer.stream)
+	viewer.mu.Unlock()
+	viewer.close()
+	path := filepath.Join(t.TempDir(), "alice.h264")
+	if err := os.WriteFile(path, stream, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	probe, err := exec.Command(sfutest.RequireTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", path).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(probe)) != "h264" {
+		t.Errorf("alice over WHEP does not decode as H.264: %v %s", err, probe)
+	}
+	if r := d.recordingOf(t, rec); len(r.Files) != 1 {
+		t.Errorf("alice's recording: files %+v", r.Files)
+	} else {
+		rectest.Verify(t, filepath.Join(d.recordingsDir(), filepath.FromSlash(r.Files[0].Path)), 0, "h264", "opus")
 	}
 
 	// alice mutes and unmutes her camera, sets her metadata and sends data.
@@ -168,6 +213,54 @@ func TestLivekitClientRoom(t *testing.T) {
 	ps.waitReport(t, "alice", "bob leaving", 30*time.Second, func(r map[string]any) bool {
 		return hasEvent(r, "ParticipantDisconnected:bob")
 	})
+
+	// The story by webhook: signed, each participant joined once and left once (alice's
+	// resume made no flicker; her full reconnect is a new participant), in seq order.
+	byPart := map[string][]string{} // participant sid: its join/leave/publish events, in arrival order
+	var names = map[string]string{}
+	sfutest.WaitFor(t, "bob's participant.left by webhook", 30*time.Second, func() bool {
+		rx.mu.Lock()
+		defer rx.mu.Unlock()
+		clear(byPart)
+		var last uint64
+		for _, ev := range rx.events {
+			if ev.Seq < last {
+				t.Fatalf("webhook %s (seq %d) after seq %d", ev.Type, ev.Seq, last)
+			}
+			last = ev.Seq
+			if ev.Participant == nil || ev.Participant.Kind != "webrtc" {
+				continue
+			}
+			switch ev.Type {
+			case sfu.EventParticipantJoined, sfu.EventParticipantLeft, sfu.EventTrackPublished:
+				byPart[ev.Participant.SID] = append(byPart[ev.Participant.SID], strings.TrimSpace(ev.Type+" "+ev.Reason))
+				names[ev.Participant.SID] = ev.Participant.Identity
+			}
+		}
+		return slices.ContainsFunc(slices.Collect(maps.Values(byPart)), func(s []string) bool { return slices.Contains(s, "participant.left removed") })
+	})
+	rx.mu.Lock()
+	if rx.bad != 0 {
+		t.Errorf("%d webhooks failed verification", rx.bad)
+	}
+	rx.mu.Unlock()
+	count := map[string]int{}
+	for sid, evs := range byPart {
+		count[names[sid]]++
+		want := []string{"participant.joined", "track.published", "track.published"}
+		switch {
+		case names[sid] == "bob":
+			want = append(want, "participant.left removed")
+		case names[sid] == "alice" && slices.Contains(evs, "participant.left duplicate_identity"):
+			want = append(want, "participant.left duplicate_identity")
+		}
+		if !slices.Equal(evs, want) {
+			t.Errorf("%s (%s) by webhook: %q, want %q", names[sid], sid, evs, want)
+		}
+	}
+	if count["alice"] != 2 || count["bob"] != 1 {
+		t.Errorf("participants by webhook %v: want alice twice (before and after her full reconnect), bob once", count)
+	}
 }
 
 // captureLivekitRequests adds the requests the pages' SDKs sent to sfu/livekit's fuzz corpus
