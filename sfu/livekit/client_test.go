@@ -33,7 +33,7 @@ type env struct {
 	http   string // http://…
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	hub, em := sfutest.NewHub(t, nil)
 	sfutest.RunHub(t, hub)
@@ -62,7 +62,7 @@ func newEnv(t *testing.T) *env {
 // does (publisher connection offered by the client, subscriber connection offered by the
 // server, trickle both ways, resume with reconnect=1).
 type lkClient struct {
-	t        *testing.T
+	t        testing.TB
 	e        *env
 	identity string
 	token    string
@@ -82,7 +82,7 @@ type lkClient struct {
 	readers sync.WaitGroup
 }
 
-func (e *env) dial(t *testing.T, identity string, query url.Values) *websocket.Conn {
+func (e *env) dial(t testing.TB, identity string, query url.Values) *websocket.Conn {
 	t.Helper()
 	conn, err := e.tryDial(identity, query)
 	if err != nil {
@@ -120,7 +120,7 @@ func openToken(identity string) string {
 
 // connect joins as identity (auto-subscribing unless autoSub is "0") and, with publish,
 // publishes an Opus track sending 50 packets a second.
-func (e *env) connect(t *testing.T, identity string, publish bool, autoSub string) *lkClient {
+func (e *env) connect(t testing.TB, identity string, publish bool, autoSub string) *lkClient {
 	t.Helper()
 	a, err := rtc.LoopbackAPI(nil)
 	if err != nil {
