@@ -29,8 +29,7 @@ type Room struct {
 	emptySince   time.Time
 	emptyTimeout time.Duration
 
-	changeMu sync.Mutex
-	changed  chan struct{} // closed at the room's next change; guarded by changeMu
+	changed signal // fired at each change of the room
 }
 
 func newRoom(h *Hub, name string, opts RoomOptions) *Room {
@@ -47,7 +46,6 @@ func newRoom(h *Hub, name string, opts RoomOptions) *Room {
 		metadata:     opts.Metadata,
 		emptySince:   now,
 		emptyTimeout: timeout,
-		changed:      make(chan struct{}),
 	}
 }
 
@@ -73,19 +71,12 @@ func (r *Room) Info() *RoomInfo {
 // Changed returns the room's change signal: a channel closed at the next change of its
 // participants, tracks, mutes or metadata (or its end). Watchers of one room take it, re-read
 // the room, wait on it and take it again; other rooms' changes do not wake them.
-func (r *Room) Changed() <-chan struct{} {
-	r.changeMu.Lock()
-	defer r.changeMu.Unlock()
-	return r.changed
-}
+func (r *Room) Changed() <-chan struct{} { return r.changed.wait() }
 
 // notify reports a change of the room's participants, tracks or metadata on the room's signal
 // and the hub-wide one.
 func (r *Room) notify() {
-	r.changeMu.Lock()
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.changeMu.Unlock()
+	r.changed.fire()
 	r.hub.notify()
 }
 
