@@ -122,18 +122,6 @@ func (ps *pageServer) openPage(t *testing.T, page, id string, query url.Values) 
 	})
 }
 
-// closePage kills the Chromium of page id, as closing the browser would.
-func (ps *pageServer) closePage(t *testing.T, id string) {
-	t.Helper()
-	ps.mu.Lock()
-	cmd := ps.pages[id]
-	ps.mu.Unlock()
-	if cmd == nil {
-		t.Fatalf("no page %s", id)
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-}
-
 func requireChromium(t *testing.T) {
 	t.Helper()
 	sfutest.RequireTool(t, "chromium")

@@ -65,7 +65,6 @@ type lkClient struct {
 	t        testing.TB
 	e        *env
 	identity string
-	token    string
 	api      *webrtc.API
 
 	pub, sub *webrtc.PeerConnection

@@ -78,9 +78,10 @@ func (s *session) onData(raw []byte, reliable bool) {
 	pkt.ParticipantIdentity, pkt.ParticipantSid = info.Identity, info.SID
 	dest := pkt.GetDestinationIdentities()
 	if u := pkt.GetUser(); u != nil {
-		u.ParticipantIdentity, u.ParticipantSid = info.Identity, info.SID
+		// Deprecated fields, still set and read by older SDKs.
+		u.ParticipantIdentity, u.ParticipantSid = info.Identity, info.SID //nolint:staticcheck // see above
 		if len(dest) == 0 {
-			dest = u.GetDestinationIdentities()
+			dest = u.GetDestinationIdentities() //nolint:staticcheck // see above
 		}
 	}
 	out, err := proto.Marshal(&pkt)
@@ -111,13 +112,9 @@ func (b *subscriber) sendData(raw []byte, reliable bool) {
 // ReceiveData delivers a packet the server sends (POST /v1/rooms/{room}/data) as a user
 // packet without a sender, as LiveKit's server API does.
 func (s *session) ReceiveData(pkt *sfu.DataPacket) {
-	kind := lkp.DataPacket_RELIABLE
-	if pkt.Lossy {
-		kind = lkp.DataPacket_LOSSY
-	}
 	topic := pkt.Topic
-	out, err := proto.Marshal(&lkp.DataPacket{Kind: kind, Value: &lkp.DataPacket_User{User: &lkp.UserPacket{
-		Payload: pkt.Payload, Topic: &topic, DestinationIdentities: pkt.Destinations,
+	out, err := proto.Marshal(&lkp.DataPacket{DestinationIdentities: pkt.Destinations, Value: &lkp.DataPacket_User{User: &lkp.UserPacket{
+		Payload: pkt.Payload, Topic: &topic,
 	}}})
 	if err != nil {
 		return
