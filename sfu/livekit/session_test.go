@@ -95,6 +95,11 @@ func TestResume(t *testing.T) {
 		return false
 	})
 
+	// Another identity cannot take bob's session over.
+	if _, err := e.tryDial("mallory", url.Values{"reconnect": {"1"}, "sid": {bob.sid()}}); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Errorf("resuming bob's session with mallory's token: %v, want a 403", err)
+	}
+
 	// A resume naming a session that is gone is told to reconnect fully.
 	conn := e.dial(t, "carol", url.Values{"reconnect": {"1"}, "sid": {"PA_gone"}})
 	carol := &lkClient{t: t, e: e, identity: "carol"}
