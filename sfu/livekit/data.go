@@ -54,18 +54,18 @@ func (l *dataLimiter) allow(now time.Time) bool {
 func (s *session) onDataChannel(dc *webrtc.DataChannel) {
 	reliable := dc.Label() == dataReliable
 	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
-		s.onData(msg.Data, reliable)
+		s.onData(msg.Data, reliable, time.Now())
 	})
 }
 
 // onData relays one data packet from the client. Packets other than user data (speaker
 // updates, RPC, streams…) are relayed as they are, with the sender stamped.
-func (s *session) onData(raw []byte, reliable bool) {
+func (s *session) onData(raw []byte, reliable bool, now time.Time) {
 	if !s.grant.canData {
 		s.dataDropped.Add(1)
 		return
 	}
-	if len(raw) > MaxDataPacket || !s.dataLimit.allow(time.Now()) {
+	if len(raw) > MaxDataPacket || !s.dataLimit.allow(now) {
 		s.dataDropped.Add(1)
 		return
 	}
