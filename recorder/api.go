@@ -20,6 +20,8 @@ type StartRequest struct {
 	Format      string `json:"format,omitempty"`
 	Segment     string `json:"segment,omitempty"`
 	MaxDuration string `json:"max_duration,omitempty"`
+	// Storage names the storage target to upload to ("": recording.storage; "local": none).
+	Storage string `json:"storage,omitempty"`
 }
 
 // Register mounts the recordings API on srv behind gate's admin check, and the "recordings"
@@ -28,6 +30,7 @@ func (r *Recorder) Register(srv *api.Server, gate *api.Gate) {
 	srv.Handle("GET /v1/recordings", gate.Admin(http.HandlerFunc(r.httpList)))
 	srv.Handle("POST /v1/recordings", gate.Admin(http.HandlerFunc(r.httpStart)))
 	srv.Handle("GET /v1/recordings/{id}", gate.Admin(http.HandlerFunc(r.httpGet)))
+	srv.Handle("DELETE /v1/recordings/{id}", gate.Admin(http.HandlerFunc(r.httpDelete)))
 	srv.Handle("POST /v1/recordings/{id}/stop", gate.Admin(http.HandlerFunc(r.httpStop)))
 	srv.Handle("POST /v1/recordings/{id}/pause", gate.Admin(http.HandlerFunc(r.httpPause)))
 	srv.Handle("POST /v1/recordings/{id}/resume", gate.Admin(http.HandlerFunc(r.httpResume)))
@@ -67,7 +70,7 @@ func (r *Recorder) httpStart(w http.ResponseWriter, req *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg, MaxDuration: maxDur})
+	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg, MaxDuration: maxDur, Storage: body.Storage})
 	if err != nil {
 		api.WriteError(w, apiError(err))
 		return
@@ -94,6 +97,15 @@ func apiError(err error) error {
 
 func (r *Recorder) httpGet(w http.ResponseWriter, req *http.Request) {
 	rec, err := r.Get(req.PathValue("id"))
+	if err != nil {
+		api.WriteError(w, apiError(err))
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, rec)
+}
+
+func (r *Recorder) httpDelete(w http.ResponseWriter, req *http.Request) {
+	rec, err := r.Delete(req.PathValue("id"), ReasonRequested)
 	if err != nil {
 		api.WriteError(w, apiError(err))
 		return

@@ -32,7 +32,14 @@ type Request struct {
 	MaxDuration time.Duration
 	// Auto names the rule that started it.
 	Auto string
+	// Storage names the object storage target to upload to once it ends ("": recording.storage;
+	// StorageLocal: none).
+	Storage string
 }
+
+// StorageLocal as a request's storage keeps the recording local even when recording.storage
+// names a default target.
+const StorageLocal = "local"
 
 // Reasons of the recording events (shared/EVENTS.md, Additions): each status transition
 // carries one.
