@@ -79,6 +79,7 @@ type Recorder struct {
 	stores     map[string]*store
 	uploadWake chan struct{}
 	free       func(dir string) (int64, error)
+	indexes    indexCache
 }
 
 // entry is a recording of the catalogue: live (rec) or ended (final).

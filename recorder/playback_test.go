@@ -1,0 +1,147 @@
+package recorder
+
+import (
+	"io"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/recorder/rectest"
+	"github.com/sluice-media/sluice/sfu/sfutest"
+)
+
+// videoFrames counts the video frames ffprobe decodes from a file or URL.
+func videoFrames(t *testing.T, input string) int {
+	t.Helper()
+	fp := sfutest.RequireTool(t, "ffprobe")
+	out, err := exec.Command(fp, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", input).CombinedOutput() //nolint:gosec // test input
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v: %s", input, err, out)
+	}
+	n, err := strconv.Atoi(strings.Fields(string(out) + " x")[0]) // HLS lists the stream once per program
+	if err != nil {
+		t.Fatalf("ffprobe %s: %q", input, out)
+	}
+	return n
+}
+
+func get(t *testing.T, url string) (*http.Response, []byte) {
+	t.Helper()
+	resp, err := http.Get(url) //nolint:gosec,noctx // test URL
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = resp.Body.Close() }()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, b
+}
+
+// TestHLSPlayback plays a finished recording's HLS playlist, then the same recording once it is
+// uploaded and its local files are gone, with ffmpeg: as many frames as the files hold (±1 %).
+func TestHLSPlayback(t *testing.T) {
+	s3 := rectest.StartS3(t, 0)
+	t.Setenv("TEST_S3_AK", rectest.S3AccessKey)
+	cfg := testConfig()
+	e := newEnvStorage(t, cfg, nil, s3Storage(s3, rectest.S3SecretKey, false))
+	video, audio := rectest.H264Opus(t, 10, 2)
+	rec := e.record(t, "hls", 7*time.Second, Request{Segment: 3 * time.Second, Storage: "s3"}, video, audio)
+	if len(rec.Files) < 2 {
+		t.Fatalf("%d files", len(rec.Files))
+	}
+	want := 0
+	for i := range rec.Files {
+		want += videoFrames(t, e.file(rec, i))
+	}
+	base := e.whipServer()
+	url := base + "/v1/recordings/" + rec.ID + "/index.m3u8"
+	resp, body := get(t, url)
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "#EXT-X-ENDLIST") || strings.Count(string(body), "#EXT-X-MAP") != 1 {
+		t.Fatalf("playlist %d:\n%s", resp.StatusCode, body)
+	}
+	check := func(what string) {
+		t.Helper()
+		got := videoFrames(t, url)
+		if math.Abs(float64(got-want)) > 0.01*float64(want) {
+			t.Errorf("%s: HLS plays %d video frames, the files hold %d", what, got, want)
+		}
+		t.Logf("%s: %d of %d frames", what, got, want)
+	}
+	check("local")
+	e.waitStatus(rec.ID, 30*time.Second, uploaded)
+	if _, err := e.rec.Delete(rec.ID, ReasonRequested); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.rec.Get(rec.ID); err != nil {
+		t.Fatalf("an uploaded recording deleted locally left the catalogue: %v", err)
+	}
+	for i := range rec.Files {
+		if _, err := os.Stat(e.file(rec, i)); !os.IsNotExist(err) {
+			t.Fatalf("local file after delete: %v", err)
+		}
+	}
+	check("uploaded")
+	if e := rectest.DecodeErrors(t, url); e != "" {
+		t.Errorf("decode errors: %s", e)
+	}
+}
+
+// TestPlaybackTimeRange asks for a window over two recordings with a gap between them: one
+// decodable fMP4 as long as the two recordings, with the gap stated.
+func TestPlaybackTimeRange(t *testing.T) {
+	e := newEnv(t, testConfig(), nil)
+	video, audio := rectest.H264Opus(t, 6, 2)
+	a := e.record(t, "range", 4*time.Second, Request{}, video, audio)
+	time.Sleep(2 * time.Second)
+	b := e.record(t, "range", 4*time.Second, Request{}, video, audio)
+	base := e.whipServer()
+	resp, body := get(t, base+"/v1/playback/list?room=range")
+	if resp.StatusCode != 200 || strings.Count(string(body), `"recording"`) != 2 {
+		t.Fatalf("list %d: %s", resp.StatusCode, body)
+	}
+	start := a.Files[0].StartedAt.Add(-2 * time.Second)
+	end := b.Files[0].StartedAt.Add(time.Duration(b.Files[0].DurationMs)*time.Millisecond + 2*time.Second)
+	u := base + "/v1/playback?room=range&start=" + start.Format(time.RFC3339Nano) + "&duration=" + end.Sub(start).String()
+	resp, body = get(t, u)
+	if resp.StatusCode != 200 {
+		t.Fatalf("playback %d: %s", resp.StatusCode, body)
+	}
+	gaps := resp.Header.Get("X-Sluice-Gaps")
+	if strings.Count(gaps, "/") != 3 || strings.Count(resp.Header.Get("X-Sluice-Spans"), "/") != 2 {
+		t.Errorf("spans %q gaps %q", resp.Header.Get("X-Sluice-Spans"), gaps)
+	}
+	out := filepath.Join(t.TempDir(), "window.mp4")
+	writeFile(t, out, body)
+	p := rectest.Verify(t, out, 0, "h264", "opus")
+	covered := float64(a.DurationMs+b.DurationMs) / 1000
+	if d := rectest.Seconds(p.Format.Duration); math.Abs(d-covered) > 0.3 {
+		t.Errorf("window plays %.3f s, the recordings cover %.3f s", d, covered)
+	}
+	// A window inside the first recording, cut at a keyframe.
+	mid := a.Files[0].StartedAt.Add(time.Second)
+	resp, body = get(t, base+"/v1/playback?room=range&start="+mid.Format(time.RFC3339Nano)+"&duration=2s")
+	if resp.StatusCode != 200 {
+		t.Fatalf("playback %d: %s", resp.StatusCode, body)
+	}
+	writeFile(t, out, body)
+	p = rectest.Verify(t, out, 0, "h264", "opus")
+	if d := rectest.Seconds(p.Format.Duration); d < 1.9 || d > 3.1 {
+		t.Errorf("2 s window plays %.3f s (from the keyframe before its start)", d)
+	}
+	resp, _ = get(t, base+"/v1/playback?room=range&start="+end.Add(time.Hour).Format(time.RFC3339)+"&duration=1m")
+	if resp.StatusCode != 404 {
+		t.Errorf("empty window: %d", resp.StatusCode)
+	}
+}
+
+func writeFile(t *testing.T, p string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(p, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
