@@ -53,7 +53,7 @@ func checkTargets(c Config, stores map[string]*store) error {
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
 	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second,
-		Retention: RetentionConfig{Interval: time.Minute}}
+		Retention: RetentionConfig{Interval: time.Minute, Rooms: []RoomRetention{}}}
 }
 
 // Validate reports the first invalid value.

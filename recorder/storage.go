@@ -50,7 +50,7 @@ type Target struct {
 
 // DefaultStorageConfig returns the documented defaults.
 func DefaultStorageConfig() StorageConfig {
-	return StorageConfig{MaxAttempts: 8, MinBackoff: time.Second, MaxBackoff: time.Minute}
+	return StorageConfig{Targets: map[string]Target{}, MaxAttempts: 8, MinBackoff: time.Second, MaxBackoff: time.Minute}
 }
 
 // Validate reports the first invalid value.
