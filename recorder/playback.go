@@ -389,9 +389,7 @@ func (r *Recorder) httpFile(gate *api.Gate) http.HandlerFunc {
 		}
 		defer func() { _ = src.Close() }()
 		w.Header().Set("Content-Type", contentType(name))
-		if req.URL.Query().Get("download") != "" {
-			w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
-		}
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
 		http.ServeContent(w, req, name, mod, src)
 	}
 }

@@ -5,31 +5,13 @@ import (
 	"math"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-media/sluice/recorder/rectest"
-	"github.com/sluice-media/sluice/sfu/sfutest"
 )
-
-// videoFrames counts the video frames ffprobe decodes from a file or URL.
-func videoFrames(t *testing.T, input string) int {
-	t.Helper()
-	fp := sfutest.RequireTool(t, "ffprobe")
-	out, err := exec.Command(fp, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", input).CombinedOutput() //nolint:gosec // test input
-	if err != nil {
-		t.Fatalf("ffprobe %s: %v: %s", input, err, out)
-	}
-	n, err := strconv.Atoi(strings.Fields(string(out) + " x")[0]) // HLS lists the stream once per program
-	if err != nil {
-		t.Fatalf("ffprobe %s: %q", input, out)
-	}
-	return n
-}
 
 func get(t *testing.T, url string) (*http.Response, []byte) {
 	t.Helper()
@@ -56,7 +38,7 @@ func TestHLSPlayback(t *testing.T) {
 	}
 	want := 0
 	for i := range rec.Files {
-		want += videoFrames(t, e.file(rec, i))
+		want += rectest.VideoFrames(t, e.file(rec, i))
 	}
 	base := e.whipServer()
 	url := base + "/v1/recordings/" + rec.ID + "/index.m3u8"
@@ -66,7 +48,7 @@ func TestHLSPlayback(t *testing.T) {
 	}
 	check := func(what string) {
 		t.Helper()
-		got := videoFrames(t, url)
+		got := rectest.VideoFrames(t, url)
 		if math.Abs(float64(got-want)) > 0.01*float64(want) {
 			t.Errorf("%s: HLS plays %d video frames, the files hold %d", what, got, want)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -48,7 +49,7 @@ func TestRetentionBySize(t *testing.T) {
 
 	before := len(e.events.Events(0))
 	// Room for the newest ended recording and the active one: the two older ones go.
-	e.rec.cfg.Retention.MaxBytes = itoa64(done[2].SizeBytes + sizeOf(e, "live") + done[1].SizeBytes/2)
+	e.rec.cfg.Retention.MaxBytes = strconv.FormatInt(done[2].SizeBytes+sizeOf(e, "live")+done[1].SizeBytes/2, 10)
 	n := e.rec.Sweep()
 	var deleted []string
 	for _, ev := range e.events.Events(0)[before:] {
@@ -93,15 +94,6 @@ func sizeOf(e *env, room string) int64 {
 		n += r.SizeBytes
 	}
 	return n
-}
-
-func itoa64(n int64) string {
-	b := []byte{}
-	for n > 0 || len(b) == 0 {
-		b = append([]byte{byte('0' + n%10)}, b...)
-		n /= 10
-	}
-	return string(b)
 }
 
 // TestRetentionByAgeAndDisk deletes by age per room glob, and by free disk (injected).
