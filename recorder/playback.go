@@ -197,7 +197,7 @@ func (r *Recorder) hlsLayout(ctx context.Context, m *Recording, participant stri
 		if n := len(out); n > 0 && sameTracks(out[n-1].init, in) {
 			f.mapAt = out[n-1].mapAt
 		} else {
-			f.base, at = 0, 0
+			f.base = 0
 		}
 		at = f.base + time.Duration(x.frags[len(x.frags)-1].endMs)*time.Millisecond
 		out = append(out, f)

@@ -14,6 +14,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -110,7 +111,7 @@ func (v *verifier) read(r *http.Request) ([]byte, error) {
 	chunk := max(v.throttle/10, 1)
 	for {
 		n, err := io.CopyN(&buf, r.Body, int64(chunk))
-		if err == io.EOF || (err == nil && n < int64(chunk)) {
+		if errors.Is(err, io.EOF) || (err == nil && n < int64(chunk)) {
 			return buf.Bytes(), nil
 		}
 		if err != nil {
