@@ -86,11 +86,14 @@ const (
 	cmdStop commandKind = iota
 	cmdPause
 	cmdResume
+	cmdApply
 )
 
 type command struct {
 	kind  commandKind
 	reply chan error
+	// apply changes the manifest (cmdApply: a file's upload finished while recording).
+	apply func(*Recording)
 }
 
 func (rec *recording) snapshot() *Recording {
@@ -110,7 +113,10 @@ func (rec *recording) publish() {
 
 // send delivers a command to the goroutine and waits for its answer.
 func (rec *recording) send(ctx context.Context, k commandKind) error {
-	cmd := command{kind: k, reply: make(chan error, 1)}
+	return rec.sendCmd(ctx, command{kind: k, reply: make(chan error, 1)})
+}
+
+func (rec *recording) sendCmd(ctx context.Context, cmd command) error {
 	select {
 	case rec.cmds <- cmd:
 	case <-rec.done:
@@ -189,6 +195,11 @@ func (rec *recording) command(cmd command) bool {
 		rec.finish(StatusComplete, sfu.ReasonStopped)
 		cmd.reply <- nil
 		return true
+	case cmdApply:
+		cmd.apply(rec.m)
+		rec.writeManifest(true)
+		rec.emit(sfu.EventRecordingUpdated, "")
+		cmd.reply <- nil
 	case cmdPause, cmdResume:
 		pause := cmd.kind == cmdPause
 		if rec.m.Paused == pause {
@@ -332,6 +343,9 @@ func (rec *recording) handle(n captureNote) {
 		rec.writeManifest(true)
 		if !rec.finishing {
 			rec.emit(sfu.EventRecordingUpdated, "")
+		}
+		if rec.m.Upload != nil && !rec.finishing {
+			rec.env.queueUpload(rec.m.ID) // the segment is complete: upload it now
 		}
 	case noteFailed:
 		if rec.failure == nil {

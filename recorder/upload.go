@@ -137,6 +137,14 @@ func (r *Recorder) emitUpdated(m *Recording, reason string, errInfo *sfu.ErrorIn
 // upload sends every file not yet uploaded, then the manifest, verifying each object's MD5, and
 // removes the local media files when the target says so.
 func (r *Recorder) upload(ctx context.Context, id string) {
+	e, err := r.lookup(id)
+	if err != nil {
+		return
+	}
+	if e.rec != nil {
+		r.uploadLive(ctx, e.rec)
+		return
+	}
 	m, ok := r.claim(id)
 	if !ok {
 		return
@@ -207,6 +215,45 @@ func (r *Recorder) upload(ctx context.Context, id string) {
 		r.removeLocalMedia(m, dir)
 		r.save(m)
 		r.emitUpdated(m, "", nil)
+	}
+}
+
+// uploadLive uploads the completed segments of a running recording; the recording's goroutine
+// records each result in its manifest. The manifest goes when the recording has ended, and a
+// segment whose result arrives after the end is uploaded again by that final pass.
+func (r *Recorder) uploadLive(ctx context.Context, rec *recording) {
+	m := rec.snapshot()
+	st := r.stores[m.Storage]
+	if st == nil || m.Upload == nil {
+		return
+	}
+	for i := range m.Files {
+		if i >= len(m.Details) || !m.Details[i].Complete || m.Files[i].UploadedAt != nil {
+			continue
+		}
+		key := st.key(m.Files[i].Path)
+		var sum string
+		err := r.retry(ctx, m, func() error {
+			var err error
+			sum, err = st.putFile(ctx, filepath.Join(rec.dir, m.Details[i].Name), key)
+			return err
+		})
+		if err != nil {
+			return // the final pass retries it and reports a failure
+		}
+		now, loc, path := r.clock().UTC(), st.location(key), m.Files[i].Path
+		err = rec.sendCmd(ctx, command{kind: cmdApply, reply: make(chan error, 1), apply: func(cur *Recording) {
+			for j := range cur.Files {
+				if cur.Files[j].Path == path && j < len(cur.Details) {
+					cur.Files[j].Location, cur.Files[j].UploadedAt = loc, &now
+					cur.Details[j].ObjectKey, cur.Details[j].MD5 = key, sum
+				}
+			}
+		}})
+		if err != nil {
+			return
+		}
+		r.log.Info("recording segment uploaded", "recording", m.ID, "file", m.Details[i].Name)
 	}
 }
 

@@ -87,6 +87,16 @@ func TestUploadToS3(t *testing.T) {
 		t.Errorf("last recording.updated shows %d of %d files uploaded", located, len(got.Files))
 	}
 	checkNoSecret(t, evs, rectest.S3SecretKey)
+	// Completed segments go while the recording runs.
+	live := false
+	for _, ev := range evs {
+		if ev.Type == sfu.EventRecordingUpdated && ev.Recording.Status == StatusActive && strings.HasPrefix(ev.Recording.Files[0].Location, "http://") {
+			live = true
+		}
+	}
+	if !live {
+		t.Error("no segment was uploaded while recording")
+	}
 	// The recording stays listed after a restart, still uploaded.
 	e.stopRecorder()
 	e.startRecorder(cfg, nil)
@@ -139,7 +149,7 @@ func waitRequest(t *testing.T, s3 *rectest.S3Server, prefix string) {
 // TestUploadResumes stops the recorder in the middle of an upload (its manifest then says what
 // a kill -9 leaves) and starts a new one: the files already uploaded are not sent again.
 func TestUploadResumes(t *testing.T) {
-	s3 := rectest.StartS3(t, 256<<10)
+	s3 := rectest.StartS3(t, 32<<10)
 	t.Setenv("TEST_S3_AK", rectest.S3AccessKey)
 	cfg := testConfig()
 	e := newEnvStorage(t, cfg, nil, s3Storage(s3, rectest.S3SecretKey, false))
