@@ -4,6 +4,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/recorder/rectest"
+	"github.com/sluice-media/sluice/sfu/api"
+	"github.com/sluice-media/sluice/sfu/auth"
 )
 
 func get(t *testing.T, url string) (*http.Response, []byte) {
@@ -71,6 +74,17 @@ func TestHLSPlayback(t *testing.T) {
 	if e := rectest.DecodeErrors(t, url); e != "" {
 		t.Errorf("decode errors: %s", e)
 	}
+	// The time-range endpoint reads the uploaded objects too.
+	resp, body = get(t, base+"/v1/playback?room=hls&start="+rec.Files[0].StartedAt.Format(time.RFC3339Nano)+"&duration=1h")
+	if resp.StatusCode != 200 {
+		t.Fatalf("playback from storage: %d %s", resp.StatusCode, body)
+	}
+	out := filepath.Join(t.TempDir(), "window.mp4")
+	writeFile(t, out, body)
+	p := rectest.Verify(t, out, 0, "h264", "opus")
+	if d, want := rectest.Seconds(p.Format.Duration), float64(rec.DurationMs)/1000; math.Abs(d-want) > 0.3 {
+		t.Errorf("playback from storage plays %.3f s, the recording is %.3f s", d, want)
+	}
 }
 
 // TestPlaybackTimeRange asks for a window over two recordings with a gap between them: one
@@ -125,5 +139,63 @@ func writeFile(t *testing.T, p string, b []byte) {
 	t.Helper()
 	if err := os.WriteFile(p, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestPlaybackGrants: playback takes a subscribe grant for the recording's room, or admin; the
+// playlist carries the token on to its segments.
+func TestPlaybackGrants(t *testing.T) {
+	e := newEnv(t, testConfig(), nil)
+	video, audio := rectest.H264Opus(t, 4, 2)
+	rec := e.record(t, "granted", 2*time.Second, Request{}, video, audio)
+	const key, secret = "APIplayback", "a-secret-of-enough-length-for-hs256"
+	gate := api.NewGate(auth.NewVerifier(auth.Config{Keys: map[string]string{key: secret}}, nil), e.hub.Emitter())
+	a := api.New(api.Options{Hub: e.hub, Gate: gate})
+	e.rec.Register(a, gate)
+	hs := httptest.NewServer(a.Handler())
+	defer hs.Close()
+	token := func(g auth.Grants) string {
+		tok, err := auth.Sign(key, secret, auth.Claims{ExpiresAt: time.Now().Add(time.Hour).Unix(), Grants: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	playlist := hs.URL + "/v1/recordings/" + rec.ID + "/index.m3u8"
+	start := rec.Files[0].StartedAt.Format(time.RFC3339Nano)
+	for _, tc := range []struct {
+		name string
+		tok  string
+		want int
+	}{
+		{"none", "", http.StatusUnauthorized},
+		{"subscribe", token(auth.Grants{Room: "granted", Subscribe: true}), 200},
+		{"other room", token(auth.Grants{Room: "other", Subscribe: true}), http.StatusForbidden},
+		{"publish only", token(auth.Grants{Room: "granted", Publish: true}), http.StatusForbidden},
+		{"admin", token(auth.Grants{Admin: true}), 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			q := "?access_token=" + tc.tok
+			for _, u := range []string{playlist + q, hs.URL + "/v1/playback/list" + q + "&room=granted",
+				hs.URL + "/v1/playback" + q + "&room=granted&start=" + start + "&duration=1s"} {
+				resp, body := get(t, u)
+				if resp.StatusCode != tc.want && !(tc.want == http.StatusUnauthorized && resp.StatusCode == http.StatusForbidden) {
+					t.Errorf("%s: %d %s, want %d", u, resp.StatusCode, body, tc.want)
+				}
+			}
+			if tc.want != 200 {
+				return
+			}
+			_, body := get(t, playlist+q)
+			for _, line := range strings.Split(string(body), "\n") {
+				if strings.HasPrefix(line, "hls/") {
+					resp, seg := get(t, hs.URL+"/v1/recordings/"+rec.ID+"/"+line)
+					if resp.StatusCode != 200 || len(seg) == 0 {
+						t.Fatalf("segment %s: %d", line, resp.StatusCode)
+					}
+					break
+				}
+			}
+		})
 	}
 }
