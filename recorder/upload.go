@@ -100,7 +100,7 @@ func (r *Recorder) claim(id string) (*Recording, bool) {
 	if e == nil || e.final == nil || e.busy {
 		return nil, false
 	}
-	e.busy = true
+	r.recs[id] = &entry{final: e.final, busy: true}
 	return e.final.clone(), true
 }
 
@@ -112,8 +112,8 @@ func (r *Recorder) release(id string, m *Recording) {
 		delete(r.recs, id)
 		return
 	}
-	if e := r.recs[id]; e != nil {
-		e.final, e.busy = m.clone(), false
+	if r.recs[id] != nil {
+		r.recs[id] = &entry{final: m.clone()} // entries are replaced, never changed: readers hold them unlocked
 	}
 }
 
@@ -121,7 +121,7 @@ func (r *Recorder) release(id string, m *Recording) {
 func (r *Recorder) save(m *Recording) {
 	r.mu.Lock()
 	if e := r.recs[m.ID]; e != nil {
-		e.final = m.clone()
+		r.recs[m.ID] = &entry{final: m.clone(), busy: e.busy}
 	}
 	r.mu.Unlock()
 	if err := writeManifest(absDir(r.dir, recordingDir(m.Room, m.ID)), m); err != nil {
