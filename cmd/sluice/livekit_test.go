@@ -122,14 +122,7 @@ func TestLivekitClientRoom(t *testing.T) {
 		t.Errorf("alice did not see bob connect: %v", events(ps.report("alice")))
 	}
 
-	// alice mutes and unmutes her camera, sets her metadata and sends data.
-	ps.waitReport(t, "bob", "alice's room life", 30*time.Second, func(r map[string]any) bool {
-		return hasEvent(r, "TrackMuted:alice/video") && hasEvent(r, "TrackUnmuted:alice/video") &&
-			hasEvent(r, `ParticipantMetadataChanged:alice={"hand":"up"}`) && hasEvent(r, "DataReceived:alice=hello from alice")
-	})
-
-	// A WHEP viewer of alice decodes her H.264, and a recording of her plays (started once her
-	// camera is unmuted again: a track muted at the start may be left out of the first file).
+	// A WHEP viewer of alice decodes her H.264, and a recording of her plays.
 	viewer, err := playH264(d.URL+"/whep/meet/alice", pionAPI(t, h264Only, webrtc.RTPCodecTypeVideo))
 	if err != nil {
 		t.Fatalf("WHEP of alice: %v", err)
@@ -174,6 +167,12 @@ func TestLivekitClientRoom(t *testing.T) {
 			t.Errorf("%s: ffmpeg decode errors:\n%s", f.Path, e)
 		}
 	}
+
+	// alice mutes and unmutes her camera, sets her metadata and sends data.
+	ps.waitReport(t, "bob", "alice's room life", 30*time.Second, func(r map[string]any) bool {
+		return hasEvent(r, "TrackMuted:alice/video") && hasEvent(r, "TrackUnmuted:alice/video") &&
+			hasEvent(r, `ParticipantMetadataChanged:alice={"hand":"up"}`) && hasEvent(r, "DataReceived:alice=hello from alice")
+	})
 
 	// The server sets the room's metadata and sends data: both browsers get them.
 	for _, args := range [][]string{
