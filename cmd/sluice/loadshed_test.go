@@ -143,12 +143,15 @@ func quietStretch(timeline []loadgen.PhaseReport, seconds, kbps, lossPct float64
 }
 
 // Past the CPU budget, new viewers are refused (503 overloaded) and the report counts them as
-// refused, not failed.
+// refused, not failed. (With --receive-offload: each viewer got a socket of its own for it.)
 func TestLoadtestRefusedPastBudget(t *testing.T) {
 	d := startDaemon(t, "limits: { cpu_budget: 0.001 }\n") // the publisher alone is past it
-	rep := d.loadtest(t, "-n", "3", "--ramp", "500ms", "--settle", "500ms", "--duration", "1s", "--baseline", "1s")
+	rep := d.loadtest(t, "-n", "3", "--ramp", "500ms", "--settle", "500ms", "--duration", "1s", "--baseline", "1s", "--receive-offload")
 	if num(rep, "refused") != 3 || num(rep, "failed") != 0 || num(rep, "connected") != 0 || num(rep, "shed") != 0 {
 		t.Fatalf("want 3 refused and nothing else: %v", rep)
+	}
+	if rep["receive_offload"] != true || num(rep, "subscribers_with_receive_offload") != 3 {
+		t.Errorf("--receive-offload: %v, %v subscribers with it, want 3", rep["receive_offload"], rep["subscribers_with_receive_offload"])
 	}
 	o, ok := rep["overload"].(map[string]any)
 	if !ok || num(o, "refused") != 3 {
