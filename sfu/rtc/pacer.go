@@ -188,15 +188,3 @@ func (pc *pacer) gc(now int64) {
 		}
 	}
 }
-
-// drop empties every queue, returning the packets to recycle through out.
-func (pc *pacer) drop(out []outPacket) []outPacket {
-	for _, d := range pc.active {
-		out = append(out, d.q[d.head:]...)
-		clear(d.q)
-		d.q, d.head, d.backlog, d.active = d.q[:0], 0, 0, false
-	}
-	clear(pc.active)
-	pc.active, pc.queued = pc.active[:0], 0
-	return out
-}

@@ -32,14 +32,14 @@ func readUDPDrops() udpDrops {
 	if err != nil {
 		return d
 	}
-	defer v4.Close()
+	defer func() { _ = v4.Close() }()
 	n, ok := snmpRcvbufErrors(v4)
 	if !ok {
 		return d
 	}
 	d.rcvbufErrors, d.ok = n, true
 	if v6, err := os.Open("/proc/net/snmp6"); err == nil {
-		defer v6.Close()
+		defer func() { _ = v6.Close() }()
 		n, _ := snmp6RcvbufErrors(v6)
 		d.rcvbufErrors += n
 	}
