@@ -68,6 +68,7 @@ type batchConn struct {
 	done chan struct{}
 
 	sent, dropped, syscalls atomic.Uint64
+	paced                   atomic.Int64 // packets the pacer holds, after the last flush
 
 	gso atomic.Bool // the kernel takes UDP_SEGMENT on this socket
 
@@ -208,6 +209,7 @@ func (c *batchConn) flushLoop() {
 		}
 		c.dropped.Add(uint64(len(rejected)))
 		ready = c.pace.release(now, ready)
+		c.paced.Store(int64(c.pace.queued))
 		c.send(ready)
 		c.mu.Lock()
 		for _, ps := range [][]outPacket{ready, rejected} {
