@@ -1,0 +1,270 @@
+package composite
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
+)
+
+// testPublisher is an ffmpeg test source (a plain colour and a sine tone, H.264 and AAC in
+// MPEG-TS) published into a room as one participant.
+type testPublisher struct {
+	p      *sfu.Participant
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// publishSource joins room as identity and publishes ffmpeg's colour picture and tone; volume
+// is an ffmpeg volume expression (of t, in seconds).
+func publishSource(t *testing.T, hub *sfu.Hub, room, identity, colour string, freq int, volume string) *testPublisher {
+	t.Helper()
+	ffmpeg := sfutest.RequireTool(t, "ffmpeg")
+	p, err := hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-loglevel", "error", "-re",
+		"-f", "lavfi", "-i", "color=c="+colour+":s=320x180:r=15",
+		"-f", "lavfi", "-i", fmt.Sprintf("sine=f=%d:r=48000", freq),
+		"-af", "volume='"+volume+"':eval=frame",
+		"-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency", "-profile:v", "baseline", "-g", "15",
+		"-c:a", "aac", "-b:a", "64k", "-f", "mpegts", "-muxdelay", "0", "-pes_payload_size", "0", "-flush_packets", "1", "pipe:1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	tp := &testPublisher{p: p, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(tp.done)
+		out := &output{self: p}
+		_ = readTS(bufio.NewReader(stdout), 0, out, func() {})
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(tp.leave)
+	return tp
+}
+
+func (tp *testPublisher) leave() {
+	tp.cancel()
+	<-tp.done
+	tp.p.Close(sfu.ReasonClientDisconnected, nil)
+}
+
+// watcher decodes the composite's tracks back to pictures and samples.
+type watcher struct {
+	mu      sync.Mutex
+	pic     *frame
+	samples []int16 // mono: the left channel
+	subs    []*sfu.Subscription
+	decs    []*decoder
+}
+
+func watch(t *testing.T, hub *sfu.Hub, room string, w, h int) *watcher {
+	t.Helper()
+	var self *sfu.Participant
+	sfutest.WaitFor(t, "the composite's two tracks", 20*time.Second, func() bool {
+		if r := hub.Room(room); r != nil {
+			self = r.Participant(Identity)
+		}
+		return self != nil && len(self.Tracks()) == 2
+	})
+	wt := &watcher{}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	for _, tr := range self.Tracks() {
+		d := &decoder{kind: tr.Kind(), ffmpeg: "ffmpeg", log: log, w: w, h: h}
+		if tr.Kind() == sfu.KindVideo {
+			d.onPicture = func(f *frame) {
+				wt.mu.Lock()
+				defer wt.mu.Unlock()
+				if wt.pic == nil {
+					wt.pic = newFrame(f.w, f.h)
+				}
+				copy(wt.pic.buf, f.buf)
+			}
+		} else {
+			d.onSamples = func(b []byte) {
+				wt.mu.Lock()
+				defer wt.mu.Unlock()
+				for i := 0; i+1 < len(b); i += 2 {
+					wt.samples = append(wt.samples, int16(uint16(b[i])|uint16(b[i+1])<<8))
+				}
+			}
+		}
+		d.switched(tr)
+		sub, err := tr.Subscribe(d, sfu.SubscribeOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tr.RequestKeyframe()
+		wt.subs, wt.decs = append(wt.subs, sub), append(wt.decs, d)
+	}
+	t.Cleanup(func() {
+		for _, d := range wt.decs {
+			d.close()
+		}
+		for _, s := range wt.subs {
+			s.Close()
+		}
+	})
+	return wt
+}
+
+// colourAt names the colour around (x, y) of the latest picture: red, green, blue, or "".
+func (wt *watcher) colourAt(x, y int) string {
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	if wt.pic == nil {
+		return ""
+	}
+	f := wt.pic
+	_, cb, cr := f.planes()
+	var sb, sr, n int
+	for j := y/2 - 4; j < y/2+4; j++ {
+		for i := x/2 - 4; i < x/2+4; i++ {
+			sb += int(cb[j*f.w/2+i])
+			sr += int(cr[j*f.w/2+i])
+			n++
+		}
+	}
+	b, r := sb/n, sr/n
+	switch {
+	case r > 180 && b < 128:
+		return "red"
+	case r < 100 && b < 100:
+		return "green"
+	case b > 180 && r < 140:
+		return "blue"
+	}
+	return fmt.Sprintf("cb=%d cr=%d", b, r)
+}
+
+// tones returns the power of each frequency in the last second of audio, relative to the
+// whole signal's.
+func (wt *watcher) tones(freqs ...float64) []float64 {
+	wt.mu.Lock()
+	s := wt.samples[max(0, len(wt.samples)-sampleRate):]
+	wt.mu.Unlock()
+	var total float64
+	for _, v := range s {
+		total += float64(v) * float64(v)
+	}
+	out := make([]float64, len(freqs))
+	if total == 0 {
+		return out
+	}
+	for i, f := range freqs {
+		out[i] = goertzel(s, f) / (total * float64(len(s)) / 2)
+	}
+	return out
+}
+
+// goertzel is the power of one frequency in s.
+func goertzel(s []int16, freq float64) float64 {
+	w := 2 * math.Pi * freq / sampleRate
+	coeff := 2 * math.Cos(w)
+	var q1, q2 float64
+	for _, v := range s {
+		q0 := coeff*q1 - q2 + float64(v)
+		q2, q1 = q1, q0
+	}
+	return q1*q1 + q2*q2 - coeff*q1*q2
+}
+
+func testManager(t *testing.T) (*sfu.Hub, *Manager) {
+	t.Helper()
+	sfutest.RequireTool(t, "ffmpeg")
+	hub, _ := sfutest.NewHub(t, nil)
+	sfutest.RunHub(t, hub)
+	m := NewManager(hub, Config{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	t.Cleanup(m.Close)
+	return hub, m
+}
+
+// Three participants in a grid: each colour in its tile, each tone in the mix; one leaves and
+// the grid re-tiles to two.
+func TestGridTilesAndMix(t *testing.T) {
+	hub, m := testManager(t)
+	const w, h = 640, 360
+	red := publishSource(t, hub, "show", "a-red", "red", 440, "1")
+	publishSource(t, hub, "show", "b-green", "green", 660, "1")
+	publishSource(t, hub, "show", "c-blue", "blue", 880, "1")
+	c, release, err := m.Acquire(Spec{Room: "show", Layout: LayoutGrid, Width: w, Height: h, FPS: 15, BitrateKbps: 800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	wt := watch(t, hub, "show", w, h)
+	// Three in a 2×2 grid: two on top, the third centred below, in order of arrival.
+	want := map[[2]int]string{{160, 90}: "red", {480, 90}: "green", {320, 270}: "blue"}
+	waitColours(t, wt, want, 20*time.Second)
+	if got := c.Info().Participants; len(got) != 3 {
+		t.Fatalf("participants %v", got)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for p := wt.tones(440, 660, 880, 550); !(p[0] > 0.1 && p[1] > 0.1 && p[2] > 0.1 && p[3] < 0.01); p = wt.tones(440, 660, 880, 550) {
+		if time.Now().After(deadline) {
+			wt.mu.Lock()
+			n := len(wt.samples)
+			wt.mu.Unlock()
+			c.mu.Lock()
+			for id, in := range c.inputs {
+				in.pcm.mu.Lock()
+				t.Logf("%s: %d underruns, %d samples dropped, %d waiting", id, in.pcm.underruns, in.pcm.overruns, in.pcm.n)
+				in.pcm.mu.Unlock()
+			}
+			c.mu.Unlock()
+			t.Fatalf("the mix lacks a tone: 440/660/880/550 Hz at %.3f of its power (%d samples decoded)", p, n)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("tones 440/660/880/550 Hz: %.3f", wt.tones(440, 660, 880, 550))
+
+	changed := c.Changed()
+	red.leave()
+	start := time.Now()
+	waitColours(t, wt, map[[2]int]string{{160, 180}: "green", {480, 180}: "blue"}, 5*time.Second)
+	t.Logf("re-tiled in %v", time.Since(start).Round(10*time.Millisecond))
+	select {
+	case <-changed:
+	default:
+		t.Error("the composite's Changed did not fire when a participant left")
+	}
+	if got := c.Info().Participants; len(got) != 2 {
+		t.Fatalf("participants after a leave: %v", got)
+	}
+}
+
+func waitColours(t *testing.T, wt *watcher, want map[[2]int]string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		ok := true
+		got := map[[2]int]string{}
+		for at, c := range want {
+			got[at] = wt.colourAt(at[0], at[1])
+			ok = ok && got[at] == c
+		}
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("want colours %v, have %v", want, got)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
