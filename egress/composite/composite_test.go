@@ -268,3 +268,38 @@ func waitColours(t *testing.T, wt *watcher, want map[[2]int]string, d time.Durat
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// In speaker, the loud participant is the large tile, and the tile follows when the other gets
+// loud (its ffmpeg raises its volume 12 s in).
+func TestSpeakerFollowsLoudParticipant(t *testing.T) {
+	hub, m := testManager(t)
+	const w, h = 640, 360
+	started := time.Now()
+	publishSource(t, hub, "talk", "a-red", "red", 440, "if(lt(t,12),1,0.03)")
+	publishSource(t, hub, "talk", "b-green", "green", 660, "if(lt(t,12),0.03,1)")
+	c, release, err := m.Acquire(Spec{Room: "talk", Layout: LayoutSpeaker, Width: w, Height: h, FPS: 15, BitrateKbps: 800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	wt := watch(t, hub, "talk", w, h)
+	big := [2]int{320, 135} // the centre of the large tile (the strip is the bottom quarter)
+	waitColours(t, wt, map[[2]int]string{big: "red"}, 15*time.Second)
+	if s := c.Info().Speaker; s != "a-red" {
+		t.Fatalf("speaker %q while a-red is the loud one", s)
+	}
+	change := started.Add(12 * time.Second)
+	t.Logf("the first speaker shown %v after the publishers started", time.Since(started).Round(10*time.Millisecond))
+	if time.Now().After(change) {
+		t.Fatalf("the composite took more than 12 s to show the first speaker")
+	}
+	waitColours(t, wt, map[[2]int]string{big: "green"}, time.Until(change)+4*time.Second)
+	lag := time.Since(change)
+	t.Logf("the large tile followed the new speaker %v after the change", lag.Round(10*time.Millisecond))
+	if lag > 2*time.Second {
+		t.Errorf("the speaker tile followed after %v, want within 2 s", lag)
+	}
+	if s := c.Info().Speaker; s != "b-green" {
+		t.Errorf("speaker %q after b-green got loud", s)
+	}
+}
