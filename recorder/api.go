@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 )
@@ -20,6 +21,8 @@ type StartRequest struct {
 	Format      string `json:"format,omitempty"`
 	Segment     string `json:"segment,omitempty"`
 	MaxDuration string `json:"max_duration,omitempty"`
+	// Options, with a layout, record the whole room composed, in one file.
+	composite.Options
 }
 
 // Register mounts the recordings API on srv behind gate's admin check, and the "recordings"
@@ -67,7 +70,8 @@ func (r *Recorder) httpStart(w http.ResponseWriter, req *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg, MaxDuration: maxDur})
+	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg,
+		MaxDuration: maxDur, Composite: body.Options})
 	if err != nil {
 		api.WriteError(w, apiError(err))
 		return

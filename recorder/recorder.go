@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -40,6 +41,8 @@ type Options struct {
 	FS FS
 	// Clock returns the current time (time.Now when nil).
 	Clock func() time.Time
+	// Composites make a room's program for a recording with a layout (nil: layouts refused).
+	Composites *composite.Manager
 }
 
 // Recorder runs recordings and keeps their catalogue: one manifest per recording directory,
@@ -53,6 +56,7 @@ type Recorder struct {
 	cfg   Config
 	dir   string
 	hub   *sfu.Hub
+	comps *composite.Manager
 	emit  sfu.Emitter
 	log   *slog.Logger
 	fs    FS
@@ -95,7 +99,7 @@ func New(opts Options) (*Recorder, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Recorder{
 		cfg: opts.Config, dir: opts.Dir, hub: opts.Hub, emit: opts.Hub.Emitter(), log: opts.Logger,
-		fs: opts.FS, clock: opts.Clock, ctx: ctx, cancel: cancel,
+		fs: opts.FS, clock: opts.Clock, ctx: ctx, cancel: cancel, comps: opts.Composites,
 		recs: map[string]*entry{}, autoFor: map[string][]string{},
 	}
 	loaded, errs := loadCatalogue(opts.Dir)
@@ -262,6 +266,30 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 	if room == nil {
 		return nil, fmt.Errorf("%w: %s", sfu.ErrRoomNotFound, req.Room)
 	}
+	var comp *composite.Composite
+	var release func()
+	if req.Composite.Layout != "" {
+		if r.comps == nil {
+			return nil, errors.New("layout: layouts need the compositor (ffmpeg)")
+		}
+		if req.Track != "" {
+			return nil, errors.New("track: a composite recording takes the room's program whole")
+		}
+		spec, err := req.Composite.Spec(req.Room, req.Participant)
+		if err != nil {
+			return nil, fmt.Errorf("layout: %w", err)
+		}
+		if comp, release, err = r.comps.Acquire(spec); err != nil {
+			return nil, fmt.Errorf("layout: %w", err)
+		}
+		req.Participant = composite.Identity
+	}
+	started := false
+	defer func() {
+		if !started && release != nil {
+			release() // refused: the composite goes back
+		}
+	}()
 	if req.Participant != "" && room.Participant(req.Participant) == nil {
 		return nil, fmt.Errorf("%w: %s", sfu.ErrParticipantNotFound, req.Participant)
 	}
@@ -276,6 +304,11 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 		}
 	}
 	rec := r.newRecording(req)
+	if comp != nil {
+		rec.comp, rec.release, started = comp, release, true
+		info := comp.Info()
+		rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+	}
 	r.recs[rec.m.ID] = &entry{rec: rec}
 	r.wg.Add(1)
 	go func() {
@@ -494,11 +527,13 @@ func (r *Recorder) autoRecord() {
 // restart it (after a stop or a failure); a new connection does.
 func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 	for _, p := range room.Participants() {
-		if len(p.Tracks()) == 0 {
-			continue
+		if len(p.Tracks()) == 0 || p.Kind() == sfu.ParticipantComposite {
+			continue // the composite is made of the others
 		}
 		identity := ""
-		if rule.Participant != "" {
+		if rule.Layout != "" {
+			identity = composite.Identity // one composite recording of the room
+		} else if rule.Participant != "" {
 			if ok, _ := path.Match(rule.Participant, p.Identity()); !ok {
 				continue
 			}
@@ -518,7 +553,11 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 			continue
 		}
 		if !busy {
-			rec, err := r.Start(Request{Room: room.Name(), Participant: identity, Format: rule.Format, Segment: rule.SegmentDuration, Auto: rule.Room})
+			req := Request{Room: room.Name(), Participant: identity, Format: rule.Format, Segment: rule.SegmentDuration, Auto: rule.Room}
+			if rule.Layout != "" {
+				req.Participant, req.Composite = "", composite.Options{Layout: rule.Layout}
+			}
+			rec, err := r.Start(req)
 			if err != nil {
 				if !errors.Is(err, ErrClosed) {
 					r.log.Warn("auto-record", "room", room.Name(), "participant", identity, "err", err)

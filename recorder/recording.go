@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -32,6 +33,8 @@ type Request struct {
 	MaxDuration time.Duration
 	// Auto names the rule that started it.
 	Auto string
+	// Composite, with a layout, records the room composed: the participant "composite".
+	Composite composite.Options
 }
 
 // Reasons of the recording events (shared/EVENTS.md, Additions): each status transition
@@ -42,6 +45,8 @@ const (
 	ReasonResumed     = "resumed"
 	ReasonMaxDuration = "max_duration"
 	ReasonSourceLost  = "source_lost"
+	// ReasonLayoutChanged: the composite's layout or participants changed.
+	ReasonLayoutChanged = "layout_changed"
 )
 
 // LocationLocal is the location of a file on the recordings disk (not uploaded).
@@ -59,6 +64,9 @@ type recording struct {
 	cmds  chan command
 	notes chan captureNote
 	done  chan struct{}
+	// comp is the room's program of a composite recording, release gives it back.
+	comp    *composite.Composite
+	release func()
 
 	mu   sync.Mutex
 	view *Recording // snapshot for readers
@@ -131,6 +139,11 @@ func (rec *recording) run(ctx context.Context) {
 	rec.writeManifest(true)
 	var graceC, maxC <-chan time.Time
 	var grace *time.Timer
+	var program <-chan struct{} // the composite's layout or participants changed
+	if rec.comp != nil {
+		program = rec.comp.Changed()
+		defer rec.release()
+	}
 	if rec.req.MaxDuration > 0 {
 		t := time.NewTimer(rec.req.MaxDuration)
 		defer t.Stop()
@@ -164,6 +177,12 @@ func (rec *recording) run(ctx context.Context) {
 				return
 			}
 		case <-changed:
+		case <-program:
+			program = rec.comp.Changed()
+			info := rec.comp.Info()
+			rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+			rec.writeManifest(false)
+			rec.emit(sfu.EventRecordingUpdated, ReasonLayoutChanged)
 		case <-graceC:
 			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
 			rec.finish(StatusFailed, ReasonSourceLost)

@@ -30,7 +30,8 @@ const Identity = "composite"
 type Spec struct {
 	Room   string
 	Layout string
-	// Focus is the participant single shows (and speaker shows while nobody speaks).
+	// Focus pins the large tile (single and speaker) to one participant; "" lets the
+	// composite choose (the speaker, else the latest arrival).
 	Focus            string
 	Width, Height    int
 	FPS              int

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"time"
 )
 
 // Layouts.
@@ -120,3 +121,32 @@ func pickMain(layout string, ms []member, main string) string {
 }
 
 func even(v int) int { return v &^ 1 }
+
+// Options are the composite fields of a broadcast or recording request.
+type Options struct {
+	// Layout, when set, makes the output the whole room composed: grid, speaker or single.
+	Layout string `json:"layout,omitempty"`
+	// Width and Height of the picture (default 1280x720), FPS (30), VideoBitrateKbps (3000),
+	// KeyframeInterval (2s).
+	Width            int    `json:"width,omitempty"`
+	Height           int    `json:"height,omitempty"`
+	FPS              int    `json:"fps,omitempty"`
+	VideoBitrateKbps int    `json:"video_bitrate_kbps,omitempty"`
+	KeyframeInterval string `json:"keyframe_interval,omitempty"`
+	// Labels draws each participant's name on their tile.
+	Labels bool `json:"labels,omitempty"`
+}
+
+// Spec is the composite of room that o asks for; focus is the participant single shows.
+func (o Options) Spec(room, focus string) (Spec, error) {
+	s := Spec{Room: room, Layout: o.Layout, Focus: focus, Width: o.Width, Height: o.Height, FPS: o.FPS,
+		BitrateKbps: o.VideoBitrateKbps, Labels: o.Labels}
+	if o.KeyframeInterval != "" {
+		d, err := time.ParseDuration(o.KeyframeInterval)
+		if err != nil {
+			return Spec{}, fmt.Errorf("keyframe_interval: %w", err)
+		}
+		s.KeyframeInterval = d
+	}
+	return s, s.Defaults()
+}
