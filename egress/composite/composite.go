@@ -555,6 +555,7 @@ func (m *Manager) start(spec Spec) (*Composite, error) {
 		log: m.cfg.Log.With("room", spec.Room, "composite", spec.Layout), inputs: map[string]*input{},
 		layout: spec.Layout, focus: spec.Focus, changed: make(chan struct{})}
 	c.out.self = self
+	c.reconcile() // the participants present now are in the first Info
 	c.wg.Add(4)
 	go c.run()
 	go c.compose()
