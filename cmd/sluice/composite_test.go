@@ -113,7 +113,7 @@ func TestCompositeGridBroadcastAndRecording(t *testing.T) {
 	}
 	var rec recorder.Recording
 	if err := json.Unmarshal([]byte(out), &rec); err != nil || rec.Layout != "grid" {
-		t.Fatalf("record start: %v\n%s", err, out)
+		t.Fatalf("record start: %v (layout %q)\n%q", err, rec.Layout, out)
 	}
 	d.waitEvent(t, "the broadcast to go live", 20*time.Second, func(e *sfu.Event) bool {
 		return e.Type == sfu.EventBroadcastStarted && e.Broadcast != nil && e.Broadcast.ID == bc.ID

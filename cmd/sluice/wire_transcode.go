@@ -30,6 +30,7 @@ func (d *daemon) wireTranscode() error {
 	d.add(phaseEgress, "transcode", m.Run)
 	if d.cfg.Transcode.Enabled {
 		d.comps = composite.NewManager(d.hub, composite.Config{FFmpeg: d.cfg.Transcode.FFmpeg, Log: d.log.With("component", "composite")})
+		d.comps.Routes(d.api, d.gate)
 		d.add(phaseEgress, "composite", func(ctx context.Context) error {
 			<-ctx.Done()
 			d.comps.Close()

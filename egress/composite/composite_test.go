@@ -247,6 +247,16 @@ func TestGridTilesAndMix(t *testing.T) {
 	if got := c.Info().Participants; len(got) != 2 {
 		t.Fatalf("participants after a leave: %v", got)
 	}
+	// Switched by the API to single, on one participant, then the other: the whole picture.
+	for _, who := range []struct{ id, colour string }{{"c-blue", "blue"}, {"b-green", "green"}} {
+		if err := c.SetLayout(LayoutSingle, who.id); err != nil {
+			t.Fatal(err)
+		}
+		waitColours(t, wt, map[[2]int]string{{40, 40}: who.colour, {320, 180}: who.colour, {600, 320}: who.colour}, 5*time.Second)
+	}
+	if err := c.SetLayout("mosaic", ""); err == nil {
+		t.Error("an unknown layout was taken")
+	}
 }
 
 func waitColours(t *testing.T, wt *watcher, want map[[2]int]string, d time.Duration) {
