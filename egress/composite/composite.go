@@ -198,15 +198,37 @@ func (c *Composite) ordered() []*input {
 }
 
 // run follows the room: an input per participant, updated at every hub change, until the
-// composite closes or its participant is removed.
+// composite closes or its participant is removed. A room left with nobody to show for
+// Config.EmptyTimeout ends the composite (its participant leaves, and the broadcasts and
+// recordings that follow it see their source go).
 func (c *Composite) run() {
 	defer c.wg.Done()
 	defer c.closeInputs()
+	var empty *time.Timer
+	var emptyC <-chan time.Time
+	defer func() {
+		if empty != nil {
+			empty.Stop()
+		}
+	}()
 	for {
 		changed := c.m.hub.Changed()
-		c.reconcile()
+		n := c.reconcile()
+		switch {
+		case n > 0 && empty != nil:
+			empty.Stop()
+			empty, emptyC = nil, nil
+		case n == 0 && empty == nil:
+			empty = time.NewTimer(c.m.cfg.EmptyTimeout)
+			emptyC = empty.C
+		}
 		select {
 		case <-changed:
+		case <-emptyC:
+			c.log.Info("composite ends: nobody to show", "after", c.m.cfg.EmptyTimeout)
+			c.self.Close(sfu.ReasonSourceEnded, nil)
+			c.cancel()
+			return
 		case <-c.ctx.Done():
 			return
 		case <-c.self.Done():
@@ -225,7 +247,8 @@ func wanted(p *sfu.Participant) bool {
 	return len(p.Tracks()) > 0 || p.Kind() == sfu.ParticipantWebRTC
 }
 
-func (c *Composite) reconcile() {
+// reconcile brings the inputs in line with the room; it returns how many there are.
+func (c *Composite) reconcile() int {
 	room := c.m.hub.Room(c.spec.Room)
 	present := map[string]*sfu.Participant{}
 	if room != nil {
@@ -264,6 +287,7 @@ func (c *Composite) reconcile() {
 	for _, in := range all {
 		in.f.Update() // the follower's owner is this goroutine
 	}
+	return len(all)
 }
 
 func hasScreen(p *sfu.Participant) bool {
@@ -461,6 +485,9 @@ type Config struct {
 	Backoff egress.Backoff
 	// OnRestart, when set, is told of each encoder restart (to count and report it).
 	OnRestart func(room string, r egress.Retry)
+	// EmptyTimeout ends a composite whose room has had nobody to show for this long
+	// (default 30 s).
+	EmptyTimeout time.Duration
 }
 
 // Manager runs at most one composite per room, shared by its holders (broadcasts and
@@ -480,6 +507,9 @@ func NewManager(h *sfu.Hub, cfg Config) *Manager {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.EmptyTimeout <= 0 {
+		cfg.EmptyTimeout = 30 * time.Second
 	}
 	return &Manager{hub: h, cfg: cfg, rooms: map[string]*Composite{}}
 }

@@ -313,3 +313,37 @@ func TestSpeakerFollowsLoudParticipant(t *testing.T) {
 		t.Errorf("speaker %q after b-green got loud", s)
 	}
 }
+
+// A composite with nobody to show ends after its empty timeout: its participant leaves, so
+// what follows it sees the source go; the next Acquire starts another.
+func TestEmptyRoomEndsComposite(t *testing.T) {
+	sfutest.RequireTool(t, "ffmpeg")
+	hub, _ := sfutest.NewHub(t, nil)
+	sfutest.RunHub(t, hub)
+	m := NewManager(hub, Config{EmptyTimeout: 300 * time.Millisecond})
+	t.Cleanup(m.Close)
+	c, release, err := m.Acquire(Spec{Room: "empty", Width: 320, Height: 180, FPS: 10, BitrateKbps: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	select {
+	case <-c.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the composite of an empty room did not end")
+	}
+	if p := hub.Room("empty"); p != nil && p.Participant(Identity) != nil {
+		t.Error("the composite participant is still in the room")
+	}
+	c2, release2, err := m.Acquire(Spec{Room: "empty", Width: 320, Height: 180, FPS: 10, BitrateKbps: 200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release2()
+	if c2 == c {
+		t.Error("Acquire returned the composite that had ended")
+	}
+	if _, _, err := m.Acquire(Spec{Room: "empty", Width: 640, Height: 360, FPS: 10, BitrateKbps: 200}); err == nil {
+		t.Error("a second holder with another size was accepted")
+	}
+}
