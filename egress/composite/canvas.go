@@ -124,9 +124,9 @@ type label struct {
 }
 
 func newLabel(text string) *label {
-	const max = 40
-	if r := []rune(text); len(r) > max {
-		text = string(r[:max-1]) + "…"
+	const maxRunes = 40
+	if r := []rune(text); len(r) > maxRunes {
+		text = string(r[:maxRunes-1]) + "…"
 	}
 	face := basicfont.Face7x13
 	w := font.MeasureString(face, text).Ceil() + 8

@@ -103,7 +103,6 @@ type Composite struct {
 	focus   string
 	changed chan struct{} // closed and replaced at every change of Info
 	speaker atomic.Pointer[string]
-	setCh   chan struct{}
 }
 
 // input is one participant in the composite.

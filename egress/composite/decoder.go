@@ -45,15 +45,14 @@ type decoder struct {
 	onSamples func(b []byte) // audio: s16le mono 48 kHz
 
 	// Owned by the sink's goroutine.
-	src      *sfu.Track
-	reader   media.Reader
-	unwrap   media.Unwrapper
-	first    int64
-	started  bool
-	proc     *process
-	feeder   *transcode.Feeder
-	lastTry  time.Time
-	frameErr error
+	src     *sfu.Track
+	reader  media.Reader
+	unwrap  media.Unwrapper
+	first   int64
+	started bool
+	proc    *process
+	feeder  *transcode.Feeder
+	lastTry time.Time
 
 	mu      sync.Mutex
 	switchT *sfu.Track // the track Switched announced, picked up by the next packet
@@ -202,10 +201,8 @@ func (d *decoder) start() error {
 		defer close(pr.done)
 		err := d.read(bufio.NewReaderSize(stdout, 64<<10))
 		_ = pr.cmd.Wait()
-		if ctx.Err() == nil && err != nil && !errors.Is(err, io.EOF) {
+		if ctx.Err() == nil { // not stopped by us: ffmpeg gave up on its input
 			d.log.Warn("composite: decoder ended", "kind", d.kind, "err", err, "ffmpeg", stderr.String())
-		} else if ctx.Err() == nil {
-			d.log.Warn("composite: decoder ended", "kind", d.kind, "ffmpeg", stderr.String())
 		}
 	}()
 	return nil

@@ -66,25 +66,25 @@ func (c *Composite) runEncoder(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	defer audioR.Close()
+	defer func() { _ = audioR.Close() }()
 	cmd.ExtraFiles = []*os.File{audioR}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		audioW.Close()
+		_ = audioW.Close()
 		return err
 	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
-		audioW.Close()
+		_ = audioW.Close()
 		return err
 	}
 	var stderr tail
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		audioW.Close()
+		_ = audioW.Close()
 		return fmt.Errorf("starting ffmpeg: %w", err)
 	}
-	audioR.Close() // the child has it
+	_ = audioR.Close() // the child has it
 	start := time.Now()
 	s := &sink{video: stdin, audio: audioW, start: start, base: c.since(start)}
 	c.sink.Store(s)
@@ -115,7 +115,7 @@ wait:
 			}
 		case <-ctx.Done():
 			result = context.Cause(ctx)
-			<-readErr
+			_ = <-readErr // the reader ends with the process
 			break wait
 		}
 	}
