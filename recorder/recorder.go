@@ -308,6 +308,7 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 		rec.comp, rec.release, started = comp, release, true
 		info := comp.Info()
 		rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+		rec.publish()
 	}
 	r.recs[rec.m.ID] = &entry{rec: rec}
 	r.wg.Add(1)
