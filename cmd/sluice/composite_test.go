@@ -165,16 +165,31 @@ func TestCompositeGridBroadcastAndRecording(t *testing.T) {
 			t.Errorf("%s: %+v", name, p)
 		}
 		checkContinuous(t, name, file)
-		// Early: three tiles (two on top, the third centred below); late: two side by side.
+		// A picture every second: three tiles (two on top, the third centred below) for a
+		// while, then two side by side to the end.
 		three := map[[2]int]string{{160, 90}: "red", {480, 90}: "green", {320, 270}: "blue"}
 		two := map[[2]int]string{{160, 180}: "green", {480, 180}: "blue"}
-		if got := coloursAt(t, file, 3, three); !sameColours(got, three) {
-			t.Errorf("%s at 3 s: want %v, have %v", name, three, got)
+		pics := picturesEverySecond(t, file)
+		firstThree, firstTwo := -1, -1
+		for i, pic := range pics {
+			switch {
+			case firstThree < 0 && sameColours(colours(pic, three), three):
+				firstThree = i
+			case firstThree >= 0 && firstTwo < 0 && sameColours(colours(pic, two), two):
+				firstTwo = i
+			case firstTwo >= 0 && !sameColours(colours(pic, two), two):
+				t.Errorf("%s at %d s: after the re-tile, want %v, have %v", name, i, two, colours(pic, two))
+			}
 		}
-		if got := coloursAt(t, file, p.Duration-2, two); !sameColours(got, two) {
-			t.Errorf("%s 2 s before its end: want %v, have %v", name, two, got)
+		t.Logf("%s: three tiles from %d s, two from %d s (of %d)", name, firstThree, firstTwo, len(pics))
+		if firstThree < 0 || firstTwo < 0 || firstTwo-firstThree < 4 {
+			for i, pic := range pics {
+				t.Logf("%s at %d s: %v / %v", name, i, colours(pic, three), colours(pic, two))
+			}
+			t.Fatalf("%s: want three tiles for 4 s or more, then two", name)
 		}
-		tones := tonesIn(t, file, 2, 3, 440, 660, 880, 550)
+		leftAt := float64(firstTwo)
+		tones := tonesIn(t, file, leftAt-3.5, 2, 440, 660, 880, 550)
 		t.Logf("%s: tones 440/660/880/550 Hz at %.3f of the power", name, tones)
 		if tones[0] < 0.1 || tones[1] < 0.1 || tones[2] < 0.1 || tones[3] > 0.02 {
 			t.Errorf("%s: the mix lacks a tone: %.3f", name, tones)
@@ -215,22 +230,32 @@ func checkContinuous(t *testing.T, name, file string) {
 	}
 }
 
-// coloursAt decodes the frame of file at sec (640x360) and names the colour around each point.
-func coloursAt(t *testing.T, file string, sec float64, points map[[2]int]string) map[[2]int]string {
+// picturesEverySecond decodes one 640x360 picture per second of file (I420).
+func picturesEverySecond(t *testing.T, file string) [][]byte {
 	t.Helper()
-	const w, h = 640, 360
-	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-ss", fmt.Sprintf("%.2f", sec), "-i", file, //nolint:gosec // a test file
-		"-frames:v", "1", "-s", fmt.Sprintf("%dx%d", w, h), "-pix_fmt", "yuv420p", "-f", "rawvideo", "-").Output()
-	if err != nil || len(out) < w*h*3/2 {
-		t.Fatalf("decoding %s at %.1f s: %v (%d bytes)", file, sec, err, len(out))
+	const size = 640 * 360 * 3 / 2
+	out, err := exec.Command("ffmpeg", "-hide_banner", "-loglevel", "error", "-i", file, //nolint:gosec // a test file
+		"-vf", "fps=1", "-s", "640x360", "-pix_fmt", "yuv420p", "-f", "rawvideo", "-").Output()
+	if err != nil || len(out) < size {
+		t.Fatalf("decoding %s: %v (%d bytes)", file, err, len(out))
 	}
+	var pics [][]byte
+	for ; len(out) >= size; out = out[size:] {
+		pics = append(pics, out[:size])
+	}
+	return pics
+}
+
+// colours names the colour around each point of an I420 640x360 picture.
+func colours(pic []byte, points map[[2]int]string) map[[2]int]string {
+	const w, h = 640, 360
 	got := map[[2]int]string{}
 	for at := range points {
 		var sb, sr, n int
 		for j := at[1]/2 - 4; j < at[1]/2+4; j++ {
 			for i := at[0]/2 - 4; i < at[0]/2+4; i++ {
-				sb += int(out[w*h+j*w/2+i])
-				sr += int(out[w*h+w*h/4+j*w/2+i])
+				sb += int(pic[w*h+j*w/2+i])
+				sr += int(pic[w*h+w*h/4+j*w/2+i])
 				n++
 			}
 		}

@@ -341,6 +341,9 @@ func (c *Composite) closeInputs() {
 	c.mu.Unlock()
 	for _, in := range all {
 		in.close()
+		in.pcm.mu.Lock()
+		c.log.Debug("composite: input ended", "participant", in.identity, "audio_underruns", in.pcm.underruns, "audio_dropped_samples", in.pcm.overruns)
+		in.pcm.mu.Unlock()
 	}
 }
 

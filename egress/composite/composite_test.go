@@ -190,7 +190,7 @@ func testManager(t *testing.T) (*sfu.Hub, *Manager) {
 	sfutest.RequireTool(t, "ffmpeg")
 	hub, _ := sfutest.NewHub(t, nil)
 	sfutest.RunHub(t, hub)
-	m := NewManager(hub, Config{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))})
+	m := NewManager(hub, Config{Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	t.Cleanup(m.Close)
 	return hub, m
 }

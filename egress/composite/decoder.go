@@ -140,7 +140,7 @@ func (d *decoder) frame(f *media.Frame) {
 // args are ffmpeg's arguments for input in container format.
 func (d *decoder) args(format string) []string {
 	a := []string{"-hide_banner", "-loglevel", "error", "-fflags", "nobuffer", "-flags", "low_delay",
-		"-probesize", "32768", "-analyzeduration", "0", "-f", format, "-i", "pipe:0"}
+		"-probesize", "32", "-analyzeduration", "0", "-f", format, "-i", "pipe:0"}
 	if d.kind == sfu.KindVideo {
 		w, h := strconv.Itoa(d.w), strconv.Itoa(d.h)
 		return append(a, "-an", "-vf",

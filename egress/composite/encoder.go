@@ -147,7 +147,14 @@ func lastLine(s string) string {
 
 // readEncoder turns the encoder's MPEG-TS into the composite's tracks.
 func (c *Composite) readEncoder(r io.Reader, s *sink, lastOut *atomic.Int64) error {
-	return readTS(r, s.base, &c.out, func() { lastOut.Store(time.Now().UnixNano()) })
+	first := true
+	return readTS(r, s.base, &c.out, func() {
+		if first {
+			first = false
+			c.log.Debug("composite: encoder output", "after", time.Since(s.start))
+		}
+		lastOut.Store(time.Now().UnixNano())
+	})
 }
 
 // readTS publishes the H.264 and AAC of an MPEG-TS through out, its timestamps moved to start at
