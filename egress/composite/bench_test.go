@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ import (
 // BenchmarkComposite4x720p30 runs a grid of four 720p30 participants (H.264 testsrc2 at
 // 2 Mbit/s and AAC, looped from a file without re-encoding) into a 1280x720 30 fps composite
 // for 15 s per iteration, and reports what the composite costs: cores (the daemon's CPU plus its
-// decoders' and encoder's, less the publishers' ffmpeg) and the resident memory of its ffmpeg
+// decoders' and encoder's, less the publishers' ffmpeg and what this process spent on the
+// publishers alone before the composite started) and the proportional memory of its ffmpeg
 // children. Run: go test -run - -bench Composite -benchtime 1x ./egress/composite/
 func BenchmarkComposite4x720p30(b *testing.B) {
 	ffmpeg := sfutest.RequireTool(b, "ffmpeg")
@@ -57,7 +59,12 @@ func BenchmarkComposite4x720p30(b *testing.B) {
 	for _, p := range pubs {
 		publisher[p.Process.Pid] = true
 	}
+	time.Sleep(2 * time.Second)
 	for range b.N {
+		// The publishers alone: what this process spends reading them is not the composite's.
+		base0 := cpuNow()
+		time.Sleep(5 * time.Second)
+		base := (cpuNow().self - base0.self) / 5
 		_, release, err := m.Acquire(Spec{Room: "bench", Layout: LayoutGrid})
 		if err != nil {
 			b.Fatal(err)
@@ -73,9 +80,22 @@ func BenchmarkComposite4x720p30(b *testing.B) {
 		time.Sleep(10 * time.Second)
 		end := cpuNow()
 		release()
-		used := (end.total() - warm.total()) - (end.publishers(pubs) - warm.publishers(pubs))
+		used := (end.total() - warm.total()) - (end.publishers(pubs) - warm.publishers(pubs)) - 10*base
+		var enc, dec time.Duration
+		for pid, t := range end.children {
+			switch {
+			case publisher[pid]:
+			case strings.Contains(end.args[pid], "libx264"):
+				enc += t - warm.children[pid]
+			default:
+				dec += t - warm.children[pid]
+			}
+		}
+		b.ReportMetric(enc.Seconds()/10, "encoder-cores")
+		b.ReportMetric(dec.Seconds()/10, "decoders-cores")
+		b.ReportMetric((end.self-warm.self-10*base).Seconds()/10, "daemon-cores")
 		b.ReportMetric(used.Seconds()/10, "cores")
-		b.ReportMetric(float64(rss)/(1<<20), "children-MiB")
+		b.ReportMetric(float64(rss)/(1<<20), "children-PSS-MiB")
 	}
 }
 
@@ -83,6 +103,7 @@ func BenchmarkComposite4x720p30(b *testing.B) {
 type cpuSample struct {
 	self     time.Duration
 	children map[int]time.Duration
+	args     map[int]string
 }
 
 func (s cpuSample) total() time.Duration {
@@ -104,9 +125,11 @@ func (s cpuSample) publishers(pubs []*exec.Cmd) time.Duration {
 func cpuNow() cpuSample {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	s := cpuSample{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), children: map[int]time.Duration{}}
+	s := cpuSample{self: time.Duration(ru.Utime.Nano() + ru.Stime.Nano()), children: map[int]time.Duration{}, args: map[int]string{}}
 	for _, pid := range childPIDs() {
 		s.children[pid] = cpuOf(pid)
+		args, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		s.args[pid] = string(args)
 	}
 	return s
 }
@@ -181,13 +204,19 @@ func cpuOf(pid int) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond
 }
 
-// rssOf is a process's resident memory in bytes.
+// rssOf is a process's proportional set size in bytes (its resident memory, shared libraries
+// divided among the processes that map them).
 func rssOf(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/statm", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
 	if err != nil {
 		return 0
 	}
-	var size, res int64
-	fmt.Sscan(string(b), &size, &res)
-	return res * int64(os.Getpagesize())
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Pss:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSpace(v), &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }

@@ -99,6 +99,18 @@ func (s *scaler) draw(dst, src *frame) {
 	}
 	dy, dcb, dcr := dst.planes()
 	sy, scb, scr := src.planes()
+	if s.in.w == s.sw && s.in.h == s.sh { // same size: rows as they are
+		for j := range s.sh {
+			copy(dy[(s.in.y+j)*dst.w+s.in.x:(s.in.y+j)*dst.w+s.in.x+s.sw], sy[j*src.w:j*src.w+s.sw])
+		}
+		cw, scw := dst.w/2, src.w/2
+		for j := range s.sh / 2 {
+			off := (s.in.y/2+j)*cw + s.in.x/2
+			copy(dcb[off:off+scw], scb[j*scw:(j+1)*scw])
+			copy(dcr[off:off+scw], scr[j*scw:(j+1)*scw])
+		}
+		return
+	}
 	for j, sj := range s.ys {
 		row := dy[(s.in.y+j)*dst.w+s.in.x:]
 		srow := sy[sj*src.w:]

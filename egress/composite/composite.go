@@ -316,14 +316,17 @@ func (c *Composite) newInput(id string, p *sfu.Participant) *input {
 	return in
 }
 
-// setPicture keeps a copy of the decoder's latest picture (the decoder's goroutine).
-func (in *input) setPicture(f *frame) {
+// setPicture makes the decoder's picture the latest and gives back the previous one for the
+// next (the decoder's goroutine): no copy.
+func (in *input) setPicture(f *frame) *frame {
 	in.picMu.Lock()
 	defer in.picMu.Unlock()
-	if in.pic == nil {
-		in.pic = newFrame(f.w, f.h)
+	old := in.pic
+	in.pic = f
+	if old == nil || old.w != f.w || old.h != f.h {
+		old = newFrame(f.w, f.h)
 	}
-	copy(in.pic.buf, f.buf)
+	return old
 }
 
 // close ends the input: its processes first (a sink blocked on one returns), then its
@@ -354,6 +357,7 @@ func (c *Composite) compose() {
 	defer c.wg.Done()
 	canvas := newFrame(c.spec.Width, c.spec.Height)
 	scalers := map[string]*scaler{}
+	var last []placement
 	period := time.Second / time.Duration(c.spec.FPS)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -376,7 +380,7 @@ func (c *Composite) compose() {
 		if due <= written {
 			continue
 		}
-		c.draw(canvas, scalers)
+		last = c.draw(canvas, scalers, last)
 		if due-written > int64(c.spec.FPS) { // far behind (the machine stalled): skip ahead
 			written = due - 1
 		}
@@ -388,8 +392,9 @@ func (c *Composite) compose() {
 	}
 }
 
-// draw paints the current layout.
-func (c *Composite) draw(canvas *frame, scalers map[string]*scaler) {
+// draw paints the current layout; the background is painted again only when the layout differs
+// from last (the tiles cover their own rectangles every time). It returns the layout.
+func (c *Composite) draw(canvas *frame, scalers map[string]*scaler, last []placement) []placement {
 	c.mu.Lock()
 	inputs := c.ordered()
 	layout, focus := c.layout, c.focus
@@ -406,8 +411,11 @@ func (c *Composite) draw(canvas *frame, scalers map[string]*scaler) {
 			main = *s
 		}
 	}
-	canvas.fill(rect{0, 0, canvas.w, canvas.h}, background)
-	for _, pl := range arrange(layout, canvas.w, canvas.h, members, main) {
+	places := arrange(layout, canvas.w, canvas.h, members, main)
+	if !slices.Equal(places, last) {
+		canvas.fill(rect{0, 0, canvas.w, canvas.h}, background)
+	}
+	for _, pl := range places {
 		in := byID[pl.identity]
 		in.picMu.Lock()
 		if in.pic == nil {
@@ -425,6 +433,7 @@ func (c *Composite) draw(canvas *frame, scalers map[string]*scaler) {
 			in.name.stamp(canvas, pl.r)
 		}
 	}
+	return places
 }
 
 // mix writes 20 ms of mixed audio to the running encoder per 20 ms of its clock.

@@ -88,13 +88,14 @@ func watch(t *testing.T, hub *sfu.Hub, room string, w, h int) *watcher {
 	for _, tr := range self.Tracks() {
 		d := &decoder{kind: tr.Kind(), ffmpeg: "ffmpeg", log: log, w: w, h: h}
 		if tr.Kind() == sfu.KindVideo {
-			d.onPicture = func(f *frame) {
+			d.onPicture = func(f *frame) *frame {
 				wt.mu.Lock()
 				defer wt.mu.Unlock()
 				if wt.pic == nil {
 					wt.pic = newFrame(f.w, f.h)
 				}
 				copy(wt.pic.buf, f.buf)
+				return f
 			}
 		} else {
 			d.onSamples = func(b []byte) {

@@ -48,7 +48,7 @@ func (c *Composite) encoderArgs() []string {
 		"-framerate", strconv.Itoa(s.FPS), "-thread_queue_size", "64", "-i", "pipe:0",
 		"-f", "s16le", "-ar", strconv.Itoa(sampleRate), "-ac", "2", "-thread_queue_size", "256", "-i", "pipe:3",
 		"-map", "0:v", "-map", "1:a",
-		"-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-profile:v", "baseline",
+		"-c:v", "libx264", "-preset", "superfast", "-tune", "zerolatency", "-profile:v", "baseline",
 		"-pix_fmt", "yuv420p", "-g", gop, "-keyint_min", gop, "-sc_threshold", "0",
 		"-b:v", rate, "-maxrate", rate, "-bufsize", buf,
 		"-c:a", "aac", "-b:a", "128k", "-ar", strconv.Itoa(sampleRate), "-ac", "2",
