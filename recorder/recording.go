@@ -45,8 +45,6 @@ const (
 	ReasonResumed     = "resumed"
 	ReasonMaxDuration = "max_duration"
 	ReasonSourceLost  = "source_lost"
-	// ReasonLayoutChanged: the composite's layout or participants changed.
-	ReasonLayoutChanged = "layout_changed"
 )
 
 // LocationLocal is the location of a file on the recordings disk (not uploaded).
@@ -139,9 +137,10 @@ func (rec *recording) run(ctx context.Context) {
 	rec.writeManifest(true)
 	var graceC, maxC <-chan time.Time
 	var grace *time.Timer
-	var program <-chan struct{} // the composite's layout or participants changed
+	var program <-chan struct{} // the composite's layout, participants or restarts changed
+	var shown composite.Info
 	if rec.comp != nil {
-		program = rec.comp.Changed()
+		program, shown = rec.comp.Changed(), rec.comp.Info()
 		defer rec.release()
 	}
 	if rec.req.MaxDuration > 0 {
@@ -180,9 +179,11 @@ func (rec *recording) run(ctx context.Context) {
 		case <-program:
 			program = rec.comp.Changed()
 			info := rec.comp.Info()
+			reason := composite.ChangeReason(shown, info)
+			shown = info
 			rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
 			rec.writeManifest(false)
-			rec.emit(sfu.EventRecordingUpdated, ReasonLayoutChanged)
+			rec.emit(sfu.EventRecordingUpdated, reason)
 		case <-graceC:
 			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
 			rec.finish(StatusFailed, ReasonSourceLost)

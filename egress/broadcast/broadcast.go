@@ -17,10 +17,6 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 )
 
-// ReasonLayoutChanged is broadcast.updated's (and recording.updated's) reason when the
-// composite's layout or participants changed.
-const ReasonLayoutChanged = "layout_changed"
-
 // Broadcast states.
 const (
 	StatusStarting = "starting"
@@ -149,9 +145,10 @@ func (b *Broadcast) run() {
 	}
 	b.f = sfu.NewFollower(b.m.hub, sfu.FollowerSpec{Room: b.room, Select: sfu.Selector{Identity: b.identity},
 		Legs: broadcastLegs, Settle: settleTime, OnChange: b.rebind})
-	var program <-chan struct{} // the composite's layout or participants changed
+	var program <-chan struct{} // the composite's layout, participants or restarts changed
+	var shown composite.Info
 	if b.comp != nil {
-		program = b.comp.Changed()
+		program, shown = b.comp.Changed(), b.comp.Info()
 	}
 	for first := b.first; ; first = nil { // the outcome of the first resolution goes to Start
 		changed := b.f.Changed()
@@ -175,8 +172,11 @@ func (b *Broadcast) run() {
 			fn()
 		case <-program:
 			program = b.comp.Changed()
+			now := b.comp.Info()
+			reason := composite.ChangeReason(shown, now)
+			shown = now
 			b.mu.Lock()
-			ev := &sfu.Event{Type: sfu.EventBroadcastUpdated, Reason: ReasonLayoutChanged, Broadcast: b.infoLocked(nil)}
+			ev := &sfu.Event{Type: sfu.EventBroadcastUpdated, Reason: reason, Broadcast: b.infoLocked(nil)}
 			b.mu.Unlock()
 			b.m.emit(b, ev)
 		case <-b.grace.C:

@@ -79,6 +79,8 @@ type Info struct {
 	Participants []string `json:"participants"`
 	Focus        string   `json:"focus,omitempty"`
 	Speaker      string   `json:"speaker,omitempty"`
+	// Restarts counts the encoder's restarts (a crash or a stall); the output goes on.
+	Restarts int `json:"restarts,omitempty"`
 }
 
 // Composite is one room's program. Its goroutines (the run loop, the composer, the mixer and the
@@ -93,16 +95,18 @@ type Composite struct {
 	wg     sync.WaitGroup
 	epoch  time.Time
 	sink   atomic.Pointer[sink]
+	encPID atomic.Int64 // the running encoder's process id (for tests and status)
 	out    output
 
 	refs int // holders, guarded by m.mu
 
-	mu      sync.Mutex
-	inputs  map[string]*input
-	layout  string
-	focus   string
-	changed chan struct{} // closed and replaced at every change of Info
-	speaker atomic.Pointer[string]
+	mu       sync.Mutex
+	inputs   map[string]*input
+	layout   string
+	focus    string
+	restarts int
+	changed  chan struct{} // closed and replaced at every change of Info
+	speaker  atomic.Pointer[string]
 }
 
 // input is one participant in the composite.
@@ -145,7 +149,7 @@ func (c *Composite) Info() Info {
 }
 
 func (c *Composite) infoLocked() Info {
-	in := Info{Layout: c.layout, Focus: c.focus, Participants: []string{}}
+	in := Info{Layout: c.layout, Focus: c.focus, Participants: []string{}, Restarts: c.restarts}
 	for _, i := range c.ordered() {
 		in.Participants = append(in.Participants, i.identity)
 	}
@@ -155,7 +159,23 @@ func (c *Composite) infoLocked() Info {
 	return in
 }
 
-// Changed is closed at the next change of Info's layout or participants.
+// Reasons of the updated events of what follows a composite.
+const (
+	// ReasonLayoutChanged: the layout or the participants in the picture changed.
+	ReasonLayoutChanged = "layout_changed"
+	// ReasonCompositorRestarted: the encoder crashed or stalled and was restarted.
+	ReasonCompositorRestarted = "compositor_restarted"
+)
+
+// ChangeReason is the reason of a change from prev to now.
+func ChangeReason(prev, now Info) string {
+	if now.Restarts > prev.Restarts {
+		return ReasonCompositorRestarted
+	}
+	return ReasonLayoutChanged
+}
+
+// Changed is closed at the next change of Info's layout, participants or restarts.
 func (c *Composite) Changed() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -605,6 +625,10 @@ func (m *Manager) start(spec Spec) (*Composite, error) {
 		defer c.wg.Done()
 		err := egress.Supervise(ctx, c.runEncoder, m.cfg.Backoff, func(r egress.Retry) {
 			c.log.Warn("composite: encoder restarting", "attempt", r.Attempt, "err", r.Err, "in", r.Delay)
+			c.mu.Lock()
+			c.restarts++
+			c.notifyLocked()
+			c.mu.Unlock()
 			if m.cfg.OnRestart != nil {
 				m.cfg.OnRestart(spec.Room, r)
 			}

@@ -9,10 +9,13 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
@@ -346,5 +349,145 @@ func TestEmptyRoomEndsComposite(t *testing.T) {
 	}
 	if _, _, err := m.Acquire(Spec{Room: "empty", Width: 640, Height: 360, FPS: 10, BitrateKbps: 200}); err == nil {
 		t.Error("a second holder with another size was accepted")
+	}
+}
+
+// A participant with G.711 audio and no video is heard in the mix and has a tile with its name.
+func TestG711AudioOnlyParticipant(t *testing.T) {
+	hub, m := testManager(t)
+	const w, h = 640, 360
+	p, err := hub.Join("call", sfu.ParticipantSpec{Identity: "phone", Name: "Phone caller", Kind: sfu.ParticipantRTSP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(sfu.ReasonClientDisconnected, nil)
+	src := rectest.PCMU(t, 20)
+	tr, err := p.Publish(sfu.TrackSpec{Codec: src.Codec, Name: "audio"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wr, err := media.NewWriter(tr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	fed := make(chan struct{})
+	go func() { // paced as a phone sends: 20 ms a packet
+		defer close(fed)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for _, s := range src.Samples {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+			}
+			_ = wr.Write(uint32(s.PTS), [][]byte{s.Data})
+		}
+	}()
+	defer func() { close(stop); <-fed }()
+	_, release, err := m.Acquire(Spec{Room: "call", Layout: LayoutGrid, Width: w, Height: h, FPS: 15, BitrateKbps: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	wt := watch(t, hub, "call", w, h)
+	deadline := time.Now().Add(15 * time.Second)
+	for p := wt.tones(500, 700); p[0] < 0.3 || p[1] > 0.01; p = wt.tones(500, 700) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the 500 Hz tone of the G.711 participant is not in the mix: 500/700 Hz at %.3f", p)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	// One tile, the whole picture, in the tile colour, with a bright label at its bottom left.
+	sfutest.WaitFor(t, "a picture", 10*time.Second, func() bool {
+		wt.mu.Lock()
+		defer wt.mu.Unlock()
+		return wt.pic != nil
+	})
+	wt.mu.Lock()
+	defer wt.mu.Unlock()
+	y, _, _ := wt.pic.planes()
+	if v := y[h/2*w+w/2]; v < 25 || v > 60 {
+		t.Errorf("the name tile's luma is %d, want about %d", v, tileColour[0])
+	}
+	bright := 0
+	for j := h - 18; j < h; j++ {
+		for i := range 120 {
+			if y[j*w+i] > 150 {
+				bright++
+			}
+		}
+	}
+	if bright < 30 {
+		t.Errorf("no name label at the tile's bottom left (%d bright pixels)", bright)
+	}
+}
+
+// A killed encoder is restarted: the composite's tracks go on with increasing timestamps, its
+// Info counts the restart and Changed fires (the holders' updated event).
+func TestEncoderCrashRestarts(t *testing.T) {
+	hub, m := testManager(t)
+	publishSource(t, hub, "crash", "a-red", "red", 440, "1")
+	c, release, err := m.Acquire(Spec{Room: "crash", Width: 320, Height: 180, FPS: 15, BitrateKbps: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer release()
+	var self *sfu.Participant
+	sfutest.WaitFor(t, "the composite's video", 20*time.Second, func() bool {
+		self = hub.Room("crash").Participant(Identity)
+		return self != nil && len(self.Tracks()) == 2
+	})
+	var video *sfu.Track
+	for _, tr := range self.Tracks() {
+		if tr.Kind() == sfu.KindVideo {
+			video = tr
+		}
+	}
+	var mu sync.Mutex
+	var ts []int64
+	var unwrap media.Unwrapper
+	sub, err := video.Subscribe(sfu.SinkFunc(func(p *sfu.Packet, _ bool) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ts = append(ts, unwrap.Unwrap(p.Header.Timestamp))
+		return nil
+	}), sfu.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	time.Sleep(2 * time.Second)
+	changed := c.Changed()
+	pid := int(c.encPID.Load())
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-changed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Changed did not fire for the restart")
+	}
+	if n := c.Info().Restarts; n != 1 {
+		t.Errorf("restarts %d, want 1", n)
+	}
+	mu.Lock()
+	before := len(ts)
+	mu.Unlock()
+	sfutest.WaitFor(t, "video after the restart", 15*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(ts) > before+30 && int(c.encPID.Load()) != pid
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i := 1; i < len(ts); i++ {
+		if ts[i] < ts[i-1] {
+			t.Fatalf("the video's timestamps went back across the restart: %d after %d", ts[i], ts[i-1])
+		}
+	}
+	if got, want := ChangeReason(Info{}, c.Info()), ReasonCompositorRestarted; got != want {
+		t.Errorf("reason %q, want %q", got, want)
 	}
 }

@@ -23,7 +23,7 @@ func decodable(k sfu.Kind) func(c sfu.Codec) bool {
 		switch c.Name {
 		case sfu.CodecH264, sfu.CodecH265, sfu.CodecVP8, sfu.CodecVP9:
 			return k == sfu.KindVideo
-		case sfu.CodecOpus, sfu.CodecAAC:
+		case sfu.CodecOpus, sfu.CodecAAC, sfu.CodecPCMU, sfu.CodecPCMA:
 			return k == sfu.KindAudio
 		}
 		return false
@@ -55,6 +55,7 @@ type decoder struct {
 	proc    *process
 	feeder  *transcode.Feeder
 	lastTry time.Time
+	pcm     []byte // G.711: the frame brought to 48 kHz s16le
 
 	mu      sync.Mutex
 	switchT *sfu.Track // the track Switched announced, picked up by the next packet
@@ -110,6 +111,10 @@ func (d *decoder) WritePacket(p *sfu.Packet, gap bool) error {
 
 // frame writes one frame to the running process, starting one first when needed.
 func (d *decoder) frame(f *media.Frame) {
+	if c := d.src.Codec().Name; c == sfu.CodecPCMU || c == sfu.CodecPCMA {
+		d.linear(f) // already samples: no process
+		return
+	}
 	if d.proc == nil {
 		if d.kind == sfu.KindVideo && !f.Key {
 			d.src.RequestKeyframe()
@@ -137,6 +142,31 @@ func (d *decoder) frame(f *media.Frame) {
 		d.log.Debug("composite: decoder input closed", "kind", d.kind, "err", err)
 		d.stop() // the next keyframe starts another
 	}
+}
+
+// linear hands over a G.711 frame, which the reader made 16-bit big-endian linear samples at
+// the track's rate (8 kHz, mono as G.711 is), as 48 kHz little-endian: each sample repeated
+// with linear steps to the next.
+func (d *decoder) linear(f *media.Frame) {
+	rate := int(d.src.Codec().ClockRate)
+	if rate <= 0 || sampleRate%rate != 0 {
+		return
+	}
+	up := sampleRate / rate
+	n := len(f.Data) / 2
+	d.pcm = d.pcm[:0]
+	for i := range n {
+		cur := int(int16(uint16(f.Data[2*i])<<8 | uint16(f.Data[2*i+1])))
+		next := cur
+		if i+1 < n {
+			next = int(int16(uint16(f.Data[2*i+2])<<8 | uint16(f.Data[2*i+3])))
+		}
+		for k := range up {
+			v := uint16(int16(cur + (next-cur)*k/up))
+			d.pcm = append(d.pcm, byte(v), byte(v>>8))
+		}
+	}
+	d.onSamples(d.pcm)
 }
 
 // args are ffmpeg's arguments for input in container format.

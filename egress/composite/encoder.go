@@ -57,8 +57,8 @@ func (c *Composite) encoderArgs() []string {
 
 // runEncoder runs one encoder process until it ends, stalls or ctx ends; its output becomes the
 // composite participant's tracks.
-func (c *Composite) runEncoder(ctx context.Context) error {
-	ctx, cancel := context.WithCancelCause(ctx)
+func (c *Composite) runEncoder(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(parent)
 	defer cancel(nil)
 	cmd := exec.CommandContext(ctx, c.m.cfg.FFmpeg, c.encoderArgs()...) //nolint:gosec // the configured ffmpeg with our arguments
 	cmd.WaitDelay = 2 * time.Second
@@ -85,6 +85,7 @@ func (c *Composite) runEncoder(ctx context.Context) error {
 		return fmt.Errorf("starting ffmpeg: %w", err)
 	}
 	_ = audioR.Close() // the child has it
+	c.encPID.Store(int64(cmd.Process.Pid))
 	start := time.Now()
 	s := &sink{video: stdin, audio: audioW, start: start, base: c.since(start)}
 	c.sink.Store(s)
@@ -121,8 +122,8 @@ wait:
 	}
 	cancel(nil)
 	_ = cmd.Wait()
-	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
-		return nil
+	if parent.Err() != nil {
+		return nil // the composite closes
 	}
 	if result == nil || errors.Is(result, io.EOF) {
 		result = errors.New("ffmpeg ended")
