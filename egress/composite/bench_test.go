@@ -220,3 +220,66 @@ func rssOf(pid int) int64 {
 	}
 	return 0
 }
+
+// BenchmarkCompositeLatency measures how late a change in a participant's picture shows in the
+// composite's output: the publisher (ffmpeg, real time) turns its picture from red to blue 4 s
+// after its first frame reached the room; the time until the composite's output, decoded,
+// shows blue in its tile is the latency (the decoding of the output included, as a viewer's).
+func BenchmarkCompositeLatency(b *testing.B) {
+	ffmpeg := sfutest.RequireTool(b, "ffmpeg")
+	hub, _ := sfutest.NewHub(b, nil)
+	sfutest.RunHub(b, hub)
+	m := NewManager(hub, Config{})
+	b.Cleanup(m.Close)
+	const w, h = 1280, 720
+	for i := range b.N {
+		room := fmt.Sprintf("lat%d", i)
+		p, err := hub.Join(room, sfu.ParticipantSpec{Identity: "cam", Kind: sfu.ParticipantRTMP})
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		cmd := exec.CommandContext(ctx, ffmpeg, "-hide_banner", "-loglevel", "error", "-re", //nolint:gosec // the test's ffmpeg
+			"-f", "lavfi", "-i", "color=c=red:s=640x360:r=30", "-f", "lavfi", "-i", "sine=f=440:r=48000",
+			"-vf", "drawbox=c=blue:t=fill:enable='gte(t,4)'", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "zerolatency",
+			"-g", "30", "-c:a", "aac", "-f", "mpegts", "-muxdelay", "0", "-pes_payload_size", "0", "-flush_packets", "1", "pipe:1")
+		stdout, _ := cmd.StdoutPipe()
+		if err := cmd.Start(); err != nil {
+			b.Fatal(err)
+		}
+		firstFrame := make(chan time.Time, 1)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_ = readTS(bufio.NewReader(stdout), 0, &output{self: p}, func() {
+				select {
+				case firstFrame <- time.Now():
+				default:
+				}
+			})
+		}()
+		_, release, err := m.Acquire(Spec{Room: room, Layout: LayoutGrid, Width: w, Height: h})
+		if err != nil {
+			b.Fatal(err)
+		}
+		wt := watch(b, hub, room, w, h)
+		t0 := <-firstFrame
+		flip := t0.Add(4 * time.Second)
+		var seen time.Time
+		for deadline := flip.Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+			if wt.colourAt(w/2, h/2) == "blue" {
+				seen = time.Now()
+				break
+			}
+		}
+		release()
+		cancel()
+		<-done
+		_ = cmd.Wait()
+		p.Close(sfu.ReasonClientDisconnected, nil)
+		if seen.IsZero() {
+			b.Fatal("the change never showed")
+		}
+		b.ReportMetric(float64(seen.Sub(flip).Milliseconds()), "ms-latency")
+	}
+}

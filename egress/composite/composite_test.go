@@ -77,7 +77,7 @@ type watcher struct {
 	decs    []*decoder
 }
 
-func watch(t *testing.T, hub *sfu.Hub, room string, w, h int) *watcher {
+func watch(t testing.TB, hub *sfu.Hub, room string, w, h int) *watcher {
 	t.Helper()
 	var self *sfu.Participant
 	sfutest.WaitFor(t, "the composite's two tracks", 20*time.Second, func() bool {
@@ -263,7 +263,7 @@ func TestGridTilesAndMix(t *testing.T) {
 	}
 }
 
-func waitColours(t *testing.T, wt *watcher, want map[[2]int]string, d time.Duration) {
+func waitColours(t testing.TB, wt *watcher, want map[[2]int]string, d time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(d)
 	for {
