@@ -378,7 +378,19 @@ func (c *Composite) compose() {
 	canvas := newFrame(c.spec.Width, c.spec.Height)
 	scalers := map[string]*scaler{}
 	var last []placement
-	period := time.Second / time.Duration(c.spec.FPS)
+	c.pace(time.Second/time.Duration(c.spec.FPS), int64(c.spec.FPS),
+		func() { last = c.draw(canvas, scalers, last) },
+		func(s *sink) error {
+			_, err := s.video.Write(canvas.buf)
+			return err
+		})
+}
+
+// pace runs at every period of the running encoder's clock until the composite closes: prepare
+// once, then emit once per period due since the encoder's start (skipping ahead when more than
+// maxBehind are due: the machine stalled). A failed emit drops the rest of the due periods (the
+// encoder ended; the next one has another sink).
+func (c *Composite) pace(period time.Duration, maxBehind int64, prepare func(), emit func(*sink) error) {
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	var cur *sink
@@ -400,13 +412,13 @@ func (c *Composite) compose() {
 		if due <= written {
 			continue
 		}
-		last = c.draw(canvas, scalers, last)
-		if due-written > int64(c.spec.FPS) { // far behind (the machine stalled): skip ahead
+		if due-written > maxBehind {
 			written = due - 1
 		}
+		prepare()
 		for ; written < due; written++ {
-			if _, err := s.video.Write(canvas.buf); err != nil {
-				break // the encoder ended: the next one has another sink
+			if emit(s) != nil {
+				break
 			}
 		}
 	}
@@ -438,7 +450,8 @@ func (c *Composite) draw(canvas *frame, scalers map[string]*scaler, last []place
 	for _, pl := range places {
 		in := byID[pl.identity]
 		in.picMu.Lock()
-		if in.pic == nil {
+		noPicture := in.pic == nil
+		if noPicture {
 			canvas.fill(pl.r, tileColour)
 		} else {
 			sc := scalers[in.identity]
@@ -449,7 +462,7 @@ func (c *Composite) draw(canvas *frame, scalers map[string]*scaler, last []place
 			sc.draw(canvas, in.pic)
 		}
 		in.picMu.Unlock()
-		if c.spec.Labels || in.pic == nil {
+		if c.spec.Labels || noPicture {
 			in.name.stamp(canvas, pl.r)
 		}
 	}
@@ -460,46 +473,22 @@ func (c *Composite) draw(canvas *frame, scalers map[string]*scaler, last []place
 func (c *Composite) mix() {
 	defer c.wg.Done()
 	var m mixer
-	const block = 20 * time.Millisecond
-	tick := time.NewTicker(block)
-	defer tick.Stop()
-	var cur *sink
-	var written int64
 	sources := map[string]*pcmSource{}
-	for {
-		select {
-		case <-c.ctx.Done():
-			return
-		case <-tick.C:
+	c.pace(20*time.Millisecond, 50, func() {}, func(s *sink) error {
+		c.mu.Lock()
+		clear(sources)
+		for id, in := range c.inputs {
+			sources[id] = in.pcm
 		}
-		s := c.sink.Load()
-		if s == nil {
-			continue
+		c.mu.Unlock()
+		out, speaker := m.mix(sources)
+		if old := c.speaker.Load(); speaker != "" && (old == nil || *old != speaker) {
+			c.speaker.Store(&speaker)
+			c.log.Debug("composite: speaker", "participant", speaker)
 		}
-		if s != cur {
-			cur, written = s, 0
-		}
-		due := int64(time.Since(s.start)/block) + 1
-		if due-written > 50 {
-			written = due - 1
-		}
-		for ; written < due; written++ {
-			c.mu.Lock()
-			clear(sources)
-			for id, in := range c.inputs {
-				sources[id] = in.pcm
-			}
-			c.mu.Unlock()
-			out, speaker := m.mix(sources)
-			if old := c.speaker.Load(); speaker != "" && (old == nil || *old != speaker) {
-				c.speaker.Store(&speaker)
-				c.log.Debug("composite: speaker", "participant", speaker)
-			}
-			if _, err := s.audio.Write(out); err != nil {
-				break
-			}
-		}
-	}
+		_, err := s.audio.Write(out)
+		return err
+	})
 }
 
 // Close ends the composite: its participant leaves the room (its tracks end).
