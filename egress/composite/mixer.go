@@ -10,10 +10,16 @@ import (
 const (
 	sampleRate  = 48000
 	blockFrames = sampleRate / 50
-	// ringFrames bounds what a source may have waiting (a late source's excess is dropped).
-	ringFrames = sampleRate / 5
-	// primeFrames is what a source buffers before it is first heard (absorbs jitter).
-	primeFrames = sampleRate * 60 / 1000
+	// ringFrames bounds what a source may have waiting.
+	ringFrames = sampleRate
+	// primeFrames is what a source buffers before it is first heard (absorbs jitter); each
+	// underrun doubles it, up to maxPrimeFrames, for sources that arrive in bursts (an RTSP
+	// camera packing 170 ms of AAC in one packet).
+	primeFrames    = sampleRate * 60 / 1000
+	maxPrimeFrames = sampleRate * 480 / 1000
+	// slackFrames is how far past its prime a source may fill before the excess is dropped
+	// (bounding its delay).
+	slackFrames = sampleRate / 5
 	// speechDB is the level above which a source counts as speaking.
 	speechDB = -50.0
 	// targetRMS is the level every speaking source is brought toward.
@@ -26,6 +32,7 @@ type pcmSource struct {
 	mu     sync.Mutex
 	ring   [ringFrames]int16
 	r, n   int  // read position, samples waiting
+	prime  int  // what it buffers before playing (0: primeFrames)
 	primed bool // enough buffered to start playing
 	// underruns and overruns count the times it ran dry and the samples dropped as too late.
 	underruns, overruns int
@@ -38,6 +45,9 @@ type pcmSource struct {
 func (s *pcmSource) write(b []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.prime == 0 {
+		s.prime = primeFrames
+	}
 	for i := 0; i+1 < len(b); i += 2 {
 		v := int16(uint16(b[i]) | uint16(b[i+1])<<8)
 		if s.n == ringFrames {
@@ -48,8 +58,13 @@ func (s *pcmSource) write(b []byte) {
 		s.ring[(s.r+s.n)%ringFrames] = v
 		s.n++
 	}
-	if s.n >= primeFrames {
+	if s.n >= s.prime {
 		s.primed = true
+	}
+	if excess := s.n - (s.prime + slackFrames); excess > 0 { // too far behind: catch up
+		s.r = (s.r + excess) % ringFrames
+		s.n -= excess
+		s.overruns += excess
 	}
 }
 
@@ -68,6 +83,7 @@ func (s *pcmSource) read(out []float64) {
 		if i < len(out) {
 			s.primed = false
 			s.underruns++
+			s.prime = min(max(s.prime, primeFrames)*2, maxPrimeFrames)
 		}
 	}
 	for ; i < len(out); i++ {
@@ -122,7 +138,7 @@ func (m *mixer) mix(sources map[string]*pcmSource) ([]byte, string) {
 		}
 		gain := 1.0
 		if s.norm > 0 {
-			gain = min(max(targetRMS/s.norm, 0.25), 4)
+			gain = min(max(targetRMS/s.norm, 0.1), 8) // within about ±20 dB
 		}
 		for i, v := range m.block {
 			m.sum[i] += v * gain
