@@ -12,6 +12,7 @@ func (d *daemon) wireRecorder() error {
 		Hub:        d.hub,
 		Logger:     d.log.With("component", "recorder"),
 		Composites: d.comps,
+		Storage:    d.cfg.Storage,
 	})
 	if err != nil {
 		return err
