@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path"
 	"time"
+
+	"github.com/sluice-media/sluice/egress/composite"
 )
 
 // Config is the `recording:` section.
@@ -33,6 +35,9 @@ type AutoRule struct {
 	Participant     string        `yaml:"participant"`
 	Format          string        `yaml:"format"`
 	SegmentDuration time.Duration `yaml:"segment"`
+	// Layout, when set, records each matching room composed (grid, speaker, single) in one
+	// file, instead of one file per participant.
+	Layout string `yaml:"layout"`
 	// Storage names the storage target for this rule's recordings ("": recording.storage).
 	Storage string `yaml:"storage"`
 }
@@ -82,6 +87,14 @@ func (c Config) Validate() error {
 		if r.Format != "" {
 			if err := validFormat(r.Format); err != nil {
 				return fmt.Errorf("auto.%d.format: %w", i, err)
+			}
+		}
+		if r.Layout != "" {
+			if err := composite.ValidLayout(r.Layout); err != nil {
+				return fmt.Errorf("auto.%d.layout: %w", i, err)
+			}
+			if r.Participant != "" {
+				return fmt.Errorf("auto.%d: a layout records the whole room; participant does not apply", i)
 			}
 		}
 	}
