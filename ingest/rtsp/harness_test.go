@@ -51,6 +51,7 @@ type harness struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 	rtsp   string // host:port of the RTSP server
+	udp    [2]string // host:port of the server's UDP RTP and RTCP ports
 	closed bool
 }
 
@@ -92,7 +93,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	a := api.New(api.Options{Hub: hub, Gate: gate})
 	web.Register(a)
 	h := &harness{t: t, hub: hub, events: em, store: store, srv: srv, engine: engine, logs: logs,
-		http: httptest.NewServer(a.Handler()), rtsp: srv.Addr().String()}
+		http: httptest.NewServer(a.Handler()), rtsp: srv.Addr().String(), udp: [2]string{cfg.UDPRTPListen, cfg.UDPRTCPListen}}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.wg.Add(3)
