@@ -50,7 +50,7 @@ type harness struct {
 	logs   *sfutest.Buffer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	rtsp   string // host:port of the RTSP server
+	rtsp   string    // host:port of the RTSP server
 	udp    [2]string // host:port of the server's UDP RTP and RTCP ports
 	closed bool
 }
