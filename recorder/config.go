@@ -19,6 +19,9 @@ type Config struct {
 	Grace time.Duration `yaml:"grace"`
 	// Auto starts recordings by rule when a matching room gets a publisher.
 	Auto []AutoRule `yaml:"auto"`
+	// MinFreeMB is the space (MiB) recordings leave free on their disk: a recording that would
+	// take it fails with disk_full, so that the event log beside it can still store the event.
+	MinFreeMB int64 `yaml:"min_free_mb"`
 }
 
 // AutoRule records every room whose name matches Room (a glob).
@@ -31,7 +34,7 @@ type AutoRule struct {
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second}
+	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second, MinFreeMB: 64}
 }
 
 // Validate reports the first invalid value.
@@ -46,6 +49,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("segment_duration: must not be shorter than fragment_duration")
 	case c.Grace < 0:
 		return fmt.Errorf("grace: must not be negative")
+	case c.MinFreeMB < 0:
+		return fmt.Errorf("min_free_mb: must not be negative")
 	}
 	for i, r := range c.Auto {
 		if _, err := path.Match(r.Room, ""); err != nil || r.Room == "" {
