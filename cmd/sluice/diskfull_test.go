@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,21 +20,6 @@ import (
 	"github.com/sluice-media/sluice/sfu/sfutest"
 	"github.com/sluice-media/sluice/webhooks"
 )
-
-// mountTmpfs mounts a tmpfs of size on a new directory for the test. It needs root (or a
-// mount namespace); without it the test fails under CI=true and is skipped elsewhere.
-func mountTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v: %s", err, out)
-		}
-		t.Skipf("mount tmpfs (needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
 
 // fillTo writes path until the file system of dir has at most free bytes left.
 func fillTo(t *testing.T, dir, path string, free int64) {
@@ -62,7 +46,7 @@ func fillTo(t *testing.T, dir, path string, free int64) {
 // a viewer of the room is untouched, the log stays quiet, and once space is freed a new
 // recording and its events work without a restart.
 func TestDiskFullRecordingAndEventLog(t *testing.T) {
-	disk := mountTmpfs(t, "160m")
+	disk := sfutest.MountTmpfs(t, "160m")
 	secret := webhooks.NewSecret()
 	rxAddr := fmt.Sprintf("127.0.0.1:%d", sfutest.FreeTCPPort(t))
 	rx := newHookReceiver(secret)
@@ -208,11 +192,5 @@ func (v *seqViewer) count() int {
 func (v *seqViewer) jumps() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	n := 0
-	for i := 1; i < len(v.seqs); i++ {
-		if v.seqs[i] != v.seqs[i-1]+1 {
-			n++
-		}
-	}
-	return n
+	return sfutest.SeqJumps(v.seqs)
 }

@@ -363,11 +363,5 @@ func playRTSP(t *testing.T, rawURL, transport string) *rtspPlayer {
 func (pl *rtspPlayer) seqJumps() int {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	n := 0
-	for i := 1; i < len(pl.seqs); i++ {
-		if pl.seqs[i] != pl.seqs[i-1]+1 {
-			n++
-		}
-	}
-	return n
+	return sfutest.SeqJumps(pl.seqs)
 }
