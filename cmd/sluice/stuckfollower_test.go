@@ -94,8 +94,8 @@ func TestStuckFollowerIsCutOff(t *testing.T) {
 	if err := stuck.Start(); err != nil {
 		t.Fatal(err)
 	}
-	stuckExited := make(chan error, 1)
-	go func() { stuckExited <- stuck.Wait() }()
+	stuckExited := make(chan struct{})
+	go func() { _ = stuck.Wait(); close(stuckExited) }()
 	t.Cleanup(func() {
 		_ = stuck.Process.Signal(syscall.SIGCONT)
 		_ = stuck.Process.Kill()
