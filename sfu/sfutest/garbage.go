@@ -53,7 +53,7 @@ func (g *UDPGarbage) Start(t testing.TB) {
 		g.wg.Add(1)
 		go func() {
 			defer g.wg.Done()
-			defer conn.Close()
+			defer func() { _ = conn.Close() }()
 			buf := make([]byte, 1500)
 			tick := time.NewTicker(period)
 			defer tick.Stop()
