@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -42,10 +43,10 @@ func alive(pid int) bool {
 	return len(fields) > 0 && fields[0] != "Z"
 }
 
-// kill -9 of the daemon while two RTSP cameras are pulled and one of them is broadcast (its
-// G.711 audio transcoded to AAC by an ffmpeg child): no child outlives the daemon; after the
-// restart both pulls reconnect unattended, and the broadcast and every stream, participant and
-// track open at the kill get exactly one terminal event (reason error).
+// kill -9 of the daemon while two RTSP cameras are pulled and broadcast, with a VP8 publisher
+// broadcast too (transcoded to H.264 by an ffmpeg child): no child outlives the daemon; after
+// the restart both pulls reconnect unattended, and each broadcast and every stream,
+// participant and track open at the kill get exactly one terminal event (reason error).
 func TestKill9WithPullsAndBroadcast(t *testing.T) {
 	sfutest.RequireTool(t, "ffmpeg")
 	platform := egresstest.StartPlatform(t, egresstest.PlatformOptions{})
@@ -56,10 +57,19 @@ func TestKill9WithPullsAndBroadcast(t *testing.T) {
 	for _, id := range pulls {
 		d.waitIngest(t, id, "connected", 30*time.Second)
 	}
-	b := startBroadcast(t, d, "--room", "gate", "--url", platform.URL(keyMain))
-	sfutest.WaitFor(t, "the broadcast to be active", 30*time.Second, func() bool { return showBroadcast(t, d, b.ID).Status == "active" })
+	publishVP8(t, d.URL+"/whip/desk")
+	d.waitPublisher(t, "desk", 1)
+	var bs []sfu.BroadcastInfo
+	for i, room := range []string{"gate", "desk"} {
+		b := startBroadcast(t, d, "--room", room, "--url", platform.URL(fmt.Sprintf("%s-%d", keyMain, i)))
+		sfutest.WaitFor(t, "the broadcast of "+room+" to be active", 30*time.Second, func() bool { return showBroadcast(t, d, b.ID).Status == "active" })
+		bs = append(bs, b)
+	}
 	children := descendants(d.cmd.Process.Pid)
 	t.Logf("the daemon's children at the kill: %v", children)
+	if len(children) == 0 {
+		t.Fatal("no ffmpeg child runs: the VP8 broadcast is not transcoded")
+	}
 	before := logEvents(t, d.URL)
 	open := map[string]int{} // participants, streams and tracks open at the kill
 	for _, ev := range before {
@@ -97,26 +107,30 @@ func TestKill9WithPullsAndBroadcast(t *testing.T) {
 	for _, id := range pulls {
 		d.waitIngest(t, id, "connected", 30*time.Second)
 	}
-	var terminal []sfu.Event
-	sfutest.WaitFor(t, "the broadcast's terminal event", 30*time.Second, func() bool {
-		terminal = terminal[:0]
-		for _, ev := range broadcastEvents(t, d) {
-			if ev.Broadcast != nil && ev.Broadcast.ID == b.ID && (ev.Type == sfu.EventBroadcastEnded || ev.Type == sfu.EventBroadcastFailed) {
-				terminal = append(terminal, ev)
+	isEnd := func(ev sfu.Event, id string) bool {
+		return ev.Broadcast != nil && ev.Broadcast.ID == id && (ev.Type == sfu.EventBroadcastEnded || ev.Type == sfu.EventBroadcastFailed)
+	}
+	sfutest.WaitFor(t, "the broadcasts' terminal events", 30*time.Second, func() bool {
+		evs := broadcastEvents(t, d)
+		for _, b := range bs {
+			if !slices.ContainsFunc(evs, func(ev sfu.Event) bool { return isEnd(ev, b.ID) }) {
+				return false
 			}
 		}
-		return len(terminal) > 0
+		return true
 	})
 	time.Sleep(time.Second) // a duplicate would come with the first
 	all := logEvents(t, d.URL)
-	ended := 0
-	for _, ev := range all {
-		if ev.Broadcast != nil && ev.Broadcast.ID == b.ID && (ev.Type == sfu.EventBroadcastEnded || ev.Type == sfu.EventBroadcastFailed) {
-			ended++
+	for _, b := range bs {
+		var ends []string
+		for _, ev := range all {
+			if isEnd(ev, b.ID) {
+				ends = append(ends, ev.Type+" "+ev.Reason)
+			}
 		}
-	}
-	if ended != 1 || terminal[0].Reason != sfu.ReasonError {
-		t.Errorf("broadcast %s: %d terminal events, the first with reason %q; want one, reason error", b.ID, ended, terminal[0].Reason)
+		if len(ends) != 1 || !strings.HasSuffix(ends[0], " "+sfu.ReasonError) {
+			t.Errorf("broadcast %s of %s: terminal events %v, want one, reason error", b.ID, b.Room, ends)
+		}
 	}
 	for _, ev := range all[len(before):] {
 		switch ev.Type {
