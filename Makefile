@@ -14,7 +14,7 @@ VULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test lint vulncheck fuzz bench tidy-check
+.PHONY: help build run test lint vulncheck fuzz bench tidy-check soak
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,11 @@ run: build ## Build and start the daemon (built-in config, data in ./data)
 test: ## Run every test with the race detector (external tools: see .ci/run)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
+
+SOAK      ?= 10m
+
+soak: ## Run the churn soak (RTMP/WHIP/RTSP joins and leaves) for SOAK (default 10m); not in make test
+	SLUICE_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 60m -v -run '^TestChurnSoak$$' ./cmd/sluice/
 
 lint: tidy-check ## gofmt, vet and golangci-lint (import rules, errors, security)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

@@ -22,6 +22,9 @@ type Config struct {
 	Grace time.Duration `yaml:"grace"`
 	// Auto starts recordings by rule when a matching room gets a publisher.
 	Auto []AutoRule `yaml:"auto"`
+	// MinFreeMB is the space (MiB) recordings leave free on their disk: a recording that would
+	// take it fails with disk_full, so that the event log beside it can still store the event.
+	MinFreeMB int64 `yaml:"min_free_mb"`
 	// Storage names the storage target recordings are uploaded to when neither the request nor
 	// the auto rule names one ("" keeps them local).
 	Storage string `yaml:"storage"`
@@ -57,7 +60,7 @@ func checkTargets(c Config, stores map[string]*store) error {
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second,
+	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second, MinFreeMB: 64,
 		Retention: RetentionConfig{Interval: time.Minute, Rooms: []RoomRetention{}}}
 }
 
@@ -73,6 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("segment_duration: must not be shorter than fragment_duration")
 	case c.Grace < 0:
 		return fmt.Errorf("grace: must not be negative")
+	case c.MinFreeMB < 0:
+		return fmt.Errorf("min_free_mb: must not be negative")
 	}
 	if err := c.Retention.Validate(); err != nil {
 		return fmt.Errorf("retention.%w", err)

@@ -106,6 +106,9 @@ func New(opts Options) (*Recorder, error) {
 	}
 	if opts.FS == nil {
 		opts.FS = OSFS{}
+		if opts.Config.MinFreeMB > 0 {
+			opts.FS = reserveFS{FS: OSFS{}, root: opts.Dir, min: opts.Config.MinFreeMB << 20, free: freeBytes}
+		}
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now

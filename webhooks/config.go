@@ -15,11 +15,17 @@ type EventsConfig struct {
 	NATSURL string `yaml:"nats_url"`
 	// StatsInterval is the period of stream.stats events.
 	StatsInterval time.Duration `yaml:"stats_interval"`
+	// FollowerTimeout cuts off a status-stream follower (GET /v1/events?follow=1) whose writes
+	// have not gone through for this long: it stopped reading.
+	FollowerTimeout time.Duration `yaml:"follower_timeout"`
 }
+
+// DefaultFollowerTimeout is the default of EventsConfig.FollowerTimeout.
+const DefaultFollowerTimeout = 10 * time.Second
 
 // DefaultEventsConfig returns the documented defaults.
 func DefaultEventsConfig() EventsConfig {
-	return EventsConfig{Retention: 168 * time.Hour, StatsInterval: 10 * time.Second}
+	return EventsConfig{Retention: 168 * time.Hour, StatsInterval: 10 * time.Second, FollowerTimeout: DefaultFollowerTimeout}
 }
 
 // Validate reports the first invalid value.
@@ -29,6 +35,9 @@ func (c EventsConfig) Validate() error {
 	}
 	if c.StatsInterval < 0 {
 		return fmt.Errorf("stats_interval: must not be negative")
+	}
+	if c.FollowerTimeout < time.Second {
+		return fmt.Errorf("follower_timeout: must be at least 1s")
 	}
 	return nil
 }

@@ -64,7 +64,7 @@ func (d *daemon) wireEvents() error {
 	d.registry.MustRegister(d.events.Collectors()...)
 	d.registry.MustRegister(d.queue.Collectors()...)
 	d.registry.MustRegister(deliverer.Collectors()...)
-	routes := &webhooks.HTTP{Log: d.events, Deliverer: deliverer}
+	routes := &webhooks.HTTP{Log: d.events, Deliverer: deliverer, WriteTimeout: d.cfg.Events.FollowerTimeout}
 	routes.Register(d.api, d.gate)
 	d.onShutdown = append(d.onShutdown, routes.CloseFollowers)
 	d.add(phaseEvents, "events", d.events.Run)

@@ -2,8 +2,6 @@ package broadcast
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -308,19 +306,13 @@ func (d *destination) writeAudio(f *media.Frame) {
 func refused(err error) bool {
 	var se *rtmp.StatusError
 	var dns *net.DNSError
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
 	switch {
 	case errors.As(err, &se), errors.Is(err, rtmp.ErrRefusedByClose), errors.Is(err, rtmp.ErrInvalidURL):
 		return true
 	case errors.As(err, &dns) && dns.IsNotFound:
 		return true
-	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
-		return true
 	}
-	return false
+	return rtmp.CertificateError(err)
 }
 
 // errorCode names an error for the error object of events and the API.

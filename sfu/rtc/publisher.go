@@ -40,7 +40,7 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	id, ok := s.add("whip", pub)
+	id, ok := s.add("whip", pub, sessionOwner(r, claims))
 	if !ok {
 		_ = pc.Close()
 		p.Close(sfu.ReasonServerShutdown, nil)
