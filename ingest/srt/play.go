@@ -1,0 +1,356 @@
+package srt
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	gosrt "github.com/datarhei/gosrt"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+
+	"github.com/sluice-media/sluice/ingest"
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media"
+)
+
+// Fixed PIDs of the played program, kept when the program changes (a new source's codecs).
+const (
+	pidVideo = 256
+	pidAudio = 257
+)
+
+// tsBase is the MPEG-TS time of the session's first frame (90 kHz): room below it for decode
+// times before presentation times and for the PCR, which runs 100 ms ahead of the decode times.
+const tsBase = 90000
+
+// errPlayEnded ends a subscription whose session is gone.
+var errPlayEnded = errors.New("srt play ended")
+
+// play serves a reader: it joins the room as a participant of kind srt, accepts the connection
+// and writes the MPEG-TS of the source (g.Identity, else the room's main publisher) until the
+// connection, the participant or the server ends. The source is followed across its reconnects
+// and, for the main publisher, as it changes.
+func (s *Server) play(req gosrt.ConnRequest, sess *session, g ingest.Grant, audio string, log *slog.Logger) {
+	remote := req.RemoteAddr().String()
+	p, err := s.hub.Join(g.Room, sfu.ParticipantSpec{Identity: g.Self, Kind: sfu.ParticipantSRT, RemoteAddr: remote, RefuseDuplicate: true})
+	if err != nil {
+		code := gosrt.REJX_ISE
+		if errors.Is(err, sfu.ErrDuplicateIdentity) {
+			code = gosrt.REJX_CONFLICT
+		}
+		log.Info("srt play refused", "reason", err.Error())
+		req.Reject(code)
+		return
+	}
+	log = log.With("room", g.Room, "participant", p.Identity(), "direction", "play")
+	conn, err := req.Accept()
+	if err != nil {
+		p.Close(sfu.ReasonError, err)
+		return
+	}
+	sess.setConn(conn)
+	pl := newPlayer(conn, audio)
+	f := sfu.NewFollower(s.hub, sfu.FollowerSpec{Room: g.Room, Select: sfu.Selector{Identity: g.Identity}, Legs: pl.legs(), Subscriber: p})
+	ctx, cancel := context.WithCancel(context.Background())
+	readErr := make(chan error, 1)
+	go func() {
+		defer cancel()
+		readErr <- drain(conn) // a reader sends nothing: this ends with the connection
+	}()
+	log.Info("srt play started", "source", g.Identity)
+	reason := f.Play(ctx, sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolSRT, RemoteAddr: remote, Stats: pl.stats})
+	f.Close()
+	pl.end()
+	_ = conn.Close()
+	rerr := <-readErr
+	var cause error
+	if reason == "" {
+		reason, cause = sess.endCause(rerr)
+	}
+	p.Close(reason, cause)
+	log.Info("srt play ended", "reason", reason, "frames", pl.frames.Load(), "write_errors", pl.writeErrs.Load())
+}
+
+// drain reads a reader's connection until it ends.
+func drain(c gosrt.Conn) error {
+	buf := make([]byte, 1500)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return err
+		}
+	}
+}
+
+// player muxes the frames of its source's tracks into MPEG-TS (ISO/IEC 13818-1, through
+// mediacommon's writer) on an SRT connection: H.264 or H.265 video, AAC (ADTS) or Opus audio.
+// The two legs' subscriptions run on their own goroutines; mu serializes them over the readers,
+// the muxer and the connection, whose writes do not block (gosrt queues them).
+type player struct {
+	conn  gosrt.Conn
+	audio string // the audio the reader takes: "" for AAC and Opus, "aac" for AAC only
+
+	mu     sync.Mutex
+	slots  [2]*playSlot // video, audio
+	w      *mpegts.Writer
+	codecs [2]string // the codecs of the program w was made for
+	buf    bytes.Buffer
+	epoch  int64 // unix ns of tsBase (the first frame's anchor)
+	srOff  int64 // publisher clock (sender reports) to arrival time, ns
+	srSet  bool
+	keyed  bool // a video keyframe went out since the program was made
+	ended  bool
+
+	frames    atomic.Uint64
+	writeErrs atomic.Uint64
+}
+
+// playSlot is one leg of a player: its reader and the time mapping of the track it reads.
+// Its fields belong to the player's lock.
+type playSlot struct {
+	pl     *player
+	kind   sfu.Kind
+	src    *sfu.Track
+	codec  sfu.Codec
+	reader media.Reader
+	ts     media.Unwrapper
+	seq    uint16
+	seqOK  bool
+	rate   int64
+	anchor bool
+	base   int64 // extended RTP time of the anchor
+	base90 int64 // its MPEG-TS time
+	last90 int64 // the last decode time written
+	emit   func(*media.Frame)
+	au     [][]byte // scratch: a keyframe with the parameter sets put first
+	one    [1][]byte
+}
+
+func newPlayer(conn gosrt.Conn, audio string) *player {
+	pl := &player{conn: conn, audio: audio}
+	for i, k := range []sfu.Kind{sfu.KindVideo, sfu.KindAudio} {
+		sl := &playSlot{pl: pl, kind: k}
+		sl.emit = sl.frame
+		pl.slots[i] = sl
+	}
+	return pl
+}
+
+// legs are what the player reads: H.264 or H.265 video (VP8, VP9 and AV1 converted to H.264),
+// and AAC audio, or Opus as it is unless the reader asked for AAC (other audio converted to AAC).
+func (pl *player) legs() []sfu.Leg {
+	video, audio := pl.slots[0], pl.slots[1]
+	return []sfu.Leg{{
+		Kind:  sfu.KindVideo,
+		Takes: func(c sfu.Codec) bool { return c.Name == sfu.CodecH264 || c.Name == sfu.CodecH265 },
+		Convert: func(c sfu.Codec) string {
+			if slices.Contains([]string{sfu.CodecVP8, sfu.CodecVP9, sfu.CodecAV1}, c.Name) {
+				return sfu.CodecH264
+			}
+			return ""
+		},
+		Sink:     video,
+		Switched: video.switched,
+	}, {
+		Kind: sfu.KindAudio,
+		Takes: func(c sfu.Codec) bool {
+			return c.Name == sfu.CodecAAC || (c.Name == sfu.CodecOpus && pl.audio != sfu.CodecAAC)
+		},
+		Convert:  func(sfu.Codec) string { return sfu.CodecAAC },
+		Sink:     audio,
+		Switched: audio.switched,
+	}}
+}
+
+// switched points the slot at a new track (the follower's goroutine, before the subscription).
+func (sl *playSlot) switched(src *sfu.Track) {
+	pl := sl.pl
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	sl.src, sl.codec = src, src.Codec()
+	sl.reader, _ = media.NewReader(sl.codec) // the legs take only codecs it reads
+	sl.ts, sl.seqOK, sl.anchor = media.Unwrapper{}, false, false
+	sl.rate = int64(max(sl.codec.ClockRate, 1))
+	pl.srSet = false // sender reports of another publisher: another clock
+}
+
+// WritePacket implements sfu.Sink: the packet goes through the slot's frame reader; complete
+// frames are muxed. After a loss the video waits for a keyframe, which is asked for.
+func (sl *playSlot) WritePacket(p *sfu.Packet, gap bool) error {
+	pl := sl.pl
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if pl.ended {
+		return errPlayEnded
+	}
+	if sl.reader == nil {
+		return nil
+	}
+	seq := p.Header.SequenceNumber
+	lost := gap || (sl.seqOK && seq != sl.seq+1)
+	sl.seq, sl.seqOK = seq, true
+	ext := sl.ts.Unwrap(p.Header.Timestamp)
+	if !sl.anchor {
+		sl.setAnchor(ext, p.Arrival)
+	}
+	if (!sl.reader.Push(p, ext, lost, sl.emit) || lost) && sl.kind == sfu.KindVideo {
+		sl.src.RequestKeyframe()
+	}
+	return nil
+}
+
+// setAnchor maps the slot's first timestamp onto the session's MPEG-TS clock: by the track's
+// sender report when it has one (so that audio and video of a publisher line up as it sent
+// them), else by the packet's arrival.
+func (sl *playSlot) setAnchor(ext, arrival int64) {
+	pl := sl.pl
+	at := arrival
+	if sr, ok := sl.src.SenderReport(); ok {
+		srTime := sr.NTPTime.UnixNano() + int64(int32(uint32(ext)-sr.RTPTime))*1e9/sl.rate
+		if !pl.srSet {
+			pl.srSet, pl.srOff = true, arrival-srTime
+		}
+		at = srTime + pl.srOff
+	}
+	if pl.epoch == 0 {
+		pl.epoch = at
+	}
+	sl.anchor, sl.base = true, ext
+	sl.base90 = tsBase + (at-pl.epoch)*90000/1e9
+	if sl.base90 <= sl.last90 { // a new source: time runs on
+		sl.base90 = sl.last90 + 1
+	}
+}
+
+// time90 converts an extended RTP time of the slot's track to MPEG-TS time.
+func (sl *playSlot) time90(ext int64) int64 {
+	return sl.base90 + (ext-sl.base)*90000/sl.rate
+}
+
+// frame muxes one frame (the reader's emit, under the player's lock).
+func (sl *playSlot) frame(f *media.Frame) {
+	pl := sl.pl
+	if !pl.program() {
+		return
+	}
+	pts := sl.time90(f.PTS)
+	dts := pts - (f.PTS-f.DTS)*90000/sl.rate
+	var err error
+	switch sl.codec.Name {
+	case sfu.CodecH264, sfu.CodecH265:
+		if !pl.keyed && !f.Key {
+			sl.src.RequestKeyframe()
+			return
+		}
+		pl.keyed = true
+		au := sl.withParams(f)
+		if sl.codec.Name == sfu.CodecH264 {
+			err = pl.w.WriteH264(pl.w.Tracks[0], pts, dts, au)
+		} else {
+			err = pl.w.WriteH265(pl.w.Tracks[0], pts, dts, au)
+		}
+		pl.frames.Add(1)
+	case sfu.CodecAAC, sfu.CodecOpus:
+		if pl.codecs[0] != "" && !pl.keyed {
+			return // the stream starts with the video's keyframe
+		}
+		sl.one[0] = f.Data
+		tr := pl.w.Tracks[len(pl.w.Tracks)-1]
+		if sl.codec.Name == sfu.CodecAAC {
+			err = pl.w.WriteMPEG4Audio(tr, pts, sl.one[:])
+		} else {
+			err = pl.w.WriteOpus(tr, pts, sl.one[:])
+		}
+	}
+	sl.last90 = dts
+	if err == nil && pl.buf.Len() > 0 {
+		_, err = pl.conn.Write(pl.buf.Bytes())
+	}
+	pl.buf.Reset()
+	if err != nil {
+		// The connection is closed or its send queue is full (a reader that does not keep up):
+		// closing it ends the session.
+		pl.writeErrs.Add(1)
+		_ = pl.conn.Close()
+	}
+}
+
+// withParams returns a video frame's NAL units with the reader's parameter sets first when it
+// is a keyframe without them in-band (a decoder joining there needs them).
+func (sl *playSlot) withParams(f *media.Frame) [][]byte {
+	if !f.Key {
+		return f.NALUs
+	}
+	sps := byte(media.H264SPS)
+	if sl.codec.Name == sfu.CodecH265 {
+		sps = media.H265SPS
+	}
+	if media.ParamSet(sl.codec.Name, f.NALUs, sps) != nil {
+		return f.NALUs
+	}
+	ps, _ := sl.reader.Params()
+	sl.au = sl.au[:0]
+	for _, n := range [][]byte{ps.VPS, ps.SPS, ps.PPS} {
+		if len(n) > 0 {
+			sl.au = append(sl.au, n)
+		}
+	}
+	sl.au = append(sl.au, f.NALUs...)
+	return sl.au
+}
+
+// program makes the MPEG-TS writer for the codecs the slots read, again when they changed; it
+// reports whether there is one.
+func (pl *player) program() bool {
+	want := [2]string{}
+	for i, sl := range pl.slots {
+		if sl.src != nil {
+			want[i] = sl.codec.Name
+		}
+	}
+	if pl.w != nil && want == pl.codecs {
+		return true
+	}
+	var tracks []*mpegts.Track
+	switch want[0] {
+	case sfu.CodecH264:
+		tracks = append(tracks, &mpegts.Track{PID: pidVideo, Codec: &mpegts.CodecH264{}})
+	case sfu.CodecH265:
+		tracks = append(tracks, &mpegts.Track{PID: pidVideo, Codec: &mpegts.CodecH265{}})
+	}
+	switch a := pl.slots[1]; want[1] {
+	case sfu.CodecAAC:
+		params, err := media.ParseAAC(a.codec)
+		if err != nil {
+			want[1] = ""
+			break
+		}
+		tracks = append(tracks, &mpegts.Track{PID: pidAudio, Codec: &mpegts.CodecMPEG4Audio{Config: params.Config}})
+	case sfu.CodecOpus:
+		tracks = append(tracks, &mpegts.Track{PID: pidAudio, Codec: &mpegts.CodecOpus{ChannelCount: int(max(a.codec.Channels, 1))}})
+	}
+	pl.w, pl.codecs, pl.keyed = nil, want, false
+	if len(tracks) == 0 {
+		return false
+	}
+	w := &mpegts.Writer{W: &pl.buf, Tracks: tracks}
+	if err := w.Initialize(); err != nil {
+		return false
+	}
+	pl.w = w
+	return true
+}
+
+// end stops the muxing: later packets end their subscriptions.
+func (pl *player) end() {
+	pl.mu.Lock()
+	pl.ended = true
+	pl.mu.Unlock()
+}
+
+// stats reads the connection's SRT statistics as the sender sees them.
+func (pl *player) stats() sfu.ProtocolStats { return connStats(pl.conn, true) }
