@@ -1,7 +1,6 @@
 package srt
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,7 +10,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
@@ -86,8 +85,8 @@ func drain(c gosrt.Conn) error {
 	}
 }
 
-// player muxes the frames of its source's tracks into MPEG-TS (ISO/IEC 13818-1, through
-// mediacommon's writer) on an SRT connection: H.264 or H.265 video, AAC (ADTS) or Opus audio.
+// player muxes the frames of its source's tracks into MPEG-TS (tsMuxer) on an SRT connection:
+// H.264 or H.265 video, AAC or Opus audio.
 // The two legs' subscriptions run on their own goroutines; mu serializes them over the readers,
 // the muxer and the connection, whose writes do not block (gosrt queues them).
 type player struct {
@@ -96,11 +95,11 @@ type player struct {
 
 	mu     sync.Mutex
 	slots  [2]*playSlot // video, audio
-	w      *mpegts.Writer
-	codecs [2]string // the codecs of the program w was made for
-	buf    bytes.Buffer
-	epoch  int64 // unix ns of tsBase (the first frame's anchor)
-	srOff  int64 // publisher clock (sender reports) to arrival time, ns
+	mux    tsMuxer
+	codecs [2]string // the codecs the slots read when the muxer's program was set
+	ready  bool      // the muxer has a program
+	epoch  int64     // unix ns of tsBase (the first frame's anchor)
+	srOff  int64     // publisher clock (sender reports) to arrival time, ns
 	srSet  bool
 	keyed  bool // a video keyframe went out since the program was made
 	ended  bool
@@ -247,36 +246,25 @@ func (sl *playSlot) frame(f *media.Frame) {
 			return
 		}
 		pl.keyed = true
-		au := sl.withParams(f)
-		if sl.codec.Name == sfu.CodecH264 {
-			err = pl.w.WriteH264(pl.w.Tracks[0], pts, dts, au)
-		} else {
-			err = pl.w.WriteH265(pl.w.Tracks[0], pts, dts, au)
-		}
+		err = pl.mux.writeVideo(pts, dts, f.Key, sl.withParams(f))
 		pl.frames.Add(1)
 	case sfu.CodecAAC, sfu.CodecOpus:
 		if pl.codecs[0] != "" && !pl.keyed {
 			return // the stream starts with the video's keyframe
 		}
-		sl.one[0] = f.Data
-		tr := pl.w.Tracks[len(pl.w.Tracks)-1]
-		if sl.codec.Name == sfu.CodecAAC {
-			err = pl.w.WriteMPEG4Audio(tr, pts, sl.one[:])
-		} else {
-			err = pl.w.WriteOpus(tr, pts, sl.one[:])
-		}
+		err = pl.mux.writeAudio(pts, f.Data)
 	}
 	sl.last90 = dts
-	if err == nil && pl.buf.Len() > 0 {
-		_, err = pl.conn.Write(pl.buf.Bytes())
-	}
-	pl.buf.Reset()
 	if err != nil {
+		return // a frame the muxer refuses is skipped
+	}
+	if _, err := pl.conn.Write(pl.mux.Out); err != nil {
 		// The connection is closed or its send queue is full (a reader that does not keep up):
 		// closing it ends the session.
 		pl.writeErrs.Add(1)
 		_ = pl.conn.Close()
 	}
+	pl.mux.Out = pl.mux.Out[:0]
 }
 
 // withParams returns a video frame's NAL units with the reader's parameter sets first when it
@@ -303,7 +291,7 @@ func (sl *playSlot) withParams(f *media.Frame) [][]byte {
 	return sl.au
 }
 
-// program makes the MPEG-TS writer for the codecs the slots read, again when they changed; it
+// program sets the muxer's program to the codecs the slots read, again when they changed; it
 // reports whether there is one.
 func (pl *player) program() bool {
 	want := [2]string{}
@@ -312,37 +300,23 @@ func (pl *player) program() bool {
 			want[i] = sl.codec.Name
 		}
 	}
-	if pl.w != nil && want == pl.codecs {
-		return true
+	if want == pl.codecs {
+		return pl.ready
 	}
-	var tracks []*mpegts.Track
-	switch want[0] {
-	case sfu.CodecH264:
-		tracks = append(tracks, &mpegts.Track{PID: pidVideo, Codec: &mpegts.CodecH264{}})
-	case sfu.CodecH265:
-		tracks = append(tracks, &mpegts.Track{PID: pidVideo, Codec: &mpegts.CodecH265{}})
-	}
-	switch a := pl.slots[1]; want[1] {
-	case sfu.CodecAAC:
+	pl.codecs, pl.keyed = want, false
+	a := pl.slots[1]
+	var asc *mpeg4audio.AudioSpecificConfig
+	if want[1] == sfu.CodecAAC {
 		params, err := media.ParseAAC(a.codec)
 		if err != nil {
-			want[1] = ""
-			break
+			want[1] = "" // no config: the audio cannot be carried
+		} else {
+			asc = &params.Config
 		}
-		tracks = append(tracks, &mpegts.Track{PID: pidAudio, Codec: &mpegts.CodecMPEG4Audio{Config: params.Config}})
-	case sfu.CodecOpus:
-		tracks = append(tracks, &mpegts.Track{PID: pidAudio, Codec: &mpegts.CodecOpus{ChannelCount: int(max(a.codec.Channels, 1))}})
 	}
-	pl.w, pl.codecs, pl.keyed = nil, want, false
-	if len(tracks) == 0 {
-		return false
-	}
-	w := &mpegts.Writer{W: &pl.buf, Tracks: tracks}
-	if err := w.Initialize(); err != nil {
-		return false
-	}
-	pl.w = w
-	return true
+	pl.mux.setProgram(want[0], want[1], asc, int(a.codec.Channels))
+	pl.ready = want != [2]string{}
+	return pl.ready
 }
 
 // end stops the muxing: later packets end their subscriptions.
