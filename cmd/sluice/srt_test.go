@@ -7,38 +7,16 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/sluice-media/sluice/ingest"
+	"github.com/sluice-media/sluice/ingest/ingesttest"
 	"github.com/sluice-media/sluice/recorder"
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
-
-// startProc runs a command in its own process group, killed whole (a shell pipeline too) when
-// the test ends; exited closes when it has exited.
-func startProc(t *testing.T, out *sfutest.Buffer, name string, args ...string) <-chan struct{} {
-	t.Helper()
-	cmd := exec.Command(sfutest.RequireTool(t, name), args...) //nolint:gosec // the test's tools
-	cmd.Stdout, cmd.Stderr = out, out
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-exited
-		if t.Failed() {
-			t.Logf("%s:\n%s", name, tail(out.String(), 20))
-		}
-	})
-	return exited
-}
 
 // The SRT done-means of the daemon: `sluice ingest create srt` prints the URL OBS takes, and
 // ffmpeg publishes H.264 and AAC with it (its libsrt, AES with the ingest's passphrase);
@@ -73,7 +51,7 @@ func TestSRTEndToEnd(t *testing.T) {
 		base + "?streamid=publish:" + v.StreamKey + "&passphrase=wrong-horse-battery",
 		base + "?streamid=publish:sk_unknownunknownunknownunk",
 	} {
-		exited := startProc(t, &sfutest.Buffer{}, "ffmpeg", srtFFmpegArgs(u, 5)...)
+		_, exited := ingesttest.Start(t, &sfutest.Buffer{}, "ffmpeg", srtFFmpegArgs(u, 5)...)
 		select {
 		case <-exited:
 		case <-time.After(20 * time.Second):
@@ -90,7 +68,7 @@ func TestSRTEndToEnd(t *testing.T) {
 		return n >= 2
 	})
 
-	startProc(t, &sfutest.Buffer{}, "ffmpeg", srtFFmpegArgs(v.Publish["srt_url"], 60)...)
+	ingesttest.Start(t, &sfutest.Buffer{}, "ffmpeg", srtFFmpegArgs(v.Publish["srt_url"], 60)...)
 	file := filepath.Join(t.TempDir(), "tape.ts")
 	gen := exec.Command(sfutest.RequireTool(t, "ffmpeg"), "-hide_banner", "-loglevel", "error", //nolint:gosec // the test's tool
 		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=frequency=220:sample_rate=48000",
@@ -102,7 +80,7 @@ func TestSRTEndToEnd(t *testing.T) {
 	slt := sfutest.RequireTool(t, "srt-live-transmit")
 	pipe := fmt.Sprintf("%q -hide_banner -loglevel error -re -i %q -c copy -f mpegts - | %q -q file://con %q",
 		sfutest.RequireTool(t, "ffmpeg"), file, slt, base+"?streamid=publish:tape/slt")
-	startProc(t, &sfutest.Buffer{}, "sh", "-c", pipe)
+	ingesttest.Start(t, &sfutest.Buffer{}, "sh", "-c", pipe)
 	d.waitPublisher(t, "studio", 2)
 	d.waitPublisher(t, "tape", 2)
 
@@ -114,7 +92,7 @@ func TestSRTEndToEnd(t *testing.T) {
 	rec := startedRecording(t, out)
 
 	reader := &sfutest.Buffer{}
-	exited := startProc(t, reader, "ffmpeg", "-hide_banner", "-loglevel", "error",
+	_, exited := ingesttest.Start(t, reader, "ffmpeg", "-hide_banner", "-loglevel", "error",
 		"-i", base+"?streamid=read:studio", "-map", "0:v", "-map", "0:a", "-frames:v", "150", "-f", "framecrc", "-")
 	select {
 	case <-exited:
