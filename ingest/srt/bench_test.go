@@ -1,6 +1,8 @@
 package srt
 
 import (
+	"log/slog"
+	"sync/atomic"
 	"testing"
 
 	gosrt "github.com/datarhei/gosrt"
@@ -34,7 +36,7 @@ func BenchmarkPlayH264(b *testing.B) {
 		b.Fatal(err)
 	}
 	conn := &nullConn{}
-	pl := newPlayer(conn, "")
+	pl := newPlayer(conn, "", &atomic.Uint64{}, slog.New(slog.DiscardHandler))
 	sl := pl.slots[0]
 	sl.switched(track)
 	pkts := mediatest.H264GOP(b, sps, pps)

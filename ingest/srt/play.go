@@ -53,7 +53,7 @@ func (s *Server) play(req gosrt.ConnRequest, sess *session, g ingest.Grant, audi
 		return
 	}
 	sess.setConn(conn)
-	pl := newPlayer(conn, audio)
+	pl := newPlayer(conn, audio, &s.panics, log)
 	f := sfu.NewFollower(s.hub, sfu.FollowerSpec{Room: g.Room, Select: sfu.Selector{Identity: g.Identity}, Legs: pl.legs(), Subscriber: p})
 	ctx, cancel := context.WithCancel(context.Background())
 	readErr := make(chan error, 1)
@@ -90,8 +90,10 @@ func drain(c gosrt.Conn) error {
 // The two legs' subscriptions run on their own goroutines; mu serializes them over the readers,
 // the muxer and the connection, whose writes do not block (gosrt queues them).
 type player struct {
-	conn  gosrt.Conn
-	audio string // the audio the reader takes: "" for AAC and Opus, "aac" for AAC only
+	conn   gosrt.Conn
+	audio  string         // the audio the reader takes: "" for AAC and Opus, "aac" for AAC only
+	panics *atomic.Uint64 // the server's count of handler panics (bugs)
+	log    *slog.Logger
 
 	mu     sync.Mutex
 	slots  [2]*playSlot // video, audio
@@ -129,8 +131,8 @@ type playSlot struct {
 	one    [1][]byte
 }
 
-func newPlayer(conn gosrt.Conn, audio string) *player {
-	pl := &player{conn: conn, audio: audio}
+func newPlayer(conn gosrt.Conn, audio string, panics *atomic.Uint64, log *slog.Logger) *player {
+	pl := &player{conn: conn, audio: audio, panics: panics, log: log}
 	for i, k := range []sfu.Kind{sfu.KindVideo, sfu.KindAudio} {
 		sl := &playSlot{pl: pl, kind: k}
 		sl.emit = sl.frame
@@ -179,10 +181,19 @@ func (sl *playSlot) switched(src *sfu.Track) {
 
 // WritePacket implements sfu.Sink: the packet goes through the slot's frame reader; complete
 // frames are muxed. After a loss the video waits for a keyframe, which is asked for.
-func (sl *playSlot) WritePacket(p *sfu.Packet, gap bool) error {
+func (sl *playSlot) WritePacket(p *sfu.Packet, gap bool) (err error) {
 	pl := sl.pl
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	defer func() {
+		if v := recover(); v != nil {
+			pl.panics.Add(1)
+			pl.log.Error("BUG: panic in the srt player", "panic", v)
+			pl.ended = true
+			_ = pl.conn.Close()
+			err = errPlayEnded
+		}
+	}()
 	if pl.ended {
 		return errPlayEnded
 	}
