@@ -45,7 +45,6 @@ var (
 	is       = ingesttest.Is
 	isReason = ingesttest.IsReason
 	must     = ingesttest.Must
-	tail     = ingesttest.Tail
 )
 
 func trackOf(t *testing.T, p *sfu.Participant, kind sfu.Kind) *sfu.Track {

@@ -128,7 +128,6 @@ type playSlot struct {
 	last90 int64 // the last decode time written
 	emit   func(*media.Frame)
 	au     [][]byte // scratch: a keyframe with the parameter sets put first
-	one    [1][]byte
 }
 
 func newPlayer(conn gosrt.Conn, audio string, panics *atomic.Uint64, log *slog.Logger) *player {
