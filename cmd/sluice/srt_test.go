@@ -139,3 +139,45 @@ func srtFFmpegArgs(url string, seconds int) []string {
 		"-c:v", "libx264", "-profile:v", "high", "-preset", "veryfast", "-g", "60", "-pix_fmt", "yuv420p", "-b:v", "1M",
 		"-c:a", "aac", "-ar", "48000", "-b:a", "96k", "-f", "mpegts", url}
 }
+
+// SRT play of WebRTC publishers: Opus passes as it is, or goes to AAC through the transcoder
+// with audio=aac; VP8 goes to H.264. What the readers receive decodes (ffprobe) in the codecs
+// asked for.
+func TestSRTPlaysWebRTC(t *testing.T) {
+	srtPort, _ := sfutest.FreeUDPPair(t)
+	d := startDaemon(t, fmt.Sprintf("srt: { listen: \"127.0.0.1:%d\" }\n", srtPort))
+	video, audio := rectest.H264Opus(t, 31, 0)
+	stop := rectest.WHIPPublish(t, d.URL+"/whip/show", 30*time.Second, video, audio)
+	defer stop()
+	publishVP8(t, d.URL+"/whip/cam")
+	d.waitPublisher(t, "show", 2)
+	d.waitPublisher(t, "cam", 1)
+	base := fmt.Sprintf("srt://127.0.0.1:%d?streamid=", srtPort)
+	for _, c := range []struct {
+		streamID string
+		codecs   string
+	}{
+		{"read:show", "h264,opus"},
+		{"read:show?audio=aac", "h264,aac"},
+		{"#!::r=cam,m=request", "h264"},
+	} {
+		file := filepath.Join(t.TempDir(), "got.ts")
+		out := &sfutest.Buffer{}
+		_, exited := ingesttest.Start(t, out, "ffmpeg", "-hide_banner", "-loglevel", "error",
+			"-i", base+c.streamID, "-map", "0", "-c", "copy", "-t", "3", "-f", "mpegts", file)
+		select {
+		case <-exited:
+		case <-time.After(40 * time.Second):
+			t.Fatalf("%s: the ffmpeg reader did not end in 40 s", c.streamID)
+		}
+		probe, err := exec.Command(sfutest.RequireTool(t, "ffprobe"), "-v", "error", "-show_entries", "stream=codec_name", //nolint:gosec // the test's tool
+			"-of", "csv=p=0", file).CombinedOutput()
+		if got := strings.Join(strings.Fields(string(probe)), ","); err != nil || got != c.codecs {
+			t.Errorf("%s: streams %q (%v), want %s\nffmpeg: %s", c.streamID, got, err, c.codecs, out.String())
+			continue
+		}
+		if e := rectest.DecodeErrors(t, file); e != "" {
+			t.Errorf("%s: decode errors:\n%s", c.streamID, e)
+		}
+	}
+}

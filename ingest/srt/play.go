@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	gosrt "github.com/datarhei/gosrt"
 
@@ -26,6 +27,10 @@ const (
 // tsBase is the MPEG-TS time of the session's first frame (90 kHz): room below it for decode
 // times before presentation times and for the PCR, which runs 100 ms ahead of the decode times.
 const tsBase = 90000
+
+// playSettle is how long a new source missing a video or audio track may take to publish it
+// before a reader starts without it.
+const playSettle = time.Second
 
 // errPlayEnded ends a subscription whose session is gone.
 var errPlayEnded = errors.New("srt play ended")
@@ -54,7 +59,9 @@ func (s *Server) play(req gosrt.ConnRequest, sess *session, g ingest.Grant, audi
 	}
 	sess.setConn(conn)
 	pl := newPlayer(conn, audio, &s.panics, log)
-	f := sfu.NewFollower(s.hub, sfu.FollowerSpec{Room: g.Room, Select: sfu.Selector{Identity: g.Identity}, Legs: pl.legs(), Subscriber: p})
+	// Settle: a publisher announces its tracks one by one; the program should start with both.
+	f := sfu.NewFollower(s.hub, sfu.FollowerSpec{Room: g.Room, Select: sfu.Selector{Identity: g.Identity}, Legs: pl.legs(),
+		Subscriber: p, Settle: playSettle})
 	ctx, cancel := context.WithCancel(context.Background())
 	readErr := make(chan error, 1)
 	go func() {
@@ -98,8 +105,8 @@ type player struct {
 	mu     sync.Mutex
 	slots  [2]*playSlot // video, audio
 	mux    tsMuxer
-	codecs [2]string // the codecs the slots read when the muxer's program was set
-	ready  bool      // the muxer has a program
+	codecs [2]string // the program's codecs
+	expect string    // the audio codec the video slot predicts while the audio slot reads none
 	epoch  int64     // unix ns of tsBase (the first frame's anchor)
 	srOff  int64     // publisher clock (sender reports) to arrival time, ns
 	srSet  bool
@@ -127,7 +134,8 @@ type playSlot struct {
 	base90 int64 // its MPEG-TS time
 	last90 int64 // the last decode time written
 	emit   func(*media.Frame)
-	au     [][]byte // scratch: a keyframe with the parameter sets put first
+	asc    *mpeg4audio.AudioSpecificConfig // AAC
+	au     [][]byte                        // scratch: a keyframe with the parameter sets put first
 }
 
 func newPlayer(conn gosrt.Conn, audio string, panics *atomic.Uint64, log *slog.Logger) *player {
@@ -156,21 +164,48 @@ func (pl *player) legs() []sfu.Leg {
 		Sink:     video,
 		Switched: video.switched,
 	}, {
-		Kind: sfu.KindAudio,
-		Takes: func(c sfu.Codec) bool {
-			return c.Name == sfu.CodecAAC || (c.Name == sfu.CodecOpus && pl.audio != sfu.CodecAAC)
-		},
+		Kind:     sfu.KindAudio,
+		Takes:    pl.audioTakes,
 		Convert:  func(sfu.Codec) string { return sfu.CodecAAC },
 		Sink:     audio,
 		Switched: audio.switched,
 	}}
 }
 
+// audioTakes reports whether the reader takes audio in codec c as it is.
+func (pl *player) audioTakes(c sfu.Codec) bool {
+	return c.Name == sfu.CodecAAC || (c.Name == sfu.CodecOpus && pl.audio != sfu.CodecAAC)
+}
+
 // switched points the slot at a new track (the follower's goroutine, before the subscription).
+// The video slot also predicts the audio the audio slot will read (the source's first audio
+// track, as it is or converted to AAC), so that the program announces it from the start:
+// demuxers that read the first PMT only (mediacommon's) would not see audio added later.
 func (sl *playSlot) switched(src *sfu.Track) {
 	pl := sl.pl
+	expect := ""
+	var asc *mpeg4audio.AudioSpecificConfig
+	if sl.kind == sfu.KindVideo {
+		for _, t := range src.Participant().Tracks() {
+			if t.Kind() == sfu.KindAudio && !t.Closed() {
+				expect = sfu.CodecAAC
+				if pl.audioTakes(t.Codec()) {
+					expect = t.Codec().Name
+				}
+				break
+			}
+		}
+	} else if src.Codec().Name == sfu.CodecAAC {
+		if params, err := media.ParseAAC(src.Codec()); err == nil {
+			asc = &params.Config
+		}
+	}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	if sl.kind == sfu.KindVideo {
+		pl.expect = expect
+	}
+	sl.asc = asc
 	sl.src, sl.codec = src, src.Codec()
 	sl.reader, _ = media.NewReader(sl.codec) // the legs take only codecs it reads
 	sl.ts, sl.seqOK, sl.anchor = media.Unwrapper{}, false, false
@@ -262,7 +297,10 @@ func (sl *playSlot) frame(f *media.Frame) {
 		if pl.codecs[0] != "" && !pl.keyed {
 			return // the stream starts with the video's keyframe
 		}
-		err = pl.mux.writeAudio(pts, f.Data)
+		if sl.codec.Name != pl.codecs[1] || (sl.asc == nil && sl.codec.Name == sfu.CodecAAC) {
+			return // not in the program
+		}
+		err = pl.mux.writeAudio(pts, f.Data, sl.asc)
 	}
 	sl.last90 = dts
 	if err != nil {
@@ -301,32 +339,32 @@ func (sl *playSlot) withParams(f *media.Frame) [][]byte {
 	return sl.au
 }
 
-// program sets the muxer's program to the codecs the slots read, again when they changed; it
-// reports whether there is one.
+// program sets the muxer's program to the codecs the slots read (for audio not read yet, the
+// one predicted), again when they changed; it reports whether there is one.
 func (pl *player) program() bool {
+	v, a := pl.slots[0], pl.slots[1]
 	want := [2]string{}
-	for i, sl := range pl.slots {
-		if sl.src != nil {
-			want[i] = sl.codec.Name
-		}
+	if v.src != nil {
+		want[0] = v.codec.Name
+	}
+	if a.src != nil {
+		want[1] = a.codec.Name
+	} else if want[0] != "" {
+		want[1] = pl.expect
 	}
 	if want == pl.codecs {
-		return pl.ready
+		return want != [2]string{}
 	}
-	pl.codecs, pl.keyed = want, false
-	a := pl.slots[1]
-	var asc *mpeg4audio.AudioSpecificConfig
-	if want[1] == sfu.CodecAAC {
-		params, err := media.ParseAAC(a.codec)
-		if err != nil {
-			want[1] = "" // no config: the audio cannot be carried
-		} else {
-			asc = &params.Config
-		}
+	if want[0] != pl.codecs[0] {
+		pl.keyed = false // a new video codec starts at a keyframe; audio joining does not matter
 	}
-	pl.mux.setProgram(want[0], want[1], asc, int(a.codec.Channels))
-	pl.ready = want != [2]string{}
-	return pl.ready
+	pl.codecs = want
+	channels := 2
+	if a.src != nil {
+		channels = int(max(a.codec.Channels, 1))
+	}
+	pl.mux.setProgram(want[0], want[1], channels)
+	return want != [2]string{}
 }
 
 // end stops the muxing: later packets end their subscriptions.

@@ -29,6 +29,8 @@ type tsReader struct {
 	err           error
 	firstWasKey   atomic.Bool
 	sawFirstVideo atomic.Bool
+	lastDTS       int64        // the reader goroutine's
+	backwards     atomic.Int64 // video decode times that went back
 }
 
 // dialRead connects a gosrt reader with streamID and demuxes what it gets until it is closed.
@@ -55,7 +57,11 @@ func (r *tsReader) read() error {
 	if err := rd.Initialize(); err != nil {
 		return err
 	}
-	onVideo := func(codec string, au [][]byte, key bool) {
+	onVideo := func(codec string, dts int64, key bool) {
+		if dts < r.lastDTS {
+			r.backwards.Add(1)
+		}
+		r.lastDTS = dts
 		r.videoCodec.Store(codec)
 		if !r.sawFirstVideo.Swap(true) {
 			r.firstWasKey.Store(key)
@@ -68,13 +74,13 @@ func (r *tsReader) read() error {
 	for _, tr := range rd.Tracks() {
 		switch tr.Codec.(type) {
 		case *mpegts.CodecH264:
-			rd.OnDataH264(tr, func(_, _ int64, au [][]byte) error {
-				onVideo("h264", au, hasNALU(au, 0x1f, 5))
+			rd.OnDataH264(tr, func(_, dts int64, au [][]byte) error {
+				onVideo("h264", dts, hasNALU(au, 0x1f, 5))
 				return nil
 			})
 		case *mpegts.CodecH265:
-			rd.OnDataH265(tr, func(_, _ int64, au [][]byte) error {
-				onVideo("h265", au, hasNALU(au, 0x7e, 19<<1) || hasNALU(au, 0x7e, 20<<1))
+			rd.OnDataH265(tr, func(_, dts int64, au [][]byte) error {
+				onVideo("h265", dts, hasNALU(au, 0x7e, 19<<1) || hasNALU(au, 0x7e, 20<<1))
 				return nil
 			})
 		case *mpegts.CodecMPEG4Audio:
@@ -101,7 +107,8 @@ func hasNALU(au [][]byte, mask, typ byte) bool {
 
 // A gosrt reader of read:studio waits for the room's main publisher, then gets MPEG-TS with
 // H.264 from a keyframe and AAC: it joins as a participant of kind srt, its stream is reported
-// with direction play and protocol srt, and closing the connection ends the participant.
+// with direction play and protocol srt, it follows the publisher across a reconnect, and
+// closing the connection ends the participant.
 func TestGoClientPlay(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	r, err := dialRead(t, h.addr, "#!::r=studio,m=request,u=viewer", "")
@@ -121,7 +128,18 @@ func TestGoClientPlay(t *testing.T) {
 	if e.Stream.Protocol != sfu.ProtocolSRT || e.Stream.Direction != sfu.DirectionPlay {
 		t.Errorf("stream %+v", e.Stream)
 	}
+	// The publisher reconnects: the reader follows it on the same connection, its times running on.
 	_ = c.Close()
+	h.WaitEvent("the publisher left", 10*time.Second, ingesttest.Is(sfu.EventParticipantLeft, "cam"))
+	before := r.video.Load()
+	c2, err := dialPublish(t, h.addr, "publish:studio/cam", "")
+	ingesttest.Must(t, err)
+	sendFile(t, c2)
+	sfutest.WaitFor(t, "50 more video frames", 20*time.Second, func() bool { return r.video.Load() >= before+50 })
+	if n := r.backwards.Load(); n > 0 {
+		t.Errorf("%d video decode times went back", n)
+	}
+	_ = c2.Close()
 	_ = r.conn.Close()
 	h.WaitEvent("the reader left", 10*time.Second, ingesttest.Is(sfu.EventParticipantLeft, "viewer"))
 }

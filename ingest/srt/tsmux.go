@@ -37,8 +37,7 @@ type tsStream struct {
 	codec    string // sfu codec name, "" for none
 	pid      uint16
 	cc       uint8 // continuity counter
-	channels int   // Opus; AAC from asc
-	asc      mpeg4audio.AudioSpecificConfig
+	channels int   // Opus
 }
 
 // tsMuxer writes one program of H.264/H.265 video and AAC/Opus audio as MPEG-TS (ISO/IEC
@@ -59,14 +58,11 @@ type tsMuxer struct {
 	pes          []byte // scratch: the PES packet being built
 }
 
-// setProgram changes the program to video and audio codecs ("" for none); asc is the AAC
-// config, channels Opus's. The tables are sent again before the next frame.
-func (m *tsMuxer) setProgram(video, audio string, asc *mpeg4audio.AudioSpecificConfig, channels int) {
+// setProgram changes the program to video and audio codecs ("" for none); channels is Opus's.
+// The tables are sent again before the next frame.
+func (m *tsMuxer) setProgram(video, audio string, channels int) {
 	m.video = tsStream{codec: video, pid: pidVideo, cc: m.video.cc}
 	m.audio = tsStream{codec: audio, pid: pidAudio, cc: m.audio.cc, channels: channels}
-	if asc != nil {
-		m.audio.asc = *asc
-	}
 	m.version = (m.version + 1) & 0x1f
 	m.tablesSent = false
 }
@@ -109,9 +105,9 @@ func (m *tsMuxer) writeVideo(pts, dts int64, key bool, nalus [][]byte) error {
 	return nil
 }
 
-// writeAudio writes one AAC access unit or Opus packet at pts (90 kHz).
-func (m *tsMuxer) writeAudio(pts int64, frame []byte) error {
-	if len(frame) == 0 || len(frame) > 8000 || m.audio.codec == "" {
+// writeAudio writes one AAC access unit (of the config asc) or Opus packet at pts (90 kHz).
+func (m *tsMuxer) writeAudio(pts int64, frame []byte, asc *mpeg4audio.AudioSpecificConfig) error {
+	if len(frame) == 0 || len(frame) > 8000 || m.audio.codec == "" || (m.audio.codec == sfu.CodecAAC && asc == nil) {
 		return errTSFrame
 	}
 	if !m.tablesSent || pts-m.lastTables >= tablesEvery {
@@ -119,7 +115,7 @@ func (m *tsMuxer) writeAudio(pts int64, frame []byte) error {
 	}
 	if m.audio.codec == sfu.CodecAAC {
 		m.pes = pesHeader(m.pes[:0], streamIDAudio, pts, pts, 7+len(frame))
-		m.pes = appendADTS(m.pes, &m.audio.asc, len(frame))
+		m.pes = appendADTS(m.pes, asc, len(frame))
 	} else {
 		ctl := 2 + len(frame)/255 + 1
 		m.pes = pesHeader(m.pes[:0], streamIDPrivate, pts, pts, ctl+len(frame))

@@ -23,7 +23,7 @@ func TestTSMuxRoundTrip(t *testing.T) {
 	} {
 		t.Run(c.video+"+"+c.audio, func(t *testing.T) {
 			var m tsMuxer
-			m.setProgram(c.video, c.audio, asc, 2)
+			m.setProgram(c.video, c.audio, 2)
 			type au struct {
 				pts, dts int64
 				data     []byte
@@ -53,7 +53,7 @@ func TestTSMuxRoundTrip(t *testing.T) {
 				}
 				if c.audio != "" {
 					frame := bytes.Repeat([]byte{byte(i + 7)}, []int{1, 100, 254, 255, 256, 600}[i%6])
-					if err := m.writeAudio(pts, frame); err != nil {
+					if err := m.writeAudio(pts, frame, asc); err != nil {
 						t.Fatal(err)
 					}
 					audioIn = append(audioIn, au{pts, pts, frame})
