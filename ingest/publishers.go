@@ -53,8 +53,12 @@ type Publisher struct {
 // Done is closed once the session has been released.
 func (p *Publisher) Done() <-chan struct{} { return p.done }
 
-// NewPublishers returns the admissions of a protocol whose participants are of kind.
+// NewPublishers returns the admissions of a protocol whose participants are of kind; a nil
+// log discards.
 func NewPublishers(hub *sfu.Hub, ingests StateSetter, kind string, log *slog.Logger) *Publishers {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	return &Publishers{hub: hub, ingests: ingests, kind: kind, log: log, live: map[string]*Publisher{}}
 }
 
