@@ -62,6 +62,7 @@ func (s *Server) play(req gosrt.ConnRequest, sess *session, g ingest.Grant, audi
 	// Settle: a publisher announces its tracks one by one; the program should start with both.
 	f := sfu.NewFollower(s.hub, sfu.FollowerSpec{Room: g.Room, Select: sfu.Selector{Identity: g.Identity}, Legs: pl.legs(),
 		Subscriber: p, Settle: playSettle})
+	pl.f = f
 	ctx, cancel := context.WithCancel(context.Background())
 	readErr := make(chan error, 1)
 	go func() {
@@ -101,6 +102,7 @@ type player struct {
 	audio  string         // the audio the reader takes: "" for AAC and Opus, "aac" for AAC only
 	panics *atomic.Uint64 // the server's count of handler panics (bugs)
 	log    *slog.Logger
+	f      *sfu.Follower // set before it plays; read by Switched, on its goroutine
 
 	mu     sync.Mutex
 	slots  [2]*playSlot // video, audio
@@ -122,7 +124,7 @@ type player struct {
 type playSlot struct {
 	pl     *player
 	kind   sfu.Kind
-	src    *sfu.Track
+	src    *sfu.Track // what the slot reads: the published track or its conversion
 	codec  sfu.Codec
 	reader media.Reader
 	ts     media.Unwrapper
@@ -177,8 +179,9 @@ func (pl *player) audioTakes(c sfu.Codec) bool {
 	return c.Name == sfu.CodecAAC || (c.Name == sfu.CodecOpus && pl.audio != sfu.CodecAAC)
 }
 
-// switched points the slot at a new track (the follower's goroutine, before the subscription).
-// The video slot also predicts the audio the audio slot will read (the source's first audio
+// switched points the slot at the track it reads from src, the published track: src itself or
+// its conversion (the follower's goroutine, before the subscription). The video slot also
+// predicts the audio the audio slot will read (the source's first audio
 // track, as it is or converted to AAC), so that the program announces it from the start:
 // demuxers that read the first PMT only (mediacommon's) would not see audio added later.
 func (sl *playSlot) switched(src *sfu.Track) {
@@ -195,8 +198,15 @@ func (sl *playSlot) switched(src *sfu.Track) {
 				break
 			}
 		}
-	} else if src.Codec().Name == sfu.CodecAAC {
-		if params, err := media.ParseAAC(src.Codec()); err == nil {
+	}
+	read := src
+	if pl.f != nil {
+		if t := pl.f.Track(sl.kind); t != nil {
+			read = t
+		}
+	}
+	if read.Codec().Name == sfu.CodecAAC {
+		if params, err := media.ParseAAC(read.Codec()); err == nil {
 			asc = &params.Config
 		}
 	}
@@ -206,7 +216,7 @@ func (sl *playSlot) switched(src *sfu.Track) {
 		pl.expect = expect
 	}
 	sl.asc = asc
-	sl.src, sl.codec = src, src.Codec()
+	sl.src, sl.codec = read, read.Codec()
 	sl.reader, _ = media.NewReader(sl.codec) // the legs take only codecs it reads
 	sl.ts, sl.seqOK, sl.anchor = media.Unwrapper{}, false, false
 	sl.rate = int64(max(sl.codec.ClockRate, 1))
@@ -301,9 +311,11 @@ func (sl *playSlot) frame(f *media.Frame) {
 			return // not in the program
 		}
 		err = pl.mux.writeAudio(pts, f.Data, sl.asc)
+	default:
+		return // the legs take no other codec
 	}
 	sl.last90 = dts
-	if err != nil {
+	if err != nil || len(pl.mux.Out) == 0 {
 		return // a frame the muxer refuses is skipped
 	}
 	if _, err := pl.conn.Write(pl.mux.Out); err != nil {
