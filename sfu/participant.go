@@ -15,6 +15,8 @@ const (
 	ParticipantRTSP     = "rtsp"
 	ParticipantRTSPPull = "rtsp_pull"
 	ParticipantSRT      = "srt"
+	// ParticipantComposite is a room's program made by egress/composite.
+	ParticipantComposite = "composite"
 )
 
 // ParticipantSpec describes a session being admitted to a room.
