@@ -15,7 +15,7 @@ func TestPCMSourceAdaptsToBursts(t *testing.T) {
 	var s pcmSource
 	out := make([]float64, blockFrames)
 	var late, silent int
-	written, read := 0, 0 // in samples: the source's clock and the mixer's
+	written, read := 0, 0        // in samples: the source's clock and the mixer's
 	for block := range 50 * 60 { // a minute of 20 ms blocks
 		for written <= read { // the source delivers a burst when its clock comes due
 			s.write(burst)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/ingest/ingesttest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
@@ -34,15 +35,15 @@ func srtGarbage(i int, buf []byte) []byte {
 // frame arrives and the publish is not disturbed.
 func TestUDPGarbageAtTheSRTPort(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	_, exited := start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, "publish:noisy/ff", ""), 6)...)
-	p := h.participant("noisy", "ff")
-	video := trackOf(t, p, sfu.KindVideo)
+	_, exited := ingesttest.Start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, "publish:noisy/ff", ""), 6)...)
+	p := h.Participant("noisy", "ff")
+	video := ingesttest.TrackOf(t, p, sfu.KindVideo)
 	f := &frames{}
 	sub, err := video.Subscribe(f, sfu.SubscribeOptions{QueueSize: 8192})
-	must(t, err)
+	ingesttest.Must(t, err)
 	defer sub.Close()
 	addr, err := net.ResolveUDPAddr("udp4", h.addr)
-	must(t, err)
+	ingesttest.Must(t, err)
 	g := &sfutest.UDPGarbage{Targets: []*net.UDPAddr{addr}, Packet: srtGarbage}
 	g.Start(t)
 	select {
@@ -51,7 +52,7 @@ func TestUDPGarbageAtTheSRTPort(t *testing.T) {
 		t.Fatal("ffmpeg did not end")
 	}
 	n := g.Stop()
-	h.waitEvent("participant.left", 10*time.Second, is(sfu.EventParticipantLeft, "ff"))
+	h.WaitEvent("participant.left", 10*time.Second, ingesttest.Is(sfu.EventParticipantLeft, "ff"))
 	ts, keys := f.snapshot()
 	t.Logf("%d garbage datagrams; %d frames, %d keyframes through the subscription", n, len(ts), keys)
 	if n < 10000 {
