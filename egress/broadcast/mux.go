@@ -152,7 +152,7 @@ func (m *mux) video(f *media.Frame, arrival int64, sps, pps []byte) (wantKeyfram
 		}
 	}
 	cts := max(int32(m.vclock.ms(pts)-m.vclock.ms(dts)), 0)
-	m.vbuf = rtmpproto.AppendAVCFrame(m.vbuf[:0], f.Key, cts, f.NALUs)
+	m.vbuf = rtmpproto.AppendAVCFrame(m.vbuf[:0], f.Key, cts, f.Data)
 	m.videoOn = m.gen
 	m.lastV = ms
 	m.frames++

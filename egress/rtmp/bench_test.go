@@ -33,7 +33,7 @@ func BenchmarkWriteVideo(b *testing.B) {
 	}
 	c := &Conn{nc: nc, outChunk: outChunkSize, live: true, streamID: 1, done: make(chan struct{}),
 		opts: Options{WriteTimeout: 10 * time.Second}}
-	body := rtmpproto.AppendAVCFrame(nil, false, 0, [][]byte{make([]byte, 6000)})
+	body := rtmpproto.AppendAVCFrame(nil, false, 0, append([]byte{0, 0, 0x17, 0x70}, make([]byte, 6000)...))
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	ts := uint32(0)

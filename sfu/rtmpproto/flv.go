@@ -515,19 +515,16 @@ func AVCSequenceHeader(sps, pps []byte) ([]byte, error) {
 	return b, nil
 }
 
-// AppendAVCFrame appends the body of an AVC NALU tag: the access unit as 4-byte
-// length-prefixed NAL units, with its composition time offset (PTS - DTS) in milliseconds.
-func AppendAVCFrame(dst []byte, keyframe bool, cts int32, nalus [][]byte) []byte {
+// AppendAVCFrame appends the body of an AVC NALU tag: its composition time offset (PTS - DTS)
+// in milliseconds, then the access unit as it is in AVCC form (4-byte length-prefixed NAL units,
+// media.Frame.Data), so that it is copied once.
+func AppendAVCFrame(dst []byte, keyframe bool, cts int32, avcc []byte) []byte {
 	frame := byte(FrameInter)
 	if keyframe {
 		frame = FrameKey
 	}
 	dst = append(dst, frame<<4|FLVVideoAVC, AVCNALU, byte(cts>>16), byte(cts>>8), byte(cts))
-	for _, u := range nalus {
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(u)))
-		dst = append(dst, u...)
-	}
-	return dst
+	return append(dst, avcc...)
 }
 
 // AVCEndOfSequence returns the body of the AVC end-of-sequence tag sent before unpublishing.
