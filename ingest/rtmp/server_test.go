@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 	"github.com/sluice-media/sluice/sfu/sfutest"
@@ -530,13 +531,13 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	}
 }
 
-// TestParamsSize reads the resolution from the parameter sets of a configuration record.
+// TestParamsSize reads the resolution from the parameter sets of a configuration record (media.VideoSize).
 func TestParamsSize(t *testing.T) {
 	cfg, err := rtmpproto.ParseAVCC(rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w, h := paramsSize(sfu.CodecH264, cfg.Params); w != 320 || h != 240 {
+	if w, h := media.VideoSize(sfu.CodecH264, cfg.Params); w != 320 || h != 240 {
 		t.Fatalf("size %dx%d", w, h)
 	}
 }

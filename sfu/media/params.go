@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -8,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/sluice-media/sluice/sfu"
@@ -78,6 +81,50 @@ func H265Sprop(fmtp string) (vps, sps, pps []byte) {
 		return nil
 	}
 	return first("sprop-vps"), first("sprop-sps"), first("sprop-pps")
+}
+
+// CloneNALUs returns a deep copy of NAL units (parameter sets kept beyond a reused buffer).
+func CloneNALUs(in [][]byte) [][]byte {
+	out := make([][]byte, len(in))
+	for i, n := range in {
+		out[i] = bytes.Clone(n)
+	}
+	return out
+}
+
+func nalType(n []byte, h265 bool) byte {
+	if h265 {
+		return (n[0] >> 1) & 0x3f
+	}
+	return n[0] & 0x1f
+}
+
+// FindNALU returns the first NAL unit of type typ (H.264 table 7-1 or H.265 table 7-1
+// numbering) among nalus, nil when there is none.
+func FindNALU(nalus [][]byte, typ byte, h265 bool) []byte {
+	for _, n := range nalus {
+		if len(n) > 0 && nalType(n, h265) == typ {
+			return n
+		}
+	}
+	return nil
+}
+
+// VideoSize reads the resolution from the SPS among H.264 or H.265 parameter sets (codec is
+// sfu.CodecH264 or sfu.CodecH265); 0, 0 when there is none or it does not parse.
+func VideoSize(codec string, params [][]byte) (width, height int) {
+	if codec == sfu.CodecH265 {
+		var s h265.SPS
+		if sps := FindNALU(params, 33, true); sps != nil && s.Unmarshal(sps) == nil {
+			return s.Width(), s.Height()
+		}
+		return 0, 0
+	}
+	var s h264.SPS
+	if sps := FindNALU(params, naluSPS, false); sps != nil && s.Unmarshal(sps) == nil {
+		return s.Width(), s.Height()
+	}
+	return 0, 0
 }
 
 // AACParams are the parameters of an MPEG4-GENERIC AAC track (RFC 3640 §4.1).
