@@ -237,6 +237,21 @@ func H264Codec(sps, pps []byte, payloadType uint8) sfu.Codec {
 	return sfu.Codec{Name: sfu.CodecH264, ClockRate: 90000, Fmtp: fmtp, PayloadType: payloadType}
 }
 
+// H265Codec describes an H.265 track with its parameter sets (RFC 7798 §7.1: sprop-vps,
+// sprop-sps, sprop-pps; absent ones are left out).
+func H265Codec(vps, sps, pps []byte, payloadType uint8) sfu.Codec {
+	var fmtp []string
+	for _, p := range []struct {
+		key string
+		val []byte
+	}{{"sprop-vps", vps}, {"sprop-sps", sps}, {"sprop-pps", pps}} {
+		if len(p.val) > 0 {
+			fmtp = append(fmtp, p.key+"="+base64.StdEncoding.EncodeToString(p.val))
+		}
+	}
+	return sfu.Codec{Name: sfu.CodecH265, ClockRate: 90000, Fmtp: strings.Join(fmtp, ";"), PayloadType: payloadType}
+}
+
 // AACCodec describes an AAC track carried as MPEG4-GENERIC (RFC 3640, AAC-hbr) from its
 // AudioSpecificConfig.
 func AACCodec(config []byte, sampleRate, channels int, payloadType uint8) sfu.Codec {
