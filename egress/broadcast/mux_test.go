@@ -85,7 +85,8 @@ type recorder struct {
 	lastTS uint32
 }
 
-func (r *recorder) WriteVideo(ts uint32, b []byte) error {
+func (r *recorder) WriteVideo(ts uint32, h, d []byte) error {
+	b := append(h[:len(h):len(h)], d...)
 	switch {
 	case b[1] == 0:
 		r.tags = append(r.tags, "avc-header")
@@ -98,7 +99,8 @@ func (r *recorder) WriteVideo(ts uint32, b []byte) error {
 	return nil
 }
 
-func (r *recorder) WriteAudio(ts uint32, b []byte) error {
+func (r *recorder) WriteAudio(ts uint32, h, d []byte) error {
+	b := append(h[:len(h):len(h)], d...)
 	if b[1] == 0 {
 		r.tags = append(r.tags, "aac-header")
 	} else {
