@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -86,7 +87,7 @@ type recorder struct {
 }
 
 func (r *recorder) WriteVideo(ts uint32, h, d []byte) error {
-	b := append(h[:len(h):len(h)], d...)
+	b := slices.Concat(h, d)
 	switch {
 	case b[1] == 0:
 		r.tags = append(r.tags, "avc-header")
@@ -100,7 +101,7 @@ func (r *recorder) WriteVideo(ts uint32, h, d []byte) error {
 }
 
 func (r *recorder) WriteAudio(ts uint32, h, d []byte) error {
-	b := append(h[:len(h):len(h)], d...)
+	b := slices.Concat(h, d)
 	if b[1] == 0 {
 		r.tags = append(r.tags, "aac-header")
 	} else {
