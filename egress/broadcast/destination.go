@@ -271,8 +271,12 @@ func (d *destination) videoSink(p *sfu.Packet, gap bool) error {
 }
 
 func (d *destination) writeVideo(f *media.Frame) {
-	params, _ := d.vr.Params()
-	want, _ := d.m.video(f, d.arrival, params.SPS, params.PPS) // a failed write ends the connection: the worker sees it
+	var sps, pps []byte
+	if f.Key { // the reader learns parameter sets from keyframes only
+		params, _ := d.vr.Params()
+		sps, pps = params.SPS, params.PPS
+	}
+	want, _ := d.m.video(f, d.arrival, sps, pps) // a failed write ends the connection: the worker sees it
 	if want && d.m.bind != nil && d.m.bind.video != nil {
 		d.m.bind.video.RequestKeyframe()
 	}

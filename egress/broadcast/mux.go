@@ -128,10 +128,13 @@ func (m *mux) setBinding(b *binding) {
 	}
 }
 
-// video writes one access unit with the video reader's parameter sets (which it never
-// modifies). It reports whether a keyframe should be requested.
+// video writes one access unit; a keyframe comes with the video reader's parameter sets (which
+// the mux never modifies), which hold until the next one. It reports whether a keyframe should
+// be requested.
 func (m *mux) video(f *media.Frame, arrival int64, sps, pps []byte) (wantKeyframe bool, err error) {
-	m.sps, m.pps = sps, pps
+	if f.Key {
+		m.sps, m.pps = sps, pps
+	}
 	if m.bind == nil {
 		return false, nil
 	}

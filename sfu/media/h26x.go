@@ -139,6 +139,10 @@ func (h *h26xReader) accessUnit(au *accessUnit) {
 		h.out(pts, pts-int64(c.off), au.keyframe, au.avcc, au.nalus)
 		return
 	}
+	if h.reorder == 0 && len(h.fifo) == 0 { // no B-frames: the decode time is the presentation time
+		h.out(pts, pts, au.keyframe, au.avcc, au.nalus)
+		return
+	}
 	// Hold the depacketizer's buffer itself, and give it a free one (the largest, so that it
 	// rarely grows) for the next access unit: nothing is copied.
 	var next []byte
