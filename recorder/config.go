@@ -3,6 +3,7 @@
 package recorder
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"time"
@@ -19,6 +20,11 @@ type Config struct {
 	Grace time.Duration `yaml:"grace"`
 	// Auto starts recordings by rule when a matching room gets a publisher.
 	Auto []AutoRule `yaml:"auto"`
+	// Storage names the storage target recordings are uploaded to when neither the request nor
+	// the auto rule names one ("" keeps them local).
+	Storage string `yaml:"storage"`
+	// Retention deletes old recordings.
+	Retention RetentionConfig `yaml:"retention"`
 }
 
 // AutoRule records every room whose name matches Room (a glob).
@@ -27,11 +33,27 @@ type AutoRule struct {
 	Participant     string        `yaml:"participant"`
 	Format          string        `yaml:"format"`
 	SegmentDuration time.Duration `yaml:"segment"`
+	// Storage names the storage target for this rule's recordings ("": recording.storage).
+	Storage string `yaml:"storage"`
+}
+
+// checkTargets reports a storage target named in the config but not defined.
+func checkTargets(c Config, stores map[string]*store) error {
+	if c.Storage != "" && c.Storage != StorageLocal && stores[c.Storage] == nil {
+		return fmt.Errorf("recording.storage: no target named %q in storage.targets", c.Storage)
+	}
+	for i, r := range c.Auto {
+		if r.Storage != "" && r.Storage != StorageLocal && stores[r.Storage] == nil {
+			return fmt.Errorf("recording.auto.%d.storage: no target named %q in storage.targets", i, r.Storage)
+		}
+	}
+	return nil
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second}
+	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second,
+		Retention: RetentionConfig{Interval: time.Minute, Rooms: []RoomRetention{}}}
 }
 
 // Validate reports the first invalid value.
@@ -46,6 +68,12 @@ func (c Config) Validate() error {
 		return fmt.Errorf("segment_duration: must not be shorter than fragment_duration")
 	case c.Grace < 0:
 		return fmt.Errorf("grace: must not be negative")
+	}
+	if err := c.Retention.Validate(); err != nil {
+		return fmt.Errorf("retention.%w", err)
+	}
+	if c.Retention.enabled() && c.Retention.Interval <= 0 {
+		return errors.New("retention.interval: must be positive")
 	}
 	for i, r := range c.Auto {
 		if _, err := path.Match(r.Room, ""); err != nil || r.Room == "" {

@@ -32,7 +32,14 @@ type Request struct {
 	MaxDuration time.Duration
 	// Auto names the rule that started it.
 	Auto string
+	// Storage names the object storage target to upload to once it ends ("": recording.storage;
+	// StorageLocal: none).
+	Storage string
 }
+
+// StorageLocal as a request's storage keeps the recording local even when recording.storage
+// names a default target.
+const StorageLocal = "local"
 
 // Reasons of the recording events (shared/EVENTS.md, Additions): each status transition
 // carries one.
@@ -79,11 +86,14 @@ const (
 	cmdStop commandKind = iota
 	cmdPause
 	cmdResume
+	cmdApply
 )
 
 type command struct {
 	kind  commandKind
 	reply chan error
+	// apply changes the manifest (cmdApply: a file's upload finished while recording).
+	apply func(*Recording)
 }
 
 func (rec *recording) snapshot() *Recording {
@@ -103,7 +113,10 @@ func (rec *recording) publish() {
 
 // send delivers a command to the goroutine and waits for its answer.
 func (rec *recording) send(ctx context.Context, k commandKind) error {
-	cmd := command{kind: k, reply: make(chan error, 1)}
+	return rec.sendCmd(ctx, command{kind: k, reply: make(chan error, 1)})
+}
+
+func (rec *recording) sendCmd(ctx context.Context, cmd command) error {
 	select {
 	case rec.cmds <- cmd:
 	case <-rec.done:
@@ -182,6 +195,11 @@ func (rec *recording) command(cmd command) bool {
 		rec.finish(StatusComplete, sfu.ReasonStopped)
 		cmd.reply <- nil
 		return true
+	case cmdApply:
+		cmd.apply(rec.m)
+		rec.writeManifest(true)
+		rec.emit(sfu.EventRecordingUpdated, "")
+		cmd.reply <- nil
 	case cmdPause, cmdResume:
 		pause := cmd.kind == cmdPause
 		if rec.m.Paused == pause {
@@ -325,6 +343,9 @@ func (rec *recording) handle(n captureNote) {
 		rec.writeManifest(true)
 		if !rec.finishing {
 			rec.emit(sfu.EventRecordingUpdated, "")
+		}
+		if rec.m.Upload != nil && !rec.finishing {
+			rec.env.queueUpload(rec.m.ID) // the segment is complete: upload it now
 		}
 	case noteFailed:
 		if rec.failure == nil {

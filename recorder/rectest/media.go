@@ -401,6 +401,21 @@ func FFprobe(t testing.TB, file string) Probe {
 	return p
 }
 
+// VideoFrames counts the video frames ffprobe decodes from a file or URL (an HLS playlist).
+func VideoFrames(t testing.TB, input string) int {
+	t.Helper()
+	fp := sfutest.RequireTool(t, "ffprobe")
+	out, err := exec.Command(fp, "-v", "error", "-select_streams", "v:0", "-count_frames", "-show_entries", "stream=nb_read_frames", "-of", "csv=p=0", input).CombinedOutput() //nolint:gosec // test input
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v: %s", input, err, out)
+	}
+	n, err := strconv.Atoi(strings.Fields(string(out) + " x")[0]) // HLS lists the stream once per program
+	if err != nil {
+		t.Fatalf("ffprobe %s: %q", input, out)
+	}
+	return n
+}
+
 // DecodeErrors decodes the whole file with ffmpeg and returns what it printed at level error.
 func DecodeErrors(t testing.TB, file string) string {
 	t.Helper()
