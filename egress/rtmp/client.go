@@ -244,7 +244,7 @@ func CertificateError(err error) bool {
 func (c *Conn) setup() error {
 	var size [4]byte
 	binary.BigEndian.PutUint32(size[:], outChunkSize)
-	if err := c.write(csControl, rtmpproto.TypeSetChunkSize, 0, 0, size[:]); err != nil {
+	if err := c.write(csControl, rtmpproto.TypeSetChunkSize, 0, 0, nil, size[:]); err != nil {
 		return err
 	}
 	c.wmu.Lock()
@@ -356,7 +356,7 @@ func (c *Conn) handle(m rtmpproto.Message) (rtmpproto.Command, bool, error) {
 		c.lastAck = c.cr.BytesRead()
 		var seq [4]byte
 		binary.BigEndian.PutUint32(seq[:], uint32(c.cr.BytesRead()))
-		if err := c.write(csControl, rtmpproto.TypeAck, 0, 0, seq[:]); err != nil {
+		if err := c.write(csControl, rtmpproto.TypeAck, 0, 0, nil, seq[:]); err != nil {
 			return rtmpproto.Command{}, false, err
 		}
 	}
@@ -373,7 +373,7 @@ func (c *Conn) handle(m rtmpproto.Message) (rtmpproto.Command, bool, error) {
 			var resp [6]byte
 			binary.BigEndian.PutUint16(resp[:], 7)
 			copy(resp[2:], m.Payload[2:6])
-			if err := c.write(csControl, rtmpproto.TypeUserControl, 0, 0, resp[:]); err != nil {
+			if err := c.write(csControl, rtmpproto.TypeUserControl, 0, 0, nil, resp[:]); err != nil {
 				return rtmpproto.Command{}, false, err
 			}
 		}
@@ -444,18 +444,18 @@ func (c *Conn) command(csid byte, streamID uint32, name string, tx float64, args
 	if err != nil {
 		return err
 	}
-	return c.write(csid, rtmpproto.TypeCommandAMF0, streamID, 0, body)
+	return c.write(csid, rtmpproto.TypeCommandAMF0, streamID, 0, nil, body)
 }
 
 // write sends one message. Once publishing, each write has WriteTimeout to complete; a failed
 // write ends the connection.
-func (c *Conn) write(csid, typ byte, streamID, ts uint32, payload []byte) error {
+func (c *Conn) write(csid, typ byte, streamID, ts uint32, head, body []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.Err(); err != nil {
 		return err
 	}
-	c.wbuf = rtmpproto.AppendMessage(c.wbuf[:0], csid, typ, streamID, ts, payload, c.outChunk)
+	c.wbuf = rtmpproto.AppendMessageParts(c.wbuf[:0], csid, typ, streamID, ts, head, body, c.outChunk)
 	if c.live {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	}
@@ -475,14 +475,16 @@ func (c *Conn) write(csid, typ byte, streamID, ts uint32, payload []byte) error 
 	return nil
 }
 
-// WriteVideo sends a video message: an FLV VIDEODATA body (see AVC*) at ts milliseconds.
-func (c *Conn) WriteVideo(ts uint32, body []byte) error {
-	return c.write(csVideo, rtmpproto.TypeVideo, c.streamID, ts, body)
+// WriteVideo sends a video message at ts milliseconds: an FLV VIDEODATA body (see AVC*), given
+// as head then data (either may be nil), which are sent without being joined first.
+func (c *Conn) WriteVideo(ts uint32, head, data []byte) error {
+	return c.write(csVideo, rtmpproto.TypeVideo, c.streamID, ts, head, data)
 }
 
-// WriteAudio sends an audio message: an FLV AUDIODATA body (see AAC*) at ts milliseconds.
-func (c *Conn) WriteAudio(ts uint32, body []byte) error {
-	return c.write(csAudio, rtmpproto.TypeAudio, c.streamID, ts, body)
+// WriteAudio sends an audio message at ts milliseconds: an FLV AUDIODATA body (see AAC*), given
+// as head then data like WriteVideo's.
+func (c *Conn) WriteAudio(ts uint32, head, data []byte) error {
+	return c.write(csAudio, rtmpproto.TypeAudio, c.streamID, ts, head, data)
 }
 
 // WriteMetadata sends @setDataFrame onMetaData with the given properties.
@@ -491,7 +493,7 @@ func (c *Conn) WriteMetadata(props map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return c.write(csStream, rtmpproto.TypeDataAMF0, c.streamID, 0, body)
+	return c.write(csStream, rtmpproto.TypeDataAMF0, c.streamID, 0, nil, body)
 }
 
 // Close ends the connection: while it is up, it unpublishes first (FCUnpublish, deleteStream,

@@ -139,7 +139,7 @@ func (pub *publisher) videoConfig(tag rtmpproto.VideoTag) error {
 		if err != nil {
 			return err
 		}
-		params, lengthSize = cloneAll(cfg.Params), cfg.LengthSize
+		params, lengthSize = media.CloneNALUs(cfg.Params), cfg.LengthSize
 		width, height = media.ParamsSize(tag.Codec, params)
 		if tag.Codec == sfu.CodecH264 {
 			codec = media.H264Codec(media.ParamSet(sfu.CodecH264, params, media.H264SPS), media.ParamSet(sfu.CodecH264, params, media.H264PPS), ptVideo)
@@ -474,12 +474,4 @@ func (pub *publisher) summary() []any {
 		attrs = append(attrs, "timestamp_jumps", pub.clock.jumps)
 	}
 	return attrs
-}
-
-func cloneAll(in [][]byte) [][]byte {
-	out := make([][]byte, len(in))
-	for i, b := range in {
-		out[i] = bytes.Clone(b)
-	}
-	return out
 }

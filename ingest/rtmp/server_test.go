@@ -524,7 +524,7 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	}
 }
 
-// TestParamsSize reads the resolution from the parameter sets of a configuration record.
+// TestParamsSize reads the resolution from the parameter sets of a configuration record (media.VideoSize).
 func TestParamsSize(t *testing.T) {
 	cfg, err := rtmpproto.ParseAVCC(rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))
 	if err != nil {

@@ -429,13 +429,5 @@ func (in *input) onRTCP(pkt rtcp.Packet) {
 		return
 	}
 	in.realSR.Store(true)
-	out.track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: ntpTime(sr.NTPTime)})
-}
-
-// ntpTime converts a 64-bit NTP timestamp (RFC 5905 §6) to time.Time.
-func ntpTime(ntp uint64) time.Time {
-	const ntpEpochOffset = 2208988800
-	sec := int64(ntp>>32) - ntpEpochOffset
-	frac := int64(ntp&0xffffffff) * 1e9 >> 32
-	return time.Unix(sec, frac)
+	out.track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: sfu.FromNTP(sr.NTPTime)})
 }
