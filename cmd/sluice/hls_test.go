@@ -2,12 +2,18 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
@@ -76,5 +82,134 @@ func TestHLSFromRTMPDecodes(t *testing.T) {
 	out, err := exec.Command(bin, "-hide_banner", "-v", "error", "-i", d.URL+"/hls/hlsroom/index.m3u8", "-t", "1", "-f", "null", "-").CombinedOutput()
 	if err != nil {
 		t.Fatalf("reading again after the idle stop: %v\n%s", err, out)
+	}
+}
+
+// hlsJSDist holds hls.js's builds, pinned in web/testdata/js (npm ci in .ci/run).
+const hlsJSDist = "../../web/testdata/js/node_modules/hls.js/dist"
+
+func requireHLSJS(t *testing.T) {
+	t.Helper()
+	if _, err := os.Stat(hlsJSDist + "/hls.min.js"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("hls.js is not installed (cd web/testdata/js && npm ci): %v", err)
+		}
+		t.Skipf("hls.js is not installed (cd web/testdata/js && npm ci): %v", err)
+	}
+}
+
+// ffmpegNumbered publishes a test pattern whose frame number is burned into its top 40 rows
+// (16 boxes of 40x40, box k white when bit k is set), at fps in real time, keyframe every
+// second, no B-frames, AAC; it returns the wall time before ffmpeg started: frame n leaves the
+// generator no earlier than that plus n/fps.
+func ffmpegNumbered(t *testing.T, url string, fps, seconds int) time.Time {
+	t.Helper()
+	bin := sfutest.RequireTool(t, "ffmpeg")
+	filter := "drawbox=x=0:y=0:w=640:h=40:color=black:t=fill"
+	for k := range 16 {
+		filter += fmt.Sprintf(",drawbox=x=%d:y=0:w=40:h=40:color=white:t=fill:enable='eq(mod(floor(n/%d),2),1)'", k*40, 1<<k)
+	}
+	cmd := exec.Command(bin, "-hide_banner", "-loglevel", "warning",
+		"-re", "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=640x360:rate=%d", fps),
+		"-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", strconv.Itoa(seconds), "-vf", filter,
+		"-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-bf", "0", "-g", strconv.Itoa(fps),
+		"-pix_fmt", "yuv420p", "-b:v", "1M", "-c:a", "aac", "-ar", "48000", "-b:a", "96k", "-f", "flv", url)
+	out := &sfutest.Buffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			t.Logf("ffmpeg:\n%s", tail(out.String(), 20))
+		}
+	})
+	return t0
+}
+
+// In headless Chromium, hls.js (npm, pinned) plays the LL-HLS of an RTMP room in key mode (the
+// token in the query); the glass-to-glass latency is read off the frame numbers the publisher
+// burned into its frames, against the wall clock of the same machine.
+func TestChromiumHLSJSLatency(t *testing.T) {
+	requireChromium(t)
+	requireHLSJS(t)
+	const key, secret = "hlskey", "hls-test-secret-0123456789abcdef"
+	d := startDaemon(t, hlsConfig+fmt.Sprintf("auth: { keys: { %s: %q } }\n", key, secret))
+	pub := signToken(t, key, secret, auth.Grants{Room: "live", Publish: true})
+	sub := signToken(t, key, secret, auth.Grants{Room: "live", Subscribe: true})
+	const fps = 30
+	t0 := ffmpegNumbered(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", d.RTMPPort, pub), fps, 60)
+
+	playlist := d.URL + "/hls/live/index.m3u8"
+	// same auth as WHEP: no token, 401; the token in the query, or as a Bearer header, passes
+	waitHTTP(t, playlist, "", http.StatusUnauthorized)
+	waitHTTP(t, playlist+"?access_token="+sub, "", http.StatusOK)
+	waitHTTP(t, playlist, sub, http.StatusOK)
+
+	ps := newPageServer(t, func(mux *http.ServeMux) {
+		mux.Handle("GET /lib/hls/", http.StripPrefix("/lib/hls/", http.FileServer(http.Dir(hlsJSDist))))
+	})
+	ps.openPage(t, "hls.html", "hls", url.Values{"src": {playlist + "?access_token=" + sub},
+		"t0": {strconv.FormatInt(t0.UnixMilli(), 10)}, "fps": {strconv.Itoa(fps)}})
+	first := ps.waitReport(t, "hls", "frames painted and read", 40*time.Second, func(r map[string]any) bool {
+		return num(r, "samples") >= 90
+	})
+	time.Sleep(5 * time.Second) // steady state
+	r := ps.report("hls")
+	t.Logf("hls.js %v: %v painted, %v unreadable, glass-to-glass median %v ms, max %v ms over the last 3 s; hls.js latency %v s; %vx%v %v %v",
+		r["version"], r["painted"], r["unreadable"], r["median"], r["max"], r["hlsLatency"], r["width"], r["height"], r["videoCodec"], r["audioCodec"])
+	if num(r, "lastFrame") <= num(first, "lastFrame") {
+		t.Fatalf("playback stalled at frame %v", r["lastFrame"])
+	}
+	if num(r, "unreadable") > num(r, "painted")/10 {
+		t.Errorf("%v of %v painted frames did not carry a readable number", r["unreadable"], r["painted"])
+	}
+	if m := num(r, "median"); m <= 0 || m >= 3000 {
+		t.Errorf("glass-to-glass latency %v ms (median of the last 3 s); want under 3 s", m)
+	}
+	if !strings.HasPrefix(fmt.Sprint(r["audioCodec"]), "mp4a") {
+		t.Errorf("audio codec %v: AAC should pass through", r["audioCodec"])
+	}
+}
+
+func signToken(t *testing.T, key, secret string, g auth.Grants) string {
+	t.Helper()
+	tok, err := auth.Sign(key, secret, auth.Claims{ExpiresAt: time.Now().Add(time.Hour).Unix(), Grants: g})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// waitHTTP waits until a GET of u (with a Bearer token when set) answers status.
+func waitHTTP(t *testing.T, u, token string, status int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	client := &http.Client{Timeout: 15 * time.Second}
+	for {
+		req, _ := http.NewRequest(http.MethodGet, u, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := client.Do(req)
+		got := 0
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			got = resp.StatusCode
+		}
+		if got == status {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET %s: %d (%v); want %d", strings.Split(u, "?")[0], got, err, status)
+		}
+		time.Sleep(300 * time.Millisecond)
 	}
 }
