@@ -29,8 +29,9 @@ type muxer struct {
 	key  muxerKey
 	log  *slog.Logger
 	last atomic.Int64 // unix nanoseconds of the last request
+	busy atomic.Int64 // requests being answered (a blocking playlist request may wait long)
 
-	f    *sfu.Follower   // owned by run's goroutine
+	f    *sfu.Follower    // owned by run's goroutine
 	p    *sfu.Participant // set by run
 	subs []*sfu.Subscription
 
@@ -111,7 +112,7 @@ func (m *muxer) run(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case now := <-t.C:
-				if now.Sub(time.Unix(0, m.last.Load())) >= timeout {
+				if m.busy.Load() == 0 && now.Sub(time.Unix(0, m.last.Load())) >= timeout {
 					m.log.Info("hls muxer idle: stopping", "idle_timeout", timeout)
 					cancel()
 					return
@@ -224,6 +225,8 @@ const requestWait = 10 * time.Second
 // handle answers a request from the current gohlslib muxer, waiting for one while the source
 // is being bound.
 func (m *muxer) handle(w http.ResponseWriter, r *http.Request) {
+	m.busy.Add(1)
+	defer m.busy.Add(-1)
 	t := time.NewTimer(requestWait)
 	defer t.Stop()
 	var g *generation
@@ -247,9 +250,10 @@ func (m *muxer) handle(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	m.touch()
 	rw := &trackingWriter{ResponseWriter: w}
 	g.mux.Handle(rw, r)
-	m.touch() // a blocking playlist request counts when it returns too
+	m.touch() // a request counts when it ends too
 	if !rw.wrote {
 		http.Error(w, "no such file (the stream was restarted: load index.m3u8 again)", http.StatusNotFound)
 	}

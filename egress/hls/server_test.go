@@ -1,0 +1,208 @@
+package hls
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gohlslib/v2"
+	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/api"
+	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/media"
+	"github.com/sluice-media/sluice/sfu/sfutest"
+)
+
+var (
+	testSPS = []byte{0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48}
+	testPPS = []byte{0x68, 0xcb, 0x83, 0xcb, 0x20}
+)
+
+// publish writes synthetic H.264 (an IDR every 30 frames) and AAC at 30 fps into a new
+// participant of room, like an ingest, until the returned stop is called.
+func publish(t *testing.T, hub *sfu.Hub, room, identity string) (stop func()) {
+	t.Helper()
+	p, err := hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vt, err := p.Publish(sfu.TrackSpec{Codec: media.H264Codec(testSPS, testPPS, 96), CacheGOP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	at, err := p.Publish(sfu.TrackSpec{Codec: media.AACCodec([]byte{0x11, 0x90}, 48000, 2, 97)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vw, _ := media.NewWriter(vt)
+	aw, _ := media.NewWriter(at)
+	done, quit := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Second / 30)
+		defer tick.Stop()
+		for i := 0; ; i++ {
+			select {
+			case <-quit:
+				return
+			case <-tick.C:
+			}
+			au := [][]byte{append([]byte{0x41, 0x9a}, bytes.Repeat([]byte{byte(i)}, 2000)...)}
+			if i%30 == 0 {
+				au = [][]byte{testSPS, testPPS, append([]byte{0x65, 0x88}, bytes.Repeat([]byte{1}, 8000)...)}
+			}
+			_ = vw.Write(uint32(i*3000), au)
+			for j := range 2 { // 1.4 AAC frames a video frame at 48 kHz: 3 every 2 frames
+				if (i*2+j)%4 != 3 {
+					_ = aw.Write(uint32((i*2+j)*1024*3/4), [][]byte{bytes.Repeat([]byte{byte(j + 1)}, 200)})
+				}
+			}
+		}
+	}()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			close(quit)
+			<-done
+			p.Close(sfu.ReasonClientDisconnected, nil)
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+type fixture struct {
+	hub    *sfu.Hub
+	events *sfu.LocalEmitter
+	srv    *Server
+	url    string
+}
+
+func newFixture(t *testing.T, cfg Config, keys map[string]string) *fixture {
+	t.Helper()
+	hub, events := sfutest.NewHub(t, nil)
+	sfutest.RunHub(t, hub)
+	gate := api.NewGate(auth.NewVerifier(auth.Config{Keys: keys}, nil), events)
+	srv := NewServer(Options{Config: cfg, Hub: hub, Gate: gate})
+	mux := http.NewServeMux()
+	srv.Register(mux)
+	hs := httptest.NewServer(mux)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Run(ctx) }()
+	t.Cleanup(func() { hs.Close(); cancel(); <-done })
+	return &fixture{hub: hub, events: events, srv: srv, url: hs.URL}
+}
+
+func testConfig() Config {
+	c := DefaultConfig()
+	c.IdleTimeout = time.Second
+	return c
+}
+
+// gohlslib's client reads the room's LL-HLS: H.264 and AAC access units for the time it reads;
+// once it is gone the muxer stops after its idle time, and its participant (kind hls) leaves
+// with its play stream (protocol hls).
+func TestClientReadsRoom(t *testing.T) {
+	f := newFixture(t, testConfig(), nil)
+	publish(t, f.hub, "studio", "cam")
+
+	var video, audio atomic.Int64
+	c := &gohlslib.Client{URI: f.url + "/hls/studio/index.m3u8"}
+	c.OnTracks = func(tracks []*gohlslib.Track) error {
+		for _, tr := range tracks {
+			switch tr.Codec.(type) {
+			case *codecs.H264:
+				c.OnDataH26x(tr, func(_, _ int64, _ [][]byte) { video.Add(1) })
+			case *codecs.MPEG4Audio:
+				c.OnDataMPEG4Audio(tr, func(_ int64, aus [][]byte) { audio.Add(int64(len(aus))) })
+			}
+		}
+		return nil
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	sfutest.WaitFor(t, "60 video frames and audio", 20*time.Second, func() bool { return video.Load() >= 60 && audio.Load() >= 60 })
+	c.Close()
+	<-c.Wait()
+	if n := f.srv.Muxers(); n != 1 {
+		t.Fatalf("%d muxers, want 1", n)
+	}
+	sfutest.WaitFor(t, "the idle muxer to stop", 10*time.Second, func() bool { return f.srv.Muxers() == 0 })
+	var joined, playing, stopped, left bool
+	for _, ev := range f.events.Events(0) {
+		switch {
+		case ev.Type == sfu.EventParticipantJoined && ev.Participant.Kind == sfu.ParticipantHLS:
+			joined = true
+		case ev.Type == sfu.EventStreamPlaying && ev.Stream.Protocol == sfu.ProtocolHLS:
+			playing = true
+		case ev.Type == sfu.EventStreamStopped && ev.Stream.Protocol == sfu.ProtocolHLS:
+			stopped = ev.Reason == sfu.ReasonClientDisconnected
+		case ev.Type == sfu.EventParticipantLeft && ev.Participant.Kind == sfu.ParticipantHLS:
+			left = ev.Reason == sfu.ReasonClientDisconnected
+		}
+	}
+	if !joined || !playing || !stopped || !left {
+		t.Errorf("events: joined %v playing %v stopped %v left %v", joined, playing, stopped, left)
+	}
+}
+
+func get(t *testing.T, u, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, u, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestRequests(t *testing.T) {
+	keys := map[string]string{"k": "hls-unit-secret-0123456789abcdef"}
+	f := newFixture(t, testConfig(), keys)
+	publish(t, f.hub, "studio", "cam")
+	sign := func(g auth.Grants) string {
+		tok, err := auth.Sign("k", keys["k"], auth.Claims{ExpiresAt: time.Now().Add(time.Hour).Unix(), Grants: g})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	sub := sign(auth.Grants{Room: "studio", Subscribe: true})
+	other := sign(auth.Grants{Room: "elsewhere", Subscribe: true})
+	for _, tc := range []struct {
+		name, path, token string
+		status            int
+	}{
+		{"no token", "/hls/studio/index.m3u8", "", http.StatusUnauthorized},
+		{"another room's token", "/hls/studio/index.m3u8", other, http.StatusForbidden},
+		{"bad room name", "/hls/..bad/index.m3u8", sub, http.StatusBadRequest},
+		{"no publisher", "/hls/studio/nobody/index.m3u8", sub, http.StatusNotFound},
+		{"part of no muxer", "/hls/studio/x_part1.mp4", sub, http.StatusNotFound},
+		{"main publisher", "/hls/studio/index.m3u8", sub, http.StatusOK},
+		{"query token", "/hls/studio/index.m3u8?access_token=" + sub, "", http.StatusOK},
+		{"identity", "/hls/studio/cam/index.m3u8", sub, http.StatusOK},
+		{"unknown file", "/hls/studio/nope.mp4", sub, http.StatusNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := get(t, f.url+tc.path, tc.token); got != tc.status {
+				t.Errorf("GET %s: %d, want %d", tc.path, got, tc.status)
+			}
+		})
+	}
+	if n := f.srv.Muxers(); n != 2 {
+		t.Errorf("%d muxers, want 2 (the main publisher's and cam's)", n)
+	}
+}
