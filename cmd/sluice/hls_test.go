@@ -104,32 +104,16 @@ func requireHLSJS(t *testing.T) {
 // generator no earlier than that plus n/fps.
 func ffmpegNumbered(t *testing.T, url string, fps, seconds int) time.Time {
 	t.Helper()
-	bin := sfutest.RequireTool(t, "ffmpeg")
 	filter := "drawbox=x=0:y=0:w=640:h=40:color=black:t=fill"
 	for k := range 16 {
 		filter += fmt.Sprintf(",drawbox=x=%d:y=0:w=40:h=40:color=white:t=fill:enable='eq(mod(floor(n/%d),2),1)'", k*40, 1<<k)
 	}
-	cmd := exec.Command(bin, "-hide_banner", "-loglevel", "warning",
-		"-re", "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=640x360:rate=%d", fps),
+	t0 := time.Now()
+	startFFmpeg(t, "-re", "-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=640x360:rate=%d", fps),
 		"-re", "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", strconv.Itoa(seconds), "-vf", filter,
 		"-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-bf", "0", "-g", strconv.Itoa(fps),
 		"-pix_fmt", "yuv420p", "-b:v", "1M", "-c:a", "aac", "-ar", "48000", "-b:a", "96k", "-f", "flv", url)
-	out := &sfutest.Buffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			t.Logf("ffmpeg:\n%s", tail(out.String(), 20))
-		}
-	})
 	return t0
 }
 

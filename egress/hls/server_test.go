@@ -1,11 +1,9 @@
 package hls
 
 import (
-	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -13,70 +11,12 @@ import (
 	"github.com/bluenviron/gohlslib/v2"
 	"github.com/bluenviron/gohlslib/v2/pkg/codecs"
 
+	"github.com/sluice-media/sluice/egress/egresstest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 	"github.com/sluice-media/sluice/sfu/auth"
-	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
-
-var (
-	testSPS = []byte{0x67, 0x42, 0xc0, 0x1e, 0xd9, 0x00, 0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x3c, 0x0f, 0x16, 0x2e, 0x48}
-	testPPS = []byte{0x68, 0xcb, 0x83, 0xcb, 0x20}
-)
-
-// publish writes synthetic H.264 (an IDR every 30 frames) and AAC at 30 fps into a new
-// participant of room, like an ingest, until the returned stop is called.
-func publish(t *testing.T, hub *sfu.Hub, room, identity string) (stop func()) {
-	t.Helper()
-	p, err := hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vt, err := p.Publish(sfu.TrackSpec{Codec: media.H264Codec(testSPS, testPPS, 96), CacheGOP: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := p.Publish(sfu.TrackSpec{Codec: media.AACCodec([]byte{0x11, 0x90}, 48000, 2, 97)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vw, _ := media.NewWriter(vt)
-	aw, _ := media.NewWriter(at)
-	done, quit := make(chan struct{}), make(chan struct{})
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-quit:
-				return
-			case <-tick.C:
-			}
-			au := [][]byte{append([]byte{0x41, 0x9a}, bytes.Repeat([]byte{byte(i)}, 2000)...)}
-			if i%30 == 0 {
-				au = [][]byte{testSPS, testPPS, append([]byte{0x65, 0x88}, bytes.Repeat([]byte{1}, 8000)...)}
-			}
-			_ = vw.Write(uint32(i*3000), au)
-			for j := range 2 { // 1.4 AAC frames a video frame at 48 kHz: 3 every 2 frames
-				if (i*2+j)%4 != 3 {
-					_ = aw.Write(uint32((i*2+j)*1024*3/4), [][]byte{bytes.Repeat([]byte{byte(j + 1)}, 200)})
-				}
-			}
-		}
-	}()
-	var once sync.Once
-	stop = func() {
-		once.Do(func() {
-			close(quit)
-			<-done
-			p.Close(sfu.ReasonClientDisconnected, nil)
-		})
-	}
-	t.Cleanup(stop)
-	return stop
-}
 
 type fixture struct {
 	hub    *sfu.Hub
@@ -112,7 +52,7 @@ func testConfig() Config {
 // with its play stream (protocol hls).
 func TestClientReadsRoom(t *testing.T) {
 	f := newFixture(t, testConfig(), nil)
-	publish(t, f.hub, "studio", "cam")
+	egresstest.StartPublisher(t, f.hub, "studio", "cam")
 
 	var video, audio atomic.Int64
 	c := &gohlslib.Client{URI: f.url + "/hls/studio/index.m3u8"}
@@ -172,7 +112,7 @@ func get(t *testing.T, u, token string) int {
 func TestRequests(t *testing.T) {
 	keys := map[string]string{"k": "hls-unit-secret-0123456789abcdef"}
 	f := newFixture(t, testConfig(), keys)
-	publish(t, f.hub, "studio", "cam")
+	egresstest.StartPublisher(t, f.hub, "studio", "cam")
 	sign := func(g auth.Grants) string {
 		tok, err := auth.Sign("k", keys["k"], auth.Claims{ExpiresAt: time.Now().Add(time.Hour).Unix(), Grants: g})
 		if err != nil {
