@@ -101,10 +101,11 @@ var errNoSource = errors.New("no such stream: the room has no publisher to play"
 
 func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	k := muxerKey{room: r.PathValue("room"), identity: r.PathValue("identity"), aac: needsAAC(r)}
-	for _, name := range []string{k.room, k.identity} {
-		if name == "" && name == k.identity {
-			continue
-		}
+	names := []string{k.room}
+	if k.identity != "" {
+		names = append(names, k.identity)
+	}
+	for _, name := range names {
 		if err := sfu.ValidateName(name); err != nil {
 			api.WriteError(w, api.Errorf(http.StatusBadRequest, api.CodeBadRequest, "%v", err))
 			return

@@ -72,7 +72,7 @@ func TestClientReadsRoom(t *testing.T) {
 	}
 	sfutest.WaitFor(t, "60 video frames and audio", 20*time.Second, func() bool { return video.Load() >= 60 && audio.Load() >= 60 })
 	c.Close()
-	<-c.Wait()
+	_ = c.Wait2()
 	if n := f.srv.Muxers(); n != 1 {
 		t.Fatalf("%d muxers, want 1", n)
 	}
