@@ -223,7 +223,6 @@ func (f *Follower) Play(ctx context.Context, spec StreamSpec) string {
 		}
 		select {
 		case <-changed:
-		case <-f.Recheck(): // a new source's settle time is over
 		case <-ctx.Done():
 			return ""
 		case <-p.Done():

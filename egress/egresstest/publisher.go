@@ -23,8 +23,20 @@ type Publisher struct {
 	done chan struct{}
 }
 
-// StartPublisher joins room as identity (kind rtmp) and starts publishing.
+// PublisherOptions change what a Publisher sends.
+type PublisherOptions struct {
+	// Opus sends Opus (20 ms frames) instead of AAC.
+	Opus bool
+}
+
+// StartPublisher joins room as identity (kind rtmp) and starts publishing H.264 and AAC.
 func StartPublisher(t testing.TB, hub *sfu.Hub, room, identity string) *Publisher {
+	t.Helper()
+	return StartPublisherWith(t, hub, room, identity, PublisherOptions{})
+}
+
+// StartPublisherWith is StartPublisher with options.
+func StartPublisherWith(t testing.TB, hub *sfu.Hub, room, identity string, opts PublisherOptions) *Publisher {
 	t.Helper()
 	p, err := hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
 	if err != nil {
@@ -34,7 +46,11 @@ func StartPublisher(t testing.TB, hub *sfu.Hub, room, identity string) *Publishe
 	if err != nil {
 		t.Fatal(err)
 	}
-	at, err := p.Publish(sfu.TrackSpec{Codec: media.AACCodec([]byte{0x11, 0x90}, 48000, 2, 97)})
+	ac := media.AACCodec([]byte{0x11, 0x90}, 48000, 2, 97)
+	if opts.Opus {
+		ac = sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: 2, PayloadType: 111}
+	}
+	at, err := p.Publish(sfu.TrackSpec{Codec: ac})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,6 +75,12 @@ func StartPublisher(t testing.TB, hub *sfu.Hub, room, identity string) *Publishe
 				au = [][]byte{SPS, PPS, append([]byte{0x65, 0x88}, bytes.Repeat([]byte{1}, 8000)...)}
 			}
 			_ = vw.Write(uint32(i*3000), au)
+			if opts.Opus { // the 20 ms frames that start within this video frame
+				for n := (i*3 + 1) / 2; n < ((i+1)*3+1)/2; n++ {
+					_ = aw.Write(uint32(n*960), [][]byte{append([]byte{0x58}, bytes.Repeat([]byte{byte(n)}, 80)...)})
+				}
+				continue
+			}
 			for j := range 2 { // 1.4 AAC frames per video frame: close enough
 				_ = aw.Write(uint32((i*2+j)*1024*3/4), [][]byte{bytes.Repeat([]byte{byte(j + 1)}, 200)})
 			}

@@ -121,7 +121,7 @@ func (m *muxer) run(ctx context.Context) {
 		}
 	}()
 	m.log.Info("hls muxer started")
-	reason := m.f.Play(ctx, sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolHLS})
+	reason := m.follow(ctx)
 	cancel()
 	<-idle
 	m.unbind()
@@ -135,6 +135,36 @@ func (m *muxer) run(ctx context.Context) {
 	}
 	p.Close(reason, nil)
 	m.log.Info("hls muxer stopped", "reason", reason, "encode_errors", m.encodeErrors.Load())
+}
+
+// follow runs the muxer's play stream (stream.playing) with an Update at every change until ctx
+// ends ("") or the participant is removed (its leave reason). Unlike sfu.Follower.Play, a track
+// that cannot be read is only left out (track.subscription_failed): the stream ends
+// (source_changed) when the source has no track left to play.
+func (m *muxer) follow(ctx context.Context) string {
+	stream, err := m.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolHLS})
+	if err != nil {
+		return m.p.LeaveReason()
+	}
+	for {
+		changed := m.f.Changed()
+		problems := m.f.Update()
+		for _, e := range problems {
+			m.p.SubscriptionFailed(e.Track, e.Code, e.Err)
+		}
+		if len(problems) > 0 && m.f.Track(sfu.KindVideo) == nil && m.f.Track(sfu.KindAudio) == nil {
+			stream.End(sfu.ReasonSourceChanged, nil)
+			return sfu.ReasonSourceChanged
+		}
+		select {
+		case <-changed:
+		case <-m.f.Recheck(): // a new source's settle time is over
+		case <-ctx.Done():
+			return ""
+		case <-m.p.Done():
+			return m.p.LeaveReason()
+		}
+	}
 }
 
 // end marks the muxer ended: requests waiting for media return.
@@ -167,7 +197,7 @@ func (m *muxer) unbind() {
 // rebind starts a gohlslib muxer on the follower's current tracks (the follower's OnChange).
 func (m *muxer) rebind(problems []sfu.LegError) {
 	for _, e := range problems {
-		m.log.Warn("hls muxer: track left out", "kind", e.Kind, "err", e.Err)
+		m.log.Warn("hls muxer: track left out", "kind", e.Kind, "code", e.Code, "err", e.Err)
 	}
 	m.unbind()
 	g := &generation{}

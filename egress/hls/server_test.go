@@ -2,8 +2,10 @@ package hls
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -144,5 +146,67 @@ func TestRequests(t *testing.T) {
 	}
 	if n := f.srv.Muxers(); n != 2 {
 		t.Errorf("%d muxers, want 2 (the main publisher's and cam's)", n)
+	}
+}
+
+// readTracks reads a playlist with gohlslib's client until it has cond, and returns the codecs
+// of its tracks and the frames read per codec.
+func readTracks(t *testing.T, u string, cond func(frames map[string]int) bool) map[string]int {
+	t.Helper()
+	var mu sync.Mutex
+	frames := map[string]int{}
+	add := func(codec string, n int) { mu.Lock(); frames[codec] += n; mu.Unlock() }
+	c := &gohlslib.Client{URI: u}
+	c.OnTracks = func(tracks []*gohlslib.Track) error {
+		for _, tr := range tracks {
+			switch tr.Codec.(type) {
+			case *codecs.H264:
+				add("H264", 0)
+				c.OnDataH26x(tr, func(_, _ int64, _ [][]byte) { add("H264", 1) })
+			case *codecs.MPEG4Audio:
+				add("aac", 0)
+				c.OnDataMPEG4Audio(tr, func(_ int64, aus [][]byte) { add("aac", len(aus)) })
+			case *codecs.Opus:
+				add("opus", 0)
+				c.OnDataOpus(tr, func(_ int64, packets [][]byte) { add("opus", len(packets)) })
+			}
+		}
+		return nil
+	}
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { c.Close(); _ = c.Wait2() }()
+	snapshot := func() map[string]int {
+		mu.Lock()
+		defer mu.Unlock()
+		return maps.Clone(frames)
+	}
+	sfutest.WaitFor(t, "frames", 20*time.Second, func() bool { return cond(snapshot()) })
+	return snapshot()
+}
+
+// Opus passes through to players that take it; a player that needs AAC (?audio=aac) gets it
+// through the transcoder, and without one the video alone, the audio's subscription failing
+// with transcoder_unavailable.
+func TestOpusPassesOrNeedsTranscoder(t *testing.T) {
+	f := newFixture(t, testConfig(), nil)
+	egresstest.StartPublisherWith(t, f.hub, "talk", "cam", egresstest.PublisherOptions{Opus: true})
+	got := readTracks(t, f.url+"/hls/talk/index.m3u8", func(n map[string]int) bool { return n["H264"] >= 30 && n["opus"] >= 30 })
+	if _, ok := got["aac"]; ok {
+		t.Errorf("tracks %v: Opus should pass through", got)
+	}
+	got = readTracks(t, f.url+"/hls/talk/index.m3u8?audio=aac", func(n map[string]int) bool { return n["H264"] >= 30 })
+	if len(got) != 1 {
+		t.Errorf("tracks %v: without a transcoder the AAC muxer plays the video alone", got)
+	}
+	failed := false
+	for _, ev := range f.events.Events(0) {
+		if ev.Type == sfu.EventTrackSubscriptionFailed && ev.Participant.Kind == sfu.ParticipantHLS && ev.Error != nil {
+			failed = ev.Error.Code == sfu.CodeTranscoderUnavailable
+		}
+	}
+	if !failed {
+		t.Error("no track.subscription_failed (transcoder_unavailable) for the audio")
 	}
 }
