@@ -4,11 +4,14 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os/exec"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 	"github.com/sluice-media/sluice/web"
 )
 
@@ -51,6 +54,15 @@ func TestChromiumBuiltInPages(t *testing.T) {
 	t.Logf("player: %v %vx%v, %v painted, audio %v", later["videoCodec"], later["width"], later["height"], later["painted"], later["audioCodec"])
 	ps.closePage(t, "view") // two browsers at a time
 
+	// the browser's Opus passes through to HLS players that take it, and is converted to AAC
+	// by the transcoder for those that need it
+	sub := signToken(t, key, secret, auth.Grants{Room: "pages", Subscribe: true})
+	for query, want := range map[string]string{"": "h264,opus", "&audio=aac": "h264,aac"} {
+		if got := probeCodecs(t, d.URL+"/hls/pages/index.m3u8?access_token="+sub+query); got != want {
+			t.Errorf("HLS%s: codecs %s, want %s", query, got, want)
+		}
+	}
+
 	ps.openPage(t, "frame.html", "index", url.Values{"src": {"/" + frag(auth.Grants{Admin: true})}})
 	idx := ps.waitReport(t, "index", "the room listed", 30*time.Second, func(r map[string]any) bool {
 		rooms, _ := r["rooms"].([]any)
@@ -73,4 +85,17 @@ func TestChromiumBuiltInPages(t *testing.T) {
 		rooms, _ := r["rooms"].([]any)
 		return slices.ContainsFunc(rooms, func(x any) bool { m, _ := x.(map[string]any); return m["name"] == "other" })
 	})
+}
+
+// probeCodecs returns the codecs ffprobe finds in a media URL, sorted, comma-separated.
+func probeCodecs(t *testing.T, u string) string {
+	t.Helper()
+	bin := sfutest.RequireTool(t, "ffprobe")
+	out, err := exec.Command(bin, "-v", "error", "-show_entries", "stream=codec_name", "-of", "csv=p=0", u).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", strings.Split(u, "?")[0], err)
+	}
+	codecs := strings.Fields(string(out))
+	slices.Sort(codecs)
+	return strings.Join(codecs, ",")
 }
