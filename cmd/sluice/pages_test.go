@@ -54,6 +54,14 @@ func TestChromiumBuiltInPages(t *testing.T) {
 	t.Logf("player: %v %vx%v, %v painted, audio %v", later["videoCodec"], later["width"], later["height"], later["painted"], later["audioCodec"])
 	ps.closePage(t, "view") // two browsers at a time
 
+	// the player's HLS path (its fallback), with the embedded hls.js
+	ps.openPage(t, "frame.html", "viewhls", url.Values{"src": {"/r/pages" + frag(auth.Grants{Room: "pages", Subscribe: true}, "mode", "hls")}})
+	hls := ps.waitReport(t, "viewhls", "painted frames over HLS", 40*time.Second, func(r map[string]any) bool {
+		return r["mode"] == "hls.js" && num(r, "painted") > 30 && num(r, "width") > 0
+	})
+	t.Logf("player over HLS: %v %v %vx%v, %v painted, latency %v s", hls["videoCodec"], hls["audioCodec"], hls["width"], hls["height"], hls["painted"], hls["latency"])
+	ps.closePage(t, "viewhls")
+
 	// the browser's Opus passes through to HLS players that take it, and is converted to AAC
 	// by the transcoder for those that need it
 	sub := signToken(t, key, secret, auth.Grants{Room: "pages", Subscribe: true})
