@@ -60,7 +60,7 @@ func newMuxer(s *Server, k muxerKey) *muxer {
 	return m
 }
 
-func (m *muxer) touch() { m.last.Store(time.Now().UnixNano()) }
+func (m *muxer) touch() { m.last.Store(m.s.opts.Hub.Now().UnixNano()) }
 
 // legs are what the muxer reads: H.264, H.265 or VP9 video as it is (VP8 converted to H.264),
 // AAC audio as it is and Opus as it is for players that take it, else converted to AAC.
@@ -111,8 +111,8 @@ func (m *muxer) run(ctx context.Context) {
 			select {
 			case <-ctx.Done():
 				return
-			case now := <-t.C:
-				if m.busy.Load() == 0 && now.Sub(time.Unix(0, m.last.Load())) >= timeout {
+			case <-t.C:
+				if m.busy.Load() == 0 && m.s.opts.Hub.Now().Sub(time.Unix(0, m.last.Load())) >= timeout {
 					m.log.Info("hls muxer idle: stopping", "idle_timeout", timeout)
 					cancel()
 					return
