@@ -34,6 +34,12 @@ function showError(msg) {
   stats.error = msg;
 }
 
+// note shows why the player changed course (not an error of the page).
+function note(msg) {
+  errorBox.textContent = msg;
+  stats.note = msg;
+}
+
 const path = encodeURIComponent(room) + (identity ? '/' + encodeURIComponent(identity) : '');
 let pc = null;
 let session = '';
@@ -153,7 +159,7 @@ function fallback(e) {
   clearInterval(sampler);
   if (pc) { pc.close(); pc = null; }
   endSession(session);
-  showError('WebRTC: ' + e.message + ' · playing LL-HLS instead');
+  note('WebRTC: ' + e.message + ' · playing LL-HLS instead');
   playHLS().catch(e2 => showError('WebRTC: ' + e.message + '\nHLS: ' + e2.message));
 }
 

@@ -15,7 +15,7 @@ let sampler = null;
 
 function showError(msg) {
   $('error').textContent = msg;
-  stats.error = msg;
+  if (msg) stats.error = msg; else delete stats.error;
 }
 
 // fill puts options in a select, keeping the current or the wanted choice.
