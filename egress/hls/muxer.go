@@ -324,6 +324,10 @@ type leg struct {
 	anchorExt, anchorNs int64
 	arrival             int64
 	nalus               [][]byte
+	// keyframe requests: a segment ends only at a keyframe, and WebRTC publishers send one only
+	// when asked
+	lastKey, lastAsk int64 // wall nanoseconds
+	keyEvery         int64
 }
 
 func newLeg(m *muxer, g *generation, t *sfu.Track) (*leg, error) {
@@ -332,7 +336,7 @@ func newLeg(m *muxer, g *generation, t *sfu.Track) (*leg, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &leg{m: m, g: g, src: t, codec: c.Name, clock: int64(c.ClockRate), r: r}
+	l := &leg{m: m, g: g, src: t, codec: c.Name, clock: int64(c.ClockRate), r: r, keyEvery: int64(m.s.opts.Config.SegmentDuration)}
 	l.emit = l.writeFrame
 	switch c.Name {
 	case sfu.CodecH264:
@@ -386,6 +390,15 @@ func (l *leg) writeFrame(f *media.Frame) {
 		}
 	}
 	wall := l.anchorNs + (f.PTS-l.anchorExt)*int64(time.Second)/l.clock
+	if l.src.Kind() == sfu.KindVideo {
+		switch {
+		case f.Key:
+			l.lastKey = wall
+		case wall-l.lastKey > 2*l.keyEvery && wall-l.lastAsk > l.keyEvery:
+			l.lastAsk = wall
+			l.src.RequestKeyframe()
+		}
+	}
 	data := bytes.Clone(f.Data)
 	g := l.g
 	g.wmu.Lock()
