@@ -50,6 +50,7 @@ type Config struct {
 	Limits    sfu.Limits             `yaml:"limits"`
 	Ingests   []ingest.Definition    `yaml:"ingests"`
 	Recording recorder.Config        `yaml:"recording"`
+	Storage   recorder.StorageConfig `yaml:"storage"`
 	Broadcast egress.BroadcastConfig `yaml:"broadcast"`
 	Events    webhooks.EventsConfig  `yaml:"events"`
 	Webhooks  webhooks.Config        `yaml:"webhooks"`
@@ -210,7 +211,7 @@ func (c *Config) validate(lines map[string]source) error {
 		v   validator
 	}{
 		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP}, {"srt", c.SRT}, {"hls", c.HLS},
-		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording},
+		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording}, {"storage", c.Storage},
 		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode}, {"outbound", c.Outbound},
 	}
 	for _, s := range sections {

@@ -49,6 +49,7 @@ func TestDefaultFileMatchesPackageDefaults(t *testing.T) {
 		{"rtmp", cfg.RTMP, rtmp.DefaultConfig()},
 		{"rtsp", cfg.RTSP, rtsp.DefaultConfig()},
 		{"recording", cfg.Recording, recorder.DefaultConfig()},
+		{"storage", cfg.Storage, recorder.DefaultStorageConfig()},
 		{"broadcast", cfg.Broadcast, egress.DefaultBroadcastConfig()},
 		{"transcode", cfg.Transcode, egress.DefaultTranscodeConfig()},
 		{"events", cfg.Events, webhooks.DefaultEventsConfig()},

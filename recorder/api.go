@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"os"
-	"path/filepath"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 )
@@ -20,6 +19,10 @@ type StartRequest struct {
 	Format      string `json:"format,omitempty"`
 	Segment     string `json:"segment,omitempty"`
 	MaxDuration string `json:"max_duration,omitempty"`
+	// Options, with a layout, record the whole room composed, in one file.
+	composite.Options
+	// Storage names the storage target to upload to ("": recording.storage; "local": none).
+	Storage string `json:"storage,omitempty"`
 }
 
 // Register mounts the recordings API on srv behind gate's admin check, and the "recordings"
@@ -28,10 +31,15 @@ func (r *Recorder) Register(srv *api.Server, gate *api.Gate) {
 	srv.Handle("GET /v1/recordings", gate.Admin(http.HandlerFunc(r.httpList)))
 	srv.Handle("POST /v1/recordings", gate.Admin(http.HandlerFunc(r.httpStart)))
 	srv.Handle("GET /v1/recordings/{id}", gate.Admin(http.HandlerFunc(r.httpGet)))
+	srv.Handle("DELETE /v1/recordings/{id}", gate.Admin(http.HandlerFunc(r.httpDelete)))
 	srv.Handle("POST /v1/recordings/{id}/stop", gate.Admin(http.HandlerFunc(r.httpStop)))
 	srv.Handle("POST /v1/recordings/{id}/pause", gate.Admin(http.HandlerFunc(r.httpPause)))
 	srv.Handle("POST /v1/recordings/{id}/resume", gate.Admin(http.HandlerFunc(r.httpResume)))
-	srv.Handle("GET /v1/recordings/{id}/files/{name}", gate.Admin(http.HandlerFunc(r.httpFile)))
+	srv.Handle("GET /v1/recordings/{id}/files/{name}", r.httpFile(gate))
+	srv.Handle("GET /v1/recordings/{id}/index.m3u8", r.httpHLS(gate))
+	srv.Handle("GET /v1/recordings/{id}/hls/{part}", r.httpHLSPart(gate))
+	srv.Handle("GET /v1/playback", r.httpPlayback(gate))
+	srv.Handle("GET /v1/playback/list", r.httpPlaybackList(gate))
 	srv.AddStatus("recordings", func(context.Context) any { return r.Active() })
 }
 
@@ -67,7 +75,8 @@ func (r *Recorder) httpStart(w http.ResponseWriter, req *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg, MaxDuration: maxDur})
+	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg,
+		MaxDuration: maxDur, Storage: body.Storage, Composite: body.Options})
 	if err != nil {
 		api.WriteError(w, apiError(err))
 		return
@@ -94,6 +103,15 @@ func apiError(err error) error {
 
 func (r *Recorder) httpGet(w http.ResponseWriter, req *http.Request) {
 	rec, err := r.Get(req.PathValue("id"))
+	if err != nil {
+		api.WriteError(w, apiError(err))
+		return
+	}
+	api.WriteJSON(w, http.StatusOK, rec)
+}
+
+func (r *Recorder) httpDelete(w http.ResponseWriter, req *http.Request) {
+	rec, err := r.Delete(req.PathValue("id"), ReasonRequested)
 	if err != nil {
 		api.WriteError(w, apiError(err))
 		return
@@ -135,34 +153,4 @@ func (r *Recorder) httpResume(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	api.WriteJSON(w, http.StatusOK, rec)
-}
-
-// httpFile serves a recording's file with Range support, so players can seek.
-func (r *Recorder) httpFile(w http.ResponseWriter, req *http.Request) {
-	p, err := r.FilePath(req.PathValue("id"), req.PathValue("name"))
-	if err != nil {
-		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "no such file in this recording"))
-		return
-	}
-	f, err := os.Open(p) //nolint:gosec // p is resolved inside the recordings directory above
-	if err != nil {
-		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "the file is gone from disk"))
-		return
-	}
-	defer func() { _ = f.Close() }()
-	st, err := f.Stat()
-	if err != nil {
-		api.WriteError(w, err)
-		return
-	}
-	switch filepath.Ext(p) {
-	case ".mp4":
-		w.Header().Set("Content-Type", "video/mp4")
-	case ".webm":
-		w.Header().Set("Content-Type", "video/webm")
-	case ".mkv":
-		w.Header().Set("Content-Type", "video/x-matroska")
-	}
-	w.Header().Set("Content-Disposition", `attachment; filename="`+filepath.Base(p)+`"`)
-	http.ServeContent(w, req, filepath.Base(p), st.ModTime(), f)
 }

@@ -3,9 +3,12 @@
 package recorder
 
 import (
+	"errors"
 	"fmt"
 	"path"
 	"time"
+
+	"github.com/sluice-media/sluice/egress/composite"
 )
 
 // Config is the `recording:` section.
@@ -19,6 +22,11 @@ type Config struct {
 	Grace time.Duration `yaml:"grace"`
 	// Auto starts recordings by rule when a matching room gets a publisher.
 	Auto []AutoRule `yaml:"auto"`
+	// Storage names the storage target recordings are uploaded to when neither the request nor
+	// the auto rule names one ("" keeps them local).
+	Storage string `yaml:"storage"`
+	// Retention deletes old recordings.
+	Retention RetentionConfig `yaml:"retention"`
 }
 
 // AutoRule records every room whose name matches Room (a glob).
@@ -27,11 +35,30 @@ type AutoRule struct {
 	Participant     string        `yaml:"participant"`
 	Format          string        `yaml:"format"`
 	SegmentDuration time.Duration `yaml:"segment"`
+	// Layout, when set, records each matching room composed (grid, speaker, single) in one
+	// file, instead of one file per participant.
+	Layout string `yaml:"layout"`
+	// Storage names the storage target for this rule's recordings ("": recording.storage).
+	Storage string `yaml:"storage"`
+}
+
+// checkTargets reports a storage target named in the config but not defined.
+func checkTargets(c Config, stores map[string]*store) error {
+	if c.Storage != "" && c.Storage != StorageLocal && stores[c.Storage] == nil {
+		return fmt.Errorf("recording.storage: no target named %q in storage.targets", c.Storage)
+	}
+	for i, r := range c.Auto {
+		if r.Storage != "" && r.Storage != StorageLocal && stores[r.Storage] == nil {
+			return fmt.Errorf("recording.auto.%d.storage: no target named %q in storage.targets", i, r.Storage)
+		}
+	}
+	return nil
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second}
+	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second,
+		Retention: RetentionConfig{Interval: time.Minute, Rooms: []RoomRetention{}}}
 }
 
 // Validate reports the first invalid value.
@@ -47,6 +74,12 @@ func (c Config) Validate() error {
 	case c.Grace < 0:
 		return fmt.Errorf("grace: must not be negative")
 	}
+	if err := c.Retention.Validate(); err != nil {
+		return fmt.Errorf("retention.%w", err)
+	}
+	if c.Retention.enabled() && c.Retention.Interval <= 0 {
+		return errors.New("retention.interval: must be positive")
+	}
 	for i, r := range c.Auto {
 		if _, err := path.Match(r.Room, ""); err != nil || r.Room == "" {
 			return fmt.Errorf("auto.%d.room: %q is not a glob", i, r.Room)
@@ -54,6 +87,14 @@ func (c Config) Validate() error {
 		if r.Format != "" {
 			if err := validFormat(r.Format); err != nil {
 				return fmt.Errorf("auto.%d.format: %w", i, err)
+			}
+		}
+		if r.Layout != "" {
+			if err := composite.ValidLayout(r.Layout); err != nil {
+				return fmt.Errorf("auto.%d.layout: %w", i, err)
+			}
+			if r.Participant != "" {
+				return fmt.Errorf("auto.%d: a layout records the whole room; participant does not apply", i)
 			}
 		}
 	}

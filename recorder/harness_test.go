@@ -26,6 +26,10 @@ type env struct {
 	dir    string
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// storage is the recorder's storage section (set before startRecorder).
+	storage StorageConfig
+	// stopRecorder stops the current recorder and waits for it (idempotent).
+	stopRecorder func()
 }
 
 func testConfig() Config {
@@ -36,8 +40,14 @@ func testConfig() Config {
 
 func newEnv(t *testing.T, cfg Config, fs FS) *env {
 	t.Helper()
+	return newEnvStorage(t, cfg, fs, StorageConfig{})
+}
+
+// newEnvStorage is newEnv with object storage targets.
+func newEnvStorage(t *testing.T, cfg Config, fs FS, storage StorageConfig) *env {
+	t.Helper()
 	hub, em := sfutest.NewHub(t, nil)
-	e := &env{t: t, hub: hub, events: em, dir: filepath.Join(t.TempDir(), "recordings")}
+	e := &env{t: t, hub: hub, events: em, dir: filepath.Join(t.TempDir(), "recordings"), storage: storage}
 	if d := os.Getenv("KEEP_DIR"); d != "" { // keep the files of a failing test to look at
 		e.dir = filepath.Join(d, t.Name())
 	}
@@ -52,7 +62,7 @@ func newEnv(t *testing.T, cfg Config, fs FS) *env {
 
 func (e *env) startRecorder(cfg Config, fs FS) {
 	e.t.Helper()
-	r, err := New(Options{Config: cfg, Dir: e.dir, Hub: e.hub, FS: fs, Logger: testLogger(e.t)})
+	r, err := New(Options{Config: cfg, Dir: e.dir, Hub: e.hub, FS: fs, Logger: testLogger(e.t), Storage: e.storage})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -61,6 +71,7 @@ func (e *env) startRecorder(cfg Config, fs FS) {
 	done := make(chan struct{})
 	go func() { defer close(done); _ = r.Run(ctx) }()
 	prev := e.cancel
+	e.stopRecorder = func() { cancel(); <-done }
 	e.cancel = func() {
 		cancel()
 		<-done

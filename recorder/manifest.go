@@ -43,6 +43,10 @@ type Recording struct {
 	Auto string `json:"auto,omitempty"`
 	// Reason says why the recording ended.
 	Reason string `json:"reason,omitempty"`
+	// Storage names the object storage target the recording is uploaded to ("" keeps it local);
+	// Upload is that upload's state.
+	Storage string       `json:"storage,omitempty"`
+	Upload  *UploadState `json:"upload,omitempty"`
 	// Details are the per-file facts the recording object does not carry, in Files order.
 	Details []FileDetail `json:"file_details,omitempty"`
 	// Version is the manifest format version.
@@ -65,6 +69,9 @@ type FileDetail struct {
 	Complete bool `json:"complete"`
 	// Truncated is true when recovery cut an incomplete last fragment off the file.
 	Truncated bool `json:"truncated,omitempty"`
+	// ObjectKey and MD5 are set once the file is uploaded and verified.
+	ObjectKey string `json:"object_key,omitempty"`
+	MD5       string `json:"md5,omitempty"`
 }
 
 // clone returns a deep copy (slices are not shared).
@@ -77,6 +84,14 @@ func (r *Recording) clone() *Recording {
 	if r.Error != nil {
 		e := *r.Error
 		c.Error = &e
+	}
+	if r.Upload != nil {
+		u := *r.Upload
+		if u.Error != nil {
+			e := *u.Error
+			u.Error = &e
+		}
+		c.Upload = &u
 	}
 	return &c
 }

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -40,6 +41,14 @@ type Options struct {
 	FS FS
 	// Clock returns the current time (time.Now when nil).
 	Clock func() time.Time
+	// Composites make a room's program for a recording with a layout (nil: layouts refused).
+	Composites *composite.Manager
+	// Storage is the `storage:` section (object storage targets).
+	Storage StorageConfig
+	// Env looks up environment variables for credentials (os.LookupEnv when nil).
+	Env func(string) (string, bool)
+	// FreeSpace returns the free bytes of the disk holding a directory (statfs when nil).
+	FreeSpace func(dir string) (int64, error)
 }
 
 // Recorder runs recordings and keeps their catalogue: one manifest per recording directory,
@@ -53,6 +62,7 @@ type Recorder struct {
 	cfg   Config
 	dir   string
 	hub   *sfu.Hub
+	comps *composite.Manager
 	emit  sfu.Emitter
 	log   *slog.Logger
 	fs    FS
@@ -67,12 +77,20 @@ type Recorder struct {
 	recs    map[string]*entry
 	crashed []*Recording        // loaded manifests a crash left open, recovered by Run
 	autoFor map[string][]string // auto key → participant SIDs already recorded by it
+	uploadQ []string            // ended recordings waiting for their upload
+
+	storage    StorageConfig
+	stores     map[string]*store
+	uploadWake chan struct{}
+	free       func(dir string) (int64, error)
+	indexes    indexCache
 }
 
 // entry is a recording of the catalogue: live (rec) or ended (final).
 type entry struct {
 	rec   *recording
 	final *Recording
+	busy  bool // an upload or a deletion works on final
 }
 
 // New validates opts and loads the catalogue.
@@ -92,11 +110,34 @@ func New(opts Options) (*Recorder, error) {
 	if opts.Clock == nil {
 		opts.Clock = time.Now
 	}
+	if opts.Env == nil {
+		opts.Env = os.LookupEnv
+	}
+	if opts.FreeSpace == nil {
+		opts.FreeSpace = freeSpace
+	}
+	if opts.Storage.MaxAttempts == 0 && opts.Storage.MinBackoff == 0 && opts.Storage.MaxBackoff == 0 {
+		d := DefaultStorageConfig()
+		d.Targets = opts.Storage.Targets
+		opts.Storage = d
+	}
+	if err := opts.Storage.Validate(); err != nil {
+		return nil, fmt.Errorf("storage: %w", err)
+	}
+	stores, err := newStores(opts.Storage, opts.Env)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkTargets(opts.Config, stores); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Recorder{
 		cfg: opts.Config, dir: opts.Dir, hub: opts.Hub, emit: opts.Hub.Emitter(), log: opts.Logger,
-		fs: opts.FS, clock: opts.Clock, ctx: ctx, cancel: cancel,
+		fs: opts.FS, clock: opts.Clock, ctx: ctx, cancel: cancel, comps: opts.Composites,
 		recs: map[string]*entry{}, autoFor: map[string][]string{},
+		storage: opts.Storage, stores: stores, uploadWake: make(chan struct{}, 1),
+		free: opts.FreeSpace,
 	}
 	loaded, errs := loadCatalogue(opts.Dir)
 	for _, err := range errs {
@@ -116,6 +157,19 @@ func New(opts Options) (*Recorder, error) {
 func (r *Recorder) Run(ctx context.Context) error {
 	r.recoverCrashed()
 	defer r.shutdown()
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.runUploads(r.ctx) }()
+	for _, m := range r.List("", "") {
+		if m.Terminal() && m.Upload != nil && (m.Upload.Status == UploadPending || (m.Upload.Status == UploadComplete && !m.Upload.LocalDeleted && r.deletesLocal(m.Upload.Target))) {
+			r.queueUpload(m.ID)
+		}
+	}
+	var sweep <-chan time.Time
+	if r.cfg.Retention.enabled() {
+		t := time.NewTicker(r.cfg.Retention.Interval)
+		defer t.Stop()
+		sweep = t.C
+	}
 	for {
 		changed := r.hub.Changed()
 		r.autoRecord()
@@ -123,6 +177,8 @@ func (r *Recorder) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-changed:
+		case <-sweep:
+			r.Sweep()
 		}
 	}
 }
@@ -253,6 +309,15 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 	if req.MaxDuration < 0 {
 		return nil, errors.New("max_duration: must not be negative")
 	}
+	if req.Storage == "" {
+		req.Storage = r.cfg.Storage
+	}
+	if req.Storage == StorageLocal {
+		req.Storage = ""
+	}
+	if req.Storage != "" && r.stores[req.Storage] == nil {
+		return nil, fmt.Errorf("storage: no target named %q in storage.targets", req.Storage)
+	}
 	switch {
 	case req.Track == "", req.Track == string(sfu.KindAudio), req.Track == string(sfu.KindVideo), strings.HasPrefix(req.Track, sfu.PrefixTrack):
 	default:
@@ -262,6 +327,30 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 	if room == nil {
 		return nil, fmt.Errorf("%w: %s", sfu.ErrRoomNotFound, req.Room)
 	}
+	var comp *composite.Composite
+	var release func()
+	if req.Composite.Layout != "" {
+		if r.comps == nil {
+			return nil, errors.New("layout: layouts need the compositor (ffmpeg)")
+		}
+		if req.Track != "" {
+			return nil, errors.New("track: a composite recording takes the room's program whole")
+		}
+		spec, err := req.Composite.Spec(req.Room, req.Participant)
+		if err != nil {
+			return nil, fmt.Errorf("layout: %w", err)
+		}
+		if comp, release, err = r.comps.Acquire(spec); err != nil {
+			return nil, fmt.Errorf("layout: %w", err)
+		}
+		req.Participant = composite.Identity
+	}
+	started := false
+	defer func() {
+		if !started && release != nil {
+			release() // refused: the composite goes back
+		}
+	}()
 	if req.Participant != "" && room.Participant(req.Participant) == nil {
 		return nil, fmt.Errorf("%w: %s", sfu.ErrParticipantNotFound, req.Participant)
 	}
@@ -276,6 +365,12 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 		}
 	}
 	rec := r.newRecording(req)
+	if comp != nil {
+		rec.comp, rec.release, started = comp, release, true
+		info := comp.Info()
+		rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+		rec.publish()
+	}
 	r.recs[rec.m.ID] = &entry{rec: rec}
 	r.wg.Add(1)
 	go func() {
@@ -285,6 +380,9 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 		r.mu.Lock()
 		r.recs[final.ID] = &entry{final: final}
 		r.mu.Unlock()
+		if final.Upload != nil {
+			r.queueUpload(final.ID)
+		}
 	}()
 	return rec.snapshot(), nil
 }
@@ -299,6 +397,10 @@ func (r *Recorder) newRecording(req Request) *recording {
 	}
 	if req.MaxDuration > 0 {
 		m.MaxDuration = req.MaxDuration.String()
+	}
+	if req.Storage != "" {
+		m.Storage = req.Storage
+		m.Upload = &UploadState{Target: req.Storage, Status: UploadPending}
 	}
 	rec := &recording{
 		env: r, req: req, dir: absDir(r.dir, rel), rel: rel,
@@ -494,11 +596,13 @@ func (r *Recorder) autoRecord() {
 // restart it (after a stop or a failure); a new connection does.
 func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 	for _, p := range room.Participants() {
-		if len(p.Tracks()) == 0 {
-			continue
+		if len(p.Tracks()) == 0 || p.Kind() == sfu.ParticipantComposite {
+			continue // the composite is made of the others
 		}
 		identity := ""
-		if rule.Participant != "" {
+		if rule.Layout != "" {
+			identity = composite.Identity // one composite recording of the room
+		} else if rule.Participant != "" {
 			if ok, _ := path.Match(rule.Participant, p.Identity()); !ok {
 				continue
 			}
@@ -518,7 +622,11 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 			continue
 		}
 		if !busy {
-			rec, err := r.Start(Request{Room: room.Name(), Participant: identity, Format: rule.Format, Segment: rule.SegmentDuration, Auto: rule.Room})
+			req := Request{Room: room.Name(), Participant: identity, Format: rule.Format, Segment: rule.SegmentDuration, Auto: rule.Room, Storage: rule.Storage}
+			if rule.Layout != "" {
+				req.Participant, req.Composite = "", composite.Options{Layout: rule.Layout}
+			}
+			rec, err := r.Start(req)
 			if err != nil {
 				if !errors.Is(err, ErrClosed) {
 					r.log.Warn("auto-record", "room", room.Name(), "participant", identity, "err", err)

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -32,7 +33,16 @@ type Request struct {
 	MaxDuration time.Duration
 	// Auto names the rule that started it.
 	Auto string
+	// Composite, with a layout, records the room composed: the participant "composite".
+	Composite composite.Options
+	// Storage names the object storage target to upload to once it ends ("": recording.storage;
+	// StorageLocal: none).
+	Storage string
 }
+
+// StorageLocal as a request's storage keeps the recording local even when recording.storage
+// names a default target.
+const StorageLocal = "local"
 
 // Reasons of the recording events (shared/EVENTS.md, Additions): each status transition
 // carries one.
@@ -59,6 +69,9 @@ type recording struct {
 	cmds  chan command
 	notes chan captureNote
 	done  chan struct{}
+	// comp is the room's program of a composite recording, release gives it back.
+	comp    *composite.Composite
+	release func()
 
 	mu   sync.Mutex
 	view *Recording // snapshot for readers
@@ -79,11 +92,14 @@ const (
 	cmdStop commandKind = iota
 	cmdPause
 	cmdResume
+	cmdApply
 )
 
 type command struct {
 	kind  commandKind
 	reply chan error
+	// apply changes the manifest (cmdApply: a file's upload finished while recording).
+	apply func(*Recording)
 }
 
 func (rec *recording) snapshot() *Recording {
@@ -103,7 +119,10 @@ func (rec *recording) publish() {
 
 // send delivers a command to the goroutine and waits for its answer.
 func (rec *recording) send(ctx context.Context, k commandKind) error {
-	cmd := command{kind: k, reply: make(chan error, 1)}
+	return rec.sendCmd(ctx, command{kind: k, reply: make(chan error, 1)})
+}
+
+func (rec *recording) sendCmd(ctx context.Context, cmd command) error {
 	select {
 	case rec.cmds <- cmd:
 	case <-rec.done:
@@ -131,6 +150,12 @@ func (rec *recording) run(ctx context.Context) {
 	rec.writeManifest(true)
 	var graceC, maxC <-chan time.Time
 	var grace *time.Timer
+	var program <-chan struct{} // the composite's layout, participants or restarts changed
+	var shown composite.Info
+	if rec.comp != nil {
+		program, shown = rec.comp.Changed(), rec.comp.Info()
+		defer rec.release()
+	}
 	if rec.req.MaxDuration > 0 {
 		t := time.NewTimer(rec.req.MaxDuration)
 		defer t.Stop()
@@ -164,6 +189,14 @@ func (rec *recording) run(ctx context.Context) {
 				return
 			}
 		case <-changed:
+		case <-program:
+			program = rec.comp.Changed()
+			info := rec.comp.Info()
+			reason := composite.ChangeReason(shown, info)
+			shown = info
+			rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+			rec.writeManifest(false)
+			rec.emit(sfu.EventRecordingUpdated, reason)
 		case <-graceC:
 			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
 			rec.finish(StatusFailed, ReasonSourceLost)
@@ -182,6 +215,11 @@ func (rec *recording) command(cmd command) bool {
 		rec.finish(StatusComplete, sfu.ReasonStopped)
 		cmd.reply <- nil
 		return true
+	case cmdApply:
+		cmd.apply(rec.m)
+		rec.writeManifest(true)
+		rec.emit(sfu.EventRecordingUpdated, "")
+		cmd.reply <- nil
 	case cmdPause, cmdResume:
 		pause := cmd.kind == cmdPause
 		if rec.m.Paused == pause {
@@ -325,6 +363,9 @@ func (rec *recording) handle(n captureNote) {
 		rec.writeManifest(true)
 		if !rec.finishing {
 			rec.emit(sfu.EventRecordingUpdated, "")
+		}
+		if rec.m.Upload != nil && !rec.finishing {
+			rec.env.queueUpload(rec.m.ID) // the segment is complete: upload it now
 		}
 	case noteFailed:
 		if rec.failure == nil {

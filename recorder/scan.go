@@ -65,6 +65,12 @@ var errScan = errors.New("malformed media file")
 // duration up to it, from the moov's timescales and the fragments' tfdt and trun. It never
 // panics on malformed input.
 func scanFMP4(r io.ReaderAt, size int64) (good, durationMs int64, err error) {
+	return walkFMP4(r, size, nil)
+}
+
+// walkFMP4 is scanFMP4 that also calls visit for each complete fragment with its byte range
+// (moof start to mdat end) and the duration up to its end.
+func walkFMP4(r io.ReaderAt, size int64, visit func(off, end, durationMs int64)) (good, durationMs int64, err error) {
 	scales := map[uint32]uint32{}
 	ends := map[uint32]uint64{}
 	var pos int64
@@ -121,6 +127,9 @@ func scanFMP4(r io.ReaderAt, size int64) (good, durationMs int64, err error) {
 					if sc := scales[id]; sc > 0 {
 						durationMs = max(durationMs, int64(end*1000/uint64(sc)))
 					}
+				}
+				if visit != nil {
+					visit(moofAt, good, durationMs)
 				}
 			}
 			moof, moofAt = nil, -1

@@ -24,10 +24,13 @@ the recordings directory (<data_dir>/recordings/<room>/<id>/recording.json).`,
   sluice record start --room studio --participant obs --segment 30m --max-duration 4h
   sluice record pause RC_4f9Kc0aB12cD34eF
   sluice record list --room lobby
-  sluice record stop RC_4f9Kc0aB12cD34eF`,
+  sluice record stop RC_4f9Kc0aB12cD34eF
+  sluice record start --room cam-1 --storage s3     # upload to storage target s3 once it ends
+  sluice record delete RC_4f9Kc0aB12cD34eF
+  ffplay http://localhost:8800/v1/recordings/RC_4f9Kc0aB12cD34eF/index.m3u8`,
 	}
 	cmd.AddCommand(newRecordStartCmd(g), newRecordStopCmd(g), newRecordPauseCmd(g, "pause"), newRecordPauseCmd(g, "resume"),
-		newRecordListCmd(g), newRecordShowCmd(g))
+		newRecordListCmd(g), newRecordShowCmd(g), newRecordDeleteCmd(g))
 	return cmd
 }
 
@@ -41,7 +44,10 @@ starts at the next keyframe; when the source leaves, the recording waits recordi
 (default 30s) for it to come back, continuing in a new segment.`,
 		Example: `  sluice record start --room lobby
   sluice record start --room studio --participant obs --format mkv
-  sluice record start --room cam-1 --participant cam --track video --segment 1h`,
+  sluice record start --room cam-1 --participant cam --track video --segment 1h
+  sluice record start --room studio --layout grid
+  sluice record start --room studio --layout single --participant host --size 1920x1080
+  sluice record start --room cam-1 --storage s3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var rec recorder.Recording
@@ -62,6 +68,8 @@ starts at the next keyframe; when the source leaves, the recording waits recordi
 	f.StringVar(&req.Format, "format", "", "mp4 or mkv (default: recording.format)")
 	f.StringVar(&req.Segment, "segment", "", "roll into a new file after this long, e.g. 30m (default: recording.segment_duration)")
 	f.StringVar(&req.MaxDuration, "max-duration", "", "stop after this long, e.g. 2h")
+	compositeFlags(f, &req.Options)
+	f.StringVar(&req.Storage, "storage", "", "upload to this storage target once ended, or local (default: recording.storage)")
 	_ = cmd.MarkFlagRequired("room")
 	return cmd
 }
@@ -173,6 +181,34 @@ func newRecordListCmd(g *globals) *cobra.Command {
 	return cmd
 }
 
+func newRecordDeleteCmd(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "delete ID",
+		Short: "Delete an ended recording's local files (an uploaded one stays in storage)",
+		Long: `Delete the local files of a recording that has ended (stop it first). A recording that was
+uploaded to object storage keeps its objects and its manifest: it stays listed, and its HLS
+playlist and files are then served from storage. Any other recording is gone for good. Either
+way a recording.deleted event (reason requested) is emitted.`,
+		Example: "  sluice record delete RC_4f9Kc0aB12cD34eF",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var rec recorder.Recording
+			if err := g.client().do(cmd.Context(), "DELETE", "/v1/recordings/"+url.PathEscape(args[0]), nil, &rec); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), rec)
+			}
+			where := "deleted"
+			if rec.Upload != nil && rec.Upload.Status == recorder.UploadComplete {
+				where = "deleted locally, kept in storage target " + rec.Upload.Target
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "recording %s %s\n", rec.ID, where)
+			return nil
+		},
+	}
+}
+
 func newRecordShowCmd(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:     "show ID",
@@ -206,6 +242,17 @@ func renderRecording(w io.Writer, g *globals, r *recorder.Recording) error {
 	if r.Error != nil {
 		fmt.Fprintf(w, "  error: %s (%s)\n", r.Error.Message, r.Error.Code)
 	}
+	if u := r.Upload; u != nil {
+		fmt.Fprintf(w, "  upload to %s: %s", u.Target, u.Status)
+		if u.LocalDeleted {
+			fmt.Fprint(w, ", local files deleted")
+		}
+		fmt.Fprintln(w)
+		if u.Error != nil {
+			fmt.Fprintf(w, "  upload error: %s (%s)\n", u.Error.Message, u.Error.Code)
+		}
+	}
+	fmt.Fprintf(w, "  play: %s/v1/recordings/%s/index.m3u8\n", g.server, r.ID)
 	for _, p := range r.Pauses {
 		end := "now"
 		if p.ResumedAt != nil {

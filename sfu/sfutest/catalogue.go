@@ -25,7 +25,6 @@ var Catalogue = []string{
 var Pending = map[string]int{
 	sfu.EventSpeakersChanged:    16, // simulcast, active speakers, connection quality
 	sfu.EventParticipantQuality: 16,
-	sfu.EventRecordingDeleted:   20, // retention
 	sfu.EventNodeJoined:         23, // cluster
 	sfu.EventNodeLeft:           23,
 }
