@@ -3,6 +3,7 @@ module github.com/sluice-media/sluice
 go 1.26.0
 
 require (
+	github.com/bluenviron/gohlslib/v2 v2.2.2
 	github.com/bluenviron/gortsplib/v4 v4.16.2
 	github.com/bluenviron/mediacommon/v2 v2.4.1
 	github.com/coder/websocket v1.8.14

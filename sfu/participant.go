@@ -15,6 +15,7 @@ const (
 	ParticipantRTSP     = "rtsp"
 	ParticipantRTSPPull = "rtsp_pull"
 	ParticipantSRT      = "srt"
+	ParticipantHLS      = "hls" // an LL-HLS muxer: one reader shared by its HTTP clients
 	// ParticipantComposite is a room's program made by egress/composite.
 	ParticipantComposite = "composite"
 )

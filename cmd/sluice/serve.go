@@ -171,7 +171,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireRecorder} {
+	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireHLS, d.wireWeb, d.wireRecorder} {
 		if err := wire(); err != nil {
 			return nil, err
 		}
