@@ -14,7 +14,7 @@ VULNCHECK := golang.org/x/vuln/cmd/govulncheck@v1.9.0
 
 .DEFAULT_GOAL := help
 
-.PHONY: help build run test lint vulncheck fuzz bench tidy-check
+.PHONY: help build run test lint vulncheck fuzz bench tidy-check soak
 
 help: ## Show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*## "}{printf "  make %-10s %s\n", $$1, $$2}'
@@ -31,6 +31,11 @@ test: ## Run every test with the race detector (external tools: see .ci/run)
 	# LiveKit's Go SDK as a second client, in its own module (kept out of sluice's dependencies);
 	# -mod=mod: it requires sluice from this tree, whose dependency bumps it follows.
 	cd sfu/livekit/testdata/gosdk && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -race -count=1 -timeout 5m ./...
+
+SOAK      ?= 10m
+
+soak: ## Run the churn soak (RTMP/WHIP/RTSP joins and leaves) for SOAK (default 10m); not in make test
+	SLUICE_SOAK=$(SOAK) $(GO) test -race -count=1 -timeout 60m -v -run '^TestChurnSoak$$' ./cmd/sluice/
 
 lint: tidy-check ## gofmt, vet and golangci-lint (import rules, errors, security)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }

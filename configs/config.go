@@ -16,6 +16,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/sluice-media/sluice/egress"
+	"github.com/sluice-media/sluice/egress/hls"
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/ingest/rtmp"
 	"github.com/sluice-media/sluice/ingest/rtsp"
@@ -42,6 +43,7 @@ type Config struct {
 	RTMP      rtmp.Config            `yaml:"rtmp"`
 	RTSP      rtsp.Config            `yaml:"rtsp"`
 	SRT       srt.Config             `yaml:"srt"`
+	HLS       hls.Config             `yaml:"hls"`
 	WebRTC    rtc.Config             `yaml:"webrtc"`
 	Auth      auth.Config            `yaml:"auth"`
 	Rooms     sfu.Config             `yaml:"rooms"`
@@ -208,7 +210,7 @@ func (c *Config) validate(lines map[string]source) error {
 		key string
 		v   validator
 	}{
-		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP}, {"srt", c.SRT},
+		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP}, {"srt", c.SRT}, {"hls", c.HLS},
 		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording}, {"storage", c.Storage},
 		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode}, {"outbound", c.Outbound},
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 )
@@ -18,6 +19,8 @@ type StartRequest struct {
 	Format      string `json:"format,omitempty"`
 	Segment     string `json:"segment,omitempty"`
 	MaxDuration string `json:"max_duration,omitempty"`
+	// Options, with a layout, record the whole room composed, in one file.
+	composite.Options
 	// Storage names the storage target to upload to ("": recording.storage; "local": none).
 	Storage string `json:"storage,omitempty"`
 }
@@ -72,7 +75,8 @@ func (r *Recorder) httpStart(w http.ResponseWriter, req *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg, MaxDuration: maxDur, Storage: body.Storage})
+	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg,
+		MaxDuration: maxDur, Storage: body.Storage, Composite: body.Options})
 	if err != nil {
 		api.WriteError(w, apiError(err))
 		return

@@ -294,14 +294,11 @@ func (c *capture) packet(pk inPacket) {
 	if ts.removed || ts.skip {
 		return
 	}
-	lost := pk.gap
-	seq := pk.p.Header.SequenceNumber
-	if ts.seqInit && seq != ts.lastSeq+1 {
-		lost = true
+	ext, skipped := ts.ts.Next(&pk.p.Header)
+	if skipped {
 		c.lostPackets++
 	}
-	ts.seqInit, ts.lastSeq = true, seq
-	ext := ts.ts.Unwrap(pk.p.Header.Timestamp)
+	lost := pk.gap || skipped
 	ts.observe(ext, pk.at)
 	if !ts.dep.Push(pk.p, ext, lost, ts.onFr) {
 		c.malformed++

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path"
 	"time"
+
+	"github.com/sluice-media/sluice/egress/composite"
 )
 
 // Config is the `recording:` section.
@@ -20,6 +22,9 @@ type Config struct {
 	Grace time.Duration `yaml:"grace"`
 	// Auto starts recordings by rule when a matching room gets a publisher.
 	Auto []AutoRule `yaml:"auto"`
+	// MinFreeMB is the space (MiB) recordings leave free on their disk: a recording that would
+	// take it fails with disk_full, so that the event log beside it can still store the event.
+	MinFreeMB int64 `yaml:"min_free_mb"`
 	// Storage names the storage target recordings are uploaded to when neither the request nor
 	// the auto rule names one ("" keeps them local).
 	Storage string `yaml:"storage"`
@@ -33,6 +38,9 @@ type AutoRule struct {
 	Participant     string        `yaml:"participant"`
 	Format          string        `yaml:"format"`
 	SegmentDuration time.Duration `yaml:"segment"`
+	// Layout, when set, records each matching room composed (grid, speaker, single) in one
+	// file, instead of one file per participant.
+	Layout string `yaml:"layout"`
 	// Storage names the storage target for this rule's recordings ("": recording.storage).
 	Storage string `yaml:"storage"`
 }
@@ -52,7 +60,7 @@ func checkTargets(c Config, stores map[string]*store) error {
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second,
+	return Config{Format: "mp4", FragmentDuration: 2 * time.Second, SegmentDuration: time.Hour, Grace: 30 * time.Second, MinFreeMB: 64,
 		Retention: RetentionConfig{Interval: time.Minute, Rooms: []RoomRetention{}}}
 }
 
@@ -68,6 +76,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("segment_duration: must not be shorter than fragment_duration")
 	case c.Grace < 0:
 		return fmt.Errorf("grace: must not be negative")
+	case c.MinFreeMB < 0:
+		return fmt.Errorf("min_free_mb: must not be negative")
 	}
 	if err := c.Retention.Validate(); err != nil {
 		return fmt.Errorf("retention.%w", err)
@@ -82,6 +92,14 @@ func (c Config) Validate() error {
 		if r.Format != "" {
 			if err := validFormat(r.Format); err != nil {
 				return fmt.Errorf("auto.%d.format: %w", i, err)
+			}
+		}
+		if r.Layout != "" {
+			if err := composite.ValidLayout(r.Layout); err != nil {
+				return fmt.Errorf("auto.%d.layout: %w", i, err)
+			}
+			if r.Participant != "" {
+				return fmt.Errorf("auto.%d: a layout records the whole room; participant does not apply", i)
 			}
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -40,6 +41,8 @@ type Options struct {
 	FS FS
 	// Clock returns the current time (time.Now when nil).
 	Clock func() time.Time
+	// Composites make a room's program for a recording with a layout (nil: layouts refused).
+	Composites *composite.Manager
 	// Storage is the `storage:` section (object storage targets).
 	Storage StorageConfig
 	// Env looks up environment variables for credentials (os.LookupEnv when nil).
@@ -59,6 +62,7 @@ type Recorder struct {
 	cfg   Config
 	dir   string
 	hub   *sfu.Hub
+	comps *composite.Manager
 	emit  sfu.Emitter
 	log   *slog.Logger
 	fs    FS
@@ -102,6 +106,9 @@ func New(opts Options) (*Recorder, error) {
 	}
 	if opts.FS == nil {
 		opts.FS = OSFS{}
+		if opts.Config.MinFreeMB > 0 {
+			opts.FS = reserveFS{FS: OSFS{}, root: opts.Dir, min: opts.Config.MinFreeMB << 20, free: freeBytes}
+		}
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
@@ -130,7 +137,7 @@ func New(opts Options) (*Recorder, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Recorder{
 		cfg: opts.Config, dir: opts.Dir, hub: opts.Hub, emit: opts.Hub.Emitter(), log: opts.Logger,
-		fs: opts.FS, clock: opts.Clock, ctx: ctx, cancel: cancel,
+		fs: opts.FS, clock: opts.Clock, ctx: ctx, cancel: cancel, comps: opts.Composites,
 		recs: map[string]*entry{}, autoFor: map[string][]string{},
 		storage: opts.Storage, stores: stores, uploadWake: make(chan struct{}, 1),
 		free: opts.FreeSpace,
@@ -323,6 +330,30 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 	if room == nil {
 		return nil, fmt.Errorf("%w: %s", sfu.ErrRoomNotFound, req.Room)
 	}
+	var comp *composite.Composite
+	var release func()
+	if req.Composite.Layout != "" {
+		if r.comps == nil {
+			return nil, errors.New("layout: layouts need the compositor (ffmpeg)")
+		}
+		if req.Track != "" {
+			return nil, errors.New("track: a composite recording takes the room's program whole")
+		}
+		spec, err := req.Composite.Spec(req.Room, req.Participant)
+		if err != nil {
+			return nil, fmt.Errorf("layout: %w", err)
+		}
+		if comp, release, err = r.comps.Acquire(spec); err != nil {
+			return nil, fmt.Errorf("layout: %w", err)
+		}
+		req.Participant = composite.Identity
+	}
+	started := false
+	defer func() {
+		if !started && release != nil {
+			release() // refused: the composite goes back
+		}
+	}()
 	if req.Participant != "" && room.Participant(req.Participant) == nil {
 		return nil, fmt.Errorf("%w: %s", sfu.ErrParticipantNotFound, req.Participant)
 	}
@@ -337,6 +368,12 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 		}
 	}
 	rec := r.newRecording(req)
+	if comp != nil {
+		rec.comp, rec.release, started = comp, release, true
+		info := comp.Info()
+		rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+		rec.publish()
+	}
 	r.recs[rec.m.ID] = &entry{rec: rec}
 	r.wg.Add(1)
 	go func() {
@@ -562,11 +599,13 @@ func (r *Recorder) autoRecord() {
 // restart it (after a stop or a failure); a new connection does.
 func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 	for _, p := range room.Participants() {
-		if len(p.Tracks()) == 0 {
-			continue
+		if len(p.Tracks()) == 0 || p.Kind() == sfu.ParticipantComposite {
+			continue // the composite is made of the others
 		}
 		identity := ""
-		if rule.Participant != "" {
+		if rule.Layout != "" {
+			identity = composite.Identity // one composite recording of the room
+		} else if rule.Participant != "" {
 			if ok, _ := path.Match(rule.Participant, p.Identity()); !ok {
 				continue
 			}
@@ -586,7 +625,11 @@ func (r *Recorder) applyRule(i int, rule AutoRule, room *sfu.Room) {
 			continue
 		}
 		if !busy {
-			rec, err := r.Start(Request{Room: room.Name(), Participant: identity, Format: rule.Format, Segment: rule.SegmentDuration, Auto: rule.Room, Storage: rule.Storage})
+			req := Request{Room: room.Name(), Participant: identity, Format: rule.Format, Segment: rule.SegmentDuration, Auto: rule.Room, Storage: rule.Storage}
+			if rule.Layout != "" {
+				req.Participant, req.Composite = "", composite.Options{Layout: rule.Layout}
+			}
+			rec, err := r.Start(req)
 			if err != nil {
 				if !errors.Is(err, ErrClosed) {
 					r.log.Warn("auto-record", "room", room.Name(), "participant", identity, "err", err)

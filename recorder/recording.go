@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -32,6 +33,8 @@ type Request struct {
 	MaxDuration time.Duration
 	// Auto names the rule that started it.
 	Auto string
+	// Composite, with a layout, records the room composed: the participant "composite".
+	Composite composite.Options
 	// Storage names the object storage target to upload to once it ends ("": recording.storage;
 	// StorageLocal: none).
 	Storage string
@@ -66,6 +69,9 @@ type recording struct {
 	cmds  chan command
 	notes chan captureNote
 	done  chan struct{}
+	// comp is the room's program of a composite recording, release gives it back.
+	comp    *composite.Composite
+	release func()
 
 	mu   sync.Mutex
 	view *Recording // snapshot for readers
@@ -144,6 +150,12 @@ func (rec *recording) run(ctx context.Context) {
 	rec.writeManifest(true)
 	var graceC, maxC <-chan time.Time
 	var grace *time.Timer
+	var program <-chan struct{} // the composite's layout, participants or restarts changed
+	var shown composite.Info
+	if rec.comp != nil {
+		program, shown = rec.comp.Changed(), rec.comp.Info()
+		defer rec.release()
+	}
 	if rec.req.MaxDuration > 0 {
 		t := time.NewTimer(rec.req.MaxDuration)
 		defer t.Stop()
@@ -177,6 +189,14 @@ func (rec *recording) run(ctx context.Context) {
 				return
 			}
 		case <-changed:
+		case <-program:
+			program = rec.comp.Changed()
+			info := rec.comp.Info()
+			reason := composite.ChangeReason(shown, info)
+			shown = info
+			rec.m.Layout, rec.m.Participants = info.Layout, info.Participants
+			rec.writeManifest(false)
+			rec.emit(sfu.EventRecordingUpdated, reason)
 		case <-graceC:
 			rec.failure = &sfu.ErrorInfo{Code: CodeSourceLost, Message: fmt.Sprintf("the source left and did not come back within %s", env.cfg.Grace)}
 			rec.finish(StatusFailed, ReasonSourceLost)

@@ -45,9 +45,7 @@ type trackState struct {
 	dep   media.Reader
 	onFr  func(*media.Frame) // bound once: no allocation per packet
 
-	seqInit bool
-	lastSeq uint16
-	ts      media.Unwrapper
+	ts media.Sequence
 
 	// The clock mapping: wall(ext) = anchorNs + ticksToNs(ext - anchorExt). Before a file opens
 	// it follows the earliest arrival (the packet with the least delay); it is frozen while the

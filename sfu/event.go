@@ -220,8 +220,10 @@ type RecordingInfo struct {
 	SizeBytes int64           `json:"size_bytes"`
 	Files     []RecordingFile `json:"files"`
 	Error     *ErrorInfo      `json:"error,omitempty"`
-	// Layout names the layout of a composite recording ("" for a plain one).
-	Layout string `json:"layout,omitempty"`
+	// Layout names the layout of a composite recording ("" for a plain one), and
+	// Participants who is in its picture now.
+	Layout       string   `json:"layout,omitempty"`
+	Participants []string `json:"participants,omitempty"`
 }
 
 // RecordingFile is one file of a recording; Path is relative to the recordings directory.
@@ -237,16 +239,20 @@ type RecordingFile struct {
 
 // BroadcastInfo is the broadcast object. URL never carries the stream key.
 type BroadcastInfo struct {
-	ID          string     `json:"id"`
-	Room        string     `json:"room"`
-	Participant string     `json:"participant,omitempty"`
-	URL         string     `json:"url"`
-	Status      string     `json:"status"`
-	StartedAt   *time.Time `json:"started_at,omitempty"`
-	EndedAt     *time.Time `json:"ended_at,omitempty"`
-	BytesSent   int64      `json:"bytes_sent"`
-	Reconnects  int        `json:"reconnects"`
-	Error       *ErrorInfo `json:"error,omitempty"`
+	ID          string `json:"id"`
+	Room        string `json:"room"`
+	Participant string `json:"participant,omitempty"`
+	// Layout and Participants describe a broadcast of the whole room (participant
+	// "composite"): the layout and who is in the picture now.
+	Layout       string     `json:"layout,omitempty"`
+	Participants []string   `json:"participants,omitempty"`
+	URL          string     `json:"url"`
+	Status       string     `json:"status"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	EndedAt      *time.Time `json:"ended_at,omitempty"`
+	BytesSent    int64      `json:"bytes_sent"`
+	Reconnects   int        `json:"reconnects"`
+	Error        *ErrorInfo `json:"error,omitempty"`
 	// Destinations are the broadcast's destinations, each with its own state; URL above is
 	// the one the event concerns (or the first).
 	Destinations []BroadcastDestination `json:"destinations,omitempty"`

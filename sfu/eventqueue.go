@@ -26,13 +26,20 @@ type Settler interface {
 	Settle(room string)
 }
 
+// Defaults of QueueOptions (and of the events: section that sets them).
+const (
+	DefaultEventBuffer  = 10000
+	DefaultEventAckWait = 50 * time.Millisecond
+)
+
 // QueueOptions build an EventQueue.
 type QueueOptions struct {
 	Store Store
-	// Buffer bounds the events waiting for the store, all rooms together (default 10,000).
+	// Buffer bounds the events waiting for the store, all rooms together (default
+	// DefaultEventBuffer).
 	// Past it new events are dropped, counted and logged.
 	Buffer int
-	// AckWait bounds one Settle (default 50ms). Once a wait runs out or a write fails, Settle
+	// AckWait bounds one Settle (default DefaultEventAckWait). Once a wait runs out or a write fails, Settle
 	// returns at once until the store stores an event again.
 	AckWait time.Duration
 	// WriteTimeout bounds one write attempt (default 2s); failed attempts are retried.
@@ -88,10 +95,10 @@ func NewEventQueue(opts QueueOptions) (*EventQueue, error) {
 		return nil, errors.New("event queue: a store is required")
 	}
 	if opts.Buffer <= 0 {
-		opts.Buffer = 10000
+		opts.Buffer = DefaultEventBuffer
 	}
 	if opts.AckWait <= 0 {
-		opts.AckWait = 50 * time.Millisecond
+		opts.AckWait = DefaultEventAckWait
 	}
 	if opts.WriteTimeout <= 0 {
 		opts.WriteTimeout = 2 * time.Second

@@ -203,7 +203,7 @@ func (f *Follower) Resolve() []LegError {
 func (f *Follower) Update() []LegError { return f.update(true) }
 
 // Play runs the play stream of the Subscriber (stream.started with spec), with an Update at
-// every change, until ctx ends (it returns ""), the subscriber leaves (its leave reason) or a
+// every change (and when a new source's settle time is over), until ctx ends (it returns ""), the subscriber leaves (its leave reason) or a
 // leg's new track cannot be read (ReasonSourceChanged, with which the stream ends). Problems are
 // reported as track.subscription_failed; a stopped transcoder only idles its leg.
 func (f *Follower) Play(ctx context.Context, spec StreamSpec) string {
@@ -223,6 +223,7 @@ func (f *Follower) Play(ctx context.Context, spec StreamSpec) string {
 		}
 		select {
 		case <-changed:
+		case <-f.Recheck(): // a new source's settle time is over
 		case <-ctx.Done():
 			return ""
 		case <-p.Done():

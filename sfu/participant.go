@@ -16,6 +16,9 @@ const (
 	ParticipantRTSP     = "rtsp"
 	ParticipantRTSPPull = "rtsp_pull"
 	ParticipantSRT      = "srt"
+	ParticipantHLS      = "hls" // an LL-HLS muxer: one reader shared by its HTTP clients
+	// ParticipantComposite is a room's program made by egress/composite.
+	ParticipantComposite = "composite"
 )
 
 // ParticipantSpec describes a session being admitted to a room.

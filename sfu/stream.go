@@ -22,6 +22,7 @@ const (
 	ProtocolWHEP   = "whep"
 	ProtocolWebRTC = "webrtc"
 	ProtocolSRT    = "srt"
+	ProtocolHLS    = "hls"
 )
 
 // ProtocolStats are the figures only the protocol knows (from RTCP receiver reports and the

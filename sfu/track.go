@@ -50,6 +50,24 @@ type SenderReport struct {
 	NTPTime time.Time
 }
 
+// ntpEpochOffset is the seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const ntpEpochOffset = 2208988800
+
+// FromNTP converts a 64-bit NTP timestamp of an RTCP sender report (RFC 3550 §4, RFC 5905 §6)
+// to time.Time.
+func FromNTP(ntp uint64) time.Time {
+	sec := int64(ntp>>32) - ntpEpochOffset
+	frac := int64(ntp&0xffffffff) * 1e9 >> 32
+	return time.Unix(sec, frac)
+}
+
+// ToNTP is t in the 64-bit NTP format of RTCP sender reports; FromNTP is its inverse.
+func ToNTP(t time.Time) uint64 {
+	sec := uint64(t.Unix()) + ntpEpochOffset                     //nolint:gosec // after 1970
+	frac := (uint64(t.Nanosecond()) << 32) / uint64(time.Second) //nolint:gosec // < 1e9
+	return sec<<32 | frac
+}
+
 // Track is one published media track and its fan-out. Packets are written by one producer at a
 // time through WritePacket and delivered to every Subscription without copying; the subscriber
 // list is a copy-on-write snapshot read without a lock.

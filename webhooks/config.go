@@ -5,6 +5,8 @@ package webhooks
 import (
 	"fmt"
 	"time"
+
+	"github.com/sluice-media/sluice/sfu"
 )
 
 // EventsConfig is the `events:` section.
@@ -15,11 +17,26 @@ type EventsConfig struct {
 	NATSURL string `yaml:"nats_url"`
 	// StatsInterval is the period of stream.stats events.
 	StatsInterval time.Duration `yaml:"stats_interval"`
+	// FollowerTimeout cuts off a status-stream follower (GET /v1/events?follow=1) whose writes
+	// have not gone through for this long: it stopped reading.
+	FollowerTimeout time.Duration `yaml:"follower_timeout"`
+	// QueueSize bounds the events waiting for the log, all rooms together; past it new events
+	// are dropped, counted and logged (sfu.QueueOptions.Buffer).
+	QueueSize int `yaml:"queue_size"`
+	// AckWait bounds how long an acknowledged change waits for its events to be stored
+	// (sfu.QueueOptions.AckWait).
+	AckWait time.Duration `yaml:"ack_wait"`
+	// FlushTimeout bounds how long shutdown waits for the log to take the queued events.
+	FlushTimeout time.Duration `yaml:"flush_timeout"`
 }
+
+// DefaultFollowerTimeout is the default of EventsConfig.FollowerTimeout.
+const DefaultFollowerTimeout = 10 * time.Second
 
 // DefaultEventsConfig returns the documented defaults.
 func DefaultEventsConfig() EventsConfig {
-	return EventsConfig{Retention: 168 * time.Hour, StatsInterval: 10 * time.Second}
+	return EventsConfig{Retention: 168 * time.Hour, StatsInterval: 10 * time.Second, FollowerTimeout: DefaultFollowerTimeout,
+		QueueSize: sfu.DefaultEventBuffer, AckWait: sfu.DefaultEventAckWait, FlushTimeout: 5 * time.Second}
 }
 
 // Validate reports the first invalid value.
@@ -29,6 +46,18 @@ func (c EventsConfig) Validate() error {
 	}
 	if c.StatsInterval < 0 {
 		return fmt.Errorf("stats_interval: must not be negative")
+	}
+	if c.FollowerTimeout < time.Second {
+		return fmt.Errorf("follower_timeout: must be at least 1s")
+	}
+	if c.QueueSize < 1 || c.QueueSize > 10_000_000 {
+		return fmt.Errorf("queue_size: must be 1 to 10000000")
+	}
+	if c.AckWait <= 0 || c.AckWait > 10*time.Second {
+		return fmt.Errorf("ack_wait: must be more than 0 and at most 10s")
+	}
+	if c.FlushTimeout <= 0 || c.FlushTimeout > 10*time.Minute {
+		return fmt.Errorf("flush_timeout: must be more than 0 and at most 10m")
 	}
 	return nil
 }

@@ -21,6 +21,10 @@ type HTTP struct {
 	Deliverer *Deliverer
 	// Heartbeat is the period of SSE comment lines that keep idle connections open (default 15 s).
 	Heartbeat time.Duration
+	// WriteTimeout bounds each write to a follower (default DefaultFollowerTimeout): one that
+	// stops reading is cut off once the socket buffers and one batch are full and this passed,
+	// instead of holding its goroutines and log consumer for ever.
+	WriteTimeout time.Duration
 
 	once   sync.Once
 	ctx    context.Context // ends every follower when cancelled
@@ -178,8 +182,7 @@ func (h *HTTP) page(ctx context.Context, q Query, fromSince bool, limit int) (*E
 // follow streams events as Server-Sent Events: "id: <seq>" and "data: <event JSON>" per event,
 // a comment line every Heartbeat. Without since or Last-Event-ID it starts with the next event.
 func (h *HTTP) follow(w http.ResponseWriter, r *http.Request, q Query, fromGiven bool) {
-	flusher, ok := w.(http.Flusher)
-	if !ok {
+	if _, ok := w.(http.Flusher); !ok {
 		api.WriteError(w, api.Errorf(http.StatusInternalServerError, api.CodeInternal, "streaming unsupported"))
 		return
 	}
@@ -191,7 +194,19 @@ func (h *HTTP) follow(w http.ResponseWriter, r *http.Request, q Query, fromGiven
 		}
 		q.After = last
 	}
-	_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+	rc := http.NewResponseController(w)
+	timeout := h.WriteTimeout
+	if timeout <= 0 {
+		timeout = DefaultFollowerTimeout
+	}
+	// send writes and flushes b within the write timeout; false when the follower is gone or stuck.
+	send := func(b []byte) bool {
+		_ = rc.SetWriteDeadline(time.Now().Add(timeout))
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
 	stop := context.AfterFunc(h.followers(), cancel)
@@ -207,8 +222,9 @@ func (h *HTTP) follow(w http.ResponseWriter, r *http.Request, q Query, fromGiven
 	if q.Since.IsZero() {
 		hello += "id: " + strconv.FormatUint(q.After, 10) + "\n"
 	}
-	_, _ = w.Write([]byte(hello + "\n"))
-	flusher.Flush()
+	if !send([]byte(hello + "\n")) {
+		return
+	}
 
 	recs := make(chan Record, 64)
 	var wg sync.WaitGroup
@@ -262,15 +278,13 @@ func (h *HTTP) follow(w http.ResponseWriter, r *http.Request, q Query, fromGiven
 					more = false
 				}
 			}
-			if _, err := w.Write(buf); err != nil {
+			if !send(buf) {
 				return
 			}
-			flusher.Flush()
 		case <-tick.C:
-			if _, err := w.Write([]byte(": heartbeat\n\n")); err != nil {
+			if !send([]byte(": heartbeat\n\n")) {
 				return
 			}
-			flusher.Flush()
 		case <-ctx.Done():
 			return
 		}

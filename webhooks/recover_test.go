@@ -4,7 +4,6 @@ import (
 	"errors"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,21 +16,6 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
-
-// smallTmpfs mounts a tmpfs of size bytes for the test. It needs root; without it the test
-// fails under CI=true and is skipped elsewhere.
-func smallTmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount tmpfs: %v: %s", err, out)
-		}
-		t.Skipf("mount tmpfs (needs root): %v: %s", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
 
 // fill writes into path until the file system is full.
 func fill(t *testing.T, path string) {
@@ -55,7 +39,7 @@ func fill(t *testing.T, path string) {
 // A full disk makes the store fail its writes (a filestore keeps its first write error for
 // ever); once space is free again the log recovers without a restart and says so.
 func TestLogRecoversFromFullDisk(t *testing.T) {
-	dir := smallTmpfs(t, "16m")
+	dir := sfutest.MountTmpfs(t, "16m")
 	logs := &sfutest.Buffer{}
 	l := openTestLog(t, dir, func(o *LogOptions) {
 		o.EmitTimeout = 500 * time.Millisecond

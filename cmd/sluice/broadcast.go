@@ -4,11 +4,15 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-media/sluice/egress/broadcast"
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -31,7 +35,9 @@ Stream keys are never shown: URLs print as rtmp://host/app/***.`,
 		Use:   "start --room R --url rtmp(s)://HOST/APP/KEY [--url ...] [--participant P]",
 		Short: "Start broadcasting a room to one or more RTMP/RTMPS URLs",
 		Example: `  sluice broadcast start --room studio --url rtmps://a.rtmps.youtube.com/live2/xxxx-xxxx-xxxx-xxxx
-  sluice broadcast start --room studio --participant host --url rtmp://live.twitch.tv/app/live_123_abc -o json`,
+  sluice broadcast start --room studio --participant host --url rtmp://live.twitch.tv/app/live_123_abc -o json
+  sluice broadcast start --room studio --layout grid --url rtmps://a.rtmps.youtube.com/live2/xxxx-xxxx-xxxx-xxxx
+  sluice broadcast start --room studio --layout speaker --size 1920x1080 --fps 30 --video-bitrate 6000 --labels --url rtmp://live.twitch.tv/app/KEY`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var info sfu.BroadcastInfo
@@ -44,7 +50,8 @@ Stream keys are never shown: URLs print as rtmp://host/app/***.`,
 	f := start.Flags()
 	f.StringVar(&req.Room, "room", "", "room to broadcast (required)")
 	f.StringArrayVar(&req.URLs, "url", nil, "destination rtmp:// or rtmps:// URL with its stream key (repeatable, required)")
-	f.StringVar(&req.Participant, "participant", "", "identity of the source participant (default: the room's first publisher with video)")
+	f.StringVar(&req.Participant, "participant", "", "identity of the source participant (default: the room's first publisher with video; with --layout single, the one shown)")
+	compositeFlags(f, &req.Options)
 	_ = start.MarkFlagRequired("room")
 	_ = start.MarkFlagRequired("url")
 
@@ -186,3 +193,36 @@ func bytesHuman(n int64) string {
 	}
 	return fmt.Sprintf("%d B", n)
 }
+
+// compositeFlags adds the flags of a whole-room broadcast or recording to f.
+func compositeFlags(f *pflag.FlagSet, o *composite.Options) {
+	f.StringVar(&o.Layout, "layout", "", "compose the whole room: grid, speaker or single (one stream, one file)")
+	f.Var(sizeFlag{o}, "size", "with --layout: picture size WIDTHxHEIGHT (default 1280x720)")
+	f.IntVar(&o.FPS, "fps", 0, "with --layout: frame rate (default 30)")
+	f.IntVar(&o.VideoBitrateKbps, "video-bitrate", 0, "with --layout: video bitrate in kbit/s (default 3000)")
+	f.StringVar(&o.KeyframeInterval, "keyframe-interval", "", "with --layout: keyframe interval, e.g. 2s (default 2s)")
+	f.BoolVar(&o.Labels, "labels", false, "with --layout: draw each participant's name on their tile")
+}
+
+// sizeFlag parses WIDTHxHEIGHT into a composite's options.
+type sizeFlag struct{ o *composite.Options }
+
+func (s sizeFlag) String() string {
+	if s.o == nil || s.o.Width == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%dx%d", s.o.Width, s.o.Height)
+}
+
+func (s sizeFlag) Set(v string) error {
+	w, h, ok := strings.Cut(v, "x")
+	wi, err1 := strconv.Atoi(w)
+	hi, err2 := strconv.Atoi(h)
+	if !ok || err1 != nil || err2 != nil || wi <= 0 || hi <= 0 {
+		return fmt.Errorf("%q is not WIDTHxHEIGHT", v)
+	}
+	s.o.Width, s.o.Height = wi, hi
+	return nil
+}
+
+func (sizeFlag) Type() string { return "WxH" }

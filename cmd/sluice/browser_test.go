@@ -41,7 +41,8 @@ type pageServer struct {
 	pages   map[string]*exec.Cmd // by id
 }
 
-func newPageServer(t *testing.T) *pageServer {
+// extra adds routes of a test's own (the built-in pages, a library).
+func newPageServer(t *testing.T, extra ...func(*http.ServeMux)) *pageServer {
 	t.Helper()
 	ps := &pageServer{reports: map[string]map[string]any{}, pages: map[string]*exec.Cmd{}}
 	mux := http.NewServeMux()
@@ -58,6 +59,9 @@ func newPageServer(t *testing.T) *pageServer {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
+	for _, add := range extra {
+		add(mux)
+	}
 	ps.srv = httptest.NewServer(mux)
 	t.Cleanup(ps.srv.Close)
 	return ps
@@ -120,6 +124,18 @@ func (ps *pageServer) openPage(t *testing.T, page, id string, query url.Values) 
 			t.Logf("chromium %s log:\n%s", id, tail(logs.String(), 40))
 		}
 	})
+}
+
+// closePage kills the Chromium of page id, as closing the browser would.
+func (ps *pageServer) closePage(t *testing.T, id string) {
+	t.Helper()
+	ps.mu.Lock()
+	cmd := ps.pages[id]
+	ps.mu.Unlock()
+	if cmd == nil {
+		t.Fatalf("no page %s", id)
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 }
 
 func requireChromium(t *testing.T) {

@@ -65,7 +65,13 @@ func startDaemon(t *testing.T, extra string) *daemonProc {
 // sluice command line), e.g. taskset.
 func startDaemonUnder(t *testing.T, extra string, prefix ...string) *daemonProc {
 	t.Helper()
-	d := &daemonProc{t: t, dir: t.TempDir(), logs: &sfutest.Buffer{}, prefix: prefix}
+	return startDaemonOn(t, t.TempDir(), extra, prefix...)
+}
+
+// startDaemonOn is startDaemonUnder with the daemon's files (config, data dir) under dir.
+func startDaemonOn(t *testing.T, dir, extra string, prefix ...string) *daemonProc {
+	t.Helper()
+	d := &daemonProc{t: t, dir: dir, logs: &sfutest.Buffer{}, prefix: prefix}
 	http := sfutest.FreeTCPPort(t)
 	d.RTMPPort, d.RTSPPort = sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t)
 	d.URL = fmt.Sprintf("http://127.0.0.1:%d", http)

@@ -107,27 +107,32 @@ func TestLoadtestOverloadSheds(t *testing.T) {
 		t.Errorf("%d survivors and %d shed of %d connected", o.Survivors.Count, rep.Shed, rep.Connected)
 	}
 	// The shedding stopped: after it began, 10 s went by without any, in which the viewers
-	// got the whole stream (about 2.6 Mbit/s of video plus Opus) with at most 1 % loss. While
-	// shedding, the loss is 15 % or more; the 1 % allows for the rest of `make test`, which
-	// runs beside this test on the same two CPUs and takes moments of the daemon's share
-	// without overloading it for long. (Something else may take the daemon's CPU later, and
-	// the daemon sheds again: the stretch may be any after the first shed.)
+	// got the whole stream (about 2.6 Mbit/s of video plus Opus) with at most 1 % loss that
+	// their own sockets do not account for. While shedding, the daemon's queues lose 15 % or
+	// more. The viewers read as browsers do, in this process on a CPU that the rest of `make
+	// test` shares: one that does not get the CPU in time overflows its socket, which the
+	// kernel counts (receiver_socket_drop_pct), and that loss is the machine's, not the
+	// daemon's. The 1 % allows for moments of the daemon's share taken by the rest of the
+	// suite without overloading it for long. (Something else may take the daemon's CPU
+	// later, and the daemon sheds again: the stretch may be any after the first shed.)
 	if from, to, kbps, loss, ok := quietStretch(o.Timeline, 10, 2200, 1); !ok {
 		var after strings.Builder
 		for _, p := range o.Timeline {
 			if p.ToS > o.FirstShedS {
-				fmt.Fprintf(&after, "  %.1f–%.1f s: %d playing, %d shed, %.0f kbit/s, %.3f %% lost\n", p.FromS, p.ToS, p.Playing, p.Shed, p.BitrateKbps, p.LossPct)
+				fmt.Fprintf(&after, "  %.1f–%.1f s: %d playing, %d shed, %.0f kbit/s, %.3f %% lost (%.3f %% at their sockets)\n",
+					p.FromS, p.ToS, p.Playing, p.Shed, p.BitrateKbps, p.LossPct, p.SocketDropPct)
 			}
 		}
 		t.Errorf("no 10 s without shedding at full rate after the first shed (at %.1f s; the last at %.1f s):\n%s", o.FirstShedS, o.LastShedS, after.String())
 	} else {
-		t.Logf("quiet from %.0f s to %.0f s after the ramp began: %.0f kbit/s each, loss %.3f %%", from, to, kbps, loss)
+		t.Logf("quiet from %.0f s to %.0f s after the ramp began: %.0f kbit/s each, loss %.3f %% beyond their sockets' drops", from, to, kbps, loss)
 	}
 }
 
 // quietStretch finds, after the first shed, seconds consecutive entries of the timeline with no
 // shedding among them, in which the viewers playing (10 at least) received at least kbps each
-// with at most lossPct of loss (averaged over the stretch).
+// with at most lossPct of loss beyond what the kernel dropped at their sockets (averaged over
+// the stretch).
 func quietStretch(timeline []loadgen.PhaseReport, seconds, kbps, lossPct float64) (from, to, gotKbps, gotLoss float64, ok bool) {
 	for i, first := range timeline {
 		if first.Shed == 0 {
@@ -139,7 +144,7 @@ func quietStretch(timeline []loadgen.PhaseReport, seconds, kbps, lossPct float64
 				break
 			}
 			dt := p.ToS - p.FromS
-			d, bits, lost = d+dt, bits+p.BitrateKbps*dt, lost+p.LossPct*dt
+			d, bits, lost = d+dt, bits+p.BitrateKbps*dt, lost+max(0, p.LossPct-p.SocketDropPct)*dt
 			if d >= seconds {
 				if bits/d >= kbps && lost/d <= lossPct {
 					return first.FromS, p.ToS, bits / d, lost / d, true
@@ -151,13 +156,51 @@ func quietStretch(timeline []loadgen.PhaseReport, seconds, kbps, lossPct float64
 	return 0, 0, 0, 0, false
 }
 
+// quietStretch tells the daemon's loss from the receivers': survivors losing 2.6 % at their own
+// sockets (a CPU hog beside the load test) are quiet; losing it in the daemon, or still being
+// shed, or getting less than the stream, is not.
+func TestQuietStretch(t *testing.T) {
+	timeline := func(shedEvery int, kbps, loss, atSockets float64) []loadgen.PhaseReport {
+		var tl []loadgen.PhaseReport
+		for i := range 20 {
+			p := loadgen.PhaseReport{FromS: float64(i), ToS: float64(i + 1), Playing: 40, Shed: 5, BitrateKbps: kbps, LossPct: loss, SocketDropPct: atSockets}
+			if shedEvery > 0 {
+				p.Shed += i / shedEvery
+			}
+			tl = append(tl, p)
+		}
+		return tl
+	}
+	cases := []struct {
+		name     string
+		timeline []loadgen.PhaseReport
+		quiet    bool
+	}{
+		{"clean", timeline(0, 2600, 0, 0), true},
+		{"lost at the receivers' sockets", timeline(0, 2550, 2.6, 2.6), true},
+		{"lost in the daemon", timeline(0, 2550, 2.6, 0.1), false},
+		{"still shedding", timeline(3, 2600, 0, 0), false},
+		{"below the stream's rate", timeline(0, 1500, 0, 0), false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, _, _, _, ok := quietStretch(tc.timeline, 10, 2200, 1); ok != tc.quiet {
+				t.Errorf("quiet = %v, want %v", ok, tc.quiet)
+			}
+		})
+	}
+}
+
 // Past the CPU budget, new viewers are refused (503 overloaded) and the report counts them as
-// refused, not failed.
+// refused, not failed. (With --receive-offload: each viewer got a socket of its own for it.)
 func TestLoadtestRefusedPastBudget(t *testing.T) {
 	d := startDaemon(t, "limits: { cpu_budget: 0.001 }\n") // the publisher alone is past it
-	rep := d.loadtest(t, "-n", "3", "--ramp", "500ms", "--settle", "500ms", "--duration", "1s", "--baseline", "1s")
+	rep := d.loadtest(t, "-n", "3", "--ramp", "500ms", "--settle", "500ms", "--duration", "1s", "--baseline", "1s", "--receive-offload")
 	if num(rep, "refused") != 3 || num(rep, "failed") != 0 || num(rep, "connected") != 0 || num(rep, "shed") != 0 {
 		t.Fatalf("want 3 refused and nothing else: %v", rep)
+	}
+	if rep["receive_offload"] != true || num(rep, "subscribers_with_receive_offload") != 3 {
+		t.Errorf("--receive-offload: %v, %v subscribers with it, want 3", rep["receive_offload"], rep["subscribers_with_receive_offload"])
 	}
 	o, ok := rep["overload"].(map[string]any)
 	if !ok || num(o, "refused") != 3 {

@@ -32,6 +32,11 @@ daemon's event stream (with --api-key each subscriber's token names it, and the 
 to the shed subscribers), the received figures of the survivors and of the shed, the daemon's CPU
 before, while and after shedding, and a per-second timeline in -o json.
 
+The viewers read their sockets as browsers and pion do, a packet at a time; the report counts the
+packets the kernel dropped at their sockets (full receive buffers), which are part of the loss.
+Against a loopback daemon --receive-offload has each viewer read with UDP receive offload
+instead, so that the kernel's receive work is not charged to the daemon.
+
 Run it against a daemon on a quiet machine; the viewers run in this process and cost CPU too.`,
 		Example: `  sluice loadtest -n 100 --duration 30s
   sluice loadtest -n 0 --rtsp 50 --duration 30s        # RTSP readers only
@@ -63,6 +68,7 @@ Run it against a daemon on a quiet machine; the viewers run in this process and 
 	f.DurationVar(&o.Settle, "settle", 3*time.Second, "wait after a ramp before measuring")
 	f.DurationVar(&o.Duration, "duration", 20*time.Second, "measurement window (one per kind of viewer)")
 	f.DurationVar(&o.Baseline, "baseline", 5*time.Second, "publisher-only measurement before the ramp")
+	f.BoolVar(&o.ReceiveOffload, "receive-offload", false, "viewers read with UDP receive offload (loopback daemon only; default: a packet at a time, as browsers)")
 	f.BoolVar(&o.Publish, "publish", true, "publish the built-in clip (--no-publish plays an existing publisher)")
 	cmd.Flags().Lookup("publish").NoOptDefVal = "true"
 	cmd.Flags().Bool("no-publish", false, "")

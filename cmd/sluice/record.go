@@ -45,6 +45,8 @@ starts at the next keyframe; when the source leaves, the recording waits recordi
 		Example: `  sluice record start --room lobby
   sluice record start --room studio --participant obs --format mkv
   sluice record start --room cam-1 --participant cam --track video --segment 1h
+  sluice record start --room studio --layout grid
+  sluice record start --room studio --layout single --participant host --size 1920x1080
   sluice record start --room cam-1 --storage s3`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -66,6 +68,7 @@ starts at the next keyframe; when the source leaves, the recording waits recordi
 	f.StringVar(&req.Format, "format", "", "mp4 or mkv (default: recording.format)")
 	f.StringVar(&req.Segment, "segment", "", "roll into a new file after this long, e.g. 30m (default: recording.segment_duration)")
 	f.StringVar(&req.MaxDuration, "max-duration", "", "stop after this long, e.g. 2h")
+	compositeFlags(f, &req.Options)
 	f.StringVar(&req.Storage, "storage", "", "upload to this storage target once ended, or local (default: recording.storage)")
 	_ = cmd.MarkFlagRequired("room")
 	return cmd

@@ -23,6 +23,7 @@ func newRoomsCmd(g *globals) *cobra.Command {
   sluice rooms kick lobby alice
   sluice rooms close lobby`,
 	}
+	cmd.AddCommand(newRoomsLayoutCmd(g))
 	cmd.AddCommand(
 		&cobra.Command{
 			Use:     "list",

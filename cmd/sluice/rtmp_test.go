@@ -25,8 +25,7 @@ import (
 // at 30 fps, AAC 48 kHz, in real time; bframes 2 or 0. The process ends with the test.
 func ffmpegOBS(t *testing.T, url string, seconds, bframes int) (*exec.Cmd, *sfutest.Buffer, <-chan struct{}) {
 	t.Helper()
-	bin := sfutest.RequireTool(t, "ffmpeg")
-	cmd := exec.Command(bin, "-hide_banner", "-loglevel", "warning", "-re",
+	return startFFmpeg(t, "-re",
 		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", strconv.Itoa(seconds),
@@ -34,6 +33,14 @@ func ffmpegOBS(t *testing.T, url string, seconds, bframes int) (*exec.Cmd, *sfut
 		"-g", "60", "-pix_fmt", "yuv420p", "-b:v", "1M",
 		"-c:a", "aac", "-ar", "48000", "-b:a", "96k",
 		"-f", "flv", url)
+}
+
+// startFFmpeg runs ffmpeg with args (after -hide_banner -loglevel warning) until it exits or
+// the test ends; its output is logged when the test fails.
+func startFFmpeg(t *testing.T, args ...string) (*exec.Cmd, *sfutest.Buffer, <-chan struct{}) {
+	t.Helper()
+	bin := sfutest.RequireTool(t, "ffmpeg")
+	cmd := exec.Command(bin, append([]string{"-hide_banner", "-loglevel", "warning"}, args...)...)
 	out := &sfutest.Buffer{}
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-media/sluice/configs"
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
@@ -112,6 +113,9 @@ type daemon struct {
 	// childCPU is the CPU time of the daemon's child processes (the transcoders), set when
 	// they are wired.
 	childCPU func() time.Duration
+	// comps make rooms' programs for broadcasts and recordings with a layout (nil when
+	// transcoding is off).
+	comps *composite.Manager
 }
 
 // serve builds the daemon, runs it until ctx ends, then shuts it down.
@@ -167,7 +171,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireRecorder} {
+	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireHLS, d.wireWeb, d.wireRecorder} {
 		if err := wire(); err != nil {
 			return nil, err
 		}

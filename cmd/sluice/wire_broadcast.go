@@ -11,10 +11,11 @@ import (
 // sessions stopped and before the rooms close.
 func (d *daemon) wireBroadcast() error {
 	m, err := broadcast.New(broadcast.Options{
-		Config: d.cfg.Broadcast,
-		Hub:    d.hub,
-		Logger: d.log.With("component", "broadcast"),
-		RTMP:   rtmp.Options{Dial: d.outbound.DialContext},
+		Config:     d.cfg.Broadcast,
+		Hub:        d.hub,
+		Logger:     d.log.With("component", "broadcast"),
+		RTMP:       rtmp.Options{Dial: d.outbound.DialContext},
+		Composites: d.comps,
 	})
 	if err != nil {
 		return err

@@ -8,9 +8,6 @@ import (
 	"github.com/sluice-media/sluice/webhooks"
 )
 
-// eventFlushTimeout bounds how long shutdown waits for the event log to take the queued events.
-const eventFlushTimeout = 5 * time.Second
-
 // openEvents opens the durable event log (embedded JetStream under the data dir, or the
 // external NATS of events.nats_url) before anything can emit. It is released last.
 func (d *daemon) openEvents() error {
@@ -29,7 +26,8 @@ func (d *daemon) openEvents() error {
 	d.onClose(l.Close)
 	// Rooms hand their events to the queue and go on; the queue writes them to the log in
 	// order per room, outside every lock, and holds them while the log is slow or failing.
-	d.queue, err = sfu.NewEventQueue(sfu.QueueOptions{Store: l, Logger: d.log.With("component", "events")})
+	d.queue, err = sfu.NewEventQueue(sfu.QueueOptions{Store: l, Logger: d.log.With("component", "events"),
+		Buffer: d.cfg.Events.QueueSize, AckWait: d.cfg.Events.AckWait})
 	if err != nil {
 		return err
 	}
@@ -38,10 +36,10 @@ func (d *daemon) openEvents() error {
 }
 
 // flushEvents waits for shutdown, then writes what the queue still holds to the log, giving up
-// after a deadline so that a dead log cannot hold the process (the loss is counted and logged).
+// after events.flush_timeout so that a dead log cannot hold the process (the loss is counted and logged).
 func (d *daemon) flushEvents(ctx context.Context) error {
 	<-ctx.Done()
-	fctx, cancel := context.WithTimeout(context.Background(), eventFlushTimeout)
+	fctx, cancel := context.WithTimeout(context.Background(), d.cfg.Events.FlushTimeout)
 	defer cancel()
 	if err := d.queue.Close(fctx); err != nil {
 		d.log.Error("events: shutdown did not wait for the event log any longer", "err", err)
@@ -64,7 +62,7 @@ func (d *daemon) wireEvents() error {
 	d.registry.MustRegister(d.events.Collectors()...)
 	d.registry.MustRegister(d.queue.Collectors()...)
 	d.registry.MustRegister(deliverer.Collectors()...)
-	routes := &webhooks.HTTP{Log: d.events, Deliverer: deliverer}
+	routes := &webhooks.HTTP{Log: d.events, Deliverer: deliverer, WriteTimeout: d.cfg.Events.FollowerTimeout}
 	routes.Register(d.api, d.gate)
 	d.onShutdown = append(d.onShutdown, routes.CloseFollowers)
 	d.add(phaseEvents, "events", d.events.Run)

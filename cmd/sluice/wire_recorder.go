@@ -7,11 +7,12 @@ import "github.com/sluice-media/sluice/recorder"
 // recorder then closes every file and ends its recordings with reason server_shutdown.
 func (d *daemon) wireRecorder() error {
 	rec, err := recorder.New(recorder.Options{
-		Config:  d.cfg.Recording,
-		Dir:     d.cfg.RecordingsDir(),
-		Hub:     d.hub,
-		Logger:  d.log.With("component", "recorder"),
-		Storage: d.cfg.Storage,
+		Config:     d.cfg.Recording,
+		Dir:        d.cfg.RecordingsDir(),
+		Hub:        d.hub,
+		Logger:     d.log.With("component", "recorder"),
+		Composites: d.comps,
+		Storage:    d.cfg.Storage,
 	})
 	if err != nil {
 		return err

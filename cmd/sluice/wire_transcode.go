@@ -4,6 +4,7 @@ import (
 	"context"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/egress/transcode"
 	"github.com/sluice-media/sluice/sfu"
 )
@@ -27,6 +28,15 @@ func (d *daemon) wireTranscode() error {
 	d.registry.MustRegister(m)
 	d.api.AddStatus("transcoders", func(context.Context) any { return m.Status() })
 	d.add(phaseEgress, "transcode", m.Run)
+	if d.cfg.Transcode.Enabled {
+		d.comps = composite.NewManager(d.hub, composite.Config{FFmpeg: d.cfg.Transcode.FFmpeg, Log: d.log.With("component", "composite")})
+		d.comps.Routes(d.api, d.gate)
+		d.add(phaseEgress, "composite", func(ctx context.Context) error {
+			<-ctx.Done()
+			d.comps.Close()
+			return nil
+		})
+	}
 	return nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/sfu"
 )
 
@@ -42,7 +43,9 @@ type Broadcast struct {
 	done    chan struct{}
 	reports chan report
 	cmds    chan func()
-	first   chan error // the outcome of the first source resolution
+	first   chan error           // the outcome of the first source resolution
+	comp    *composite.Composite // the room's program, for a broadcast with a layout
+	release func()               // gives comp back
 
 	// Owned by the goroutine.
 	f       *sfu.Follower
@@ -81,6 +84,10 @@ func (b *Broadcast) infoLocked(about *destination) *sfu.BroadcastInfo {
 	}
 	if info.Participant == "" {
 		info.Participant = b.identity
+	}
+	if b.comp != nil {
+		ci := b.comp.Info()
+		info.Layout, info.Participants = ci.Layout, ci.Participants
 	}
 	for _, d := range b.dests {
 		n := d.bytesSent()
@@ -138,6 +145,11 @@ func (b *Broadcast) run() {
 	}
 	b.f = sfu.NewFollower(b.m.hub, sfu.FollowerSpec{Room: b.room, Select: sfu.Selector{Identity: b.identity},
 		Legs: broadcastLegs, Settle: settleTime, OnChange: b.rebind})
+	var program <-chan struct{} // the composite's layout, participants or restarts changed
+	var shown composite.Info
+	if b.comp != nil {
+		program, shown = b.comp.Changed(), b.comp.Info()
+	}
 	for first := b.first; ; first = nil { // the outcome of the first resolution goes to Start
 		changed := b.f.Changed()
 		b.f.Update()
@@ -158,6 +170,15 @@ func (b *Broadcast) run() {
 			}
 		case fn := <-b.cmds:
 			fn()
+		case <-program:
+			program = b.comp.Changed()
+			now := b.comp.Info()
+			reason := composite.ChangeReason(shown, now)
+			shown = now
+			b.mu.Lock()
+			ev := &sfu.Event{Type: sfu.EventBroadcastUpdated, Reason: reason, Broadcast: b.infoLocked(nil)}
+			b.mu.Unlock()
+			b.m.emit(b, ev)
 		case <-b.grace.C:
 			if b.bind == nil {
 				b.finish(StatusComplete, sfu.ReasonSourceEnded, nil)
@@ -320,6 +341,9 @@ func (b *Broadcast) finish(status, reason string, err error) {
 	}
 	if b.f != nil {
 		b.f.Close()
+	}
+	if b.release != nil {
+		b.release()
 	}
 	b.bind = nil
 	now := b.m.now().UTC()

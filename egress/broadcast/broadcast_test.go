@@ -1,7 +1,6 @@
 package broadcast
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -13,72 +12,8 @@ import (
 	"github.com/sluice-media/sluice/egress"
 	"github.com/sluice-media/sluice/egress/egresstest"
 	"github.com/sluice-media/sluice/sfu"
-	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
-
-// fakePublisher writes synthetic H.264 (parameter sets and an IDR every 30 frames) and AAC
-// into a participant's tracks at 30 fps, like an ingest, until stop.
-type fakePublisher struct {
-	p    *sfu.Participant
-	stop chan struct{}
-	done chan struct{}
-}
-
-func startFakePublisher(t *testing.T, hub *sfu.Hub, room, identity string) *fakePublisher {
-	t.Helper()
-	p, err := hub.Join(room, sfu.ParticipantSpec{Identity: identity, Kind: sfu.ParticipantRTMP})
-	if err != nil {
-		t.Fatal(err)
-	}
-	vt, err := p.Publish(sfu.TrackSpec{Codec: media.H264Codec(testSPS, testPPS, 96), CacheGOP: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	at, err := p.Publish(sfu.TrackSpec{Codec: media.AACCodec([]byte{0x11, 0x90}, 48000, 2, 97)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	vt.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: now})
-	at.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: now})
-	vw, _ := media.NewWriter(vt)
-	aw, _ := media.NewWriter(at)
-	f := &fakePublisher{p: p, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(f.done)
-		tick := time.NewTicker(time.Second / 30)
-		defer tick.Stop()
-		for i := 0; ; i++ {
-			select {
-			case <-f.stop:
-				return
-			case <-tick.C:
-			}
-			au := [][]byte{append([]byte{0x41, 0x9a}, bytes.Repeat([]byte{byte(i)}, 2000)...)}
-			if i%30 == 0 {
-				au = [][]byte{testSPS, testPPS, append([]byte{0x65, 0x88}, bytes.Repeat([]byte{1}, 8000)...)}
-			}
-			_ = vw.Write(uint32(i*3000), au)
-			for j := range 2 { // 1.4 AAC frames per video frame: close enough
-				_ = aw.Write(uint32((i*2+j)*1024*3/4), [][]byte{bytes.Repeat([]byte{byte(j + 1)}, 200)})
-			}
-		}
-	}()
-	t.Cleanup(f.close)
-	return f
-}
-
-func (f *fakePublisher) close() {
-	select {
-	case <-f.stop:
-		return
-	default:
-	}
-	close(f.stop)
-	<-f.done
-	f.p.Close(sfu.ReasonClientDisconnected, nil)
-}
 
 // TestBroadcastFollowsParticipant runs a broadcast in process (under -race in make test): it
 // follows --participant across a reconnect of the publisher, keeps one connection to the
@@ -91,9 +26,9 @@ func TestBroadcastFollowsParticipant(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	other := startFakePublisher(t, hub, "studio", "guest") // in the room first: not the source
-	defer other.close()
-	pub := startFakePublisher(t, hub, "studio", "host")
+	other := egresstest.StartPublisher(t, hub, "studio", "guest") // in the room first: not the source
+	defer other.Close()
+	pub := egresstest.StartPublisher(t, hub, "studio", "host")
 	info, err := m.Start(StartRequest{Room: "studio", URLs: []string{platform.URL("k-follow-1234")}, Participant: "host"})
 	if err != nil {
 		t.Fatal(err)
@@ -104,10 +39,10 @@ func TestBroadcastFollowsParticipant(t *testing.T) {
 		t.Fatalf("source %q, want host", s.Participant)
 	}
 	time.Sleep(2 * time.Second)
-	pub.close() // the host reconnects
+	pub.Close() // the host reconnects
 	sent := status().BytesSent
-	pub = startFakePublisher(t, hub, "studio", "host")
-	defer pub.close()
+	pub = egresstest.StartPublisher(t, hub, "studio", "host")
+	defer pub.Close()
 	sfutest.WaitFor(t, "media from the returning host", 20*time.Second, func() bool { return status().BytesSent > sent+50_000 })
 	time.Sleep(2 * time.Second)
 	final, err := m.Stop(info.ID)
@@ -199,8 +134,8 @@ func TestBroadcastDestinationChangesAreEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	pub := startFakePublisher(t, hub, "two", "host")
-	defer pub.close()
+	pub := egresstest.StartPublisher(t, hub, "two", "host")
+	defer pub.Close()
 	info, err := m.Start(StartRequest{Room: "two", URLs: []string{good.URL("k-good-1234"), dying.URL("k-dying-5678")}})
 	if err != nil {
 		t.Fatal(err)

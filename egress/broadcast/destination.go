@@ -2,8 +2,6 @@ package broadcast
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -57,10 +55,7 @@ type destination struct {
 	m          *mux
 	vsub, asub *sfu.Subscription
 	vr, ar     media.Reader // nil: the binding has no such track
-	vts, ats   media.Unwrapper
-	vSeq, aSeq uint16
-	vSeqOK     bool
-	aSeqOK     bool
+	vseq, aseq media.Sequence
 	arrival    int64
 	emitV      func(*media.Frame) // bound once: no allocation per packet
 	emitA      func(*media.Frame)
@@ -243,8 +238,7 @@ func (d *destination) bind(nb *binding) {
 func (d *destination) setBinding(nb *binding) {
 	d.m.setBinding(nb)
 	d.vr, d.ar = nil, nil
-	d.vts, d.ats = media.Unwrapper{}, media.Unwrapper{}
-	d.vSeqOK, d.aSeqOK = false, false
+	d.vseq, d.aseq = media.Sequence{}, media.Sequence{}
 	if nb == nil {
 		return
 	}
@@ -265,19 +259,22 @@ func (d *destination) videoSink(p *sfu.Packet, gap bool) error {
 	if d.vr == nil {
 		return nil
 	}
-	seq := p.Header.SequenceNumber
-	lost := gap || (d.vSeqOK && seq != d.vSeq+1)
-	d.vSeq, d.vSeqOK = seq, true
+	ext, skipped := d.vseq.Next(&p.Header)
+	lost := gap || skipped
 	d.arrival = p.Arrival
-	if !d.vr.Push(p, d.vts.Unwrap(p.Header.Timestamp), lost, d.emitV) || lost {
+	if !d.vr.Push(p, ext, lost, d.emitV) || lost {
 		d.m.bind.video.RequestKeyframe()
 	}
 	return nil
 }
 
 func (d *destination) writeVideo(f *media.Frame) {
-	params, _ := d.vr.Params()
-	want, _ := d.m.video(f, d.arrival, params.SPS, params.PPS) // a failed write ends the connection: the worker sees it
+	var sps, pps []byte
+	if f.Key { // the reader learns parameter sets from keyframes only
+		params, _ := d.vr.Params()
+		sps, pps = params.SPS, params.PPS
+	}
+	want, _ := d.m.video(f, d.arrival, sps, pps) // a failed write ends the connection: the worker sees it
 	if want && d.m.bind != nil && d.m.bind.video != nil {
 		d.m.bind.video.RequestKeyframe()
 	}
@@ -290,11 +287,9 @@ func (d *destination) audioSink(p *sfu.Packet, gap bool) error {
 	if d.ar == nil {
 		return nil
 	}
-	seq := p.Header.SequenceNumber
-	lost := gap || (d.aSeqOK && seq != d.aSeq+1)
-	d.aSeq, d.aSeqOK = seq, true
+	ext, skipped := d.aseq.Next(&p.Header)
 	d.arrival = p.Arrival
-	d.ar.Push(p, d.ats.Unwrap(p.Header.Timestamp), lost, d.emitA) // a malformed packet is skipped
+	d.ar.Push(p, ext, gap || skipped, d.emitA) // a malformed packet is skipped
 	return nil
 }
 
@@ -308,19 +303,13 @@ func (d *destination) writeAudio(f *media.Frame) {
 func refused(err error) bool {
 	var se *rtmp.StatusError
 	var dns *net.DNSError
-	var unknownCA x509.UnknownAuthorityError
-	var hostname x509.HostnameError
-	var invalid x509.CertificateInvalidError
-	var verify *tls.CertificateVerificationError
 	switch {
 	case errors.As(err, &se), errors.Is(err, rtmp.ErrRefusedByClose), errors.Is(err, rtmp.ErrInvalidURL):
 		return true
 	case errors.As(err, &dns) && dns.IsNotFound:
 		return true
-	case errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
-		return true
 	}
-	return false
+	return rtmp.CertificateError(err)
 }
 
 // errorCode names an error for the error object of events and the API.

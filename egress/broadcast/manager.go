@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-media/sluice/egress"
+	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/egress/rtmp"
 	"github.com/sluice-media/sluice/sfu"
 )
@@ -35,6 +36,8 @@ type Options struct {
 	Backoff egress.Backoff
 	// RTMP tunes the connections (timeouts, TLS roots).
 	RTMP rtmp.Options
+	// Composites make a room's program for a broadcast with a layout (nil: layouts refused).
+	Composites *composite.Manager
 }
 
 // Manager owns the broadcasts: it starts them, lists them, changes and stops them, and ends
@@ -47,6 +50,7 @@ type Manager struct {
 	backoff egress.Backoff
 	rtmp    rtmp.Options
 	publish func(ctx context.Context, t rtmp.Target) (*rtmp.Conn, error)
+	comps   *composite.Manager
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -75,7 +79,7 @@ func New(opts Options) (*Manager, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{
 		cfg: opts.Config, hub: opts.Hub, log: opts.Logger, backoff: opts.Backoff, rtmp: opts.RTMP,
-		ctx: ctx, cancel: cancel, all: map[string]*Broadcast{},
+		ctx: ctx, cancel: cancel, all: map[string]*Broadcast{}, comps: opts.Composites,
 	}
 	m.publish = func(ctx context.Context, t rtmp.Target) (*rtmp.Conn, error) { return rtmp.Publish(ctx, t, m.rtmp) }
 	return m, nil
@@ -110,7 +114,10 @@ type StartRequest struct {
 	// URL is a single destination, for clients that send one.
 	URL string `json:"url,omitempty"`
 	// Participant is the identity of the source; empty follows the room's main publisher.
+	// With the single layout, it is the participant shown.
 	Participant string `json:"participant,omitempty"`
+	// Options, with a layout, broadcast the whole room composed (egress/composite).
+	composite.Options
 }
 
 // Start begins a broadcast. It returns once the source is bound (or found missing, which
@@ -132,6 +139,24 @@ func (m *Manager) Start(req StartRequest) (*sfu.BroadcastInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	var comp *composite.Composite
+	var release func()
+	if req.Layout != "" {
+		if m.comps == nil {
+			return nil, fmt.Errorf("%w: layouts need the compositor (ffmpeg)", ErrInvalid)
+		}
+		spec, err := req.Spec(req.Room, req.Participant)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+		}
+		if comp, release, err = m.comps.Acquire(spec); err != nil {
+			if errors.Is(err, composite.ErrConflict) {
+				return nil, fmt.Errorf("%w: %w", ErrInvalid, err)
+			}
+			return nil, err
+		}
+		req.Participant = composite.Identity
+	}
 	b := &Broadcast{
 		m:        m,
 		id:       sfu.NewID("BC_"),
@@ -143,6 +168,8 @@ func (m *Manager) Start(req StartRequest) (*sfu.BroadcastInfo, error) {
 		reports:  make(chan report, 16),
 		cmds:     make(chan func()),
 		first:    make(chan error, 1),
+		comp:     comp,
+		release:  release,
 	}
 	b.log = m.log.With("broadcast", b.id, "room", b.room)
 	b.ctx, b.cancel = context.WithCancel(m.ctx)
@@ -153,6 +180,9 @@ func (m *Manager) Start(req StartRequest) (*sfu.BroadcastInfo, error) {
 	if m.closed {
 		m.mu.Unlock()
 		b.cancel()
+		if release != nil {
+			release()
+		}
 		return nil, ErrClosed
 	}
 	m.all[b.id] = b

@@ -9,10 +9,11 @@ import (
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
-// publisher is the connection a mux writes to: *rtmp.Conn, or a stand-in in benchmarks.
+// publisher is the connection a mux writes to: *rtmp.Conn, or a stand-in in benchmarks. A tag
+// body is given as head then data, so that a frame is not copied to be put behind its header.
 type publisher interface {
-	WriteVideo(ts uint32, body []byte) error
-	WriteAudio(ts uint32, body []byte) error
+	WriteVideo(ts uint32, head, data []byte) error
+	WriteAudio(ts uint32, head, data []byte) error
 	WriteMetadata(props map[string]any) error
 }
 
@@ -85,15 +86,15 @@ type mux struct {
 	sps, pps []byte // the video reader's latest parameter sets
 	sentSPS  []byte
 	sentPPS  []byte
-	vbuf     []byte
-	abuf     []byte
+	vhead    [5]byte
+	ahead    [2]byte
 	frames   uint64
 	// flowing is closed at the first media tag of the current connection (then nil).
 	flowing chan struct{}
 }
 
 func newMux(epoch time.Time) *mux {
-	return &mux{epochNs: epoch.UnixNano(), lastV: -1, lastA: -1}
+	return &mux{epochNs: epoch.UnixNano(), lastV: -1, lastA: -1, ahead: rtmpproto.AACFrameHeader()}
 }
 
 // setConn starts a new connection (nil: none): sequence headers are due again.
@@ -127,10 +128,13 @@ func (m *mux) setBinding(b *binding) {
 	}
 }
 
-// video writes one access unit with the video reader's parameter sets (which it never
-// modifies). It reports whether a keyframe should be requested.
+// video writes one access unit; a keyframe comes with the video reader's parameter sets (which
+// the mux never modifies), which hold until the next one. It reports whether a keyframe should
+// be requested.
 func (m *mux) video(f *media.Frame, arrival int64, sps, pps []byte) (wantKeyframe bool, err error) {
-	m.sps, m.pps = sps, pps
+	if f.Key {
+		m.sps, m.pps = sps, pps
+	}
 	if m.bind == nil {
 		return false, nil
 	}
@@ -152,12 +156,12 @@ func (m *mux) video(f *media.Frame, arrival int64, sps, pps []byte) (wantKeyfram
 		}
 	}
 	cts := max(int32(m.vclock.ms(pts)-m.vclock.ms(dts)), 0)
-	m.vbuf = rtmpproto.AppendAVCFrame(m.vbuf[:0], f.Key, cts, f.NALUs)
+	m.vhead = rtmpproto.AVCFrameHeader(f.Key, cts)
 	m.videoOn = m.gen
 	m.lastV = ms
 	m.frames++
 	m.flowed()
-	return false, m.conn.WriteVideo(uint32(ms), m.vbuf)
+	return false, m.conn.WriteVideo(uint32(ms), m.vhead[:], f.Data)
 }
 
 // audio writes one AAC access unit.
@@ -179,9 +183,8 @@ func (m *mux) audio(f *media.Frame, arrival int64) error {
 		}
 	}
 	m.lastA = ms
-	m.abuf = rtmpproto.AppendAACFrame(m.abuf[:0], f.Data)
 	m.flowed()
-	return m.conn.WriteAudio(uint32(ms), m.abuf)
+	return m.conn.WriteAudio(uint32(ms), m.ahead[:], f.Data)
 }
 
 // sendHeaders writes onMetaData and the sequence headers of the bound tracks at ts, the
@@ -210,13 +213,13 @@ func (m *mux) sendHeaders(ts uint32) error {
 		}
 	}
 	if avc != nil {
-		if err := m.conn.WriteVideo(ts, avc); err != nil {
+		if err := m.conn.WriteVideo(ts, nil, avc); err != nil {
 			return err
 		}
 		m.sentSPS, m.sentPPS = m.sps, m.pps
 	}
 	if m.headers != m.gen && b.audio != nil && len(b.asc) > 0 {
-		if err := m.conn.WriteAudio(ts, rtmpproto.AACSequenceHeader(b.asc)); err != nil {
+		if err := m.conn.WriteAudio(ts, nil, rtmpproto.AACSequenceHeader(b.asc)); err != nil {
 			return err
 		}
 	}
@@ -227,6 +230,6 @@ func (m *mux) sendHeaders(ts uint32) error {
 // end writes the AVC end of sequence before a polite close.
 func (m *mux) end() {
 	if m.conn != nil && m.bind != nil && m.bind.video != nil && m.videoOn == m.gen {
-		_ = m.conn.WriteVideo(uint32(max(m.lastV, 0)), rtmpproto.AVCEndOfSequence())
+		_ = m.conn.WriteVideo(uint32(max(m.lastV, 0)), nil, rtmpproto.AVCEndOfSequence())
 	}
 }

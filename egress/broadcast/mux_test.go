@@ -1,6 +1,7 @@
 package broadcast
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -85,7 +86,8 @@ type recorder struct {
 	lastTS uint32
 }
 
-func (r *recorder) WriteVideo(ts uint32, b []byte) error {
+func (r *recorder) WriteVideo(ts uint32, h, d []byte) error {
+	b := slices.Concat(h, d)
 	switch {
 	case b[1] == 0:
 		r.tags = append(r.tags, "avc-header")
@@ -98,7 +100,8 @@ func (r *recorder) WriteVideo(ts uint32, b []byte) error {
 	return nil
 }
 
-func (r *recorder) WriteAudio(ts uint32, b []byte) error {
+func (r *recorder) WriteAudio(ts uint32, h, d []byte) error {
+	b := slices.Concat(h, d)
 	if b[1] == 0 {
 		r.tags = append(r.tags, "aac-header")
 	} else {

@@ -33,12 +33,13 @@ func BenchmarkWriteVideo(b *testing.B) {
 	}
 	c := &Conn{nc: nc, outChunk: outChunkSize, live: true, streamID: 1, done: make(chan struct{}),
 		opts: Options{WriteTimeout: 10 * time.Second}}
-	body := rtmpproto.AppendAVCFrame(nil, false, 0, [][]byte{make([]byte, 6000)})
-	b.SetBytes(int64(len(body)))
+	head := rtmpproto.AVCFrameHeader(false, 0)
+	avcc := append([]byte{0, 0, 0x17, 0x70}, make([]byte, 6000)...) // as the broadcaster writes a frame
+	b.SetBytes(int64(len(head) + len(avcc)))
 	b.ReportAllocs()
 	ts := uint32(0)
 	for b.Loop() {
-		if err := c.WriteVideo(ts, body); err != nil {
+		if err := c.WriteVideo(ts, head[:], avcc); err != nil {
 			b.Fatal(err)
 		}
 		ts += 33

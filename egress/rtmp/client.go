@@ -11,6 +11,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -25,6 +26,7 @@ import (
 	"github.com/yutopp/go-rtmp/handshake"
 	"github.com/yutopp/go-rtmp/message"
 
+	"github.com/sluice-media/sluice/sfu/netguard"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
 
@@ -53,6 +55,12 @@ var ErrRefusedByClose = errors.New("the server closed the connection before acce
 
 // ErrSetupTimeout is returned when the server did not complete the setup in time.
 var ErrSetupTimeout = errors.New("the server did not accept the publish in time")
+
+// ErrNoServer is the error of a publish that failed before an RTMP server answered the
+// handshake: a closed port, a filtered one, a silent one and one that speaks another protocol
+// (or not TLS, for rtmps) fail alike, so that broadcasts cannot be used to map a network.
+// Refusals of the outbound policy and certificates that do not verify are told apart.
+var ErrNoServer = errors.New("no RTMP server answered")
 
 // ErrClosed is the error of writes on a connection that has ended.
 var ErrClosed = errors.New("rtmp connection closed")
@@ -137,7 +145,7 @@ func Publish(ctx context.Context, t Target, opts Options) (*Conn, error) {
 	defer cancel()
 	nc, err := opts.Dial(ctx, "tcp", t.Addr)
 	if err != nil {
-		return nil, err
+		return nil, noServer(t.Addr, err)
 	}
 	if t.Scheme == "rtmps" {
 		cfg := &tls.Config{MinVersion: tls.VersionTLS12}
@@ -148,7 +156,10 @@ func Publish(ctx context.Context, t Target, opts Options) (*Conn, error) {
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			_ = nc.Close()
-			return nil, fmt.Errorf("tls: %w", err)
+			if CertificateError(err) {
+				return nil, fmt.Errorf("tls: %w", err)
+			}
+			return nil, noServer(t.Addr, err)
 		}
 		nc = tc
 	}
@@ -165,7 +176,13 @@ func Publish(ctx context.Context, t Target, opts Options) (*Conn, error) {
 		outChunk: 128,
 		done:     make(chan struct{}),
 	}
-	err = c.setup(br)
+	err = handshake.HandshakeWithServer(br, c.nc, &handshake.Config{SkipHandshakeVerification: true})
+	if err != nil {
+		stop()
+		_ = nc.Close()
+		return nil, noServer(t.Addr, err)
+	}
+	err = c.setup()
 	if !stop() || ctx.Err() != nil {
 		_ = nc.Close()
 		if err == nil || !isRefusal(err) {
@@ -190,15 +207,44 @@ func isRefusal(err error) bool {
 	return errors.As(err, &se) || errors.Is(err, ErrRefusedByClose)
 }
 
-// setup runs the handshake, reading br (which c.cr then reads), and the command exchange up to
-// NetStream.Publish.Start.
-func (c *Conn) setup(br *bufio.Reader) error {
-	if err := handshake.HandshakeWithServer(br, c.nc, &handshake.Config{SkipHandshakeVerification: true}); err != nil {
-		return fmt.Errorf("rtmp handshake: %w", err)
+// noServerError is a publish that failed before an RTMP server answered (ErrNoServer).
+type noServerError struct {
+	addr  string
+	cause error
+}
+
+func (e *noServerError) Error() string { return "no RTMP server answered at " + e.addr }
+func (e *noServerError) Unwrap() error { return ErrNoServer }
+
+// Cause returns the network's or the handshake's reason, for logs.
+func (e *noServerError) Cause() error { return e.cause }
+
+// noServer hides why a connection failed before the RTMP handshake completed, keeping the
+// outbound policy's refusals and a cancellation by the caller.
+func noServer(addr string, err error) error {
+	var dns *net.DNSError
+	if errors.Is(err, netguard.ErrRefused) || errors.Is(err, context.Canceled) || errors.As(err, &dns) {
+		return err
 	}
+	return &noServerError{addr: addr, cause: err}
+}
+
+// CertificateError reports whether a TLS handshake failed on the server's certificate, an
+// answer of a TLS server that the user must fix (as opposed to no TLS server at all).
+func CertificateError(err error) bool {
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	return errors.As(err, &unknownCA) || errors.As(err, &hostname) || errors.As(err, &invalid) || errors.As(err, &verify)
+}
+
+// setup runs the command exchange after the handshake (c.cr reads what follows it) up to
+// NetStream.Publish.Start.
+func (c *Conn) setup() error {
 	var size [4]byte
 	binary.BigEndian.PutUint32(size[:], outChunkSize)
-	if err := c.write(csControl, rtmpproto.TypeSetChunkSize, 0, 0, size[:]); err != nil {
+	if err := c.write(csControl, rtmpproto.TypeSetChunkSize, 0, 0, nil, size[:]); err != nil {
 		return err
 	}
 	c.wmu.Lock()
@@ -310,7 +356,7 @@ func (c *Conn) handle(m rtmpproto.Message) (rtmpproto.Command, bool, error) {
 		c.lastAck = c.cr.BytesRead()
 		var seq [4]byte
 		binary.BigEndian.PutUint32(seq[:], uint32(c.cr.BytesRead()))
-		if err := c.write(csControl, rtmpproto.TypeAck, 0, 0, seq[:]); err != nil {
+		if err := c.write(csControl, rtmpproto.TypeAck, 0, 0, nil, seq[:]); err != nil {
 			return rtmpproto.Command{}, false, err
 		}
 	}
@@ -327,7 +373,7 @@ func (c *Conn) handle(m rtmpproto.Message) (rtmpproto.Command, bool, error) {
 			var resp [6]byte
 			binary.BigEndian.PutUint16(resp[:], 7)
 			copy(resp[2:], m.Payload[2:6])
-			if err := c.write(csControl, rtmpproto.TypeUserControl, 0, 0, resp[:]); err != nil {
+			if err := c.write(csControl, rtmpproto.TypeUserControl, 0, 0, nil, resp[:]); err != nil {
 				return rtmpproto.Command{}, false, err
 			}
 		}
@@ -398,18 +444,18 @@ func (c *Conn) command(csid byte, streamID uint32, name string, tx float64, args
 	if err != nil {
 		return err
 	}
-	return c.write(csid, rtmpproto.TypeCommandAMF0, streamID, 0, body)
+	return c.write(csid, rtmpproto.TypeCommandAMF0, streamID, 0, nil, body)
 }
 
 // write sends one message. Once publishing, each write has WriteTimeout to complete; a failed
 // write ends the connection.
-func (c *Conn) write(csid, typ byte, streamID, ts uint32, payload []byte) error {
+func (c *Conn) write(csid, typ byte, streamID, ts uint32, head, body []byte) error {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	if err := c.Err(); err != nil {
 		return err
 	}
-	c.wbuf = rtmpproto.AppendMessage(c.wbuf[:0], csid, typ, streamID, ts, payload, c.outChunk)
+	c.wbuf = rtmpproto.AppendMessageParts(c.wbuf[:0], csid, typ, streamID, ts, head, body, c.outChunk)
 	if c.live {
 		_ = c.nc.SetWriteDeadline(time.Now().Add(c.opts.WriteTimeout))
 	}
@@ -429,14 +475,16 @@ func (c *Conn) write(csid, typ byte, streamID, ts uint32, payload []byte) error 
 	return nil
 }
 
-// WriteVideo sends a video message: an FLV VIDEODATA body (see AVC*) at ts milliseconds.
-func (c *Conn) WriteVideo(ts uint32, body []byte) error {
-	return c.write(csVideo, rtmpproto.TypeVideo, c.streamID, ts, body)
+// WriteVideo sends a video message at ts milliseconds: an FLV VIDEODATA body (see AVC*), given
+// as head then data (either may be nil), which are sent without being joined first.
+func (c *Conn) WriteVideo(ts uint32, head, data []byte) error {
+	return c.write(csVideo, rtmpproto.TypeVideo, c.streamID, ts, head, data)
 }
 
-// WriteAudio sends an audio message: an FLV AUDIODATA body (see AAC*) at ts milliseconds.
-func (c *Conn) WriteAudio(ts uint32, body []byte) error {
-	return c.write(csAudio, rtmpproto.TypeAudio, c.streamID, ts, body)
+// WriteAudio sends an audio message at ts milliseconds: an FLV AUDIODATA body (see AAC*), given
+// as head then data like WriteVideo's.
+func (c *Conn) WriteAudio(ts uint32, head, data []byte) error {
+	return c.write(csAudio, rtmpproto.TypeAudio, c.streamID, ts, head, data)
 }
 
 // WriteMetadata sends @setDataFrame onMetaData with the given properties.
@@ -445,7 +493,7 @@ func (c *Conn) WriteMetadata(props map[string]any) error {
 	if err != nil {
 		return err
 	}
-	return c.write(csStream, rtmpproto.TypeDataAMF0, c.streamID, 0, body)
+	return c.write(csStream, rtmpproto.TypeDataAMF0, c.streamID, 0, nil, body)
 }
 
 // Close ends the connection: while it is up, it unpublishes first (FCUnpublish, deleteStream,

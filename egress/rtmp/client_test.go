@@ -59,11 +59,11 @@ func TestPublishToNginx(t *testing.T) {
 	if err := c.WriteMetadata(rtmpproto.Metadata(640, 360, 30, 48000, 2)); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteAudio(0, rtmpproto.AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
+	if err := c.WriteAudio(0, nil, rtmpproto.AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
 		t.Fatal(err)
 	}
 	for i := range 50 {
-		if err := c.WriteAudio(uint32(i*21), rtmpproto.AppendAACFrame(nil, make([]byte, 300))); err != nil {
+		if err := c.WriteAudio(uint32(i*21), nil, rtmpproto.AppendAACFrame(nil, make([]byte, 300))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -122,7 +122,7 @@ func TestWriteDeadline(t *testing.T) {
 	start := time.Now()
 	var werr error
 	for time.Since(start) < 30*time.Second && werr == nil {
-		werr = c.WriteVideo(0, frame)
+		werr = c.WriteVideo(0, nil, frame)
 	}
 	if werr == nil || !strings.Contains(werr.Error(), "stopped reading") {
 		t.Fatalf("write error %v", werr)

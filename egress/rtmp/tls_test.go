@@ -71,7 +71,7 @@ func TestPublishRTMPS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := c.WriteAudio(0, rtmpproto.AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
+	if err := c.WriteAudio(0, nil, rtmpproto.AACSequenceHeader([]byte{0x11, 0x90})); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.Close()

@@ -2,6 +2,7 @@ package transcode
 
 import (
 	"bufio"
+	"fmt"
 	"io"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
@@ -25,7 +26,7 @@ type input struct {
 }
 
 func newInput(w io.Writer, p plan) (*input, error) {
-	in := &input{bw: bufio.NewWriterSize(w, 64<<10), codec: p.from, needKey: p.video()}
+	in := &input{bw: bufio.NewWriterSize(w, 64<<10), codec: p.from, needKey: p.src.Kind() == sfu.KindVideo}
 	switch p.from {
 	case sfu.CodecVP8:
 		in.ivf = newIVFWriter(in.bw, "VP80")
@@ -43,6 +44,8 @@ func newInput(w io.Writer, p plan) (*input, error) {
 		in.track = &mpegts.Track{Codec: &mpegts.CodecOpus{ChannelCount: ch}}
 	case sfu.CodecH265:
 		in.track = &mpegts.Track{Codec: &mpegts.CodecH265{}}
+	case sfu.CodecH264:
+		in.track = &mpegts.Track{Codec: &mpegts.CodecH264{}}
 	default:
 		return nil, ErrUnsupported
 	}
@@ -64,9 +67,54 @@ func (in *input) write(pts, dts int64, f *media.Frame) error {
 		err = in.ts.WriteOpus(in.track, pts&ptsMask, in.one[:])
 	case sfu.CodecH265:
 		err = in.ts.WriteH265(in.track, pts&ptsMask, dts&ptsMask, f.NALUs)
+	case sfu.CodecH264:
+		if len(f.NALUs) == 0 {
+			return nil
+		}
+		err = in.ts.WriteH264(in.track, pts&ptsMask, dts&ptsMask, f.NALUs)
 	}
 	if err != nil {
 		return err
 	}
 	return in.bw.Flush()
+}
+
+// Feeder writes the frames of one track into the stdin of an ffmpeg of the caller's: MPEG-TS
+// for H.264, H.265, AAC and Opus, IVF for VP8 and VP9 (Format names ffmpeg's -f). Video starts
+// at the first keyframe. It is owned by one goroutine.
+type Feeder struct{ in *input }
+
+// NewFeeder returns a feeder of src's frames to w; aac are the parameters of an AAC source.
+func NewFeeder(w io.Writer, src sfu.Codec, aac *media.AACParams) (*Feeder, error) {
+	if src.Name == sfu.CodecAAC && aac == nil {
+		return nil, fmt.Errorf("%w: AAC without its config", ErrUnsupported)
+	}
+	in, err := newInput(w, plan{from: src.Name, src: src, aac: aac})
+	if err != nil {
+		return nil, err
+	}
+	return &Feeder{in: in}, nil
+}
+
+// Format is the container, as ffmpeg's -f names it.
+func (f *Feeder) Format() string {
+	if f.in.ivf != nil {
+		return "ivf"
+	}
+	return "mpegts"
+}
+
+// NeedsKeyframe reports whether the feeder waits for a keyframe (the caller asks the source).
+func (f *Feeder) NeedsKeyframe() bool { return f.in.needKey }
+
+// Write writes one frame with its 90 kHz presentation and decode times; frames before the first
+// keyframe are dropped. An error means the process's stdin is gone.
+func (f *Feeder) Write(pts, dts int64, fr *media.Frame) error {
+	if f.in.needKey {
+		if !fr.Key {
+			return nil
+		}
+		f.in.needKey = false
+	}
+	return f.in.write(pts, dts, fr)
 }

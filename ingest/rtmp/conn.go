@@ -17,7 +17,6 @@ import (
 	gortmp "github.com/yutopp/go-rtmp"
 	"github.com/yutopp/go-rtmp/message"
 
-	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 )
@@ -269,14 +268,14 @@ func (c *conn) OnPublish(sctx *gortmp.StreamContext, _ uint32, cmd *message.NetS
 		return c.refuse(sctx, ref)
 	}
 	c.sess = sess
-	c.pub = newPublisher(c, sess.p)
-	c.log = c.log.With("room", t.room, "participant", sess.p.Identity())
+	c.pub = newPublisher(c, sess.P)
+	c.log = c.log.With("room", t.Room, "participant", sess.P.Identity())
 	c.lastMedia.Store(c.s.clock().UnixNano())
 	c.published.Store(true)
-	c.joined <- sess.p
+	c.joined <- sess.P
 	attrs := []any{}
-	if t.ingestID != "" {
-		attrs = append(attrs, "ingest", t.ingestID)
+	if id := sess.ingestID(); id != "" {
+		attrs = append(attrs, "ingest", id)
 	}
 	c.log.Info("rtmp publish started", attrs...)
 	return nil
@@ -418,11 +417,7 @@ func (c *conn) finish(reason string, err error) {
 	}
 	sess.ended = true
 	c.ending.Store(true)
-	sess.p.Close(reason, err)
-	owner := c.s.release(sess)
-	if owner && sess.ingestID != "" && c.s.ingests != nil {
-		c.s.ingests.SetState(sess.ingestID, ingest.StateDisconnected, 0, reason, err)
-	}
+	c.s.pubs.Release(sess.Publisher, reason, err)
 	attrs := []any{"reason", reason}
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
@@ -435,5 +430,4 @@ func (c *conn) finish(reason string, err error) {
 	} else {
 		c.log.Info("rtmp publish ended", attrs...)
 	}
-	close(sess.done)
 }

@@ -55,14 +55,14 @@ func TestFFmpegKilledMidStream(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	_, bg := background(t, h, "room/busy", "room", "busy")
 	cmd, _, _ := ffmpegPublish(t, "rtmp://"+h.addr+"/live/room/ff", 60)
-	h.waitEvent("stream.publishing", 20*time.Second, is(sfu.EventStreamPublishing, "ff"))
-	flowing(t, trackOf(t, h.participant("room", "ff"), sfu.KindVideo), 10*time.Second)
+	h.WaitEvent("stream.publishing", 20*time.Second, is(sfu.EventStreamPublishing, "ff"))
+	flowing(t, trackOf(t, h.Participant("room", "ff"), sfu.KindVideo), 10*time.Second)
 	must(t, cmd.Process.Signal(syscall.SIGKILL))
-	e := h.waitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "ff"))
+	e := h.WaitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "ff"))
 	if e.Reason != sfu.ReasonClientDisconnected || e.Error == nil {
 		t.Errorf("stream.failed %+v %+v", e, e.Error)
 	}
-	h.waitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "ff", sfu.ReasonClientDisconnected))
+	h.WaitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "ff", sfu.ReasonClientDisconnected))
 	untouched(t, h, "busy", bg)
 }
 
@@ -81,7 +81,7 @@ func TestFFmpegWrongKey(t *testing.T) {
 	if !strings.Contains(out.String(), "Unknown stream key") {
 		t.Errorf("ffmpeg did not show the server's refusal:\n%s", out.String())
 	}
-	e := h.waitEvent("auth.failed", 5*time.Second, is(sfu.EventAuthFailed, ""))
+	e := h.WaitEvent("auth.failed", 5*time.Second, is(sfu.EventAuthFailed, ""))
 	if e.Reason != sfu.AuthUnknownStreamKey {
 		t.Errorf("auth.failed %+v", e)
 	}
@@ -129,7 +129,7 @@ func TestHEVCOverEnhancedRTMP(t *testing.T) {
 	c := dialClient(t, h.addr, nil)
 	c.mustPublish("hevc/obs")
 	must(t, c.video(0, rtmptest.ExVideoTag("hvc1", rtmpproto.ExSequenceStart, true, 0, rtmptest.HEVCConfigRecord(vps, sps, pps))))
-	p := h.participant("hevc", "obs")
+	p := h.Participant("hevc", "obs")
 	video := trackOf(t, p, sfu.KindVideo)
 	s := &sink{}
 	sub, err := video.Subscribe(s, sfu.SubscribeOptions{QueueSize: 8192})
@@ -283,7 +283,7 @@ func TestEnhancedRTMPVP9AndAV1(t *testing.T) {
 			for i, f := range frames {
 				must(t, c.video(uint32(i*33), rtmptest.ExVideoTag(tc.fourCC, rtmpproto.ExCodedFramesX, keys[i], 0, f)))
 			}
-			tr := trackOf(t, h.participant("ex", tc.fourCC), sfu.KindVideo)
+			tr := trackOf(t, h.Participant("ex", tc.fourCC), sfu.KindVideo)
 			if tr.Codec().Name != tc.codec {
 				t.Fatalf("codec %q", tr.Codec().Name)
 			}

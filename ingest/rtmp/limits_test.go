@@ -124,7 +124,7 @@ func TestHugeDeclarationsAllocateNothing(t *testing.T) {
 			}
 		})
 	}
-	if !strings.Contains(h.logs.String(), "rtmp protocol violation") {
+	if !strings.Contains(h.Logs.String(), "rtmp protocol violation") {
 		t.Error("no violation was logged")
 	}
 }
@@ -142,7 +142,7 @@ func TestRTMPS(t *testing.T) {
 	c := dialClient(t, h.srv.TLSAddr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1"})
 	c.mustPublish("secure/cam")
 	startFeeder(t, c)
-	e := h.waitEvent("stream.publishing", 10*time.Second, is(sfu.EventStreamPublishing, "cam"))
+	e := h.WaitEvent("stream.publishing", 10*time.Second, is(sfu.EventStreamPublishing, "cam"))
 	if e.Stream.Protocol != sfu.ProtocolRTMPS || e.Participant.Kind != sfu.ParticipantRTMP {
 		t.Errorf("stream %+v participant %+v", e.Stream, e.Participant)
 	}
@@ -217,10 +217,10 @@ func FuzzRTMPServer(f *testing.F) {
 			t.Fatalf("the server allocated %d bytes for %d bytes of input", grew, len(b))
 		}
 		if n := h.srv.panics.Load(); n > 0 {
-			t.Fatalf("%d panics in our code:\n%s", n, h.logs.String())
+			t.Fatalf("%d panics in our code:\n%s", n, h.Logs.String())
 		}
-		if strings.Contains(h.logs.String(), "Panic") {
-			t.Fatalf("go-rtmp recovered a panic:\n%s", h.logs.String())
+		if strings.Contains(h.Logs.String(), "Panic") {
+			t.Fatalf("go-rtmp recovered a panic:\n%s", h.Logs.String())
 		}
 	})
 }

@@ -4,11 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/av1"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/vp9"
 
@@ -140,10 +139,10 @@ func (pub *publisher) videoConfig(tag rtmpproto.VideoTag) error {
 		if err != nil {
 			return err
 		}
-		params, lengthSize = cloneAll(cfg.Params), cfg.LengthSize
-		width, height = paramsSize(tag.Codec, params)
+		params, lengthSize = media.CloneNALUs(cfg.Params), cfg.LengthSize
+		width, height = media.ParamsSize(tag.Codec, params)
 		if tag.Codec == sfu.CodecH264 {
-			codec = media.H264Codec(firstNALU(params, 7, false), firstNALU(params, 8, false), ptVideo)
+			codec = media.H264Codec(media.ParamSet(sfu.CodecH264, params, media.H264SPS), media.ParamSet(sfu.CodecH264, params, media.H264PPS), ptVideo)
 		}
 	case sfu.CodecAV1:
 		cfgOBUs, err := rtmpproto.ParseAV1C(tag.Data)
@@ -274,9 +273,9 @@ func (pub *publisher) videoFrame(tag rtmpproto.VideoTag, ms int64) error {
 	clear(units)
 	if tag.Keyframe && (v.codec == sfu.CodecH264 || v.codec == sfu.CodecH265) {
 		// Parameter sets may change in-band: follow the resolution.
-		if ps := v.w.Params(); !sameParams(ps, v.params) {
+		if ps := v.w.Params(); !slices.EqualFunc(ps, v.params, bytes.Equal) {
 			v.params = ps
-			pub.setVideoSize(paramsSize(v.codec, ps))
+			pub.setVideoSize(media.ParamsSize(v.codec, ps))
 		}
 	}
 	return nil
@@ -454,7 +453,7 @@ func (pub *publisher) unsupportedCodec(kind, format string) {
 	}
 	pub.unsupported[format] = true
 	pub.c.log.Warn("rtmp publisher sends a codec that cannot be published; it is ignored", "kind", kind, "codec", format)
-	if id := pub.c.sess.ingestID; id != "" {
+	if id := pub.c.sess.ingestID(); id != "" {
 		if s, ok := pub.c.s.ingests.(interface{ SetUnsupported(string, []string) }); ok {
 			var list []string
 			for f := range pub.unsupported {
@@ -475,60 +474,4 @@ func (pub *publisher) summary() []any {
 		attrs = append(attrs, "timestamp_jumps", pub.clock.jumps)
 	}
 	return attrs
-}
-
-// paramsSize reads the resolution from the SPS among H.264 or H.265 parameter sets.
-func paramsSize(codec string, params [][]byte) (int, int) {
-	if codec == sfu.CodecH264 {
-		if sps := firstNALU(params, 7, false); sps != nil {
-			var s h264.SPS
-			if s.Unmarshal(sps) == nil {
-				return s.Width(), s.Height()
-			}
-		}
-		return 0, 0
-	}
-	if sps := firstNALU(params, 33, true); sps != nil {
-		var s h265.SPS
-		if s.Unmarshal(sps) == nil {
-			return s.Width(), s.Height()
-		}
-	}
-	return 0, 0
-}
-
-func firstNALU(nalus [][]byte, typ byte, h265 bool) []byte {
-	for _, n := range nalus {
-		if len(n) == 0 {
-			continue
-		}
-		t := n[0] & 0x1f
-		if h265 {
-			t = (n[0] >> 1) & 0x3f
-		}
-		if t == typ {
-			return n
-		}
-	}
-	return nil
-}
-
-func sameParams(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if !bytes.Equal(a[i], b[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-func cloneAll(in [][]byte) [][]byte {
-	out := make([][]byte, len(in))
-	for i, b := range in {
-		out[i] = bytes.Clone(b)
-	}
-	return out
 }

@@ -54,15 +54,13 @@ type Server struct {
 	log     *slog.Logger
 	clock   func() time.Time
 	lim     rtmpproto.Limits
+	keys    ingest.Keys
+	pubs    *ingest.Publishers
 
 	listeners []*listener
 
-	// admitMu serializes publish admissions (key lookup, takeover, join) and Stop's lookup.
-	admitMu sync.Mutex
-
 	mu     sync.Mutex
 	closed bool
-	live   map[string]*session // lock key -> live session
 	conns  map[*conn]struct{}
 	perIP  map[string]int
 	wg     sync.WaitGroup // connections and listener loops
@@ -89,7 +87,8 @@ func NewServer(opts Options) (*Server, error) {
 		log:     opts.Logger,
 		clock:   opts.Hub.Now,
 		lim:     rtmpproto.ServerLimits(opts.Config.MaxMessageSize),
-		live:    map[string]*session{},
+		keys:    ingest.Keys{Gate: opts.Gate, Ingests: opts.Ingests, Types: []string{ingest.TypeRTMP}},
+		pubs:    ingest.NewPublishers(opts.Hub, opts.Ingests, sfu.ParticipantRTMP, opts.Logger),
 		conns:   map[*conn]struct{}{},
 		perIP:   map[string]int{},
 	}, nil
@@ -161,6 +160,7 @@ func (s *Server) Run(ctx context.Context) error {
 		s.log.Info("rtmp ingest listening", "protocol", l.protocol, "addr", l.Addr().String())
 	}
 	<-ctx.Done()
+	s.pubs.Close()
 	s.mu.Lock()
 	s.closed = true
 	conns := make([]*conn, 0, len(s.conns))
@@ -183,29 +183,10 @@ func (s *Server) Start(ingest.Ingest) {}
 
 // Stop implements ingest.Handler: it ends the live session on the ingest's key (reason
 // removed) and waits for it to be released.
-func (s *Server) Stop(id string) {
-	s.admitMu.Lock()
-	s.mu.Lock()
-	sess := s.live[ingestLock(id)]
-	s.mu.Unlock()
-	s.admitMu.Unlock()
-	if sess == nil {
-		return
-	}
-	sess.c.kill(sfu.ReasonRemoved, nil)
-	select {
-	case <-sess.done:
-	case <-time.After(15 * time.Second):
-		s.log.Warn("rtmp session did not end within 15 s of its ingest's deletion", "ingest", id)
-	}
-}
+func (s *Server) Stop(id string) { s.pubs.Stop(id) }
 
 // Sessions returns the number of live publish sessions.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.live)
-}
+func (s *Server) Sessions() int { return s.pubs.Len() }
 
 // listener accepts connections for go-rtmp, refusing those over the per-IP limit before
 // go-rtmp spends a goroutine on them.
@@ -296,17 +277,3 @@ func remoteIP(a net.Addr) string {
 	}
 	return host
 }
-
-// release drops sess from the live keys if it is still the one there, and reports whether
-// it was (the session that owns a key reports its ingest's state).
-func (s *Server) release(sess *session) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.live[sess.lock] != sess {
-		return false
-	}
-	delete(s.live, sess.lock)
-	return true
-}
-
-func ingestLock(id string) string { return "i/" + id }

@@ -10,6 +10,7 @@ import (
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
+	"github.com/sluice-media/sluice/sfu/media"
 	"github.com/sluice-media/sluice/sfu/rtmpproto"
 	"github.com/sluice-media/sluice/sfu/rtmpproto/rtmptest"
 	"github.com/sluice-media/sluice/sfu/sfutest"
@@ -22,11 +23,11 @@ import (
 func TestPublishBecomesTracks(t *testing.T) {
 	defer test.CheckRoutines(t)()
 	h := newHarness(t, harnessOptions{})
-	defer h.close()
+	defer h.Close()
 	c := dialClient(t, h.addr, nil)
 	defer c.close()
 	c.mustPublish("studio/cam")
-	p := h.participant("studio", "cam")
+	p := h.Participant("studio", "cam")
 	if p.Kind() != sfu.ParticipantRTMP {
 		t.Fatalf("kind %q", p.Kind())
 	}
@@ -111,9 +112,9 @@ func TestPublishBecomesTracks(t *testing.T) {
 	}
 
 	must(t, c.unpublish())
-	h.waitEvent("participant.left", 10*time.Second, isReason(sfu.EventParticipantLeft, "cam", sfu.ReasonClientDisconnected))
+	h.WaitEvent("participant.left", 10*time.Second, isReason(sfu.EventParticipantLeft, "cam", sfu.ReasonClientDisconnected))
 	var types []string
-	for _, e := range h.events.Events(0) {
+	for _, e := range h.Events.Events(0) {
 		if e.Participant != nil && e.Participant.Identity == "cam" {
 			types = append(types, e.Type)
 			if e.Type == sfu.EventStreamPublishing && (e.Stream.Protocol != sfu.ProtocolRTMP || len(e.Stream.Tracks) != 1) {
@@ -129,16 +130,9 @@ func TestPublishBecomesTracks(t *testing.T) {
 	want := "participant.joined track.published stream.publishing track.published stream.updated track.updated " +
 		"track.unpublished track.unpublished stream.unpublished participant.left"
 	if strings.Join(types, " ") != strings.Replace(want, "track.updated ", "", 1) && strings.Join(types, " ") != want {
-		t.Errorf("events:\n%s", h.eventList())
+		t.Errorf("events:\n%s", h.EventList())
 	}
 	c.close()
-}
-
-func must(t testing.TB, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // background starts a publisher that must stay untouched while a test misbehaves elsewhere.
@@ -147,7 +141,7 @@ func background(t *testing.T, h *harness, key, room, identity string) (*feeder, 
 	c := dialClient(t, h.addr, nil)
 	c.mustPublish(key)
 	f := startFeeder(t, c)
-	p := h.participant(room, identity)
+	p := h.Participant(room, identity)
 	tr := trackOf(t, p, sfu.KindVideo)
 	flowing(t, tr, 10*time.Second)
 	return f, tr
@@ -158,8 +152,8 @@ func untouched(t *testing.T, h *harness, identity string, tr *sfu.Track) {
 	t.Helper()
 	flowing(t, tr, 10*time.Second)
 	sid := tr.Participant().SID()
-	if h.has(func(e sfu.Event) bool { return e.Type == sfu.EventParticipantLeft && e.Participant.SID == sid }) {
-		t.Errorf("the other session %s was disturbed:\n%s", identity, h.eventList())
+	if h.Has(func(e sfu.Event) bool { return e.Type == sfu.EventParticipantLeft && e.Participant.SID == sid }) {
+		t.Errorf("the other session %s was disturbed:\n%s", identity, h.EventList())
 	}
 }
 
@@ -169,7 +163,7 @@ func untouched(t *testing.T, h *harness, identity string, tr *sfu.Track) {
 func TestKeyModeRefusesWrongKeys(t *testing.T) {
 	const secret = "a-secret-of-at-least-32-characters-long"
 	h := newHarness(t, harnessOptions{auth: auth.Config{Keys: map[string]string{"app": secret}}})
-	obs, err := h.store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "main", Identity: "obs"}, time.Now())
+	obs, err := h.Store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "main", Identity: "obs"}, time.Now())
 	must(t, err)
 	_, bgTrack := background(t, h, obs.StreamKey, "main", "obs")
 
@@ -192,7 +186,7 @@ func TestKeyModeRefusesWrongKeys(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			before := len(h.events.Events(0))
+			before := len(h.Events.Events(0))
 			c := dialClient(t, h.addr, nil)
 			if answer, err := c.connect("live"); err != nil || answer != "_result" {
 				t.Fatalf("connect: %s %v", answer, err)
@@ -205,7 +199,7 @@ func TestKeyModeRefusesWrongKeys(t *testing.T) {
 				t.Fatal("the server kept the connection")
 			}
 			var found bool
-			for _, e := range h.events.Events(0)[before:] {
+			for _, e := range h.Events.Events(0)[before:] {
 				if e.Type == sfu.EventAuthFailed {
 					found = true
 					if e.Reason != tc.reason || e.Protocol != sfu.ProtocolRTMP || !strings.HasPrefix(e.RemoteAddr, "127.0.0.1:") {
@@ -220,7 +214,7 @@ func TestKeyModeRefusesWrongKeys(t *testing.T) {
 				t.Errorf("no auth.failed")
 			}
 			if tc.key != "main" {
-				h.secretsAbsent(tc.key)
+				h.SecretsAbsent(tc.key)
 			}
 		})
 	}
@@ -228,9 +222,9 @@ func TestKeyModeRefusesWrongKeys(t *testing.T) {
 	tok := sign(auth.Grants{Room: "tokroom", Publish: true}, "bob", time.Hour)
 	c := dialClient(t, h.addr, nil)
 	c.mustPublish(tok)
-	h.participant("tokroom", "bob")
+	h.Participant("tokroom", "bob")
 	untouched(t, h, "obs", bgTrack)
-	h.secretsAbsent(obs.StreamKey, tok)
+	h.SecretsAbsent(obs.StreamKey, tok)
 }
 
 // In open mode the key is <room>[/<identity>]; a name that is neither is refused.
@@ -238,7 +232,7 @@ func TestOpenModeNames(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	c := dialClient(t, h.addr, nil)
 	c.mustPublish("lobby")
-	p := h.waitEvent("join", 10*time.Second, is(sfu.EventParticipantJoined, ""))
+	p := h.WaitEvent("join", 10*time.Second, is(sfu.EventParticipantJoined, ""))
 	if p.Room.Name != "lobby" || !strings.HasPrefix(p.Participant.Identity, "rtmp-") {
 		t.Errorf("joined %+v %+v", p.Room, p.Participant)
 	}
@@ -263,9 +257,9 @@ func TestOpenModeNames(t *testing.T) {
 // duplicate_identity, while the ingest stays connected.
 func TestOneLivePublisherPerKey(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	plain, err := h.store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "r1", Identity: "cam"}, time.Now())
+	plain, err := h.Store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "r1", Identity: "cam"}, time.Now())
 	must(t, err)
-	over, err := h.store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "r2", Identity: "cam", Override: true}, time.Now())
+	over, err := h.Store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "r2", Identity: "cam", Override: true}, time.Now())
 	must(t, err)
 
 	_, first := background(t, h, plain.StreamKey, "r1", "cam")
@@ -276,7 +270,7 @@ func TestOneLivePublisherPerKey(t *testing.T) {
 	if code, _ := second.publish(plain.StreamKey); code != "NetStream.Publish.BadName" {
 		t.Fatalf("a second publisher on a live key got %q", code)
 	}
-	e := h.waitEvent("auth.failed", 5*time.Second, is(sfu.EventAuthFailed, ""))
+	e := h.WaitEvent("auth.failed", 5*time.Second, is(sfu.EventAuthFailed, ""))
 	if e.Reason != sfu.AuthPermissionDenied || e.Error == nil || e.Error.Code != "stream_key_in_use" {
 		t.Errorf("auth.failed %+v %+v", e, e.Error)
 	}
@@ -293,10 +287,10 @@ func TestOneLivePublisherPerKey(t *testing.T) {
 	}
 
 	oldFeeder, _ := background(t, h, over.StreamKey, "r2", "cam")
-	oldSID := h.hub.Room("r2").Participant("cam").SID()
+	oldSID := h.Hub.Room("r2").Participant("cam").SID()
 	newer := dialClient(t, h.addr, nil)
 	newer.mustPublish(over.StreamKey)
-	left := h.waitEvent("the old session leaves", 10*time.Second, func(e sfu.Event) bool {
+	left := h.WaitEvent("the old session leaves", 10*time.Second, func(e sfu.Event) bool {
 		return e.Type == sfu.EventParticipantLeft && e.Participant.SID == oldSID
 	})
 	if left.Reason != sfu.ReasonDuplicateIdentity {
@@ -306,13 +300,13 @@ func TestOneLivePublisherPerKey(t *testing.T) {
 		t.Error("the replaced connection was not closed")
 	}
 	sfutest.WaitFor(t, "the newcomer in the room", 10*time.Second, func() bool {
-		p := h.hub.Room("r2").Participant("cam")
+		p := h.Hub.Room("r2").Participant("cam")
 		return p != nil && p.SID() != oldSID
 	})
 	startFeeder(t, newer)
-	flowing(t, trackOf(t, h.hub.Room("r2").Participant("cam"), sfu.KindVideo), 10*time.Second)
+	flowing(t, trackOf(t, h.Hub.Room("r2").Participant("cam"), sfu.KindVideo), 10*time.Second)
 	var states []string
-	for _, e := range h.events.Events(0) {
+	for _, e := range h.Events.Events(0) {
 		if e.Type == sfu.EventIngestStateChanged && e.Ingest.ID == over.ID {
 			states = append(states, e.PrevState+">"+e.Ingest.State)
 		}
@@ -326,16 +320,16 @@ func TestOneLivePublisherPerKey(t *testing.T) {
 // Deleting an ingest ends its live session (reason removed) before ingest.deleted.
 func TestIngestDeleteEndsLiveSession(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
-	ing, err := h.store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "studio"}, time.Now())
+	ing, err := h.Store.Create(ingest.Definition{Type: ingest.TypeRTMP, Room: "studio"}, time.Now())
 	must(t, err)
 	f, _ := background(t, h, ing.StreamKey, "studio", ing.ID)
-	must(t, h.store.Delete(ing.ID))
-	left := h.waitEvent("participant.left", 5*time.Second, is(sfu.EventParticipantLeft, ing.ID))
+	must(t, h.Store.Delete(ing.ID))
+	left := h.WaitEvent("participant.left", 5*time.Second, is(sfu.EventParticipantLeft, ing.ID))
 	if left.Reason != sfu.ReasonRemoved {
 		t.Errorf("left with %q", left.Reason)
 	}
 	var seq []string
-	for _, e := range h.events.Events(0) {
+	for _, e := range h.Events.Events(0) {
 		switch e.Type {
 		case sfu.EventParticipantLeft, sfu.EventIngestStateChanged, sfu.EventIngestDeleted:
 			s := e.Type
@@ -359,7 +353,7 @@ func TestIngestDeleteEndsLiveSession(t *testing.T) {
 	if code, _ := c.publish(ing.StreamKey); code != "NetStream.Publish.BadName" {
 		t.Errorf("a deleted key got %q (shaped like a stream key, it is never taken as a room name)", code)
 	}
-	h.secretsAbsent(ing.StreamKey)
+	h.SecretsAbsent(ing.StreamKey)
 }
 
 // A publisher that stops sending: track.interrupted after rooms.interrupt_after (3 s), then
@@ -371,15 +365,15 @@ func TestSilentPublisherTimesOut(t *testing.T) {
 	f, _ := background(t, h, "room/quiet", "room", "quiet")
 	f.pause.Store(true)
 	paused := time.Now()
-	h.waitEvent("track.interrupted", 10*time.Second, is(sfu.EventTrackInterrupted, "quiet"))
-	e := h.waitEvent("the timeout", 20*time.Second, is(sfu.EventStreamUnpublished, "quiet"))
+	h.WaitEvent("track.interrupted", 10*time.Second, is(sfu.EventTrackInterrupted, "quiet"))
+	e := h.WaitEvent("the timeout", 20*time.Second, is(sfu.EventStreamUnpublished, "quiet"))
 	if e.Reason != sfu.ReasonNoMediaTimeout {
 		t.Errorf("stream.unpublished reason %q", e.Reason)
 	}
 	if since := time.Since(paused); since < 9*time.Second {
 		t.Errorf("the session ended %v after the media stopped, before read_timeout", since)
 	}
-	h.waitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "quiet", sfu.ReasonNoMediaTimeout))
+	h.WaitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "quiet", sfu.ReasonNoMediaTimeout))
 	if !f.c.waitClosed(5 * time.Second) {
 		t.Error("the silent connection stayed open")
 	}
@@ -394,11 +388,11 @@ func TestConnectionLost(t *testing.T) {
 	f, _ := background(t, h, "room/gone", "room", "gone")
 	f.close()
 	_ = f.c.conn.Close()
-	e := h.waitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "gone"))
+	e := h.WaitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "gone"))
 	if e.Reason != sfu.ReasonClientDisconnected || e.Error == nil || !strings.Contains(e.Error.Message, "before the publisher unpublished") {
 		t.Errorf("stream.failed %+v %+v", e, e.Error)
 	}
-	h.waitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "gone", sfu.ReasonClientDisconnected))
+	h.WaitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "gone", sfu.ReasonClientDisconnected))
 	untouched(t, h, "busy", bg)
 }
 
@@ -410,14 +404,14 @@ func TestMalformedMediaEndsOnlyItsSession(t *testing.T) {
 	f, _ := background(t, h, "room/bad", "room", "bad")
 	f.close()
 	must(t, f.c.video(100000, rtmptest.AVCTag(false, 1, 0, []byte{0, 0, 0x10, 0, 0x41}))) // a NAL unit longer than the tag
-	e := h.waitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "bad"))
+	e := h.WaitEvent("stream.failed", 10*time.Second, is(sfu.EventStreamFailed, "bad"))
 	if e.Reason != sfu.ReasonError || e.Error == nil || !strings.Contains(e.Error.Message, "nal unit") {
 		t.Errorf("stream.failed %+v %+v", e, e.Error)
 	}
 	if !f.c.waitClosed(5 * time.Second) {
 		t.Error("the connection stayed open")
 	}
-	if !strings.Contains(h.logs.String(), "level=WARN msg=\"rtmp publish ended\"") {
+	if !strings.Contains(h.Logs.String(), "level=WARN msg=\"rtmp publish ended\"") {
 		t.Error("the reason was not logged")
 	}
 	untouched(t, h, "busy", bg)
@@ -427,11 +421,11 @@ func TestMalformedMediaEndsOnlyItsSession(t *testing.T) {
 func TestKickClosesTheConnection(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	f, _ := background(t, h, "room/cam", "room", "cam")
-	must(t, h.hub.Room("room").Kick("cam"))
+	must(t, h.Hub.Room("room").Kick("cam"))
 	if !f.c.waitClosed(5 * time.Second) {
 		t.Fatal("the kicked publisher's connection stayed open")
 	}
-	h.waitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "cam", sfu.ReasonRemoved))
+	h.WaitEvent("participant.left", 5*time.Second, isReason(sfu.EventParticipantLeft, "cam", sfu.ReasonRemoved))
 	sfutest.WaitFor(t, "the key to be free", 5*time.Second, func() bool { return h.srv.Sessions() == 0 })
 }
 
@@ -441,14 +435,14 @@ func TestShutdown(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	fa, _ := background(t, h, "room/a", "room", "a")
 	fb, _ := background(t, h, "room/b", "room", "b")
-	h.close()
+	h.Close()
 	fa.close()
 	fb.close()
 	fa.c.close()
 	fb.c.close()
 	for _, id := range []string{"a", "b"} {
-		if !h.has(isReason(sfu.EventParticipantLeft, id, sfu.ReasonServerShutdown)) {
-			t.Errorf("%s did not leave with server_shutdown:\n%s", id, h.eventList())
+		if !h.Has(isReason(sfu.EventParticipantLeft, id, sfu.ReasonServerShutdown)) {
+			t.Errorf("%s did not leave with server_shutdown:\n%s", id, h.EventList())
 		}
 	}
 }
@@ -470,7 +464,7 @@ func TestConnectionsPerIP(t *testing.T) {
 		}
 		return err == nil
 	})
-	if !strings.Contains(h.logs.String(), "too many connections from one address") {
+	if !strings.Contains(h.Logs.String(), "too many connections from one address") {
 		t.Error("the refusal was not logged")
 	}
 }
@@ -487,7 +481,7 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	c.mustPublish("switch/cam")
 	must(t, c.video(0, rtmptest.AVCTag(true, 0, 0, rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))))
 	must(t, c.audio(0, rtmptest.AACTag(0, rtmptest.ASC)))
-	p := h.participant("switch", "cam")
+	p := h.Participant("switch", "cam")
 	video := trackOf(t, p, sfu.KindVideo)
 	audio := trackOf(t, p, sfu.KindAudio)
 	s := &sink{}
@@ -499,7 +493,7 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	must(t, c.video(33, rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(500)))))
 	must(t, c.audio(40, rtmptest.AACTag(0, []byte{0x12, 0x10}))) // AAC-LC 44.1 kHz stereo
 	sfutest.WaitFor(t, "the new resolution", 10*time.Second, func() bool { w, hgt := video.Size(); return w == 640 && hgt == 360 })
-	if !h.has(is(sfu.EventTrackUpdated, "cam")) {
+	if !h.Has(is(sfu.EventTrackUpdated, "cam")) {
 		t.Error("no track.updated")
 	}
 	sfutest.WaitFor(t, "both keyframes", 10*time.Second, func() bool {
@@ -530,13 +524,13 @@ func TestSequenceHeaderChangesMidStream(t *testing.T) {
 	}
 }
 
-// TestParamsSize reads the resolution from the parameter sets of a configuration record.
+// TestParamsSize reads the resolution from the parameter sets of a configuration record (media.VideoSize).
 func TestParamsSize(t *testing.T) {
 	cfg, err := rtmpproto.ParseAVCC(rtmptest.AVCConfigRecord(rtmptest.SPS, rtmptest.PPS))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if w, h := paramsSize(sfu.CodecH264, cfg.Params); w != 320 || h != 240 {
+	if w, h := media.ParamsSize(sfu.CodecH264, cfg.Params); w != 320 || h != 240 {
 		t.Fatalf("size %dx%d", w, h)
 	}
 }

@@ -69,25 +69,22 @@ func (s *Server) authorize(sc *gortsplib.ServerConn, req *base.Request, path, qu
 	provided := hdr.Unmarshal(req.Header["Authorization"]) == nil && hdr.Username != ""
 	switch {
 	case q.Get("key") != "":
-		return s.admitKey(sc, t, q.Get("key"), action, remote)
+		return s.admitSecret(sc, t, q.Get("key"), action, remote)
 	case q.Get("token") != "":
-		return s.admitToken(sc, t, q.Get("token"), action, remote)
-	case provided && s.isKey(hdr.Username):
+		return s.admitSecret(sc, t, q.Get("token"), action, remote)
+	case provided && s.keys.IsKey(hdr.Username):
 		// The key as the user name (DESIGN.md: "key as user/password"); with Digest the user
 		// name travels in clear, so it is a bearer credential like ?key=.
-		return s.admitKey(sc, t, hdr.Username, action, remote)
+		return s.admitSecret(sc, t, hdr.Username, action, remote)
 	case provided && hdr.Method == headers.AuthMethodBasic:
-		if looksLikeToken(hdr.BasicPass) {
-			return s.admitToken(sc, t, hdr.BasicPass, action, remote)
-		}
-		return s.admitKey(sc, t, hdr.BasicPass, action, remote)
+		return s.admitSecret(sc, t, hdr.BasicPass, action, remote)
 	case provided && hdr.Method == headers.AuthMethodDigest:
 		// Digest never sends the password: try the keys of the room's push ingests.
 		if action == auth.ActionPublish {
 			for _, ing := range s.opts.Ingests.List() {
-				if pushIngest(ing) && ing.Room == room && ing.StreamKey != "" &&
+				if s.keys.Takes(ing) && ing.Room == room && ing.StreamKey != "" &&
 					sc.VerifyCredentials(req, hdr.Username, ing.StreamKey) {
-					return s.admitKey(sc, t, ing.StreamKey, action, remote)
+					return s.admitSecret(sc, t, ing.StreamKey, action, remote)
 				}
 			}
 		}
@@ -101,47 +98,23 @@ func (s *Server) authorize(sc *gortsplib.ServerConn, req *base.Request, path, qu
 	return target{}, &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 }
 
-// admitKey checks a stream key: an ingest that publishes (rtsp_push or rtmp) into the path's
-// room. The lookup goes through a hash, so it takes the same time whatever the guess.
-func (s *Server) admitKey(sc *gortsplib.ServerConn, t target, key string, action auth.Action, remote string) (target, *base.Response, error) {
-	ing, ok := s.opts.Ingests.ByStreamKey(key)
-	if !ok || !pushIngest(ing) {
-		s.refuse(sc, auth.ErrUnknownKey, remote)
-		return target{}, &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
-	}
-	if action != auth.ActionPublish || ing.Room != t.room {
-		s.refuse(sc, auth.ErrPermissionDenied, remote)
-		return target{}, &base.Response{StatusCode: base.StatusForbidden}, errForbidden
-	}
-	t.ingestID, t.ingestType = ing.ID, ing.Type
-	switch {
-	case ing.Identity != "":
-		t.identity = ing.Identity
-	case t.identity == "":
-		t.identity = ing.ID
-	}
-	s.admitted(sc)
-	return t, nil, nil
-}
-
-// admitToken checks an access token for action in the room (Gate.Check reports refusals).
-func (s *Server) admitToken(sc *gortsplib.ServerConn, t target, token string, action auth.Action, remote string) (target, *base.Response, error) {
-	claims, err := s.opts.Gate.Check(token, action, t.room, sfu.ProtocolRTSP, remote) // reports refusals
+// admitSecret checks a stream key or an access token with the shared key rules (ingest.Keys):
+// a key of a push ingest (rtsp_push or rtmp) publishes into its room; a token needs the grant
+// for action in the path's room. A refusal is 401, or 403 for credentials that do not cover
+// what was asked.
+func (s *Server) admitSecret(sc *gortsplib.ServerConn, t target, secret string, action auth.Action, remote string) (target, *base.Response, error) {
+	g, err := s.keys.Authorize(ingest.Request{Action: action, Room: t.room, Identity: t.identity, Secret: secret,
+		Remote: remote, Protocol: sfu.ProtocolRTSP})
 	if err != nil {
 		s.connMark(sc, func(cs *connState) { cs.refused = true })
-	}
-	if errors.Is(err, auth.ErrPermissionDenied) {
-		return target{}, &base.Response{StatusCode: base.StatusForbidden}, errForbidden
-	}
-	if err != nil {
+		if errors.Is(err, auth.ErrPermissionDenied) {
+			return target{}, &base.Response{StatusCode: base.StatusForbidden}, errForbidden
+		}
 		return target{}, &base.Response{StatusCode: base.StatusUnauthorized}, liberrors.ErrServerAuth{}
 	}
-	if claims != nil && claims.Identity != "" {
-		if action == auth.ActionPublish {
-			t.identity = claims.Identity
-		} else {
-			t.self = claims.Identity
-		}
+	t.identity, t.self = g.Identity, g.Self
+	if g.Ingest != nil {
+		t.ingestID, t.ingestType = g.Ingest.ID, g.Ingest.Type
 	}
 	s.admitted(sc)
 	return t, nil, nil
@@ -149,19 +122,6 @@ func (s *Server) admitToken(sc *gortsplib.ServerConn, t target, token string, ac
 
 // errForbidden closes a connection whose credentials do not cover what it asked.
 var errForbidden = errors.New("the credentials do not allow this")
-
-// isKey reports whether s is the stream key of a push ingest.
-func (s *Server) isKey(key string) bool {
-	ing, ok := s.opts.Ingests.ByStreamKey(key)
-	return ok && pushIngest(ing)
-}
-
-func pushIngest(ing ingest.Ingest) bool {
-	return ing.Type == ingest.TypeRTSPPush || ing.Type == ingest.TypeRTMP
-}
-
-// looksLikeToken tells a JWT (three base64url parts) from a stream key.
-func looksLikeToken(s string) bool { return strings.Count(s, ".") == 2 }
 
 func remoteAddr(sc *gortsplib.ServerConn) string {
 	if sc == nil || sc.NetConn() == nil {

@@ -50,7 +50,8 @@ type harness struct {
 	logs   *sfutest.Buffer
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
-	rtsp   string // host:port of the RTSP server
+	rtsp   string    // host:port of the RTSP server
+	udp    [2]string // host:port of the server's UDP RTP and RTCP ports
 	closed bool
 }
 
@@ -92,7 +93,7 @@ func newHarness(t testing.TB, o harnessOptions) *harness {
 	a := api.New(api.Options{Hub: hub, Gate: gate})
 	web.Register(a)
 	h := &harness{t: t, hub: hub, events: em, store: store, srv: srv, engine: engine, logs: logs,
-		http: httptest.NewServer(a.Handler()), rtsp: srv.Addr().String()}
+		http: httptest.NewServer(a.Handler()), rtsp: srv.Addr().String(), udp: [2]string{cfg.UDPRTPListen, cfg.UDPRTCPListen}}
 	ctx, cancel := context.WithCancel(context.Background())
 	h.cancel = cancel
 	h.wg.Add(3)
@@ -362,11 +363,5 @@ func playRTSP(t *testing.T, rawURL, transport string) *rtspPlayer {
 func (pl *rtspPlayer) seqJumps() int {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
-	n := 0
-	for i := 1; i < len(pl.seqs); i++ {
-		if pl.seqs[i] != pl.seqs[i-1]+1 {
-			n++
-		}
-	}
-	return n
+	return sfutest.SeqJumps(pl.seqs)
 }

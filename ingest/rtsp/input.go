@@ -2,7 +2,6 @@ package rtsp
 
 import (
 	"bytes"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -17,8 +16,6 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpvp8"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpvp9"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -99,7 +96,7 @@ func newInput(m *description.Media, f format.Format, clock func() time.Time) (*i
 	case *format.H264:
 		sps, pps := f.SafeParams()
 		in.codec = media.H264Codec(sps, pps, pt)
-		in.width, in.height = h264Size(sps)
+		in.width, in.height = media.SPSSize(sfu.CodecH264, sps)
 		dec, err := f.CreateDecoder()
 		if err != nil {
 			return nil, err
@@ -107,8 +104,8 @@ func newInput(m *description.Media, f format.Format, clock func() time.Time) (*i
 		in.decode = nalus(dec.Decode, rtph264.ErrMorePacketsNeeded, rtph264.ErrNonStartingPacketAndNoPrevious)
 	case *format.H265:
 		vps, sps, pps := f.SafeParams()
-		in.codec = h265Codec(vps, sps, pps, pt)
-		in.width, in.height = h265Size(sps)
+		in.codec = media.H265Codec(vps, sps, pps, pt)
+		in.width, in.height = media.SPSSize(sfu.CodecH265, sps)
 		for _, p := range [][]byte{vps, sps, pps} {
 			if len(p) > 0 {
 				in.params = append(in.params, p)
@@ -404,12 +401,12 @@ func (in *input) watchSize(t *sfu.Track, au [][]byte) {
 			if n[0]&0x1f != 7 || bytes.Equal(n, in.lastSPS) {
 				continue
 			}
-			w, h = h264Size(n)
+			w, h = media.SPSSize(sfu.CodecH264, n)
 		case sfu.CodecH265:
 			if (n[0]>>1)&0x3f != 33 || bytes.Equal(n, in.lastSPS) {
 				continue
 			}
-			w, h = h265Size(n)
+			w, h = media.SPSSize(sfu.CodecH265, n)
 		default:
 			return
 		}
@@ -432,47 +429,5 @@ func (in *input) onRTCP(pkt rtcp.Packet) {
 		return
 	}
 	in.realSR.Store(true)
-	out.track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: ntpTime(sr.NTPTime)})
-}
-
-// ntpTime converts a 64-bit NTP timestamp (RFC 5905 §6) to time.Time.
-func ntpTime(ntp uint64) time.Time {
-	const ntpEpochOffset = 2208988800
-	sec := int64(ntp>>32) - ntpEpochOffset
-	frac := int64(ntp&0xffffffff) * 1e9 >> 32
-	return time.Unix(sec, frac)
-}
-
-func h264Size(sps []byte) (int, int) {
-	var s h264.SPS
-	if len(sps) == 0 || s.Unmarshal(sps) != nil {
-		return 0, 0
-	}
-	return s.Width(), s.Height()
-}
-
-func h265Size(sps []byte) (int, int) {
-	var s h265.SPS
-	if len(sps) == 0 || s.Unmarshal(sps) != nil {
-		return 0, 0
-	}
-	return s.Width(), s.Height()
-}
-
-// h265Codec describes an H.265 track with its parameter sets (RFC 7798 §7.1).
-func h265Codec(vps, sps, pps []byte, pt uint8) sfu.Codec {
-	fmtp := ""
-	for _, p := range []struct {
-		key string
-		val []byte
-	}{{"sprop-vps", vps}, {"sprop-sps", sps}, {"sprop-pps", pps}} {
-		if len(p.val) == 0 {
-			continue
-		}
-		if fmtp != "" {
-			fmtp += ";"
-		}
-		fmtp += p.key + "=" + base64.StdEncoding.EncodeToString(p.val)
-	}
-	return sfu.Codec{Name: sfu.CodecH265, ClockRate: 90000, Fmtp: fmtp, PayloadType: pt}
+	out.track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: sfu.FromNTP(sr.NTPTime)})
 }

@@ -57,6 +57,7 @@ type Server struct {
 	clock   func() time.Time
 	backoff Backoff
 	pulls   *pullManager
+	keys    ingest.Keys
 
 	rtsp *gortsplib.Server
 	tcp  net.Listener
@@ -114,6 +115,7 @@ func NewServer(opts Options) (*Server, error) {
 		log:      opts.Logger,
 		clock:    opts.Clock,
 		backoff:  opts.Backoff,
+		keys:     ingest.Keys{Gate: opts.Gate, Ingests: opts.Ingests, Types: []string{ingest.TypeRTSPPush, ingest.TypeRTMP}},
 		conns:    map[*gortsplib.ServerConn]*connState{},
 		sessions: map[*gortsplib.ServerSession]session{},
 	}

@@ -1,6 +1,7 @@
 // Package srt serves SRT (Secure Reliable Transport) publishers and readers on one UDP port:
-// a publisher sends MPEG-TS (H.264, H.265, AAC, Opus) that becomes a participant of its room,
-// with its stream id naming the room, the identity and the mode.
+// a publisher sends MPEG-TS (H.264, H.265, AAC, Opus) that becomes a participant of its room; a
+// reader gets the MPEG-TS of a room's main publisher or of one participant. The stream id names
+// the room, the identity and the mode; the key and token rules are ingest.Keys'.
 package srt
 
 import (

@@ -2,6 +2,7 @@ package srt
 
 import (
 	"fmt"
+	"github.com/sluice-media/sluice/ingest/ingesttest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -48,13 +49,13 @@ func everyFrame(t *testing.T, ts []uint32) {
 // stream.stats carries the SRT round-trip time, loss and retransmissions.
 func TestFFmpegPublish(t *testing.T) {
 	h := newHarness(t, harnessOptions{stats: 500 * time.Millisecond})
-	_, exited := start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, "publish:studio/ff", ""), 5)...)
-	p := h.participant("studio", "ff")
+	_, exited := ingesttest.Start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, "publish:studio/ff", ""), 5)...)
+	p := h.Participant("studio", "ff")
 	if p.Kind() != sfu.ParticipantSRT {
 		t.Errorf("participant kind %q, want srt", p.Kind())
 	}
-	video := trackOf(t, p, sfu.KindVideo)
-	audio := trackOf(t, p, sfu.KindAudio)
+	video := ingesttest.TrackOf(t, p, sfu.KindVideo)
+	audio := ingesttest.TrackOf(t, p, sfu.KindAudio)
 	if c := video.Codec(); c.Name != sfu.CodecH264 || !strings.Contains(c.Fmtp, "sprop-parameter-sets") {
 		t.Errorf("video codec %+v", c)
 	}
@@ -63,20 +64,20 @@ func TestFFmpegPublish(t *testing.T) {
 	}
 	f := &frames{}
 	sub, err := video.Subscribe(f, sfu.SubscribeOptions{QueueSize: 8192})
-	must(t, err)
+	ingesttest.Must(t, err)
 	defer sub.Close()
-	e := h.waitEvent("stream.publishing", 10*time.Second, is(sfu.EventStreamPublishing, "ff"))
+	e := h.WaitEvent("stream.publishing", 10*time.Second, ingesttest.Is(sfu.EventStreamPublishing, "ff"))
 	if e.Stream.Protocol != sfu.ProtocolSRT {
 		t.Errorf("stream protocol %q", e.Stream.Protocol)
 	}
-	st := h.waitEvent("stream.stats with rtt", 10*time.Second, func(e sfu.Event) bool {
+	st := h.WaitEvent("stream.stats with rtt", 10*time.Second, func(e sfu.Event) bool {
 		return e.Type == sfu.EventStreamStats && e.Stream.RTTMs != nil && e.Stream.Retransmits != nil
 	})
 	if *st.Stream.RTTMs < 0 || st.Stream.PacketsLost == nil {
 		t.Errorf("stream.stats %+v", st.Stream)
 	}
 	<-exited
-	h.waitEvent("participant.left", 10*time.Second, is(sfu.EventParticipantLeft, "ff"))
+	h.WaitEvent("participant.left", 10*time.Second, ingesttest.Is(sfu.EventParticipantLeft, "ff"))
 	ts, keys := f.snapshot()
 	if len(ts) < 60 || keys < 2 {
 		t.Fatalf("%d frames, %d keyframes through the subscription", len(ts), keys)
@@ -100,16 +101,16 @@ func TestSRTLiveTransmitHEVCOpus(t *testing.T) {
 	}
 	url := "srt://" + h.addr + "?streamid=#!::r=studio/slt,m=publish"
 	pipe := fmt.Sprintf("%q -hide_banner -loglevel error -re -i %q -c copy -f mpegts - | %q -q file://con %q", ffmpeg, file, slt, url)
-	start(t, &sfutest.Buffer{}, "sh", "-c", pipe)
-	p := h.participant("studio", "slt")
-	video := trackOf(t, p, sfu.KindVideo)
-	audio := trackOf(t, p, sfu.KindAudio)
+	ingesttest.Start(t, &sfutest.Buffer{}, "sh", "-c", pipe)
+	p := h.Participant("studio", "slt")
+	video := ingesttest.TrackOf(t, p, sfu.KindVideo)
+	audio := ingesttest.TrackOf(t, p, sfu.KindAudio)
 	if video.Codec().Name != sfu.CodecH265 || audio.Codec().Name != sfu.CodecOpus {
 		t.Fatalf("codecs %+v %+v", video.Codec(), audio.Codec())
 	}
 	f := &frames{}
 	sub, err := video.Subscribe(f, sfu.SubscribeOptions{QueueSize: 8192})
-	must(t, err)
+	ingesttest.Must(t, err)
 	defer sub.Close()
 	sfutest.WaitFor(t, "60 H.265 frames", 20*time.Second, func() bool { ts, _ := f.snapshot(); return len(ts) >= 60 })
 	ts, _ := f.snapshot()
@@ -136,13 +137,13 @@ func videoSize(tr *sfu.Track) (int, int) {
 func TestIngestPassphraseAndKeys(t *testing.T) {
 	h := newHarness(t, harnessOptions{auth: auth.Config{Keys: map[string]string{"app": "a-secret-of-at-least-32-characters-long"}}})
 	const pass = "correct-horse-battery"
-	ing, err := h.store.Create(ingest.Definition{Type: ingest.TypeSRT, Room: "vault", Passphrase: pass}, time.Now())
-	must(t, err)
+	ing, err := h.Store.Create(ingest.Definition{Type: ingest.TypeSRT, Room: "vault", Passphrase: pass}, time.Now())
+	ingesttest.Must(t, err)
 
 	refused := func(name, streamID, extra string, reason string) {
 		t.Helper()
-		before := h.authFailures()
-		cmd, exited := start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, streamID, extra), 20)...)
+		before := h.AuthFailures()
+		cmd, exited := ingesttest.Start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, streamID, extra), 20)...)
 		select {
 		case <-exited:
 		case <-time.After(20 * time.Second):
@@ -151,8 +152,8 @@ func TestIngestPassphraseAndKeys(t *testing.T) {
 		if cmd.ProcessState.Success() {
 			t.Errorf("%s: ffmpeg succeeded", name)
 		}
-		sfutest.WaitFor(t, name+": auth.failed", 5*time.Second, func() bool { return len(h.authFailures()) > len(before) })
-		e := h.authFailures()[len(before)]
+		sfutest.WaitFor(t, name+": auth.failed", 5*time.Second, func() bool { return len(h.AuthFailures()) > len(before) })
+		e := h.AuthFailures()[len(before)]
 		if e.Reason != reason || e.Protocol != sfu.ProtocolSRT {
 			t.Errorf("%s: auth.failed reason %q protocol %q, want %q srt", name, e.Reason, e.Protocol, reason)
 		}
@@ -160,28 +161,18 @@ func TestIngestPassphraseAndKeys(t *testing.T) {
 	refused("wrong passphrase", "publish:"+ing.StreamKey, "&passphrase=wrong-horse-battery", sfu.AuthPermissionDenied)
 	refused("no passphrase", "publish:"+ing.StreamKey, "", sfu.AuthPermissionDenied)
 	refused("unknown key", "publish:sk_wrongwrongwrongwrongwrong", "", sfu.AuthUnknownStreamKey)
-	refused("room without token", "publish:vault/x", "", sfu.AuthUnknownStreamKey)
+	refused("room without token", "publish:vault/x", "", sfu.AuthMissingToken)
 
-	start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, "publish:"+ing.StreamKey, "&passphrase="+pass), 30)...)
-	p := h.participant("vault", ing.ID)
-	trackOf(t, p, sfu.KindVideo)
+	ingesttest.Start(t, &sfutest.Buffer{}, "ffmpeg", ffmpegArgs(srtURL(h.addr, "publish:"+ing.StreamKey, "&passphrase="+pass), 30)...)
+	p := h.Participant("vault", ing.ID)
+	ingesttest.TrackOf(t, p, sfu.KindVideo)
 	sfutest.WaitFor(t, "ingest connected", 10*time.Second, func() bool {
-		got, _ := h.store.Get(ing.ID)
+		got, _ := h.Store.Get(ing.ID)
 		return got.State == ingest.StateConnected
 	})
-	must(t, h.store.Delete(ing.ID))
-	h.waitEvent("participant.left removed", 10*time.Second, func(e sfu.Event) bool {
-		return is(sfu.EventParticipantLeft, ing.ID)(e) && e.Reason == sfu.ReasonRemoved
+	ingesttest.Must(t, h.Store.Delete(ing.ID))
+	h.WaitEvent("participant.left removed", 10*time.Second, func(e sfu.Event) bool {
+		return ingesttest.Is(sfu.EventParticipantLeft, ing.ID)(e) && e.Reason == sfu.ReasonRemoved
 	})
-	h.secretsAbsent(ing.StreamKey, pass)
-}
-
-func (h *harness) authFailures() []sfu.Event {
-	var out []sfu.Event
-	for _, e := range h.events.Events(0) {
-		if e.Type == sfu.EventAuthFailed {
-			out = append(out, e)
-		}
-	}
-	return out
+	h.SecretsAbsent(ing.StreamKey, pass)
 }

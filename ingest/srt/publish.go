@@ -1,20 +1,21 @@
 package srt
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"time"
 
 	gosrt "github.com/datarhei/gosrt"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/opus"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 
+	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
 )
@@ -33,7 +34,7 @@ const (
 // producer of its tracks.
 type publisher struct {
 	s    *Server
-	sess *session
+	pub  *ingest.Publisher
 	conn gosrt.Conn
 	log  *slog.Logger
 
@@ -62,8 +63,8 @@ type audioOut struct {
 	rate  int64
 }
 
-func newPublisher(s *Server, sess *session, conn gosrt.Conn, log *slog.Logger) *publisher {
-	return &publisher{s: s, sess: sess, conn: conn, log: log}
+func newPublisher(s *Server, pub *ingest.Publisher, conn gosrt.Conn, log *slog.Logger) *publisher {
+	return &publisher{s: s, pub: pub, conn: conn, log: log}
 }
 
 // run reads MPEG-TS from r until it fails.
@@ -136,7 +137,7 @@ func (pub *publisher) onVideo(codec string, pts int64, au [][]byte) error {
 	ts := pub.rtpTime(pts)
 	v := pub.video
 	if v == nil {
-		params := paramSets(codec, au)
+		params := media.ParamSets(codec, au)
 		if params == nil {
 			pub.dropped++ // a decoder cannot start before the parameter sets
 			return nil
@@ -153,44 +154,22 @@ func (pub *publisher) onVideo(codec string, pts int64, au [][]byte) error {
 		return nil
 	}
 	pub.frames++
-	if ps := v.w.Params(); !sameNALUs(ps, v.params) {
+	if ps := v.w.Params(); !slices.EqualFunc(ps, v.params, bytes.Equal) {
 		v.params = ps // parameter sets changed in-band: follow the resolution
-		if w, h := paramsSize(codec, ps); w > 0 {
-			_ = pub.sess.p.SetTrackSize(v.track, w, h)
+		if w, h := media.ParamsSize(codec, ps); w > 0 {
+			_ = pub.pub.P.SetTrackSize(v.track, w, h)
 		}
 	}
 	return pub.startStream()
 }
 
-// paramSets returns the parameter sets of an access unit when it has them all (H.264: SPS
-// and PPS; H.265: VPS, SPS and PPS).
-func paramSets(codec string, au [][]byte) [][]byte {
-	var out [][]byte
-	seen := map[byte]bool{}
-	for _, n := range au {
-		if len(n) == 0 {
-			continue
-		}
-		if codec == sfu.CodecH264 {
-			if t := n[0] & 0x1f; t == 7 || t == 8 {
-				out, seen[t] = append(out, n), true
-			}
-		} else if t := (n[0] >> 1) & 0x3f; t >= 32 && t <= 34 {
-			out, seen[t] = append(out, n), true
-		}
-	}
-	if (codec == sfu.CodecH264 && len(seen) == 2) || (codec == sfu.CodecH265 && len(seen) == 3) {
-		return out
-	}
-	return nil
-}
-
 func (pub *publisher) publishVideo(codec string, params [][]byte) error {
-	c := sfu.Codec{Name: codec, ClockRate: 90000, PayloadType: ptVideo}
-	if codec == sfu.CodecH264 {
-		c = media.H264Codec(firstNALU(params, codec, 7), firstNALU(params, codec, 8), ptVideo)
+	c := media.H264Codec(media.ParamSet(codec, params, media.H264SPS), media.ParamSet(codec, params, media.H264PPS), ptVideo)
+	if codec == sfu.CodecH265 {
+		c = media.H265Codec(media.ParamSet(codec, params, media.H265VPS), media.ParamSet(codec, params, media.H265SPS),
+			media.ParamSet(codec, params, media.H265PPS), ptVideo)
 	}
-	width, height := paramsSize(codec, params)
+	width, height := media.ParamsSize(codec, params)
 	track, w, err := pub.publishTrack(sfu.TrackSpec{Codec: c, Name: "video", Width: width, Height: height, CacheGOP: true})
 	if err != nil {
 		return err
@@ -262,7 +241,7 @@ func (pub *publisher) publishAudio(c sfu.Codec) error {
 // publishTrack publishes a track whose RTP time 0 is the session's first timestamp, with its
 // packetizer.
 func (pub *publisher) publishTrack(spec sfu.TrackSpec) (*sfu.Track, *media.Writer, error) {
-	track, err := pub.sess.p.Publish(spec)
+	track, err := pub.pub.P.Publish(spec)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -277,7 +256,7 @@ func (pub *publisher) startStream() error {
 	if pub.stream != nil {
 		return nil
 	}
-	st, err := pub.sess.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolSRT,
+	st, err := pub.pub.P.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolSRT,
 		RemoteAddr: pub.conn.RemoteAddr().String(), Stats: pub.stats})
 	if err != nil {
 		return err
@@ -286,13 +265,18 @@ func (pub *publisher) startStream() error {
 	return nil
 }
 
-// stats reads the connection's SRT statistics: packets lost and retransmitted as the receiver
-// saw them, and the smoothed round-trip time.
-func (pub *publisher) stats() sfu.ProtocolStats {
+// stats reads the connection's SRT statistics as the receiver sees them.
+func (pub *publisher) stats() sfu.ProtocolStats { return connStats(pub.conn, false) }
+
+// connStats reads an SRT connection's statistics: packets lost and retransmitted, as its
+// sender or its receiver saw them, and the smoothed round-trip time.
+func connStats(c gosrt.Conn, sender bool) sfu.ProtocolStats {
 	var st gosrt.Statistics
-	pub.conn.Stats(&st)
-	lost := int64(st.Accumulated.PktRecvLoss)
-	resent := int64(st.Accumulated.PktRecvRetrans)
+	c.Stats(&st)
+	lost, resent := int64(st.Accumulated.PktRecvLoss), int64(st.Accumulated.PktRecvRetrans)
+	if sender {
+		lost, resent = int64(st.Accumulated.PktSendLoss), int64(st.Accumulated.PktRetrans)
+	}
 	rtt := st.Instantaneous.MsRTT
 	return sfu.ProtocolStats{PacketsLost: &lost, RTTMs: &rtt, Retransmits: &resent}
 }
@@ -305,9 +289,9 @@ func (pub *publisher) unsupportedCodec(name string) {
 	}
 	pub.unsupported = append(pub.unsupported, name)
 	pub.log.Warn("srt publisher sends a codec that cannot be published; it is ignored", "codec", name)
-	if id := pub.sess.ingestID; id != "" {
+	if ing := pub.pub.Grant.Ingest; ing != nil {
 		if s, ok := pub.s.ingests.(interface{ SetUnsupported(string, []string) }); ok {
-			s.SetUnsupported(id, pub.unsupported)
+			s.SetUnsupported(ing.ID, pub.unsupported)
 		}
 	}
 }
@@ -322,48 +306,4 @@ func (pub *publisher) summary() []any {
 		attrs = append(attrs, "ts_errors", pub.decodeErrs)
 	}
 	return attrs
-}
-
-// paramsSize reads the resolution from the SPS among H.264 or H.265 parameter sets.
-func paramsSize(codec string, params [][]byte) (int, int) {
-	if codec == sfu.CodecH264 {
-		var s h264.SPS
-		if sps := firstNALU(params, codec, 7); sps != nil && s.Unmarshal(sps) == nil {
-			return s.Width(), s.Height()
-		}
-		return 0, 0
-	}
-	var s h265.SPS
-	if sps := firstNALU(params, codec, 33); sps != nil && s.Unmarshal(sps) == nil {
-		return s.Width(), s.Height()
-	}
-	return 0, 0
-}
-
-func firstNALU(nalus [][]byte, codec string, typ byte) []byte {
-	for _, n := range nalus {
-		if len(n) == 0 {
-			continue
-		}
-		t := n[0] & 0x1f
-		if codec == sfu.CodecH265 {
-			t = (n[0] >> 1) & 0x3f
-		}
-		if t == typ {
-			return n
-		}
-	}
-	return nil
-}
-
-func sameNALUs(a, b [][]byte) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if string(a[i]) != string(b[i]) {
-			return false
-		}
-	}
-	return true
 }

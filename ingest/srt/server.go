@@ -8,7 +8,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	gosrt "github.com/datarhei/gosrt"
 
@@ -36,7 +35,8 @@ type Options struct {
 }
 
 // Server accepts SRT connections on one UDP port. A publisher's MPEG-TS becomes a participant
-// of its room (kind srt).
+// of its room (kind srt); a reader gets the MPEG-TS of the room's main publisher or of an
+// identity, as a participant of kind srt that subscribes.
 //
 // NewServer validates and binds nothing; Listen binds the port; Run serves until its context
 // ends, then ends every session (server_shutdown) and waits for them. Close releases the port
@@ -49,16 +49,15 @@ type Server struct {
 	ingests Ingests
 	log     *slog.Logger
 
+	keys ingest.Keys
+	pubs *ingest.Publishers
+
 	ln        gosrt.Listener
 	closeOnce sync.Once
 
-	// admitMu serializes admissions (key lookup, join) and Stop's lookup.
-	admitMu sync.Mutex
-
 	mu       sync.Mutex
 	closed   bool
-	live     map[string]*session // lock key -> live publish session
-	sessions map[*session]struct{}
+	sessions map[*session]struct{} // every accepted connection, publish or play
 	perIP    map[string]int
 	wg       sync.WaitGroup // the accept loop and every connection
 
@@ -78,7 +77,9 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	return &Server{
 		cfg: opts.Config, hub: opts.Hub, gate: opts.Gate, ingests: opts.Ingests, log: opts.Logger,
-		live: map[string]*session{}, sessions: map[*session]struct{}{}, perIP: map[string]int{},
+		keys:     ingest.Keys{Gate: opts.Gate, Ingests: opts.Ingests, Types: []string{ingest.TypeSRT}},
+		pubs:     ingest.NewPublishers(opts.Hub, opts.Ingests, sfu.ParticipantSRT, opts.Logger),
+		sessions: map[*session]struct{}{}, perIP: map[string]int{},
 	}, nil
 }
 
@@ -138,6 +139,7 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 	}()
 	<-ctx.Done()
+	s.pubs.Close()
 	s.mu.Lock()
 	s.closed = true
 	sessions := make([]*session, 0, len(s.sessions))
@@ -158,31 +160,28 @@ func (s *Server) Start(ingest.Ingest) {}
 
 // Stop implements ingest.Handler: it ends the live session of the ingest (reason removed) and
 // waits for it to be released.
-func (s *Server) Stop(id string) {
-	s.admitMu.Lock()
-	s.mu.Lock()
-	sess := s.live[ingestLock(id)]
-	s.mu.Unlock()
-	s.admitMu.Unlock()
-	if sess == nil {
-		return
-	}
-	sess.kill(sfu.ReasonRemoved, nil)
-	select {
-	case <-sess.done:
-	case <-time.After(15 * time.Second):
-		s.log.Warn("srt session did not end within 15 s of its ingest's deletion", "ingest", id)
-	}
-}
+func (s *Server) Stop(id string) { s.pubs.Stop(id) }
 
 // Sessions returns the number of live publish sessions.
-func (s *Server) Sessions() int {
+func (s *Server) Sessions() int { return s.pubs.Len() }
+
+// track registers an accepted connection's session for shutdown; false when the server is
+// shutting down.
+func (s *Server) track(sess *session) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return len(s.live)
+	if s.closed {
+		return false
+	}
+	s.sessions[sess] = struct{}{}
+	return true
 }
 
-func ingestLock(id string) string { return "i/" + id }
+func (s *Server) untrack(sess *session) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.sessions, sess)
+}
 
 // handle decides on one connection request: it reads the stream id, authorizes it, checks the
 // passphrase, and serves the connection or rejects it.
@@ -196,18 +195,22 @@ func (s *Server) handle(req gosrt.ConnRequest) {
 		return
 	}
 	defer s.freeSlot(ip)
-	t, rej := s.authorize(req, remote)
+	id, g, rej := s.authorize(req, remote)
 	if rej != nil {
 		log.Info("srt connection refused", "reason", rej.err.Error())
 		req.Reject(rej.code)
 		return
 	}
-	switch t.mode {
-	case modePublish:
-		s.publish(req, t, log)
-	default:
-		log.Info("srt read refused: reading is not served yet (use WHEP or RTSP)")
-		req.Reject(gosrt.REJX_BAD_MODE)
+	sess := &session{}
+	if !s.track(sess) {
+		req.Reject(gosrt.REJX_DOWN)
+		return
+	}
+	defer s.untrack(sess)
+	if id.mode == modePublish {
+		s.publish(req, sess, g, log)
+	} else {
+		s.play(req, sess, g, id.audio, log)
 	}
 }
 

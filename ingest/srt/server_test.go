@@ -7,6 +7,7 @@ import (
 
 	gosrt "github.com/datarhei/gosrt"
 
+	"github.com/sluice-media/sluice/ingest/ingesttest"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
@@ -24,7 +25,7 @@ func dialPublish(t *testing.T, addr, streamID, passphrase string) (gosrt.Conn, e
 func sendFile(t *testing.T, c gosrt.Conn) {
 	t.Helper()
 	data, err := os.ReadFile("testdata/h264aac.ts")
-	must(t, err)
+	ingesttest.Must(t, err)
 	for off := 0; off < len(data); off += 1316 {
 		if _, err := c.Write(data[off:min(off+1316, len(data))]); err != nil {
 			t.Fatalf("write: %v", err)
@@ -39,23 +40,23 @@ func sendFile(t *testing.T, c gosrt.Conn) {
 func TestGoClientPublish(t *testing.T) {
 	h := newHarness(t, harnessOptions{})
 	c, err := dialPublish(t, h.addr, "#!::r=studio,u=go,m=publish", "")
-	must(t, err)
+	ingesttest.Must(t, err)
 	sendFile(t, c)
-	p := h.participant("studio", "go")
+	p := h.Participant("studio", "go")
 	if p.Kind() != sfu.ParticipantSRT {
 		t.Errorf("kind %q", p.Kind())
 	}
-	video := trackOf(t, p, sfu.KindVideo)
-	audio := trackOf(t, p, sfu.KindAudio)
+	video := ingesttest.TrackOf(t, p, sfu.KindVideo)
+	audio := ingesttest.TrackOf(t, p, sfu.KindAudio)
 	if video.Codec().Name != sfu.CodecH264 || audio.Codec().Name != sfu.CodecAAC {
 		t.Errorf("codecs %+v %+v", video.Codec(), audio.Codec())
 	}
-	e := h.waitEvent("stream.publishing", 10*time.Second, is(sfu.EventStreamPublishing, "go"))
+	e := h.WaitEvent("stream.publishing", 10*time.Second, ingesttest.Is(sfu.EventStreamPublishing, "go"))
 	if e.Stream.Protocol != sfu.ProtocolSRT {
 		t.Errorf("protocol %q", e.Stream.Protocol)
 	}
 	_ = c.Close()
-	h.waitEvent("participant.left", 10*time.Second, is(sfu.EventParticipantLeft, "go"))
+	h.WaitEvent("participant.left", 10*time.Second, ingesttest.Is(sfu.EventParticipantLeft, "go"))
 }
 
 // A malformed stream id and an encrypted connection nobody has a passphrase for are refused
@@ -70,6 +71,6 @@ func TestGoClientRefused(t *testing.T) {
 		_ = c.Close()
 		t.Error("an encrypted connection without a configured passphrase was accepted")
 	}
-	sfutest.WaitFor(t, "two auth.failed", 5*time.Second, func() bool { return len(h.authFailures()) == 2 })
-	h.secretsAbsent("a-passphrase-nobody-knows")
+	sfutest.WaitFor(t, "two auth.failed", 5*time.Second, func() bool { return len(h.AuthFailures()) == 2 })
+	h.SecretsAbsent("a-passphrase-nobody-knows")
 }

@@ -14,16 +14,10 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 )
 
-// session is one admitted SRT connection: its participant and the key it holds. The goroutine
-// that serves the connection owns it; other goroutines end it only through kill, which
-// records why and closes the connection, so that the serving goroutine's read fails and it
-// tears the session down.
+// session is one SRT connection, publish or play. The goroutine that serves the connection
+// owns it; other goroutines end it only through kill, which records why and closes the
+// connection, so that the serving goroutine's read fails and it tears the session down.
 type session struct {
-	lock     string
-	ingestID string
-	p        *sfu.Participant
-	done     chan struct{} // closed once the session is released
-
 	lastMedia atomic.Int64 // unix ns of the last bytes read
 
 	mu    sync.Mutex
@@ -90,17 +84,17 @@ func (r *reader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// watch ends the session when its participant is removed from the room (kick, takeover, room
+// watch ends the session when its participant p is removed from the room (kick, takeover, room
 // deleted) or when the connection sends nothing for timeout. It returns when quit closes.
-func (sess *session) watch(quit <-chan struct{}, timeout time.Duration, clock func() time.Time, log *slog.Logger) {
+func (sess *session) watch(p *sfu.Participant, quit <-chan struct{}, timeout time.Duration, clock func() time.Time, log *slog.Logger) {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
 	for {
 		select {
 		case <-quit:
 			return
-		case <-sess.p.Done():
-			sess.kill(sess.p.LeaveReason(), nil)
+		case <-p.Done():
+			sess.kill(p.LeaveReason(), nil)
 			return
 		case <-timer.C:
 			idle := clock().Sub(time.Unix(0, sess.lastMedia.Load()))
@@ -117,24 +111,30 @@ func (sess *session) watch(quit <-chan struct{}, timeout time.Duration, clock fu
 
 // publish admits a publisher, accepts its connection and turns its MPEG-TS into the
 // participant's tracks until the connection ends.
-func (s *Server) publish(req gosrt.ConnRequest, t target, log *slog.Logger) {
+func (s *Server) publish(req gosrt.ConnRequest, sess *session, g ingest.Grant, log *slog.Logger) {
 	remote := req.RemoteAddr().String()
-	sess, rej := s.admit(t, remote)
-	if rej != nil {
-		log.Info("srt publish refused", "reason", rej.err.Error())
-		req.Reject(rej.code)
+	pub, err := s.pubs.Admit(g, remote, sfu.ProtocolSRT, func(reason string) { sess.kill(reason, nil) })
+	if err != nil {
+		code := gosrt.REJX_ISE
+		switch {
+		case errors.Is(err, ingest.ErrKeyInUse), errors.Is(err, ingest.ErrIdentityInUse):
+			code = gosrt.REJX_CONFLICT
+		case errors.Is(err, ingest.ErrShutdown):
+			code = gosrt.REJX_DOWN
+		}
+		log.Info("srt publish refused", "reason", err.Error())
+		req.Reject(code)
 		return
 	}
-	log = log.With("room", t.room, "participant", sess.p.Identity())
+	log = log.With("room", g.Room, "participant", pub.P.Identity())
 	conn, err := req.Accept()
 	if err != nil {
-		s.finish(sess, nil, log, sfu.ReasonError, err)
+		s.finish(pub, nil, log, sfu.ReasonError, err)
 		return
 	}
 	sess.setConn(conn)
-	if t.ingestID != "" && s.ingests != nil {
-		s.ingests.SetState(t.ingestID, ingest.StateConnected, 0, "", nil)
-		log = log.With("ingest", t.ingestID)
+	if g.Ingest != nil {
+		log = log.With("ingest", g.Ingest.ID)
 	}
 	log.Info("srt publish started")
 	clock := s.hub.Now
@@ -143,37 +143,32 @@ func (s *Server) publish(req gosrt.ConnRequest, t target, log *slog.Logger) {
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
-		sess.watch(quit, s.cfg.ReadTimeout, clock, log)
+		sess.watch(pub.P, quit, s.cfg.ReadTimeout, clock, log)
 	}()
-	pub := newPublisher(s, sess, conn, log)
-	readErr := pub.run(&reader{sess: sess, conn: conn, clock: clock})
+	pb := newPublisher(s, pub, conn, log)
+	readErr := pb.run(&reader{sess: sess, conn: conn, clock: clock})
 	_ = conn.Close()
 	close(quit)
 	<-watched
 	reason, cause := sess.endCause(readErr)
-	s.finish(sess, pub, log, reason, cause)
+	s.finish(pub, pb, log, reason, cause)
 }
 
 // finish ends a publish session: the participant leaves with reason (stream.failed when err
 // is set), the key is released, and the ingest, if this session still held its key, becomes
 // disconnected.
-func (s *Server) finish(sess *session, pub *publisher, log *slog.Logger, reason string, err error) {
-	sess.p.Close(reason, err)
-	owner := s.release(sess)
-	if owner && sess.ingestID != "" && s.ingests != nil {
-		s.ingests.SetState(sess.ingestID, ingest.StateDisconnected, 0, reason, err)
-	}
+func (s *Server) finish(pub *ingest.Publisher, pb *publisher, log *slog.Logger, reason string, err error) {
+	s.pubs.Release(pub, reason, err)
 	attrs := []any{"reason", reason}
 	if err != nil {
 		attrs = append(attrs, "err", err.Error())
 	}
-	if pub != nil {
-		attrs = append(attrs, pub.summary()...)
+	if pb != nil {
+		attrs = append(attrs, pb.summary()...)
 	}
 	if err != nil {
 		log.Warn("srt publish ended", attrs...)
 	} else {
 		log.Info("srt publish ended", attrs...)
 	}
-	close(sess.done)
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"net/url"
 	"strings"
+
+	"github.com/sluice-media/sluice/ingest"
 )
 
 // Stream id modes.
@@ -16,16 +18,19 @@ const (
 //
 //	publish:ROOM[/IDENTITY][?key=KEY|?token=TOKEN]   read:ROOM[/IDENTITY][?token=TOKEN]
 //	publish:KEY_OR_TOKEN                              read:TOKEN
-//	#!::r=ROOM[/IDENTITY],m=publish|request,u=IDENTITY,s=KEY_OR_TOKEN
+//	#!::r=ROOM[/IDENTITY],m=publish|request,u=USER,s=KEY_OR_TOKEN
 //
 // The second is the SRT Access Control form (Haivision's "SRT Access Control Guidelines":
 // r resource, m mode, u user, s session), which SRS and MediaMTX also take; m=read is taken as
-// request. A stream key or token in the stream id is a secret: never logged.
+// request. A publisher's identity is IDENTITY, else USER; a reader reads IDENTITY ("" for the
+// main publisher) as USER. A stream key or token in the stream id is a secret: never logged.
 type streamID struct {
 	mode     string
 	room     string
 	identity string
+	user     string // u=
 	secret   string // a stream key or an access token, if any
+	audio    string // a reader's audio=aac: Opus converted to AAC
 }
 
 var errStreamID = errors.New("the stream id must be publish:<room>[/<identity>], read:<room>[/<identity>], publish:<key> or #!::r=<room>,m=publish|request[,s=<key>]")
@@ -46,12 +51,12 @@ func parseStreamID(s string) (streamID, error) {
 		if err != nil {
 			return streamID{}, errStreamID
 		}
-		id.secret = q.Get("key")
+		id.secret, id.audio = q.Get("key"), q.Get("audio")
 		if t := q.Get("token"); t != "" {
 			id.secret = t
 		}
 	}
-	if id.secret == "" && isSecret(path) {
+	if id.secret == "" && ingest.IsSecret(path) {
 		id.secret = path // a bare stream key or token
 		return id, nil
 	}
@@ -79,11 +84,11 @@ func parseAccessControl(s string) (streamID, error) {
 				return streamID{}, errStreamID
 			}
 		case "u":
-			if v != "" {
-				id.identity = v
-			}
+			id.user = v
 		case "s":
 			id.secret = v
+		case "audio":
+			id.audio = v
 		}
 	}
 	if id.mode == "" {
@@ -94,12 +99,3 @@ func parseAccessControl(s string) (streamID, error) {
 	}
 	return id, nil
 }
-
-// isSecret reports whether a stream id path is a stream key or an access token rather than
-// a room: generated keys start with sk_, and tokens are JWTs (three dot-separated parts).
-func isSecret(path string) bool {
-	return strings.HasPrefix(path, streamKeyPrefix) || strings.Count(path, ".") == 2
-}
-
-// streamKeyPrefix starts the stream keys the ingest store generates.
-const streamKeyPrefix = "sk_"

@@ -115,6 +115,18 @@ func H264Opus(t testing.TB, seconds int, bframes int) (video, audio *Track) {
 	return tracks[0], tracks[1]
 }
 
+// ColourH264Opus is a plain colour picture (an ffmpeg colour name) as H.264 Constrained
+// Baseline (1 s GOP), and a sine tone of freq Hz as Opus, seconds long: a participant whose
+// picture and sound a composite's output can be checked for.
+func ColourH264Opus(t testing.TB, seconds int, colour string, freq int) (video, audio *Track) {
+	name := fmt.Sprintf("colour-%s-%dhz-%ds.mp4", colour, freq, seconds)
+	p := ffmpegSource(t, name, "-f", "lavfi", "-i", "color=c="+colour+":size=320x240:rate=30", "-f", "lavfi", "-i", fmt.Sprintf("sine=frequency=%d:sample_rate=48000", freq),
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "baseline", "-g", "30", "-pix_fmt", "yuv420p",
+		"-c:a", "libopus", "-b:a", "48k", "-movflags", "frag_keyframe+empty_moov+default_base_moof", "-f", "mp4")
+	tracks := ReadFMP4(t, p)
+	return tracks[0], tracks[1]
+}
+
 // H264AACFile is the path of an MP4 with H.264 (3 B-frames, 1 s GOP) and AAC-LC at 44.1 kHz,
 // seconds long: what an RTMP or RTSP publisher test streams with `ffmpeg -re -i FILE -c copy`.
 func H264AACFile(t testing.TB, seconds int) string {

@@ -4,36 +4,13 @@ import (
 	"bytes"
 	"testing"
 
-	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
-
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/media/mediatest"
 )
 
 // gopPackets is one second of H.264 at 30 fps as Writer packetizes it: a 20 kB IDR with its
 // parameter sets, then 6 kB P slices.
-func gopPackets(tb testing.TB) []*sfu.Packet {
-	tb.Helper()
-	enc := &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: MaxPayload, PacketizationMode: 1}
-	if err := enc.Init(); err != nil {
-		tb.Fatal(err)
-	}
-	var out []*sfu.Packet
-	for i := range 30 {
-		au := [][]byte{append([]byte{0x41}, bytes.Repeat([]byte{byte(i)}, 6000)...)}
-		if i == 0 {
-			au = [][]byte{sps, pps, append([]byte{0x65}, bytes.Repeat([]byte{9}, 20000)...)}
-		}
-		pkts, err := enc.Encode(au)
-		if err != nil {
-			tb.Fatal(err)
-		}
-		for _, p := range pkts {
-			p.Timestamp = uint32(i * 3000)
-			out = append(out, &sfu.Packet{Header: p.Header, Payload: p.Payload})
-		}
-	}
-	return out
-}
+func gopPackets(tb testing.TB) []*sfu.Packet { return mediatest.H264GOP(tb, sps, pps) }
 
 // gopFeeder returns a function that pushes the GOP through r once more, its timestamps one
 // second later each time; after warm rounds it allocates nothing of its own.

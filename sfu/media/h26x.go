@@ -48,9 +48,10 @@ type heldAU struct {
 // then advance by exactly the frame spacing, never pass the presentation times, and the
 // composition offsets are the encoder's own (D is the reorder depth times the frame interval, as
 // encoders and ffmpeg set it). The k-th smallest presentation time is known once the reorder
-// depth R (from the SPS) more frames have arrived, so R frames are held, in buffers that are
-// reused. When the packets carry the decode time (sfu.Packet.HasDTS: an RTMP source), it is
-// taken as it is and nothing is held. Zero allocations per packet after warm-up.
+// depth R (from the SPS) more frames have arrived, so R frames are held: the depacketizer's
+// buffers themselves, swapped for reused ones, so that an access unit is never copied. When the
+// packets carry the decode time (sfu.Packet.HasDTS: an RTMP source), it is taken as it is and
+// nothing is held. Zero allocations per packet after warm-up.
 type h26xReader struct {
 	learnedParams
 	d       *naluDepacketizer
@@ -138,19 +139,25 @@ func (h *h26xReader) accessUnit(au *accessUnit) {
 		h.out(pts, pts-int64(c.off), au.keyframe, au.avcc, au.nalus)
 		return
 	}
-	var buf []byte
+	if h.reorder == 0 && len(h.fifo) == 0 { // no B-frames: the decode time is the presentation time
+		h.out(pts, pts, au.keyframe, au.avcc, au.nalus)
+		return
+	}
+	// Hold the depacketizer's buffer itself, and give it a free one (the largest, so that it
+	// rarely grows) for the next access unit: nothing is copied.
+	var next []byte
 	if n := len(h.free); n > 0 {
 		i := n - 1
-		for j, b := range h.free { // the smallest large enough: buffers then stop growing
-			if cap(b) >= len(au.avcc) && (cap(h.free[i]) < len(au.avcc) || cap(b) < cap(h.free[i])) {
+		for j, b := range h.free {
+			if cap(b) > cap(h.free[i]) {
 				i = j
 			}
 		}
-		buf = h.free[i][:0]
+		next = h.free[i][:0]
 		h.free[i] = h.free[n-1]
 		h.free = h.free[:n-1]
 	}
-	h.fifo = append(h.fifo, heldAU{pts: pts, key: au.keyframe, buf: append(buf, au.avcc...)})
+	h.fifo = append(h.fifo, heldAU{pts: pts, key: au.keyframe, buf: h.d.swap(next)})
 	h.push(pts)
 	if h.delay < 0 && len(h.pts) > h.reorder {
 		h.delay = int64(h.reorder) * h.minInterval()

@@ -55,6 +55,14 @@ func newNALUDepacketizer(h265 bool) *naluDepacketizer {
 	return &naluDepacketizer{h265: h265, fuAt: -1}
 }
 
+// swap hands out the buffer of the access unit just emitted (valid during emit only) and
+// assembles the next access units into buf instead.
+func (d *naluDepacketizer) swap(buf []byte) []byte {
+	b := d.au
+	d.au = buf[:0]
+	return b
+}
+
 // reset forgets the access unit being assembled (after a loss).
 func (d *naluDepacketizer) reset() {
 	d.au = d.au[:0]

@@ -1,6 +1,7 @@
 package media
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -78,6 +79,22 @@ func H265Sprop(fmtp string) (vps, sps, pps []byte) {
 		return nil
 	}
 	return first("sprop-vps"), first("sprop-sps"), first("sprop-pps")
+}
+
+// CloneNALUs returns a deep copy of NAL units (parameter sets kept beyond a reused buffer).
+func CloneNALUs(in [][]byte) [][]byte {
+	out := make([][]byte, len(in))
+	for i, n := range in {
+		out[i] = bytes.Clone(n)
+	}
+	return out
+}
+
+func nalType(n []byte, h265 bool) byte {
+	if h265 {
+		return (n[0] >> 1) & 0x3f
+	}
+	return n[0] & 0x1f
 }
 
 // AACParams are the parameters of an MPEG4-GENERIC AAC track (RFC 3640 §4.1).

@@ -279,14 +279,17 @@ func (a *aacReader) emit(ext int64, au []byte, emit func(*Frame)) {
 }
 
 // readBits reads n (<= 32) bits of b starting at bit pos, big-endian; missing bits read as 0.
+// It loads the (at most five) bytes that hold them at once rather than bit by bit.
 func readBits(b []byte, pos, n int) uint32 {
-	var v uint32
-	for i := range n {
-		bit := pos + i
-		v <<= 1
-		if bit/8 < len(b) && b[bit/8]&(0x80>>(bit%8)) != 0 {
-			v |= 1
+	if n == 0 {
+		return 0
+	}
+	var w uint64 // 40 bits from byte pos/8 on
+	for i, at := 0, pos/8; i < 5; i, at = i+1, at+1 {
+		w <<= 8
+		if at < len(b) {
+			w |= uint64(b[at])
 		}
 	}
-	return v
+	return uint32(w >> (40 - pos%8 - n) & (1<<n - 1)) //nolint:gosec // n <= 32: the mask fits
 }

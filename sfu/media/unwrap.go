@@ -1,5 +1,7 @@
 package media
 
+import "github.com/pion/rtp"
+
 // Unwrapper extends the 32-bit RTP timestamps of one track (RFC 3550 §5.1) to int64: the first
 // timestamp keeps its value, each next one moves by its signed 32-bit difference to the last.
 // The zero value is ready; it is owned by one goroutine.
@@ -26,3 +28,19 @@ func (u *Unwrapper) At(ts uint32) int64 {
 
 // Started reports whether a timestamp was unwrapped.
 func (u *Unwrapper) Started() bool { return u.started }
+
+// Sequence follows the packets of one track for its Reader: it extends their timestamps (the
+// embedded Unwrapper) and notices sequence numbers that skip, i.e. packets lost before the
+// reader. The zero value is ready; it is owned by one goroutine.
+type Sequence struct {
+	Unwrapper
+	seq   uint16
+	seqOK bool
+}
+
+// Next extends h's timestamp and reports whether packets are missing before it.
+func (s *Sequence) Next(h *rtp.Header) (ext int64, lost bool) {
+	lost = s.seqOK && h.SequenceNumber != s.seq+1
+	s.seq, s.seqOK = h.SequenceNumber, true
+	return s.Unwrap(h.Timestamp), lost
+}

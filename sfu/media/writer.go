@@ -94,7 +94,7 @@ func single(enc func([]byte) ([]*rtp.Packet, error)) func([][]byte) ([]*rtp.Pack
 // VPS, SPS, PPS), e.g. from an RTMP sequence header or an SDP. Parameter sets found in-band in
 // a keyframe replace them too.
 func (w *Writer) SetParams(nalus [][]byte) {
-	w.params = cloneAll(nalus)
+	w.params = CloneNALUs(nalus)
 }
 
 // Params returns the current parameter sets.
@@ -177,13 +177,6 @@ func (w *Writer) withParams(au [][]byte) ([][]byte, bool) {
 	return append(append(make([][]byte, 0, len(w.params)+len(body)), w.params...), body...), true
 }
 
-func nalType(n []byte, h265 bool) byte {
-	if h265 {
-		return (n[0] >> 1) & 0x3f
-	}
-	return n[0] & 0x1f
-}
-
 // mergeParams replaces the stored parameter sets of each type present in-band.
 func mergeParams(old, inband [][]byte, h265 bool) [][]byte {
 	byType := map[byte][]byte{}
@@ -200,14 +193,6 @@ func mergeParams(old, inband [][]byte, h265 bool) [][]byte {
 	out := make([][]byte, 0, len(order))
 	for _, t := range order {
 		out = append(out, bytes.Clone(byType[t]))
-	}
-	return out
-}
-
-func cloneAll(in [][]byte) [][]byte {
-	out := make([][]byte, len(in))
-	for i, n := range in {
-		out[i] = bytes.Clone(n)
 	}
 	return out
 }

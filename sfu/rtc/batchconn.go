@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,8 +15,12 @@ const batchSize = 64
 
 // coalesce is how long the flusher lets packets gather after the first one is queued: a video
 // frame reaches every viewer within it, so one system call carries many packets and each
-// viewer's packets of a frame can leave as one GSO datagram. It is the latency the queue adds.
+// viewer's share of a frame can leave as one GSO datagram. It is the latency the queue adds.
 const coalesce = 500 * time.Microsecond
+
+// paceTick is how often the flusher releases what the pacer holds while it holds anything
+// (pacer.go).
+const paceTick = time.Millisecond
 
 // UDP generic segmentation offload (Linux 4.18+): one datagram of up to maxSegments equal
 // segments (the last may be shorter) that the kernel splits, so that the stack is walked once
@@ -43,9 +46,10 @@ const maxControl = 1024
 func isMedia(b []byte) bool { return len(b) > 0 && b[0] >= 128 && b[0] <= 191 }
 
 // batchConn is the UDP socket under the ICE mux. Reads go straight to the socket. Writes are
-// copied into pooled buffers and queued; one flusher goroutine sends everything queued with
-// sendmmsg (one system call per up to 64 packets, to any mix of destinations), so the many
-// subscription goroutines of a fan-out share system calls instead of making one each.
+// copied into pooled buffers and queued; one flusher goroutine paces each destination's media
+// (pacer.go) and sends what may leave with sendmmsg (one system call per up to 64 datagrams, to
+// any mix of destinations), so the many subscription goroutines of a fan-out share system
+// calls instead of making one each.
 //
 // It implements net.PacketConn and pion's ice.AddrPortReaderWriter. Close stops the flusher
 // and waits for it.
@@ -64,20 +68,23 @@ type batchConn struct {
 	done chan struct{}
 
 	sent, dropped, syscalls atomic.Uint64
+	paced                   atomic.Int64 // packets the pacer holds, after the last flush
 
-	gso    atomic.Bool // the kernel takes UDP_SEGMENT on this socket
-	counts []int       // packets carried by each message of the batch being sent; the flusher's
+	gso atomic.Bool // the kernel takes UDP_SEGMENT on this socket
 
-	// The flusher's scratch for grouping packets by destination.
-	bucketOf map[netip.AddrPort]int
-	buckets  []int // per destination: packets, then where its next packet goes
-	bucket   []int // per packet: its destination's bucket
-	grouped  []outPacket
+	// The flusher's: the pacer, the packets of one flush (released, and refused by a full
+	// destination queue), the batch being sent and the packets each of its messages carries.
+	pace     pacer
+	ready    []outPacket
+	rejected []outPacket
+	msgs     []message
+	counts   []int
 }
 
 type outPacket struct {
 	buf  []byte
 	addr netip.AddrPort
+	at   int64 // when the pacer took it (pacer.go)
 }
 
 // message is one datagram of a batch: bufs sent to addr, as one segmented datagram of seg-byte
@@ -163,47 +170,72 @@ func (c *batchConn) WriteToAddrPort(b []byte, addr netip.AddrPort) (int, error) 
 
 func (c *batchConn) flushLoop() {
 	defer close(c.done)
-	msgs := make([]message, batchSize)
-	for i := range msgs {
-		msgs[i].bufs = make([][]byte, 0, maxSegments)
+	c.msgs = make([]message, batchSize)
+	for i := range c.msgs {
+		c.msgs[i].bufs = make([][]byte, 0, maxSegments)
 	}
 	c.counts = make([]int, batchSize)
-	for range c.wake {
-		time.Sleep(coalesce)
-		for {
-			c.mu.Lock()
-			out := c.pending
-			if len(out) == 0 {
-				c.mu.Unlock()
-				break // both buffers stay: pending (empty) and spare
+	epoch := time.Now()
+	for {
+		if c.pace.queued == 0 {
+			if _, ok := <-c.wake; !ok {
+				return
 			}
-			c.pending, c.spare = c.spare[:0], nil
-			c.mu.Unlock()
-			c.send(out, msgs)
-			clear(c.grouped)
-			c.mu.Lock()
-			for i := range out {
-				c.free = append(c.free, out[i].buf)
-				out[i] = outPacket{}
+			time.Sleep(coalesce)
+		} else {
+			time.Sleep(paceTick)
+			select {
+			case _, ok := <-c.wake:
+				if !ok {
+					return
+				}
+			default:
 			}
-			if c.spare == nil {
-				c.spare = out[:0]
-			}
-			c.mu.Unlock()
 		}
+		c.mu.Lock()
+		in := c.pending
+		c.pending, c.spare = c.spare[:0], nil
+		c.mu.Unlock()
+		now := int64(time.Since(epoch))
+		// STUN and DTLS leave at once; media waits for its destination's pace.
+		ready, rejected := c.ready[:0], c.rejected[:0]
+		for _, p := range in {
+			switch {
+			case !isMedia(p.buf):
+				ready = append(ready, p)
+			case !c.pace.add(p, now):
+				rejected = append(rejected, p)
+			}
+		}
+		c.dropped.Add(uint64(len(rejected)))
+		ready = c.pace.release(now, ready)
+		c.paced.Store(int64(c.pace.queued))
+		c.send(ready)
+		c.mu.Lock()
+		for _, ps := range [][]outPacket{ready, rejected} {
+			for i := range ps {
+				c.free = append(c.free, ps[i].buf)
+			}
+		}
+		clear(in)
+		if c.spare == nil {
+			c.spare = in[:0]
+		}
+		c.mu.Unlock()
+		clear(ready)
+		clear(rejected)
+		c.ready, c.rejected = ready[:0], rejected[:0]
 	}
 }
 
-// send writes packets in batches; a batch the kernel takes in part is resumed after it.
-func (c *batchConn) send(out []outPacket, msgs []message) {
+// send writes packets in batches; a batch the kernel takes in part is resumed after it. Each
+// destination's packets are together (the pacer releases them so), so that runs can be
+// segmented.
+func (c *batchConn) send(out []outPacket) {
 	gso := c.gso.Load()
-	if gso {
-		// Each destination's packets together, in their order, so that runs can be segmented.
-		out = c.group(out)
-	}
 	for len(out) > 0 {
-		n, total := c.fill(out, msgs, gso)
-		wrote, err := c.w.writeBatch(msgs[:n])
+		n, total := c.fill(out, c.msgs, gso)
+		wrote, err := c.w.writeBatch(c.msgs[:n])
 		c.syscalls.Add(1)
 		if wrote > 0 {
 			k := 0
@@ -232,43 +264,6 @@ func (c *batchConn) send(out []outPacket, msgs []message) {
 			time.Sleep(50 * time.Microsecond)
 		}
 	}
-}
-
-// group returns out with each destination's packets together, in their order, destinations in
-// the order they first appear: a counting sort in linear time, because a comparison sort of a
-// large flush showed in the daemon's profile (BenchmarkBatchConnGroup). out itself is left as
-// it is.
-func (c *batchConn) group(out []outPacket) []outPacket {
-	if c.bucketOf == nil {
-		c.bucketOf = map[netip.AddrPort]int{}
-	}
-	clear(c.bucketOf)
-	c.buckets, c.bucket = c.buckets[:0], c.bucket[:0]
-	last, lastAddr := -1, netip.AddrPort{}
-	for i := range out {
-		if a := out[i].addr; last < 0 || a != lastAddr {
-			b, ok := c.bucketOf[a]
-			if !ok {
-				b = len(c.buckets)
-				c.bucketOf[a] = b
-				c.buckets = append(c.buckets, 0)
-			}
-			last, lastAddr = b, a
-		}
-		c.bucket = append(c.bucket, last)
-		c.buckets[last]++
-	}
-	at := 0
-	for b, n := range c.buckets {
-		c.buckets[b] = at
-		at += n
-	}
-	c.grouped = slices.Grow(c.grouped[:0], len(out))[:len(out)]
-	for i, b := range c.bucket {
-		c.grouped[c.buckets[b]] = out[i]
-		c.buckets[b]++
-	}
-	return c.grouped
 }
 
 // fill builds up to batchSize messages from the head of out: with gso, each a run of packets

@@ -256,7 +256,7 @@ func (d *DownTrack) senderReport(now time.Time) (*rtcp.SenderReport, bool) {
 	}
 	elapsed := now.Sub(time.Unix(0, d.srAt))
 	rtpTime := d.srTS + uint32(int64(elapsed.Seconds()*float64(d.codec.ClockRate))) //nolint:gosec // RTP time wraps
-	return &rtcp.SenderReport{SSRC: b.ssrc, NTPTime: toNTP(now), RTPTime: rtpTime, PacketCount: d.srPkts, OctetCount: d.srBytes}, true
+	return &rtcp.SenderReport{SSRC: b.ssrc, NTPTime: sfu.ToNTP(now), RTPTime: rtpTime, PacketCount: d.srPkts, OctetCount: d.srBytes}, true
 }
 
 // Resent returns the number of retransmitted packets.

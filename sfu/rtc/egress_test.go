@@ -177,7 +177,7 @@ func TestDirectRouteAndSenderReports(t *testing.T) {
 				if lim := int32(3 * v.clock[ssrc]); diff > lim || diff < -lim {
 					t.Errorf("SSRC %d: sender report RTP time %d is %d ticks from the latest received %d", ssrc, last.RTPTime, diff, v.lastTS[ssrc])
 				}
-				if age := time.Since(ntpTime(last.NTPTime)); age < -time.Second || age > 5*time.Second {
+				if age := time.Since(sfu.FromNTP(last.NTPTime)); age < -time.Second || age > 5*time.Second {
 					t.Errorf("SSRC %d: sender report NTP time is %v old", ssrc, age)
 				}
 			}
@@ -187,8 +187,8 @@ func TestDirectRouteAndSenderReports(t *testing.T) {
 
 func TestNTPRoundTrip(t *testing.T) {
 	now := time.Unix(1795000000, 123456789)
-	if got := ntpTime(toNTP(now)); got.Sub(now).Abs() > time.Microsecond {
-		t.Fatalf("%v -> %x -> %v", now, toNTP(now), got)
+	if got := sfu.FromNTP(sfu.ToNTP(now)); got.Sub(now).Abs() > time.Microsecond {
+		t.Fatalf("%v -> %x -> %v", now, sfu.ToNTP(now), got)
 	}
 }
 

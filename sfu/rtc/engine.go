@@ -323,6 +323,7 @@ var (
 	descSent     = prometheus.NewDesc("sluice_webrtc_packets_sent_total", "UDP packets sent by WebRTC sessions.", nil, nil)
 	descSyscalls = prometheus.NewDesc("sluice_webrtc_send_syscalls_total", "sendmmsg calls carrying them.", nil, nil)
 	descDropped  = prometheus.NewDesc("sluice_webrtc_send_dropped_total", "UDP packets the socket could not take.", nil, nil)
+	descPaced    = prometheus.NewDesc("sluice_webrtc_send_paced", "Media packets waiting for their viewer's pace.", nil, nil)
 	descPionWarn = prometheus.NewDesc("sluice_webrtc_pion_warnings_total", "Warnings of the WebRTC stack (pion), logged at debug level.", nil, nil)
 	descRoutes   = prometheus.NewDesc("sluice_webrtc_viewer_routes_total",
 		"WHEP viewers by how their media left: direct (our SRTP onto the UDP socket) or pion (ICE-TCP, or keys not readable).", []string{"route"}, nil)
@@ -333,6 +334,7 @@ func (e *Engine) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSent
 	ch <- descSyscalls
 	ch <- descDropped
+	ch <- descPaced
 	ch <- descPionWarn
 	ch <- descRoutes
 }
@@ -343,6 +345,11 @@ func (e *Engine) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(sent))
 	ch <- prometheus.MustNewConstMetric(descSyscalls, prometheus.CounterValue, float64(calls))
 	ch <- prometheus.MustNewConstMetric(descDropped, prometheus.CounterValue, float64(dropped))
+	var paced int64
+	for _, c := range e.conns {
+		paced += c.paced.Load()
+	}
+	ch <- prometheus.MustNewConstMetric(descPaced, prometheus.GaugeValue, float64(paced))
 	ch <- prometheus.MustNewConstMetric(descPionWarn, prometheus.CounterValue, float64(e.pionWarnings.Load()))
 	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.CounterValue, float64(e.routedDirect.Load()), "direct")
 	ch <- prometheus.MustNewConstMetric(descRoutes, prometheus.CounterValue, float64(e.routedPion.Load()), "pion")

@@ -119,7 +119,8 @@ func TestBadInputGetsPreciseErrors(t *testing.T) {
 		{"invalid JSON", "POST", "/v1/rooms", "application/json", admin, `{"name": `, 400, "invalid_json", ""},
 		{"unknown JSON field", "POST", "/v1/rooms", "application/json", admin, `{"name":"x","colour":"red"}`, 400, "invalid_json", ""},
 		{"oversized JSON", "POST", "/v1/rooms", "application/json", admin, `{"name":"` + strings.Repeat("a", 2<<20) + `"}`, 413, "body_too_large", ""},
-		{"unknown session", "DELETE", "/whip/session/nope", "", "", "", 404, "not_found", ""},
+		{"session without a token", "DELETE", "/whip/session/nope", "", "", "", 401, "unauthorized", sfu.AuthMissingToken},
+		{"unknown session", "DELETE", "/whip/session/nope", "", pubOther, "", 404, "not_found", ""},
 		{"unknown endpoint", "GET", "/v1/nothing", "", admin, "", 404, "not_found", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -152,8 +153,8 @@ func TestBadInputGetsPreciseErrors(t *testing.T) {
 			}
 		})
 	}
-	if n := countType(h.events.Events(0), sfu.EventAuthFailed) - failedBefore; n != 5 {
-		t.Errorf("auth.failed events = %d, want 5", n)
+	if n := countType(h.events.Events(0), sfu.EventAuthFailed) - failedBefore; n != 6 {
+		t.Errorf("auth.failed events = %d, want 6", n)
 	}
 	// No half-created objects: the refused requests left no participant or room behind.
 	if r := h.hub.Room("other"); r != nil {

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
@@ -40,7 +39,7 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
-	id, ok := s.add("whip", pub)
+	id, ok := s.add("whip", pub, sessionOwner(r, claims))
 	if !ok {
 		_ = pc.Close()
 		p.Close(sfu.ReasonServerShutdown, nil)
@@ -219,16 +218,8 @@ func ReadRTCP(recv *webrtc.RTPReceiver, track *sfu.Track) {
 		}
 		for _, pk := range pkts {
 			if sr, ok := pk.(*rtcp.SenderReport); ok {
-				track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: ntpTime(sr.NTPTime)})
+				track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: sfu.FromNTP(sr.NTPTime)})
 			}
 		}
 	}
-}
-
-// ntpTime converts a 64-bit NTP timestamp (RFC 5905) to time.Time.
-func ntpTime(ntp uint64) time.Time {
-	const ntpEpochOffset = 2208988800
-	sec := int64(ntp>>32) - ntpEpochOffset
-	frac := int64(ntp&0xffffffff) * 1e9 >> 32
-	return time.Unix(sec, frac)
 }

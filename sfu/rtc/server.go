@@ -2,6 +2,8 @@ package rtc
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -192,9 +194,11 @@ func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
 // shutting down. The id is the session's capability: whoever knows its URL may trickle to it
 // and end it (as WHIP/WHEP clients do, RFC 9725 §4.3), so it is 95 random bits, only ever
 // sent in the Location header, and never logged; it is kept under its kind so that a WHEP URL
-// cannot reach a WHIP session.
-func (s *Server) add(kind string, ss session) (string, bool) {
+// cannot reach a WHIP session. With keys, the URL alone is not enough: owner (sessionOwner of
+// the creating request) must also present itself.
+func (s *Server) add(kind string, ss session, owner string) (string, bool) {
 	id := kind + "/" + sfu.NewID("")
+	ss.life().owner = owner
 	s.mu.Lock()
 	slot := s.claimPending(ss.life().pc)
 	s.mu.Unlock()
@@ -209,11 +213,45 @@ func (s *Server) add(kind string, ss session) (string, bool) {
 	return id, ok
 }
 
+// sessionOwner names who created a session, for PATCH and DELETE to check: the token's
+// identity, or, for a token without one, a digest of the token itself. Empty in open mode
+// (claims nil), where the session URL is the only capability.
+func sessionOwner(r *http.Request, claims *auth.Claims) string {
+	switch {
+	case claims == nil:
+		return ""
+	case claims.Identity != "":
+		return "sub:" + claims.Identity
+	}
+	sum := sha256.Sum256([]byte(api.RequestToken(r)))
+	return "token:" + hex.EncodeToString(sum[:])
+}
+
+// lookup finds the session a PATCH or DELETE names and checks that the request may act on it:
+// with keys, its token must be valid (401), the session must exist (404), and the token must
+// be the creator's identity or an admin's of the room (403). On failure it has answered the request.
 func (s *Server) lookup(w http.ResponseWriter, r *http.Request) session {
 	kind, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
+	var claims *auth.Claims
+	if !s.gate.OpenMode() {
+		var err error
+		if claims, err = s.gate.Verifier().Verify(api.RequestToken(r)); err != nil {
+			s.gate.Refused(err, kind, r.RemoteAddr)
+			api.WriteError(w, api.HTTPError(err))
+			return nil
+		}
+	}
 	ss, _ := s.sessions.Get(kind + "/" + r.PathValue("id"))
 	if ss == nil {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "no such session"))
+		return nil
+	}
+	l := ss.life()
+	admin := claims != nil && claims.Allows(auth.ActionAdmin, l.participant.Room().Name())
+	if l.owner != "" && !admin && sessionOwner(r, claims) != l.owner {
+		s.gate.Refused(auth.ErrPermissionDenied, kind, r.RemoteAddr)
+		api.WriteError(w, api.Errorf(http.StatusForbidden, api.CodeForbidden, "only the token that created the session (its identity) or an admin may change or end it"))
+		return nil
 	}
 	return ss
 }
@@ -311,6 +349,7 @@ type sessionLife struct {
 	participant *sfu.Participant
 	log         *slog.Logger
 	tag         string
+	owner       string // sessionOwner of the creating request; set by add
 	ctx         context.Context
 	cancel      context.CancelFunc
 

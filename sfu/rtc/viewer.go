@@ -71,7 +71,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		fail(sfu.ReasonError, err, err)
 		return
 	}
-	id, ok := s.add("whep", v)
+	id, ok := s.add("whep", v, sessionOwner(r, claims))
 	if !ok {
 		fail(sfu.ReasonServerShutdown, nil, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return

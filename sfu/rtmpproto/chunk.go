@@ -136,17 +136,26 @@ func AppendChunkHeader(dst []byte, csid, typ byte, streamID, ts uint32, length i
 // writer leaves it out, and nginx-rtmp and ffmpeg then misread every message split into
 // chunks once a stream passes 4 h 39 min). csid must be in [2, 63].
 func AppendMessage(dst []byte, csid, typ byte, streamID, ts uint32, payload []byte, chunkSize int) []byte {
-	dst = AppendChunkHeader(dst, csid, typ, streamID, ts, len(payload))
-	for first := true; first || len(payload) > 0; first = false {
+	return AppendMessageParts(dst, csid, typ, streamID, ts, nil, payload, chunkSize)
+}
+
+// AppendMessageParts is AppendMessage of the payload head followed by body, which are never
+// joined: a frame goes from its reader's buffer into the chunks with one copy.
+func AppendMessageParts(dst []byte, csid, typ byte, streamID, ts uint32, head, body []byte, chunkSize int) []byte {
+	dst = AppendChunkHeader(dst, csid, typ, streamID, ts, len(head)+len(body))
+	for first := true; first || len(head)+len(body) > 0; first = false {
 		if !first {
 			dst = append(dst, 0xc0|csid&0x3f)
 			if ts >= extendedTimestamp {
 				dst = binary.BigEndian.AppendUint32(dst, ts)
 			}
 		}
-		k := min(len(payload), chunkSize)
-		dst = append(dst, payload[:k]...)
-		payload = payload[k:]
+		k := min(len(head), chunkSize)
+		dst = append(dst, head[:k]...)
+		head = head[k:]
+		n := min(len(body), chunkSize-k)
+		dst = append(dst, body[:n]...)
+		body = body[n:]
 	}
 	return dst
 }

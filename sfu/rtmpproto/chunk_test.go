@@ -41,6 +41,24 @@ func TestChunkRoundTrip(t *testing.T) {
 	}
 }
 
+// TestMessageParts: a payload given as head and body is written as the joined payload would be,
+// wherever the chunk boundaries fall.
+func TestMessageParts(t *testing.T) {
+	payload := make([]byte, 300)
+	for i := range payload {
+		payload[i] = byte(i)
+	}
+	for _, chunk := range []int{1, 2, 5, 128} {
+		for _, split := range []int{0, 1, 5, 127, 128, 129, 300} {
+			want := rtmpproto.AppendMessage(nil, 6, rtmpproto.TypeVideo, 1, 0x1000000, payload, chunk)
+			got := rtmpproto.AppendMessageParts(nil, 6, rtmpproto.TypeVideo, 1, 0x1000000, payload[:split], payload[split:], chunk)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("chunk %d split %d: parts differ from the joined payload", chunk, split)
+			}
+		}
+	}
+}
+
 // FuzzChunkReader reads an arbitrary chunk stream as the client reads a server's: no panic,
 // messages within the bound, at most MaxChunkStreams chunk streams, and Set Chunk Size
 // applied as the client applies it.

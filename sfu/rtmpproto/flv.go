@@ -515,19 +515,21 @@ func AVCSequenceHeader(sps, pps []byte) ([]byte, error) {
 	return b, nil
 }
 
-// AppendAVCFrame appends the body of an AVC NALU tag: the access unit as 4-byte
-// length-prefixed NAL units, with its composition time offset (PTS - DTS) in milliseconds.
-func AppendAVCFrame(dst []byte, keyframe bool, cts int32, nalus [][]byte) []byte {
+// AVCFrameHeader is the start of the body of an AVC NALU tag, before the access unit in AVCC
+// form (4-byte length-prefixed NAL units, media.Frame.Data): frame type, packet type and the
+// composition time offset (PTS - DTS) in milliseconds.
+func AVCFrameHeader(keyframe bool, cts int32) [5]byte {
 	frame := byte(FrameInter)
 	if keyframe {
 		frame = FrameKey
 	}
-	dst = append(dst, frame<<4|FLVVideoAVC, AVCNALU, byte(cts>>16), byte(cts>>8), byte(cts))
-	for _, u := range nalus {
-		dst = binary.BigEndian.AppendUint32(dst, uint32(len(u)))
-		dst = append(dst, u...)
-	}
-	return dst
+	return [5]byte{frame<<4 | FLVVideoAVC, AVCNALU, byte(cts >> 16), byte(cts >> 8), byte(cts)}
+}
+
+// AppendAVCFrame appends the body of an AVC NALU tag: AVCFrameHeader, then the AVCC access unit.
+func AppendAVCFrame(dst []byte, keyframe bool, cts int32, avcc []byte) []byte {
+	h := AVCFrameHeader(keyframe, cts)
+	return append(append(dst, h[:]...), avcc...)
 }
 
 // AVCEndOfSequence returns the body of the AVC end-of-sequence tag sent before unpublishing.
@@ -540,6 +542,9 @@ func AVCEndOfSequence() []byte {
 func AACSequenceHeader(asc []byte) []byte {
 	return append([]byte{aacTagByte, AVCSequenceStart}, asc...)
 }
+
+// AACFrameHeader is the start of the body of an AAC raw tag, before one access unit.
+func AACFrameHeader() [2]byte { return [2]byte{aacTagByte, AVCNALU} }
 
 // AppendAACFrame appends the body of an AAC raw tag: one access unit.
 func AppendAACFrame(dst []byte, au []byte) []byte {

@@ -216,8 +216,8 @@ func TestTagRoundTrip(t *testing.T) {
 		data  []byte   // the data of an audio tag
 	}{
 		{"avc sequence header", true, seqHeader, rtmpproto.PacketSequenceStart, true, 0, [][]byte{rtmptest.SPS, rtmptest.PPS}, nil},
-		{"avc keyframe", true, rtmpproto.AppendAVCFrame(nil, true, 66, [][]byte{{0x65, 1}, {0x65, 2}}), rtmpproto.PacketFrame, true, 66, [][]byte{{0x65, 1}, {0x65, 2}}, nil},
-		{"avc frame with negative cts", true, rtmpproto.AppendAVCFrame(nil, false, -33, [][]byte{{0x41, 9}}), rtmpproto.PacketFrame, false, -33, [][]byte{{0x41, 9}}, nil},
+		{"avc keyframe", true, rtmpproto.AppendAVCFrame(nil, true, 66, []byte{0, 0, 0, 2, 0x65, 1, 0, 0, 0, 2, 0x65, 2}), rtmpproto.PacketFrame, true, 66, [][]byte{{0x65, 1}, {0x65, 2}}, nil},
+		{"avc frame with negative cts", true, rtmpproto.AppendAVCFrame(nil, false, -33, []byte{0, 0, 0, 2, 0x41, 9}), rtmpproto.PacketFrame, false, -33, [][]byte{{0x41, 9}}, nil},
 		{"avc end of sequence", true, rtmpproto.AVCEndOfSequence(), rtmpproto.PacketSequenceEnd, true, 0, nil, nil},
 		{"aac sequence header", false, rtmpproto.AACSequenceHeader(rtmptest.ASC), rtmpproto.PacketSequenceStart, false, 0, nil, rtmptest.ASC},
 		{"aac frame", false, rtmpproto.AppendAACFrame(nil, []byte{0x21, 0x10}), rtmpproto.PacketFrame, false, 0, nil, []byte{0x21, 0x10}},

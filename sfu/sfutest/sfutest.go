@@ -61,3 +61,31 @@ func RunHub(t testing.TB, h *sfu.Hub) {
 	go func() { defer close(done); _ = h.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-done })
 }
+
+// SeqJumps counts the sequence numbers (in arrival order) that are not the previous one plus
+// one: losses, reorders and duplicates alike.
+func SeqJumps(seqs []uint16) int {
+	n := 0
+	for i := 1; i < len(seqs); i++ {
+		if seqs[i] != seqs[i-1]+1 {
+			n++
+		}
+	}
+	return n
+}
+
+// MountTmpfs mounts a tmpfs of size ("16m") on a new directory for the test, unmounted at its
+// end: a disk that really fills up. It needs root; without it the test fails under CI=true and
+// is skipped elsewhere.
+func MountTmpfs(t testing.TB, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("mount tmpfs: %v: %s", err, out)
+		}
+		t.Skipf("mount tmpfs (needs root): %v: %s", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
+	return dir
+}

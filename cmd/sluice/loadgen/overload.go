@@ -66,7 +66,11 @@ type PhaseReport struct {
 	Shed        int     `json:"shed_so_far"`
 	BitrateKbps float64 `json:"bitrate_kbps_per_subscriber"`
 	LossPct     float64 `json:"packet_loss_pct"`
-	Cores       float64 `json:"daemon_cpu_cores"`
+	// SocketDropPct is the part of the packets sent to them that the kernel dropped at their
+	// full sockets: loss that happened in this machine's receivers, not in the daemon or on
+	// the way (on a shared machine, a viewer that does not get the CPU to read loses packets).
+	SocketDropPct float64 `json:"receiver_socket_drop_pct"`
+	Cores         float64 `json:"daemon_cpu_cores"`
 }
 
 // overloadWatch follows the room's stream.failed events and keeps those with reason
@@ -148,12 +152,13 @@ func (w *overloadWatch) wait(ctx context.Context, d time.Duration) bool {
 	return false
 }
 
-// loadSample is the state of a load test at one moment: the daemon's CPU counter and every
-// subscriber's counters.
+// loadSample is the state of a load test at one moment: the daemon's CPU counter, every
+// subscriber's counters and the drops at its socket.
 type loadSample struct {
-	at  time.Time
-	cpu float64 // process_cpu_seconds_total; NaN when it could not be read
-	c   [][2][4]float64
+	at    time.Time
+	cpu   float64 // process_cpu_seconds_total; NaN when it could not be read
+	c     [][2][4]float64
+	drops []float64
 }
 
 // loadSampler samples the subscribers and the daemon once a second, from the start of the ramp
@@ -180,13 +185,17 @@ func (s *loadSampler) run(ctx context.Context) {
 }
 
 func (s *loadSampler) take(ctx context.Context) {
-	smp := loadSample{cpu: math.NaN(), c: make([][2][4]float64, len(s.subs))}
+	smp := loadSample{cpu: math.NaN(), c: make([][2][4]float64, len(s.subs)), drops: make([]float64, len(s.subs))}
 	if m, err := scrape(ctx, s.base, s.token); err == nil {
 		smp.cpu = m["process_cpu_seconds_total"]
 	}
 	smp.at = time.Now() // after the scrape: the counters are read together with it
+	drops := readUDPDrops()
 	for i, sub := range s.subs {
 		smp.c[i][0], smp.c[i][1] = sub.counters()
+		if port := sub.localPort(); port != 0 {
+			smp.drops[i] = float64(drops.port[port])
+		}
 	}
 	s.samples = append(s.samples, smp)
 }
@@ -260,6 +269,7 @@ func overloadSummary(subs []*loadSubscriber, samples []loadSample, w loadWindow,
 		}
 		p.Playing = len(through)
 		p.BitrateKbps, p.LossPct = groupRate(from, to, through)
+		p.SocketDropPct = socketDropPct(from, to, through)
 		if d := to.at.Sub(from.at).Seconds(); d > 0 && !math.IsNaN(from.cpu) && !math.IsNaN(to.cpu) {
 			p.Cores = round3((to.cpu - from.cpu) / d)
 		}
@@ -331,6 +341,22 @@ func groupRate(a, b loadSample, chosen []int) (kbps, lossPct float64) {
 	return kbps, lossPct
 }
 
+// socketDropPct returns the packets dropped at the chosen subscribers' sockets between two
+// samples, as a share of the packets they expected.
+func socketDropPct(a, b loadSample, chosen []int) float64 {
+	var drops, expected float64
+	for _, i := range chosen {
+		drops += b.drops[i] - a.drops[i]
+		for k := range 2 {
+			expected += b.c[i][k][1] - a.c[i][k][1]
+		}
+	}
+	if expected <= 0 {
+		return 0
+	}
+	return round3(math.Max(0, drops/expected) * 100)
+}
+
 // add counts a shed subscriber's whole life, from its first video packet to its end.
 func (g *GroupReport) add(s *loadSubscriber) {
 	end, _ := s.ended()
@@ -385,6 +411,6 @@ func (o *OverloadReport) print(t *table) {
 }
 
 func (p *PhaseReport) String() string {
-	return fmt.Sprintf("%.0f-%.0f s: %d playing, %.0f kbit/s each, loss %.3f %%, daemon %.3f cores",
-		p.FromS, p.ToS, p.Playing, p.BitrateKbps, p.LossPct, p.Cores)
+	return fmt.Sprintf("%.0f-%.0f s: %d playing, %.0f kbit/s each, loss %.3f %% (%.3f %% at their sockets), daemon %.3f cores",
+		p.FromS, p.ToS, p.Playing, p.BitrateKbps, p.LossPct, p.SocketDropPct, p.Cores)
 }

@@ -35,6 +35,9 @@ type Options struct {
 	Duration    time.Duration
 	Baseline    time.Duration
 	Publish     bool
+	// ReceiveOffload has each WHEP viewer read with UDP receive offload against a loopback
+	// daemon (gro.go); by default viewers read as browsers and pion do, a packet at a time.
+	ReceiveOffload bool
 	// Server is the daemon's API base URL; APIKey and APISecret, when set, sign the tokens.
 	Server, APIKey, APISecret string
 	// Follow follows the daemon's stream.failed events of room, calling connected at each
@@ -65,9 +68,17 @@ type Report struct {
 	BitrateKbps    float64 `json:"bitrate_kbps_per_subscriber"`
 	LossPct        float64 `json:"packet_loss_pct"`
 	JitterMs       float64 `json:"jitter_ms"`
-	// GRO counts the subscribers that read with UDP receive offload (loopback daemon, gro.go):
-	// with it, the loopback receivers' kernel work is not counted in the daemon's CPU.
-	GRO             int     `json:"subscribers_with_receive_offload"`
+	// GRO counts the subscribers that read with UDP receive offload (--receive-offload
+	// against a loopback daemon, gro.go): with it, the loopback receivers' kernel work is not
+	// counted in the daemon's CPU, and the daemon's bursts do not overflow their sockets.
+	ReceiveOffload bool `json:"receive_offload"`
+	GRO            int  `json:"subscribers_with_receive_offload"`
+	// SocketDrops counts the packets the kernel dropped at this process's UDP sockets during
+	// the WHEP window (their receive buffers were full: the viewers did not read fast enough
+	// for what arrived), RcvbufErrors the same on the whole machine (/proc/net/snmp: other
+	// programs' sockets too). Both are in the loss figure; nil where /proc does not say.
+	SocketDrops     *uint64 `json:"receiver_socket_drops,omitempty"`
+	RcvbufErrors    *uint64 `json:"udp_rcvbuf_errors,omitempty"`
 	IdleRSSMiB      float64 `json:"daemon_idle_rss_mib"`
 	RSSMiB          float64 `json:"daemon_rss_mib"`
 	RSSPerSubMiB    float64 `json:"rss_per_subscriber_mib"`
@@ -133,7 +144,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
-	api, viewerAPI, err := loadAPI(base)
+	api, viewerAPI, err := loadAPI(base, o.ReceiveOffload)
 	if err != nil {
 		return nil, err
 	}
@@ -230,7 +241,7 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		}); err != nil {
 			return nil, err
 		}
-		rep.GRO = int(gro.Load())
+		rep.ReceiveOffload, rep.GRO = o.ReceiveOffload, int(gro.Load())
 		clients := make([]loadClient, len(subs))
 		for i, s := range subs {
 			clients[i] = s
@@ -255,6 +266,10 @@ func Run(ctx context.Context, o Options, progress io.Writer) (*Report, error) {
 		}
 		rep.AnsweredP50Ms, rep.ConnectedP50Ms = round1(percentile(answered, 50)), round1(percentile(connected, 50))
 		rep.CPUPerSubMs, rep.CPUPerPacketUs, rep.RSSPerSubMiB = costs(before, w, rep.Connected)
+		if w.d0.ok && w.d1.ok {
+			own, machine := w.d1.since(w.d0)
+			rep.SocketDrops, rep.RcvbufErrors = &own, &machine
+		}
 		before, last = w, w
 	}
 
@@ -330,10 +345,11 @@ type loadClient interface {
 	outcome() (refused, shed bool)
 }
 
-// loadWindow is one measurement: the daemon's metrics at its ends and the viewers' counters at
-// its start.
+// loadWindow is one measurement: the daemon's metrics and the receiving sockets' drops at its
+// ends, and the viewers' counters at its start.
 type loadWindow struct {
 	m0, m1     map[string]float64
+	d0, d1     udpDrops
 	c0         [][2][4]float64
 	start, end time.Time
 	seconds    float64
@@ -351,7 +367,7 @@ func measure(ctx context.Context, base, mtok string, settle, d time.Duration, cl
 		return loadWindow{}, err
 	}
 	start := time.Now()
-	w := loadWindow{m0: m0, c0: make([][2][4]float64, len(clients)), start: start}
+	w := loadWindow{m0: m0, d0: readUDPDrops(), c0: make([][2][4]float64, len(clients)), start: start}
 	for i, c := range clients {
 		w.c0[i][0], w.c0[i][1] = c.counters()
 	}
@@ -359,6 +375,7 @@ func measure(ctx context.Context, base, mtok string, settle, d time.Duration, cl
 	if err := sleepCtx(ctx, d); err != nil {
 		return loadWindow{}, err
 	}
+	w.d1 = readUDPDrops()
 	if w.m1, err = scrape(ctx, base, mtok); err != nil {
 		return loadWindow{}, err
 	}
@@ -550,7 +567,15 @@ func (r *Report) Print(w io.Writer) {
 		t.row("setup", fmt.Sprintf("p50 %.0f ms, p95 %.0f ms (offer to first video packet; p50 answer %.0f ms, connected %.0f ms)",
 			r.SetupP50Ms, r.SetupP95Ms, r.AnsweredP50Ms, r.ConnectedP50Ms))
 		t.row("received", fmt.Sprintf("%.0f kbit/s per subscriber, loss %.3f %%, jitter %.2f ms (those not shed)", r.BitrateKbps, r.LossPct, r.JitterMs))
-		t.row("viewer sockets", fmt.Sprintf("%d of %d read with UDP receive offload (the rest share one pion stack)", r.GRO, r.Subscribers))
+		if r.ReceiveOffload {
+			t.row("viewer sockets", fmt.Sprintf("%d of %d read with UDP receive offload (--receive-offload; the rest share one pion stack)", r.GRO, r.Subscribers))
+		} else {
+			t.row("viewer sockets", "stock: one pion stack, a socket per viewer read a packet at a time (as browsers read)")
+		}
+		if r.SocketDrops != nil {
+			t.row("socket drops", fmt.Sprintf("%d packets dropped by the kernel at the viewers' full sockets (in the loss above); %d UDP RcvbufErrors on this machine",
+				*r.SocketDrops, *r.RcvbufErrors))
+		}
 		t.row("cost", fmt.Sprintf("%.3f ms CPU per second per subscriber, %.2f µs per RTP packet sent, %.2f MiB per subscriber",
 			r.CPUPerSubMs, r.CPUPerPacketUs, r.RSSPerSubMiB))
 		t.row("window", fmt.Sprintf("%.1f s", r.WindowSeconds))

@@ -23,9 +23,9 @@ import (
 
 // loadAPI is the pion stack of the load generator's peers: NACK and RTCP reports like a
 // browser, no stats or congestion control (they would cost the generator, not the daemon).
-// Against a loopback daemon only loopback candidates are gathered, and viewerAPI (nil
-// otherwise) gives each viewer a stack of its own on a receive-offload socket (gro.go).
-func loadAPI(server string) (api *webrtc.API, viewerAPI func() (*webrtc.API, func(), error), err error) {
+// Against a loopback daemon only loopback candidates are gathered, and with offload viewerAPI
+// (nil otherwise) gives each viewer a stack of its own on a receive-offload socket (gro.go).
+func loadAPI(server string, offload bool) (api *webrtc.API, viewerAPI func() (*webrtc.API, func(), error), err error) {
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		return nil, nil, err
@@ -56,7 +56,7 @@ func loadAPI(server string) (api *webrtc.API, viewerAPI func() (*webrtc.API, fun
 	}
 	opts := []func(*webrtc.API){webrtc.WithMediaEngine(m), webrtc.WithInterceptorRegistry(reg)}
 	api = webrtc.NewAPI(append(opts, webrtc.WithSettingEngine(s))...)
-	if loopback != nil {
+	if offload && loopback != nil {
 		if c, err := listenGRO(loopback); err == nil { // the kernel has UDP_GRO
 			_ = c.Close()
 			viewerAPI = func() (*webrtc.API, func(), error) { return groViewerAPI(s, opts, loopback) }
@@ -197,14 +197,17 @@ type loadSubscriber struct {
 	// 0 while it plays. lastPacket is the arrival of the latest packet.
 	endedAt    atomic.Int64
 	lastPacket atomic.Int64
-	closing    atomic.Bool
-	readers    sync.WaitGroup
-	statsMu    sync.Mutex
-	video      streamStats
-	audio      streamStats
-	lastErr    error
-	firstPkt   chan struct{}
-	once       sync.Once
+	// port is the local port of the viewer's socket once connected (0 before), which the
+	// kernel's per-socket drop counters are found by.
+	port     atomic.Uint32
+	closing  atomic.Bool
+	readers  sync.WaitGroup
+	statsMu  sync.Mutex
+	video    streamStats
+	audio    streamStats
+	lastErr  error
+	firstPkt chan struct{}
+	once     sync.Once
 }
 
 // streamStats counts one received RTP stream (RFC 3550 A.1 and A.8).
@@ -344,6 +347,23 @@ func (s *loadSubscriber) start(ctx context.Context, api *webrtc.API, release fun
 	}
 	s.session = session
 	s.answered.Store(int64(time.Since(s.started)))
+}
+
+// localPort returns the port of the viewer's socket (its selected candidate's), 0 until it is
+// connected.
+func (s *loadSubscriber) localPort() uint16 {
+	if p := s.port.Load(); p != 0 {
+		return uint16(p) //nolint:gosec // stored from a uint16
+	}
+	if s.connect.Load() == 0 || s.pc == nil || s.pc.SCTP() == nil {
+		return 0
+	}
+	pair, err := s.pc.SCTP().Transport().ICETransport().GetSelectedCandidatePair()
+	if err != nil || pair == nil || pair.Local == nil {
+		return 0
+	}
+	s.port.Store(uint32(pair.Local.Port))
+	return pair.Local.Port
 }
 
 func (s *loadSubscriber) outcome() (refused, shed bool) {
