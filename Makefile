@@ -28,6 +28,9 @@ run: build ## Build and start the daemon (built-in config, data in ./data)
 test: ## Run every test with the race detector (external tools: see .ci/run)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 30m ./...
+	# LiveKit's Go SDK as a second client, in its own module (kept out of sluice's dependencies);
+	# -mod=mod: it requires sluice from this tree, whose dependency bumps it follows.
+	cd sfu/livekit/testdata/gosdk && $(GO) vet -mod=mod ./... && $(GO) test -mod=mod -race -count=1 -timeout 5m ./...
 
 SOAK      ?= 10m
 

@@ -74,7 +74,7 @@ type Hub struct {
 
 	mu      sync.Mutex
 	rooms   map[string]*Room
-	changed chan struct{}
+	changed signal
 
 	retired    counters
 	load       loadState
@@ -113,13 +113,12 @@ func NewHub(opts Options) (*Hub, error) {
 		opts.CPU = ProcessCPU
 	}
 	return &Hub{
-		cfg:     opts.Config,
-		opts:    opts,
-		emit:    opts.Emitter,
-		log:     opts.Logger,
-		clock:   opts.Clock,
-		rooms:   map[string]*Room{},
-		changed: make(chan struct{}),
+		cfg:   opts.Config,
+		opts:  opts,
+		emit:  opts.Emitter,
+		log:   opts.Logger,
+		clock: opts.Clock,
+		rooms: map[string]*Room{},
 	}, nil
 }
 
@@ -195,18 +194,34 @@ func (h *Hub) Close() {
 // Changed returns the hub-wide change signal: a channel closed at the next change of the set of
 // rooms or of any room's participants or tracks. Watchers take it, re-read the state they need,
 // wait on it and take it again; one channel serves however many rooms they watch.
-func (h *Hub) Changed() <-chan struct{} {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.changed
+func (h *Hub) Changed() <-chan struct{} { return h.changed.wait() }
+
+// notify fires the change signal.
+func (h *Hub) notify() { h.changed.fire() }
+
+// signal is a change signal: wait returns a channel that the next fire closes. The zero value
+// is ready; safe for concurrent use.
+type signal struct {
+	mu sync.Mutex
+	ch chan struct{}
 }
 
-// notify closes the change signal and makes the next one.
-func (h *Hub) notify() {
-	h.mu.Lock()
-	close(h.changed)
-	h.changed = make(chan struct{})
-	h.mu.Unlock()
+func (s *signal) wait() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ch == nil {
+		s.ch = make(chan struct{})
+	}
+	return s.ch
+}
+
+func (s *signal) fire() {
+	s.mu.Lock()
+	if s.ch != nil {
+		close(s.ch)
+		s.ch = nil
+	}
+	s.mu.Unlock()
 }
 
 // Room returns the open room with that name, or nil.

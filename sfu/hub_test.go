@@ -539,3 +539,36 @@ func TestValidateName(t *testing.T) {
 		}
 	}
 }
+
+// A room's change signal fires for its own changes only; the hub-wide one for every room's.
+func TestRoomChanged(t *testing.T) {
+	h, _ := newTestHub(t, DefaultConfig())
+	a, err := h.Join("a", ParticipantSpec{Identity: "x", Kind: ParticipantWHIP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ra := a.Room()
+	own, hub := ra.Changed(), h.Changed()
+	if _, err := h.Join("b", ParticipantSpec{Identity: "y", Kind: ParticipantWHIP}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-own:
+		t.Fatal("room a's signal fired for room b's join")
+	default:
+	}
+	select {
+	case <-hub:
+	default:
+		t.Fatal("the hub-wide signal did not fire for room b's join")
+	}
+	if err := ra.SetMetadata("m"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-own:
+	default:
+		t.Fatal("room a's signal did not fire for its metadata")
+	}
+	a.Close(ReasonClientDisconnected, nil)
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -48,6 +49,7 @@ type Participant struct {
 	remoteAddr string
 	joinedAt   time.Time
 	done       chan struct{}
+	data       atomic.Pointer[receiverBox] // takes data packets (SetDataReceiver)
 
 	// Guarded by mu; changed only with the room's opMu held.
 	mu      sync.Mutex

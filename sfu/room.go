@@ -28,6 +28,8 @@ type Room struct {
 	closed       bool
 	emptySince   time.Time
 	emptyTimeout time.Duration
+
+	changed signal // fired at each change of the room
 }
 
 func newRoom(h *Hub, name string, opts RoomOptions) *Room {
@@ -66,8 +68,17 @@ func (r *Room) Info() *RoomInfo {
 	}
 }
 
-// notify reports a change of the room's participants or tracks on the hub-wide signal.
-func (r *Room) notify() { r.hub.notify() }
+// Changed returns the room's change signal: a channel closed at the next change of its
+// participants, tracks, mutes or metadata (or its end). Watchers of one room take it, re-read
+// the room, wait on it and take it again; other rooms' changes do not wake them.
+func (r *Room) Changed() <-chan struct{} { return r.changed.wait() }
+
+// notify reports a change of the room's participants, tracks or metadata on the room's signal
+// and the hub-wide one.
+func (r *Room) notify() {
+	r.changed.fire()
+	r.hub.notify()
+}
 
 // Participants returns the room's participants in join order.
 func (r *Room) Participants() []*Participant {

@@ -37,6 +37,7 @@ func TestRestartAfterKillAndCLIErrors(t *testing.T) {
 	}{
 		{[]string{"rooms", "show", "nowhere"}, `room "nowhere" not found`},
 		{[]string{"rooms", "kick", "nowhere", "x"}, "not found"},
+		{[]string{"rooms", "send", "nowhere", "--data", "x"}, "not found"},
 		{[]string{"token", "create", "--room", "r", "--publish"}, "open mode"},
 		{[]string{"status", "-o", "yaml"}, "--output must be text or json"},
 		{[]string{"--server", "http://127.0.0.1:1", "status"}, "cannot reach the daemon"},

@@ -8,16 +8,18 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/api"
 )
 
 func newRoomsCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "rooms",
-		Short: "List, inspect, update, close rooms; update, mute and remove participants",
+		Short: "List, inspect, update, close rooms; update, mute and remove participants; send data",
 		Example: `  sluice rooms list
   sluice rooms show lobby
   sluice rooms update lobby --metadata '{"topic":"demo"}'
   sluice rooms mute lobby alice TR_xxxx
+  sluice rooms send lobby --data 'hello' --topic chat
   sluice rooms kick lobby alice
   sluice rooms close lobby`,
 	}
@@ -104,6 +106,7 @@ func newRoomsCmd(g *globals) *cobra.Command {
 		},
 		roomsUpdateCmd(g),
 		roomsMuteCmd(g),
+		roomsSendCmd(g),
 	)
 	return cmd
 }
@@ -180,6 +183,40 @@ func roomsMuteCmd(g *globals) *cobra.Command {
 		},
 	}
 	cmd.Flags().BoolVar(&unmute, "unmute", false, "unmute instead")
+	return cmd
+}
+
+// roomsSendCmd sends a data packet to a room's LiveKit participants.
+func roomsSendCmd(g *globals) *cobra.Command {
+	var data, topic string
+	var lossy bool
+	cmd := &cobra.Command{
+		Use:   "send ROOM [IDENTITY...] --data TEXT [--topic T] [--lossy]",
+		Short: "Send a data packet to a room's LiveKit participants (all, or those named)",
+		Long: `The packet reaches LiveKit client SDKs as DataReceived from no participant (the server),
+on the reliable channel unless --lossy. At most 15 KiB.`,
+		Example: `  sluice rooms send lobby --data '{"slide":4}' --topic slides
+  sluice rooms send lobby alice bob --data 'you are live'`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if data == "" {
+				return fmt.Errorf("nothing to send: give --data")
+			}
+			body := api.SendDataRequest{Data: data, Topic: topic, DestinationIdentities: args[1:], Lossy: lossy}
+			var out api.SendDataResponse
+			if err := g.client().do(cmd.Context(), "POST", "/v1/rooms/"+url.PathEscape(args[0])+"/data", body, &out); err != nil {
+				return err
+			}
+			if g.output == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "sent to %d participants of %s\n", out.Delivered, args[0])
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&data, "data", "", "the payload (text)")
+	cmd.Flags().StringVar(&topic, "topic", "", "the packet's topic")
+	cmd.Flags().BoolVar(&lossy, "lossy", false, "send on the lossy channel")
 	return cmd
 }
 

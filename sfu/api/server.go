@@ -85,6 +85,7 @@ func New(opts Options) *Server {
 	s.mux.Handle("DELETE /v1/rooms/{room}/participants/{identity}", g.Admin(http.HandlerFunc(s.kick)))
 	s.mux.Handle("PATCH /v1/rooms/{room}/participants/{identity}", g.Admin(http.HandlerFunc(s.updateParticipant)))
 	s.mux.Handle("POST /v1/rooms/{room}/participants/{identity}/tracks/{sid}/mute", g.Admin(http.HandlerFunc(s.muteTrack)))
+	s.mux.Handle("POST /v1/rooms/{room}/data", g.Admin(http.HandlerFunc(s.sendData)))
 	s.mux.Handle("POST /v1/tokens", g.Admin(http.HandlerFunc(s.createToken)))
 	s.mux.HandleFunc("OPTIONS /v1/", g.preflight)
 	s.mux.HandleFunc("/v1/", func(w http.ResponseWriter, r *http.Request) {

@@ -138,3 +138,49 @@ func (s *Server) muteTrack(w http.ResponseWriter, r *http.Request) {
 	}
 	WriteJSON(w, http.StatusOK, t.Info())
 }
+
+// SendDataRequest is the body of POST /v1/rooms/{room}/data: a data packet for the room's
+// LiveKit participants (all of them, or those named), as text or base64.
+type SendDataRequest struct {
+	Data                  string   `json:"data,omitempty"`
+	DataBase64            []byte   `json:"data_base64,omitempty"`
+	Topic                 string   `json:"topic,omitempty"`
+	DestinationIdentities []string `json:"destination_identities,omitempty"`
+	Lossy                 bool     `json:"lossy,omitempty"`
+}
+
+// SendDataResponse answers POST /v1/rooms/{room}/data.
+type SendDataResponse struct {
+	// Delivered counts the participants that took the packet.
+	Delivered int `json:"delivered"`
+}
+
+func (s *Server) sendData(w http.ResponseWriter, r *http.Request) {
+	var req SendDataRequest
+	if err := DecodeJSON(w, r, &req); err != nil {
+		WriteError(w, err)
+		return
+	}
+	if (req.Data == "") == (len(req.DataBase64) == 0) {
+		WriteError(w, Errorf(http.StatusBadRequest, CodeBadRequest, "give one of data or data_base64"))
+		return
+	}
+	payload := req.DataBase64
+	if req.Data != "" {
+		payload = []byte(req.Data)
+	}
+	room := s.room(w, r)
+	if room == nil {
+		return
+	}
+	n, err := room.SendData(&sfu.DataPacket{Payload: payload, Topic: req.Topic, Destinations: req.DestinationIdentities, Lossy: req.Lossy})
+	if errors.Is(err, sfu.ErrDataTooLarge) {
+		WriteError(w, Errorf(http.StatusRequestEntityTooLarge, CodeBadRequest, "%v", err))
+		return
+	}
+	if err != nil {
+		closedOr404(w, err, "room "+room.Name())
+		return
+	}
+	WriteJSON(w, http.StatusOK, SendDataResponse{Delivered: n})
+}

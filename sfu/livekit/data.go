@@ -8,6 +8,8 @@ import (
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/sluice-media/sluice/sfu"
 )
 
 // Data channel labels of LiveKit clients.
@@ -52,18 +54,18 @@ func (l *dataLimiter) allow(now time.Time) bool {
 func (s *session) onDataChannel(dc *webrtc.DataChannel) {
 	reliable := dc.Label() == dataReliable
 	dc.OnMessage(func(msg webrtc.DataChannelMessage) {
-		s.onData(msg.Data, reliable)
+		s.onData(msg.Data, reliable, time.Now())
 	})
 }
 
 // onData relays one data packet from the client. Packets other than user data (speaker
 // updates, RPC, streams…) are relayed as they are, with the sender stamped.
-func (s *session) onData(raw []byte, reliable bool) {
+func (s *session) onData(raw []byte, reliable bool, now time.Time) {
 	if !s.grant.canData {
 		s.dataDropped.Add(1)
 		return
 	}
-	if len(raw) > MaxDataPacket || !s.dataLimit.allow(time.Now()) {
+	if len(raw) > MaxDataPacket || !s.dataLimit.allow(now) {
 		s.dataDropped.Add(1)
 		return
 	}
@@ -76,9 +78,10 @@ func (s *session) onData(raw []byte, reliable bool) {
 	pkt.ParticipantIdentity, pkt.ParticipantSid = info.Identity, info.SID
 	dest := pkt.GetDestinationIdentities()
 	if u := pkt.GetUser(); u != nil {
-		u.ParticipantIdentity, u.ParticipantSid = info.Identity, info.SID
+		// Deprecated fields, still set and read by older SDKs.
+		u.ParticipantIdentity, u.ParticipantSid = info.Identity, info.SID //nolint:staticcheck // see above
 		if len(dest) == 0 {
-			dest = u.GetDestinationIdentities()
+			dest = u.GetDestinationIdentities() //nolint:staticcheck // see above
 		}
 	}
 	out, err := proto.Marshal(&pkt)
@@ -104,4 +107,17 @@ func (b *subscriber) sendData(raw []byte, reliable bool) {
 		return
 	}
 	_ = dc.Send(raw)
+}
+
+// ReceiveData delivers a packet the server sends (POST /v1/rooms/{room}/data) as a user
+// packet without a sender, as LiveKit's server API does.
+func (s *session) ReceiveData(pkt *sfu.DataPacket) {
+	topic := pkt.Topic
+	out, err := proto.Marshal(&lkp.DataPacket{DestinationIdentities: pkt.Destinations, Value: &lkp.DataPacket_User{User: &lkp.UserPacket{
+		Payload: pkt.Payload, Topic: &topic,
+	}}})
+	if err != nil {
+		return
+	}
+	s.sub.sendData(out, !pkt.Lossy)
 }

@@ -3,6 +3,7 @@ package livekit
 import (
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 
 	lkp "github.com/livekit/protocol/livekit"
@@ -55,11 +56,7 @@ func (p *publisher) setup() {
 	p.pc.OnICECandidate(func(c *webrtc.ICECandidate) { p.s.sendTrickle(c, lkp.SignalTarget_PUBLISHER) })
 	p.pc.OnTrack(p.onTrack)
 	p.pc.OnDataChannel(p.s.onDataChannel)
-	p.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed {
-			p.s.close(sfu.ReasonError, fmt.Errorf("publisher connection failed"))
-		}
-	})
+	p.s.watchICE(p.pc, "publisher")
 }
 
 // offer answers the client's publisher offer.
@@ -99,11 +96,13 @@ func (p *publisher) candidate(c webrtc.ICECandidateInit) {
 // maxCandidates bounds the candidates kept before a description arrives.
 const maxCandidates = 64
 
-// addCandidate adds c to pc, or while pc has no remote description keeps it in pending
-// (guarded by mu) for the description's arrival.
+// addCandidate adds c to pc, or keeps it in pending (guarded by mu) for the description it
+// belongs to: while pc has no remote description, or when c names an ICE username fragment
+// the remote description does not have (a client restarting ICE may trickle before its offer
+// or answer arrives).
 func addCandidate(mu *sync.Mutex, pc *webrtc.PeerConnection, pending *[]webrtc.ICECandidateInit, c webrtc.ICECandidateInit, log *slog.Logger) {
 	mu.Lock()
-	if pc.RemoteDescription() == nil {
+	if rd := pc.RemoteDescription(); rd == nil || !hasUfrag(rd.SDP, c.Candidate) {
 		if len(*pending) < maxCandidates {
 			*pending = append(*pending, c)
 		}
@@ -114,6 +113,18 @@ func addCandidate(mu *sync.Mutex, pc *webrtc.PeerConnection, pending *[]webrtc.I
 	if err := pc.AddICECandidate(c); err != nil {
 		log.Debug("client candidate refused", "err", err)
 	}
+}
+
+// hasUfrag reports whether sdp has the ICE username fragment candidate names (true when it
+// names none).
+func hasUfrag(sdp, candidate string) bool {
+	f := strings.Fields(candidate)
+	for i := 0; i+1 < len(f); i++ {
+		if f[i] == "ufrag" {
+			return strings.Contains(sdp, "a=ice-ufrag:"+f[i+1]+"\r\n") || strings.Contains(sdp, "a=ice-ufrag:"+f[i+1]+"\n")
+		}
+	}
+	return true
 }
 
 func (p *publisher) flushCandidates() {

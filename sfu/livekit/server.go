@@ -13,10 +13,11 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
-	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/coder/websocket"
+	lkp "github.com/livekit/protocol/livekit"
 
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
@@ -43,12 +44,11 @@ type Server struct {
 	// last one they applied.
 	version atomic.Uint32
 
-	mu       sync.Mutex
-	ctx      context.Context
-	sessions map[*session]struct{}
-	closed   bool
-	wg       sync.WaitGroup
-	ready    chan struct{}
+	sessions *rtc.Registry[*session] // by participant sid (what a resuming client names)
+
+	// ReconnectWindow is how long a session waits for its client to resume after the
+	// WebSocket or ICE path dropped (DefaultReconnectWindow); set it before Run.
+	ReconnectWindow time.Duration
 }
 
 // NewServer returns a server for engine and hub; it starts nothing.
@@ -56,7 +56,8 @@ func NewServer(engine *rtc.Engine, hub *sfu.Hub, gate *api.Gate, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{engine: engine, hub: hub, gate: gate, log: log, sessions: map[*session]struct{}{}, ready: make(chan struct{})}
+	return &Server{engine: engine, hub: hub, gate: gate, log: log, ReconnectWindow: DefaultReconnectWindow,
+		sessions: rtc.NewRegistry(func(ss *session, reason string, err error) { ss.close(reason, err) })}
 }
 
 // Register mounts /rtc and /rtc/validate.
@@ -68,39 +69,15 @@ func (s *Server) Register(mux interface {
 }
 
 // Run accepts sessions until ctx ends, then closes them all and waits for them.
-func (s *Server) Run(ctx context.Context) error {
-	s.mu.Lock()
-	s.ctx = ctx
-	s.mu.Unlock()
-	close(s.ready)
-	<-ctx.Done()
-	s.mu.Lock()
-	s.closed = true
-	all := make([]*session, 0, len(s.sessions))
-	for ss := range s.sessions {
-		all = append(all, ss)
-	}
-	s.mu.Unlock()
-	for _, ss := range all {
-		ss.close(sfu.ReasonServerShutdown, nil)
-	}
-	s.wg.Wait()
-	return nil
-}
+func (s *Server) Run(ctx context.Context) error { return s.sessions.Run(ctx) }
 
 // Sessions returns the number of live sessions.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
-}
+func (s *Server) Sessions() int { return s.sessions.Len() }
 
 // peers returns the live sessions in room other than self.
 func (s *Server) peers(room *sfu.Room, self *session) []*session {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []*session
-	for ss := range s.sessions {
+	for _, ss := range s.sessions.All() {
 		if ss != self && ss.room == room {
 			out = append(out, ss)
 		}
@@ -110,14 +87,8 @@ func (s *Server) peers(room *sfu.Room, self *session) []*session {
 
 // hidden reports whether p joined with a hidden grant: other participants do not see it.
 func (s *Server) hidden(p *sfu.Participant) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for ss := range s.sessions {
-		if ss.p == p {
-			return ss.grant.hidden
-		}
-	}
-	return false
+	ss, ok := s.sessions.Get(p.Info().SID)
+	return ok && ss.p == p && ss.grant.hidden
 }
 
 // validate answers the request livekit-client makes when the WebSocket failed: 200 when the
@@ -144,16 +115,15 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, aerr)
 		return
 	}
-	var parent context.Context
-	select {
-	case <-s.ready:
-		s.mu.Lock()
-		parent = s.ctx
-		s.mu.Unlock()
-	case <-r.Context().Done():
+	parent, ok := s.sessions.Context(r)
+	if !ok {
 		return
 	}
 	q := r.URL.Query()
+	if q.Get("reconnect") == "1" {
+		s.resume(w, r, g, q.Get("sid"))
+		return
+	}
 	p, err := s.hub.Join(g.room, sfu.ParticipantSpec{
 		Identity: g.identity, Name: g.name, Metadata: g.metadata, Kind: sfu.ParticipantWebRTC, RemoteAddr: r.RemoteAddr,
 	})
@@ -161,32 +131,51 @@ func (s *Server) serveRTC(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot join: %v", err))
 		return
 	}
-	// Any origin: LiveKit apps are served from their own origins, and the token is the
-	// credential (no cookies are read).
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	conn, err := accept(w, r)
 	if err != nil {
 		p.Close(sfu.ReasonError, err)
 		return
 	}
-	conn.SetReadLimit(MaxMessage)
 	ss := newSession(parent, s, conn, p, g, q.Get("auto_subscribe") != "0")
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	if !s.sessions.Go(p.Info().SID, ss, ss.run) {
 		p.Close(sfu.ReasonServerShutdown, nil)
 		_ = conn.Close(websocket.StatusGoingAway, "shutting down")
+	}
+}
+
+// accept upgrades to the signalling WebSocket. Any origin: LiveKit apps are served from their
+// own origins, and the token is the credential (no cookies are read).
+func accept(w http.ResponseWriter, r *http.Request) (*websocket.Conn, error) {
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{InsecureSkipVerify: true})
+	if err != nil {
+		return nil, err
+	}
+	conn.SetReadLimit(MaxMessage)
+	return conn, nil
+}
+
+// resume hands a reconnecting client's new WebSocket to its session (the participant sid it
+// names, with the same identity and room). A session that is gone gets a leave asking for a
+// full reconnect, as LiveKit servers answer, so the client joins anew.
+func (s *Server) resume(w http.ResponseWriter, r *http.Request, g grant, sid string) {
+	ss, ok := s.sessions.Get(sid)
+	if ok && (ss.grant.identity != g.identity || ss.grant.room != g.room) {
+		api.WriteError(w, api.Errorf(http.StatusForbidden, api.CodeForbidden, "the token does not name the resumed participant"))
 		return
 	}
-	s.sessions[ss] = struct{}{}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	go func() {
-		defer s.wg.Done()
-		ss.run()
-		s.mu.Lock()
-		delete(s.sessions, ss)
-		s.mu.Unlock()
-	}()
+	conn, err := accept(w, r)
+	if err != nil {
+		return
+	}
+	if ok && ss.resume(conn) {
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	_ = writeMsg(ctx, conn, &lkp.SignalResponse{Message: &lkp.SignalResponse_Leave{Leave: &lkp.LeaveRequest{
+		CanReconnect: true, Reason: lkp.DisconnectReason_STATE_MISMATCH, Action: lkp.LeaveRequest_RECONNECT,
+	}}})
+	_ = conn.Close(websocket.StatusNormalClosure, "no session to resume")
 }
 
 // grant is what a token lets its participant do in its room.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,10 @@ const (
 	outQueue = 256
 	// writeTimeout bounds one WebSocket write.
 	writeTimeout = 10 * time.Second
+	// DefaultReconnectWindow is how long a session outlives its WebSocket (or a failed ICE
+	// path) waiting for the client to resume it; then the participant leaves
+	// (reconnect_timeout).
+	DefaultReconnectWindow = 20 * time.Second
 )
 
 // session is one LiveKit participant: the WebSocket, the sfu participant and its two peer
@@ -36,9 +41,13 @@ const (
 //
 // Goroutines: run reads the WebSocket and handles each request in turn; writeLoop owns the
 // WebSocket's writes; watch follows the room. run owns the others and waits for them.
+//
+// The session outlives its WebSocket: when it drops, run waits up to Server.ReconnectWindow for the
+// client to resume (a new /rtc with reconnect=1 and the participant sid), which hands run the
+// new WebSocket; the participant, its peer connections and subscriptions stay.
 type session struct {
 	srv   *Server
-	conn  *websocket.Conn
+	conn  *websocket.Conn // the current WebSocket; guarded by mu
 	p     *sfu.Participant
 	room  *sfu.Room
 	grant grant
@@ -62,6 +71,10 @@ type session struct {
 
 	dataLimit   dataLimiter
 	dataDropped atomic.Uint64
+
+	resumed chan *websocket.Conn // a resuming client's WebSocket, for run
+	resync  chan struct{}        // asks watch to send the whole room again (cap 1)
+	poke    chan struct{}        // asks watch to sync the subscriptions again (cap 1)
 }
 
 func newSession(parent context.Context, srv *Server, conn *websocket.Conn, p *sfu.Participant, g grant, auto bool) *session {
@@ -70,6 +83,7 @@ func newSession(parent context.Context, srv *Server, conn *websocket.Conn, p *sf
 		srv: srv, conn: conn, p: p, room: p.Room(), grant: g, auto: auto,
 		log: srv.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", Protocol),
 		ctx: ctx, cancel: cancel, out: make(chan *lkp.SignalResponse, outQueue),
+		resumed: make(chan *websocket.Conn), resync: make(chan struct{}, 1), poke: make(chan struct{}, 1),
 	}
 	s.pub = &publisher{s: s, pending: map[string]*pendingTrack{}}
 	s.sub = &subscriber{s: s, downs: map[string]*down{}}
@@ -116,20 +130,17 @@ func (s *session) run() {
 	} else {
 		s.pub.setup()
 		s.sub.setup()
+		s.p.SetDataReceiver(s)
 		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Join{Join: s.joinResponse()}})
 	}
-	s.wg.Add(2)
-	go func() {
-		defer s.wg.Done()
-		s.writeLoop()
-	}()
+	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
 		s.watch()
 	}()
-	stop := context.AfterFunc(s.ctx, func() { _ = s.conn.CloseNow() })
-	s.readLoop()
-	stop()
+	for conn := s.conn; conn != nil; conn = s.waitResume() {
+		s.serveConn(conn)
+	}
 	reason, cerr := s.cause()
 	s.cancel()
 	// The publisher's tracks end first (consumers see them go), then the participant leaves,
@@ -138,42 +149,144 @@ func (s *session) run() {
 	s.p.Close(reason, cerr)
 	s.sub.stop()
 	s.wg.Wait()
-	_ = s.conn.CloseNow()
 	s.log.Info("livekit session ended", "reason", reason)
 }
 
-// writeLoop sends the queued messages until the session ends; on the way out it sends a leave
-// when the server ended the session, so that the client does not try to resume it.
-func (s *session) writeLoop() {
+// serveConn reads and writes conn until it drops or the session ends. When the server ends
+// the session, the client is told with a leave first, so that it does not try to resume.
+func (s *session) serveConn(conn *websocket.Conn) {
+	s.mu.Lock()
+	s.conn = conn
+	s.mu.Unlock()
+	connCtx, connDone := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		s.writeLoop(connCtx, conn)
+	}()
+	// goodbye tells the client why the server ended the session, then closes conn.
+	goodbye := func() {
+		reason, err := s.cause()
+		if reason != sfu.ReasonClientDisconnected {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			_ = writeMsg(ctx, conn, &lkp.SignalResponse{Message: &lkp.SignalResponse_Leave{Leave: &lkp.LeaveRequest{
+				Reason: disconnectReason(reason), Action: lkp.LeaveRequest_DISCONNECT,
+			}}})
+			cancel()
+		}
+		_ = conn.Close(closeStatus(reason, err))
+	}
+	said := make(chan struct{})
+	stop := context.AfterFunc(s.ctx, func() {
+		defer close(said)
+		goodbye()
+	})
+	s.readLoop(conn)
+	if !stop() {
+		<-said // the goodbye is being said
+	} else if s.ctx.Err() != nil {
+		goodbye() // the session ended before the AfterFunc ran
+	}
+	connDone() // only now: cancelling a write in progress would cut the goodbye short
+	_ = conn.CloseNow()
+	wg.Wait()
+}
+
+// closeStatus is the WebSocket close of a session that ended for reason: a request the server
+// could not follow is a policy violation whose text says what was wrong.
+func closeStatus(reason string, err error) (websocket.StatusCode, string) {
+	switch {
+	case reason == sfu.ReasonServerShutdown:
+		return websocket.StatusGoingAway, "server shutdown"
+	case reason == sfu.ReasonError && err != nil:
+		msg := err.Error()
+		if len(msg) > 120 { // a close frame's reason is at most 123 bytes
+			msg = strings.ToValidUTF8(msg[:120], "")
+		}
+		return websocket.StatusPolicyViolation, msg
+	}
+	return websocket.StatusNormalClosure, reason
+}
+
+// waitResume waits for the client to resume the session after its WebSocket dropped; nil when
+// the session ends first (or the window passes, which ends it).
+func (s *session) waitResume() *websocket.Conn {
+	if s.ctx.Err() != nil {
+		return nil
+	}
+	s.log.Info("livekit signalling dropped: waiting for the client to resume", "window", s.srv.ReconnectWindow)
+	t := time.NewTimer(s.srv.ReconnectWindow)
+	defer t.Stop()
+	select {
+	case conn := <-s.resumed:
+		return conn
+	case <-t.C:
+		s.close(sfu.ReasonReconnectTimeout, nil)
+	case <-s.ctx.Done():
+	}
+	return nil
+}
+
+// resume hands conn, the WebSocket of the client resuming this session, to run: the client
+// gets a ReconnectResponse, the whole room state again, and an ICE restart of the subscriber
+// connection (it restarts its publisher's itself). The WebSocket it replaces, if the server
+// still holds it, is closed. It reports false when the session ended first.
+func (s *session) resume(conn *websocket.Conn) bool {
+	ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+	defer cancel()
+	if err := writeMsg(ctx, conn, &lkp.SignalResponse{Message: &lkp.SignalResponse_Reconnect{Reconnect: &lkp.ReconnectResponse{
+		IceServers: s.iceServers(),
+	}}}); err != nil {
+		return false
+	}
+	s.mu.Lock()
+	old := s.conn
+	s.mu.Unlock()
+	if old != nil {
+		_ = old.CloseNow()
+	}
+	select {
+	case s.resumed <- conn:
+	case <-ctx.Done():
+		return false
+	}
+	s.log.Info("livekit session resumed")
+	select {
+	case s.resync <- struct{}{}:
+	default:
+	}
+	s.sub.negotiateRestart()
+	return true
+}
+
+// writeLoop sends the queued messages on conn until connCtx or the session ends. A message
+// that conn fails to take is lost with it (the client resyncs on resume).
+func (s *session) writeLoop(connCtx context.Context, conn *websocket.Conn) {
 	for {
 		select {
 		case msg := <-s.out:
-			if err := s.write(s.ctx, msg); err != nil {
-				s.close(sfu.ReasonClientDisconnected, nil)
+			if err := writeMsg(connCtx, conn, msg); err != nil {
+				_ = conn.CloseNow()
 				return
 			}
+		case <-connCtx.Done():
+			return
 		case <-s.ctx.Done():
-			reason, _ := s.cause()
-			if reason != sfu.ReasonClientDisconnected {
-				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-				_ = s.write(ctx, &lkp.SignalResponse{Message: &lkp.SignalResponse_Leave{Leave: &lkp.LeaveRequest{
-					Reason: disconnectReason(reason), Action: lkp.LeaveRequest_DISCONNECT,
-				}}})
-				cancel()
-			}
 			return
 		}
 	}
 }
 
-func (s *session) write(ctx context.Context, msg *lkp.SignalResponse) error {
+// writeMsg writes one message on conn (safe beside other writes).
+func writeMsg(ctx context.Context, conn *websocket.Conn, msg *lkp.SignalResponse) error {
 	data, err := proto.Marshal(msg)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
-	return s.conn.Write(ctx, websocket.MessageBinary, data)
+	return conn.Write(ctx, websocket.MessageBinary, data)
 }
 
 // disconnectReason maps an sfu leave reason onto LiveKit's.
@@ -193,31 +306,44 @@ func disconnectReason(reason string) lkp.DisconnectReason {
 	return lkp.DisconnectReason_UNKNOWN_REASON
 }
 
-// readLoop reads and handles requests until the WebSocket or the session ends.
-func (s *session) readLoop() {
+// readLoop reads and handles conn's requests until it drops (also when the client stays
+// silent past the ping timeout) or a request ends the session.
+func (s *session) readLoop(conn *websocket.Conn) {
 	for {
-		typ, data, err := s.conn.Read(s.ctx)
-		if err != nil {
-			if s.ctx.Err() == nil {
-				s.close(sfu.ReasonClientDisconnected, nil)
-			}
+		ctx, cancel := context.WithTimeout(context.Background(), pingTimeout*time.Second)
+		typ, data, err := conn.Read(ctx)
+		cancel()
+		if errors.Is(err, websocket.ErrMessageTooBig) { // closed with 1009 by the library
+			s.close(sfu.ReasonError, fmt.Errorf("a signal message over %d bytes", MaxMessage))
 			return
 		}
-		var req lkp.SignalRequest
-		if typ == websocket.MessageText {
-			err = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, &req)
-		} else {
-			err = proto.Unmarshal(data, &req)
-		}
 		if err != nil {
-			s.close(sfu.ReasonError, fmt.Errorf("malformed signal request: %w", err))
 			return
 		}
-		if err := s.handle(&req); err != nil {
+		if err := s.handleMessage(typ, data); err != nil {
 			s.close(sfu.ReasonError, err)
 			return
 		}
+		if s.ctx.Err() != nil {
+			return
+		}
 	}
+}
+
+// handleMessage decodes and applies one WebSocket message (binary protobuf, or the JSON
+// encoding some clients use).
+func (s *session) handleMessage(typ websocket.MessageType, data []byte) error {
+	var req lkp.SignalRequest
+	var err error
+	if typ == websocket.MessageText {
+		err = protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(data, &req)
+	} else {
+		err = proto.Unmarshal(data, &req)
+	}
+	if err != nil {
+		return fmt.Errorf("malformed signal request: %w", err)
+	}
+	return s.handle(&req)
 }
 
 // handle applies one request. An error ends the session (the client sent something that
@@ -244,6 +370,12 @@ func (s *session) handle(req *lkp.SignalRequest) error {
 		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_PongResp{PongResp: &lkp.Pong{
 			LastPingTimestamp: m.PingReq.GetTimestamp(), Timestamp: time.Now().UnixMilli(),
 		}}})
+	case *lkp.SignalRequest_Subscription:
+		s.updateSubscription(m.Subscription)
+	case *lkp.SignalRequest_TrackSetting:
+		// Without simulcast there is one layer: quality, size and fps are satisfied as they
+		// are; disabled pauses the track.
+		s.sub.setDisabled(m.TrackSetting.GetTrackSids(), m.TrackSetting.GetDisabled())
 	case nil:
 		return errors.New("empty signal request")
 	default:
@@ -252,6 +384,66 @@ func (s *session) handle(req *lkp.SignalRequest) error {
 		s.log.Debug("ignoring signal request", "type", fmt.Sprintf("%T", m))
 	}
 	return nil
+}
+
+// watchICE gives a failed connection Server.ReconnectWindow to recover (the client resumes and
+// restarts ICE), then ends the session.
+func (s *session) watchICE(pc *webrtc.PeerConnection, name string) {
+	var mu sync.Mutex
+	var timer *time.Timer
+	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch st {
+		case webrtc.PeerConnectionStateFailed:
+			if timer == nil {
+				s.log.Info("livekit connection failed: waiting for an ICE restart", "connection", name)
+				timer = time.AfterFunc(s.srv.ReconnectWindow, func() {
+					s.close(sfu.ReasonReconnectTimeout, fmt.Errorf("%s connection failed", name))
+				})
+			}
+		case webrtc.PeerConnectionStateConnected:
+			if timer != nil {
+				timer.Stop()
+				timer = nil
+			}
+		case webrtc.PeerConnectionStateClosed:
+			if timer != nil {
+				timer.Stop()
+			}
+		default:
+		}
+	})
+}
+
+// updateSubscription records the client's choice for the tracks it names and has the watcher
+// apply it; a track sid that is not in the room is answered with SE_TRACK_NOTFOUND.
+func (s *session) updateSubscription(u *lkp.UpdateSubscription) {
+	sids := append([]string(nil), u.GetTrackSids()...)
+	for _, pt := range u.GetParticipantTracks() {
+		sids = append(sids, pt.GetTrackSids()...)
+	}
+	known := map[string]bool{}
+	for _, p := range s.room.Participants() {
+		for _, t := range p.Tracks() {
+			known[t.SID()] = true
+		}
+	}
+	var ok []string
+	for _, sid := range sids {
+		if !known[sid] {
+			s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_SubscriptionResponse{SubscriptionResponse: &lkp.SubscriptionResponse{
+				TrackSid: sid, Err: lkp.SubscriptionError_SE_TRACK_NOTFOUND,
+			}}})
+			continue
+		}
+		ok = append(ok, sid)
+	}
+	s.sub.choose(ok, u.GetSubscribe())
+	select {
+	case s.poke <- struct{}{}:
+	default:
+	}
 }
 
 // trickle adds a client's ICE candidate to the connection it names.
@@ -320,9 +512,15 @@ func (s *session) joinResponse() *lkp.JoinResponse {
 			jr.OtherParticipants = append(jr.OtherParticipants, info)
 		}
 	}
+	jr.IceServers = s.iceServers()
+	return jr
+}
+
+func (s *session) iceServers() []*lkp.ICEServer {
+	var out []*lkp.ICEServer
 	for _, srv := range s.srv.engine.ICEServers() {
 		cred, _ := srv.Credential.(string)
-		jr.IceServers = append(jr.IceServers, &lkp.ICEServer{Urls: srv.URLs, Username: srv.Username, Credential: cred})
+		out = append(out, &lkp.ICEServer{Urls: srv.URLs, Username: srv.Username, Credential: cred})
 	}
-	return jr
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/rtcp"
@@ -25,9 +26,15 @@ type subscriber struct {
 	downs       map[string]*down // by source track sid
 	negotiating bool             // an offer waits for its answer
 	again       bool             // the set changed while negotiating
+	restart     bool             // the next offer restarts ICE (the client resumed)
 	offerID     uint32
 	candidates  []webrtc.ICECandidateInit
 	closed      bool
+	// explicit holds the client's UpdateSubscription choices by track sid; a track without
+	// one is subscribed when the session auto-subscribes. disabled holds the tracks whose
+	// settings pause them.
+	explicit map[string]bool
+	disabled map[string]bool
 
 	// Data channels to the client, made before the first offer.
 	reliable, lossy *webrtc.DataChannel
@@ -39,17 +46,38 @@ type down struct {
 	src     *sfu.Track
 	release func()
 	dt      *rtc.DownTrack
+	gate    *pauseGate
 	sender  *webrtc.RTPSender
 	sub     *sfu.Subscription
 }
 
+// pauseGate passes packets to the down track unless the client disabled the track
+// (UpdateTrackSettings); after a pause, video resumes at a keyframe and the sequence gap is
+// closed rather than presented as loss.
+type pauseGate struct {
+	dt      *rtc.DownTrack
+	video   bool
+	paused  atomic.Bool
+	skipped bool // owned by the subscription's goroutine
+}
+
+func (g *pauseGate) WritePacket(p *sfu.Packet, gap bool) error {
+	if g.paused.Load() {
+		g.skipped = true
+		return nil
+	}
+	if g.skipped {
+		if g.video && !p.Keyframe {
+			return nil
+		}
+		g.skipped, gap = false, true
+	}
+	return g.dt.WritePacket(p, gap)
+}
+
 func (b *subscriber) setup() {
 	b.pc.OnICECandidate(func(c *webrtc.ICECandidate) { b.s.sendTrickle(c, lkp.SignalTarget_SUBSCRIBER) })
-	b.pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
-		if st == webrtc.PeerConnectionStateFailed {
-			b.s.close(sfu.ReasonError, errors.New("subscriber connection failed"))
-		}
-	})
+	b.s.watchICE(b.pc, "subscriber")
 	ordered := false
 	var zero uint16
 	b.reliable, _ = b.pc.CreateDataChannel(dataReliable, nil)
@@ -75,17 +103,64 @@ func (b *subscriber) stop() {
 	b.wg.Wait()
 }
 
-// sync makes the subscribed set want: new tracks get a down track, gone ones lose theirs; a
-// change starts a negotiation.
-func (b *subscriber) sync(want []*sfu.Track) {
+// wants reports whether the client wants track sid: its explicit choice, else auto-subscribe.
+// b.mu is held.
+func (b *subscriber) wants(sid string) bool {
+	if on, ok := b.explicit[sid]; ok {
+		return on
+	}
+	return b.s.auto
+}
+
+// choose records the client's subscription choice for the tracks sids.
+func (b *subscriber) choose(sids []string, on bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.explicit == nil {
+		b.explicit = map[string]bool{}
+	}
+	for _, sid := range sids {
+		b.explicit[sid] = on
+	}
+}
+
+// setDisabled pauses or resumes the tracks sids (now, and when they are subscribed later).
+func (b *subscriber) setDisabled(sids []string, off bool) {
+	b.mu.Lock()
+	if b.disabled == nil {
+		b.disabled = map[string]bool{}
+	}
+	var resumed []*down
+	for _, sid := range sids {
+		if off {
+			b.disabled[sid] = true
+		} else {
+			delete(b.disabled, sid)
+		}
+		if d := b.downs[sid]; d != nil && d.gate.paused.Swap(off) && !off {
+			resumed = append(resumed, d)
+		}
+	}
+	b.mu.Unlock()
+	for _, d := range resumed {
+		d.sub.RequestKeyframe()
+	}
+}
+
+// sync makes the subscribed set the tracks of others that the client wants: new tracks get a
+// down track, gone ones lose theirs; a change starts a negotiation.
+func (b *subscriber) sync(others []*sfu.Track) {
 	b.mu.Lock()
 	if b.closed {
 		b.mu.Unlock()
 		return
 	}
-	keep := make(map[string]bool, len(want))
+	keep := make(map[string]bool, len(others))
 	var add []*sfu.Track
-	for _, t := range want {
+	for _, t := range others {
+		if !b.wants(t.SID()) {
+			continue
+		}
 		keep[t.SID()] = true
 		if d := b.downs[t.SID()]; d == nil || d.src != t {
 			add = append(add, t)
@@ -170,7 +245,11 @@ func (b *subscriber) attach(t *sfu.Track) (*down, error) {
 		return nil, fmt.Errorf("add track: %w", err)
 	}
 	d.sender = sender
-	sub, err := b.s.p.Subscribe(feed, d.dt, sfu.SubscribeOptions{})
+	d.gate = &pauseGate{dt: d.dt, video: feed.Codec().Kind() == sfu.KindVideo}
+	b.mu.Lock()
+	d.gate.paused.Store(b.disabled[t.SID()])
+	b.mu.Unlock()
+	sub, err := b.s.p.Subscribe(feed, d.gate, sfu.SubscribeOptions{})
 	if err != nil {
 		_ = b.pc.RemoveTrack(sender)
 		if d.release != nil {
@@ -220,7 +299,36 @@ func (b *subscriber) negotiate() {
 		b.again = true
 		return
 	}
-	offer, err := b.pc.CreateOffer(nil)
+	b.offerLocked()
+}
+
+// negotiateRestart makes the next offer an ICE restart, for a resumed client. An offer still
+// outstanding (it may have been lost with the old WebSocket) is sent again first.
+func (b *subscriber) negotiateRestart() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return
+	}
+	b.restart = true
+	if b.negotiating {
+		b.again = true
+		if pending := b.pc.PendingLocalDescription(); pending != nil {
+			b.s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Offer{Offer: &lkp.SessionDescription{
+				Type: "offer", Sdp: pending.SDP, Id: b.offerID,
+			}}})
+		}
+		return
+	}
+	if b.pc.RemoteDescription() == nil {
+		return // never negotiated: the first offer comes after the client's
+	}
+	b.offerLocked()
+}
+
+// offerLocked creates, applies and sends the next offer; b.mu is held.
+func (b *subscriber) offerLocked() {
+	offer, err := b.pc.CreateOffer(&webrtc.OfferOptions{ICERestart: b.restart})
 	if err == nil {
 		err = b.pc.SetLocalDescription(offer)
 	}
@@ -229,6 +337,7 @@ func (b *subscriber) negotiate() {
 		b.s.close(sfu.ReasonError, fmt.Errorf("subscriber offer: %w", err))
 		return
 	}
+	b.restart = false
 	b.negotiating = true
 	b.offerID++
 	b.s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Offer{Offer: &lkp.SessionDescription{

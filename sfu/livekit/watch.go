@@ -8,16 +8,21 @@ import (
 )
 
 // watch follows the room until the session ends: each change of its participants, tracks,
-// mutes or metadata is sent to the client (ParticipantUpdate, RoomUpdate), and with
-// auto-subscribe every track of the others is subscribed.
+// mutes or metadata is sent to the client (ParticipantUpdate, RoomUpdate), and the tracks of
+// the others that the client wants (auto-subscribe, or its UpdateSubscription choices) are
+// subscribed.
 func (s *session) watch() {
 	sent := map[string]*lkp.ParticipantInfo{} // by sid, as last sent (version cleared)
 	roomMeta := s.room.Info().Metadata
 	for {
-		changed := s.srv.hub.Changed() // hub-wide: any room's change wakes the watcher, which re-reads its own room
+		changed := s.room.Changed()
 		s.syncRoom(sent, &roomMeta)
 		select {
 		case <-changed:
+		case <-s.poke:
+		case <-s.resync:
+			clear(sent) // a resumed client gets the whole room again
+			roomMeta = ""
 		case <-s.ctx.Done():
 			return
 		case <-s.p.Done():
@@ -72,7 +77,7 @@ func (s *session) syncRoom(sent map[string]*lkp.ParticipantInfo, roomMeta *strin
 	if len(updates) > 0 {
 		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Update{Update: &lkp.ParticipantUpdate{Participants: updates}}})
 	}
-	if s.auto && s.grant.canSubscribe {
+	if s.grant.canSubscribe {
 		s.sub.sync(want)
 	}
 }

@@ -79,10 +79,8 @@ func newSRViewer(t *testing.T, network webrtc.NetworkType) (*srViewer, *webrtc.P
 
 // viewerTracks returns the down tracks of the server's WHEP sessions.
 func viewerTracks(h *harness) []*DownTrack {
-	h.srv.mu.Lock()
-	defer h.srv.mu.Unlock()
 	var dts []*DownTrack
-	for _, ss := range h.srv.sessions {
+	for _, ss := range h.srv.sessions.All() {
 		if v, ok := ss.(*viewer); ok {
 			for _, sl := range v.slots {
 				dts = append(dts, sl.dt)

@@ -31,14 +31,11 @@ type Server struct {
 	hub    *sfu.Hub
 	gate   *api.Gate
 	log    *slog.Logger
-	ctx    context.Context // session contexts derive from it; set by Run
 
-	mu       sync.Mutex
-	sessions map[string]session
-	pending  pendingSet
-	closed   bool
-	wg       sync.WaitGroup
-	ready    chan struct{}
+	sessions *Registry[session] // by kind + "/" + id
+
+	mu      sync.Mutex
+	pending pendingSet
 }
 
 // session is a WHIP or WHEP session as the server sees it.
@@ -59,49 +56,15 @@ func NewServer(engine *Engine, hub *sfu.Hub, gate *api.Gate, log *slog.Logger) *
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{engine: engine, hub: hub, gate: gate, log: log, sessions: map[string]session{}, ready: make(chan struct{})}
+	return &Server{engine: engine, hub: hub, gate: gate, log: log,
+		sessions: NewRegistry(func(ss session, reason string, err error) { ss.close(reason, err) })}
 }
 
 // Run accepts sessions until ctx ends, then closes them all and waits for them.
-func (s *Server) Run(ctx context.Context) error {
-	s.mu.Lock()
-	s.ctx = ctx
-	s.mu.Unlock()
-	close(s.ready)
-	<-ctx.Done()
-	s.mu.Lock()
-	s.closed = true
-	all := make([]session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		all = append(all, ss)
-	}
-	s.mu.Unlock()
-	for _, ss := range all {
-		ss.close(sfu.ReasonServerShutdown, nil)
-	}
-	s.wg.Wait()
-	return nil
-}
-
-// sessionContext returns the context sessions derive from, waiting for Run to start; it
-// reports false when the request ends first.
-func (s *Server) sessionContext(r *http.Request) (context.Context, bool) {
-	select {
-	case <-s.ready:
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.ctx, true
-	case <-r.Context().Done():
-		return nil, false
-	}
-}
+func (s *Server) Run(ctx context.Context) error { return s.sessions.Run(ctx) }
 
 // Sessions returns the number of live sessions.
-func (s *Server) Sessions() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.sessions)
-}
+func (s *Server) Sessions() int { return s.sessions.Len() }
 
 // Register mounts the WHIP and WHEP routes.
 func (s *Server) Register(mux interface {
@@ -174,7 +137,7 @@ func (s *Server) acceptOffer(w http.ResponseWriter, r *http.Request, room string
 		api.WriteError(w, err)
 		return nil, nil, nil, false
 	}
-	parent, ok := s.sessionContext(r)
+	parent, ok := s.sessions.Context(r)
 	if !ok {
 		return nil, nil, nil, false
 	}
@@ -235,25 +198,19 @@ func readOffer(w http.ResponseWriter, r *http.Request) (string, error) {
 // the creating request) must also present itself.
 func (s *Server) add(kind string, ss session, owner string) (string, bool) {
 	id := kind + "/" + sfu.NewID("")
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return "", false
-	}
 	ss.life().owner = owner
-	s.sessions[id] = ss
+	s.mu.Lock()
 	slot := s.claimPending(ss.life().pc)
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
+	s.mu.Unlock()
+	ok := s.sessions.Go(id, ss, func() {
 		stop := s.watchPending(ss, slot)
 		ss.run()
 		stop()
-		s.mu.Lock()
-		delete(s.sessions, id)
-		s.mu.Unlock()
-	}()
-	return id, true
+	})
+	if !ok && slot != nil {
+		slot.release()
+	}
+	return id, ok
 }
 
 // sessionOwner names who created a session, for PATCH and DELETE to check: the token's
@@ -284,9 +241,7 @@ func (s *Server) lookup(w http.ResponseWriter, r *http.Request) session {
 			return nil
 		}
 	}
-	s.mu.Lock()
-	ss := s.sessions[kind+"/"+r.PathValue("id")]
-	s.mu.Unlock()
+	ss, _ := s.sessions.Get(kind + "/" + r.PathValue("id"))
 	if ss == nil {
 		api.WriteError(w, api.Errorf(http.StatusNotFound, api.CodeNotFound, "no such session"))
 		return nil
