@@ -256,7 +256,22 @@ func (d *DownTrack) senderReport(now time.Time) (*rtcp.SenderReport, bool) {
 	}
 	elapsed := now.Sub(time.Unix(0, d.srAt))
 	rtpTime := d.srTS + uint32(int64(elapsed.Seconds()*float64(d.codec.ClockRate))) //nolint:gosec // RTP time wraps
-	return &rtcp.SenderReport{SSRC: b.ssrc, NTPTime: toNTP(now), RTPTime: rtpTime, PacketCount: d.srPkts, OctetCount: d.srBytes}, true
+	return &rtcp.SenderReport{SSRC: b.ssrc, NTPTime: sfu.NTPTime(now), RTPTime: rtpTime, PacketCount: d.srPkts, OctetCount: d.srBytes}, true
+}
+
+// observeReports keeps the viewer's report blocks about this track in f (stream.stats).
+func (d *DownTrack) observeReports(f *sfu.ReportStats, reports []rtcp.ReceptionReport) {
+	b := d.binding.Load()
+	if b == nil {
+		return
+	}
+	f.SetClock(b.ssrc, d.codec.ClockRate)
+	now := time.Now()
+	for _, r := range reports {
+		if r.SSRC == b.ssrc {
+			f.ObservePeer(r, now)
+		}
+	}
 }
 
 // Resent returns the number of retransmitted packets.

@@ -131,15 +131,6 @@ func (e *Engine) route(pair *webrtc.ICECandidatePair, ctx *srtp.Context) (*direc
 // senderReportInterval is how often a viewer gets sender reports (pion's default too).
 const senderReportInterval = time.Second
 
-// toNTP is t in the 64-bit NTP format of RTCP sender reports (RFC 3550 §4); ntpTime is its
-// inverse.
-func toNTP(t time.Time) uint64 {
-	const ntpEpochOffset = 2208988800                            // 1900 to 1970
-	sec := uint64(t.Unix()) + ntpEpochOffset                     //nolint:gosec // after 1970
-	frac := (uint64(t.Nanosecond()) << 32) / uint64(time.Second) //nolint:gosec // < 1e9
-	return sec<<32 | frac
-}
-
 // senderReports builds the RTCP sender reports of the viewer's down tracks that sent.
 func (v *viewer) senderReports(now time.Time) []rtcp.Packet {
 	var pkts []rtcp.Packet

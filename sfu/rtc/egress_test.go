@@ -189,8 +189,8 @@ func TestDirectRouteAndSenderReports(t *testing.T) {
 
 func TestNTPRoundTrip(t *testing.T) {
 	now := time.Unix(1795000000, 123456789)
-	if got := ntpTime(toNTP(now)); got.Sub(now).Abs() > time.Microsecond {
-		t.Fatalf("%v -> %x -> %v", now, toNTP(now), got)
+	if got := ntpTime(sfu.NTPTime(now)); got.Sub(now).Abs() > time.Microsecond {
+		t.Fatalf("%v -> %x -> %v", now, sfu.NTPTime(now), got)
 	}
 }
 
