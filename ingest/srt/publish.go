@@ -294,7 +294,8 @@ func (pub *publisher) stats() sfu.ProtocolStats {
 	lost := int64(st.Accumulated.PktRecvLoss)
 	resent := int64(st.Accumulated.PktRecvRetrans)
 	rtt := st.Instantaneous.MsRTT
-	return sfu.ProtocolStats{PacketsLost: &lost, RTTMs: &rtt, Retransmits: &resent}
+	bytes := int64(st.Accumulated.ByteRecv) //nolint:gosec // counters stay below 2^63
+	return sfu.ProtocolStats{PacketsLost: &lost, RTTMs: &rtt, Retransmits: &resent, Bytes: &bytes}
 }
 
 func (pub *publisher) unsupportedCodec(name string) {
