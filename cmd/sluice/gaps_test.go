@@ -55,7 +55,9 @@ ingests:
 	}
 
 	inYard := func(typ string) func(sfu.Event) bool {
-		return func(e sfu.Event) bool { return e.Type == typ && e.Room != nil && e.Room.Name == "yard" && e.Track != nil }
+		return func(e sfu.Event) bool {
+			return e.Type == typ && e.Room != nil && e.Room.Name == "yard" && e.Track != nil
+		}
 	}
 	d.waitLogged(t, "the camera's tracks", 30*time.Second, inYard(sfu.EventTrackPublished))
 	time.Sleep(time.Second) // media flowing
