@@ -107,10 +107,19 @@ func TestLoadtestOverloadSheds(t *testing.T) {
 		t.Errorf("%d survivors and %d shed of %d connected", o.Survivors.Count, rep.Shed, rep.Connected)
 	}
 	// The shedding stopped: after it began, 10 s went by without any, in which the viewers
-	// got the whole stream (about 2.6 Mbit/s of video plus Opus) without loss. (The machine is
-	// shared: something else may take the daemon's CPU later, and the daemon sheds again.)
-	if from, to, kbps, loss, ok := quietStretch(o.Timeline, 10, 2200, 0.1); !ok {
-		t.Errorf("no 10 s without shedding at full rate after the first shed (at %.1f s; the last at %.1f s)", o.FirstShedS, o.LastShedS)
+	// got the whole stream (about 2.6 Mbit/s of video plus Opus) with at most 1 % loss. While
+	// shedding, the loss is 15 % or more; the 1 % allows for the rest of `make test`, which
+	// runs beside this test on the same two CPUs and takes moments of the daemon's share
+	// without overloading it for long. (Something else may take the daemon's CPU later, and
+	// the daemon sheds again: the stretch may be any after the first shed.)
+	if from, to, kbps, loss, ok := quietStretch(o.Timeline, 10, 2200, 1); !ok {
+		var after strings.Builder
+		for _, p := range o.Timeline {
+			if p.ToS > o.FirstShedS {
+				fmt.Fprintf(&after, "  %.1f–%.1f s: %d playing, %d shed, %.0f kbit/s, %.3f %% lost\n", p.FromS, p.ToS, p.Playing, p.Shed, p.BitrateKbps, p.LossPct)
+			}
+		}
+		t.Errorf("no 10 s without shedding at full rate after the first shed (at %.1f s; the last at %.1f s):\n%s", o.FirstShedS, o.LastShedS, after.String())
 	} else {
 		t.Logf("quiet from %.0f s to %.0f s after the ramp began: %.0f kbit/s each, loss %.3f %%", from, to, kbps, loss)
 	}
