@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
 	"github.com/sluice-media/sluice/sfu/sfutest"
 )
@@ -69,7 +70,7 @@ func perPeer(r map[string]any, key, identity string) float64 {
 func TestLivekitClientRoom(t *testing.T) {
 	requireChromium(t)
 	requireLivekitClient(t)
-	d := startDaemon(t, "")
+	d := startDaemon(t, "events: { stats_interval: 1s }\n")
 	ffmpegOBS(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/meet", d.RTMPPort), 120, 0)
 	sfutest.WaitFor(t, "the RTMP publisher", 20*time.Second, func() bool {
 		out, err := d.cli("status")
@@ -100,6 +101,16 @@ func TestLivekitClientRoom(t *testing.T) {
 	}
 	if !hasEvent(ps.report("alice"), "ParticipantConnected:bob") {
 		t.Errorf("alice did not see bob connect: %v", events(ps.report("alice")))
+	}
+	// alice's publish and play streams report the figures of Chromium's RTCP.
+	for _, dir := range []string{sfu.DirectionPublish, sfu.DirectionPlay} {
+		ev := d.waitLogged(t, "alice's "+dir+" stats", 20*time.Second, func(e sfu.Event) bool {
+			return e.Type == sfu.EventStreamStats && e.Participant.Identity == "alice" && e.Stream.Direction == dir &&
+				e.Stream.PacketsLost != nil && e.Stream.JitterMs != nil && e.Stream.RTTMs != nil
+		})
+		if s := ev.Stream; s.Protocol != sfu.ProtocolWebRTC || *s.PacketsLost < 0 || *s.RTTMs < 0 || *s.RTTMs > 1000 || *s.JitterMs > 1000 {
+			t.Errorf("alice's %s stats: %s, lost %d, jitter %v ms, rtt %v ms", dir, s.Protocol, *s.PacketsLost, *s.JitterMs, *s.RTTMs)
+		}
 	}
 
 	// alice mutes and unmutes her camera, sets her metadata and sends data.
