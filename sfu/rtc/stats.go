@@ -1,6 +1,7 @@
 package rtc
 
 import (
+	"strings"
 	"sync"
 	"time"
 
@@ -54,15 +55,27 @@ type reportTap struct {
 	f    *sfu.ReportStats
 }
 
-// BindRemoteStream implements interceptor.Interceptor (once per received stream).
+// BindRemoteStream implements interceptor.Interceptor (once per received stream). Repair
+// streams (RTX, FEC) are left out: their timestamps are the repaired packets', and a sender's
+// padding probes on RTX make a meaningless jitter.
 func (r *reportTap) BindRemoteStream(info *interceptor.StreamInfo, reader interceptor.RTPReader) interceptor.RTPReader {
-	r.f.SetClock(info.SSRC, info.ClockRate)
+	if !isRepair(info.MimeType) {
+		r.f.SetClock(info.SSRC, info.ClockRate)
+	}
 	return reader
+}
+
+// isRepair reports whether mime is a retransmission or forward error correction format.
+func isRepair(mime string) bool {
+	m := strings.ToLower(mime)
+	return strings.HasSuffix(m, "/rtx") || strings.HasSuffix(m, "fec")
 }
 
 // BindLocalStream implements interceptor.Interceptor (once per sent stream).
 func (r *reportTap) BindLocalStream(info *interceptor.StreamInfo, writer interceptor.RTPWriter) interceptor.RTPWriter {
-	r.f.SetClock(info.SSRC, info.ClockRate)
+	if !isRepair(info.MimeType) {
+		r.f.SetClock(info.SSRC, info.ClockRate)
+	}
 	return writer
 }
 
