@@ -200,6 +200,8 @@ type StreamInfo struct {
 	JitterMs           *float64 `json:"jitter_ms,omitempty"`
 	RTTMs              *float64 `json:"rtt_ms,omitempty"`
 	Retransmits        *int64   `json:"retransmits,omitempty"`
+	Bytes              *int64   `json:"bytes,omitempty"`
+	DroppedFrames      *int64   `json:"dropped_frames,omitempty"`
 	KeyframeIntervalMs *int64   `json:"keyframe_interval_ms,omitempty"`
 }
 

@@ -33,6 +33,12 @@ type ProtocolStats struct {
 	RTTMs       *float64
 	// Retransmits counts packets the sender resent (SRT).
 	Retransmits *int64
+	// Bytes counts the bytes of the protocol connection in the stream's direction: received
+	// from a publisher, sent to a player.
+	Bytes *int64
+	// DroppedFrames counts the frames the server could not use or deliver (RTMP: before a
+	// sequence header, refused by the packetizer).
+	DroppedFrames *int64
 }
 
 // StreamSpec describes one media session on one protocol connection.
@@ -266,7 +272,7 @@ func (s *Stream) Info(stats bool) *StreamInfo {
 		if s.spec.Stats != nil {
 			ps := s.spec.Stats()
 			info.PacketsLost, info.JitterMs, info.RTTMs = ps.PacketsLost, ps.JitterMs, ps.RTTMs
-			info.Retransmits = ps.Retransmits
+			info.Retransmits, info.Bytes, info.DroppedFrames = ps.Retransmits, ps.Bytes, ps.DroppedFrames
 		}
 	}
 	return info

@@ -26,7 +26,8 @@ func goldenEvents() map[string]*sfu.Event {
 	part := &sfu.ParticipantInfo{SID: "PA_8sJd02Kx1mQwErTy", Identity: "obs", Name: "OBS studio", Kind: sfu.ParticipantRTMP, JoinedAt: at, RemoteAddr: "203.0.113.7:50412"}
 	track := &sfu.TrackInfo{SID: "TR_Zq81LmN0pAsDfGh2", ParticipantSID: part.SID, Kind: "video", Codec: "H264", Source: "ingest", Width: 1280, Height: 720}
 	stream := &sfu.StreamInfo{SID: "ST_a1B2c3D4e5F6g7H8", Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolRTMP, State: "live", RemoteAddr: part.RemoteAddr,
-		Tracks: []string{track.SID}, BitrateKbps: f(2540.5), FPS: f(29.9), PacketsLost: i64(3), JitterMs: f(1.5), RTTMs: f(12), KeyframeIntervalMs: i64(2000)}
+		Tracks: []string{track.SID}, BitrateKbps: f(2540.5), FPS: f(29.9), PacketsLost: i64(3), JitterMs: f(1.5), RTTMs: f(12), KeyframeIntervalMs: i64(2000),
+		Retransmits: i64(5), Bytes: i64(95250000), DroppedFrames: i64(2)}
 	base := func(typ string, seq uint64) *sfu.Event {
 		return &sfu.Event{ID: "evt_2Yp3golden" + typ, Type: typ, Seq: seq, Time: at}
 	}
@@ -41,8 +42,8 @@ func goldenEvents() map[string]*sfu.Event {
 	e.Room, e.Participant, e.Stream = room, part, stream
 	out["stream.stats"] = e
 	e = base(sfu.EventStreamFailed, 1045)
-	s2 := *stream
-	s2.State, s2.BitrateKbps, s2.FPS, s2.PacketsLost, s2.JitterMs, s2.RTTMs, s2.KeyframeIntervalMs = "ended", nil, nil, nil, nil, nil, nil
+	s2 := withoutFigures(*stream)
+	s2.State = "ended"
 	e.Room, e.Participant, e.Stream, e.Error = room, part, &s2, &sfu.ErrorInfo{Code: "error", Message: "connection reset"}
 	out["stream.failed"] = e
 	e = base(sfu.EventRecordingFailed, 1046)
@@ -92,8 +93,7 @@ func addEveryType(out map[string]*sfu.Event, base func(string, uint64) *sfu.Even
 	at := room.CreatedAt
 	muted := *track
 	muted.Muted = true
-	live := *stream
-	live.BitrateKbps, live.FPS, live.PacketsLost, live.JitterMs, live.RTTMs, live.KeyframeIntervalMs = nil, nil, nil, nil, nil, nil
+	live := withoutFigures(*stream)
 	ended := live
 	ended.State = "ended"
 	viewer := &sfu.ParticipantInfo{SID: "PA_v13werQ01", Identity: "viewer-1", Kind: sfu.ParticipantWebRTC, JoinedAt: at, RemoteAddr: "198.51.100.4:61000"}
@@ -268,4 +268,11 @@ func TestStoredBodyIsWireSchema(t *testing.T) {
 			t.Fatalf("%s: stored body\n%s\nwant\n%s", name, recs[0].Body, wantJSON)
 		}
 	}
+}
+
+// withoutFigures returns s without the figures only stream.stats carries.
+func withoutFigures(s sfu.StreamInfo) sfu.StreamInfo {
+	s.BitrateKbps, s.FPS, s.PacketsLost, s.JitterMs, s.RTTMs, s.KeyframeIntervalMs = nil, nil, nil, nil, nil, nil
+	s.Retransmits, s.Bytes, s.DroppedFrames = nil, nil, nil
+	return s
 }

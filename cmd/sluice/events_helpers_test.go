@@ -49,6 +49,13 @@ type whipPublisher struct {
 
 func newWHIPPublisher(t *testing.T, endpoint string) *whipPublisher {
 	t.Helper()
+	return newWHIPPublisherWith(t, endpoint, "", 0)
+}
+
+// newWHIPPublisherWith publishes with a token (key mode) and sends no audio before audioAfter:
+// the audio track is then published after stream.publishing.
+func newWHIPPublisherWith(t *testing.T, endpoint, token string, audioAfter time.Duration) *whipPublisher {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -83,7 +90,7 @@ func newWHIPPublisher(t *testing.T, endpoint string) *whipPublisher {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	p.session, err = rtc.Negotiate(ctx, endpoint, "", pc)
+	p.session, err = rtc.Negotiate(ctx, endpoint, token, pc)
 	if err != nil {
 		_ = pc.Close()
 		p.wg.Wait()
@@ -115,6 +122,9 @@ func newWHIPPublisher(t *testing.T, endpoint string) *whipPublisher {
 				_ = video.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: vseq, Timestamp: ts, Marker: true}, Payload: slice})
 			}
 			vseq++
+			if time.Duration(n)*33*time.Millisecond < audioAfter {
+				continue
+			}
 			_ = audio.WriteRTP(&rtp.Packet{Header: rtp.Header{Version: 2, SequenceNumber: aseq, Timestamp: uint32(aseq) * 1440}, Payload: make([]byte, 80)})
 			aseq++
 		}

@@ -27,6 +27,7 @@ type hookReceiver struct {
 	srv    *http.Server
 	mu     sync.Mutex
 	events []sfu.Event // every accepted delivery, duplicates included, in arrival order
+	at     []time.Time // when each of events arrived
 	ids    map[string]int
 	bad    int
 }
@@ -57,8 +58,10 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
+	now := time.Now()
 	h.mu.Lock()
 	h.events = append(h.events, ev)
+	h.at = append(h.at, now)
 	h.ids[ev.ID]++
 	h.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
@@ -73,6 +76,36 @@ func (h *hookReceiver) has(ids []string) (missing int) {
 		}
 	}
 	return missing
+}
+
+// With the endpoint up, the first webhook after a start (server.started) arrives within 1 s of
+// its event.
+func TestFirstWebhookAfterStart(t *testing.T) {
+	secret := webhooks.NewSecret()
+	rxAddr := fmt.Sprintf("127.0.0.1:%d", sfutest.FreeTCPPort(t))
+	rx := newHookReceiver(secret)
+	rx.listen(t, rxAddr)
+	startDaemon(t, fmt.Sprintf(`webhooks:
+  endpoints: [{id: rx, url: "http://%s/hook", secret: %q}]
+`, rxAddr, secret))
+	var ev sfu.Event
+	var at time.Time
+	sfutest.WaitFor(t, "server.started at the endpoint", 10*time.Second, func() bool {
+		rx.mu.Lock()
+		defer rx.mu.Unlock()
+		for i, e := range rx.events {
+			if e.Type == sfu.EventServerStarted {
+				ev, at = e, rx.at[i]
+				return true
+			}
+		}
+		return false
+	})
+	if delay := at.Sub(ev.Time); delay > time.Second || delay < 0 {
+		t.Errorf("server.started delivered %v after its event, want within 1 s", delay)
+	} else {
+		t.Logf("server.started delivered %v after its event", delay)
+	}
 }
 
 // logEvents reads the whole event log through GET /v1/events.

@@ -89,7 +89,7 @@ func TestLivekitClientRoom(t *testing.T) {
 	rxAddr := fmt.Sprintf("127.0.0.1:%d", sfutest.FreeTCPPort(t))
 	rx := newHookReceiver(secret)
 	rx.listen(t, rxAddr)
-	d := startDaemon(t, fmt.Sprintf("webhooks:\n  endpoints: [{id: rx, url: \"http://%s/hook\", secret: %q}]\n", rxAddr, secret))
+	d := startDaemon(t, fmt.Sprintf("events: { stats_interval: 1s }\nwebhooks:\n  endpoints: [{id: rx, url: \"http://%s/hook\", secret: %q}]\n", rxAddr, secret))
 	ffmpegOBS(t, fmt.Sprintf("rtmp://127.0.0.1:%d/live/meet", d.RTMPPort), 120, 0)
 	sfutest.WaitFor(t, "the RTMP publisher", 20*time.Second, func() bool {
 		out, err := d.cli("status")
@@ -120,6 +120,16 @@ func TestLivekitClientRoom(t *testing.T) {
 	}
 	if !hasEvent(ps.report("alice"), "ParticipantConnected:bob") {
 		t.Errorf("alice did not see bob connect: %v", events(ps.report("alice")))
+	}
+	// alice's publish and play streams report the figures of Chromium's RTCP.
+	for _, dir := range []string{sfu.DirectionPublish, sfu.DirectionPlay} {
+		ev := d.waitLogged(t, "alice's "+dir+" stats", 20*time.Second, func(e sfu.Event) bool {
+			return e.Type == sfu.EventStreamStats && e.Participant.Identity == "alice" && e.Stream.Direction == dir &&
+				e.Stream.PacketsLost != nil && e.Stream.JitterMs != nil && e.Stream.RTTMs != nil
+		})
+		if s := ev.Stream; s.Protocol != sfu.ProtocolWebRTC || *s.PacketsLost < 0 || *s.RTTMs < 0 || *s.RTTMs > 1000 || *s.JitterMs > 1000 {
+			t.Errorf("alice's %s stats: %s, lost %d, jitter %v ms, rtt %v ms", dir, s.Protocol, *s.PacketsLost, *s.JitterMs, *s.RTTMs)
+		}
 	}
 
 	// A WHEP viewer of alice decodes her H.264, and a recording of her plays.

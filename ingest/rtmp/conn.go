@@ -50,7 +50,8 @@ type conn struct {
 	broken    atomic.Bool  // a write failed: the socket is closed and later writes dropped
 	lastMedia atomic.Int64 // unix ns of the last media message (or of accept / admission)
 	published atomic.Bool
-	ending    atomic.Bool // the connection goroutine is ending the session itself
+	bytesIn   atomic.Int64 // bytes read from the client (stream.stats)
+	ending    atomic.Bool  // the connection goroutine is ending the session itself
 	joined    chan *sfu.Participant
 	quit      chan struct{}
 	watchDone chan struct{}
@@ -89,7 +90,9 @@ func newConn(s *Server, raw net.Conn, protocol string) *conn {
 // Read implements io.Reader for go-rtmp: every byte passes the guard.
 func (c *conn) Read(p []byte) (n int, err error) {
 	defer c.catch(&err)
-	return c.guard.Read(p)
+	n, err = c.guard.Read(p)
+	c.bytesIn.Add(int64(n))
+	return n, err
 }
 
 // Write implements io.Writer for go-rtmp, with a deadline. A failed write closes the socket

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/av1"
@@ -41,7 +42,9 @@ type publisher struct {
 
 	unsupported map[string]bool
 	frames      uint64 // video frames written
-	dropped     uint64 // frames that could not be used (before a sequence header, refused by the packetizer)
+	// dropped counts the frames that could not be used (before a sequence header, refused by
+	// the packetizer); written by the connection goroutine, read by stream.stats.
+	dropped atomic.Int64
 }
 
 type videoOut struct {
@@ -224,7 +227,7 @@ func (pub *publisher) videoFrame(tag rtmpproto.VideoTag, ms int64) error {
 		v = pub.video
 	}
 	if v == nil || v.codec != tag.Codec || len(tag.Data) == 0 {
-		pub.dropped++
+		pub.dropped.Add(1)
 		return nil
 	}
 	// The packetizer may keep slices of the frame in the packets it writes, and the
@@ -258,14 +261,13 @@ func (pub *publisher) videoFrame(tag rtmpproto.VideoTag, ms int64) error {
 		return err
 	}
 	if len(units) == 0 {
-		pub.dropped++
+		pub.dropped.Add(1)
 		return nil
 	}
 	pts := (ms + int64(tag.CTS)) * 90 // RTP time is the presentation time; FLV knows the decode time
 	if err := v.w.WriteDTS(uint32(pts), tag.CTS*90, units); err != nil {
-		pub.dropped++
-		if pub.dropped == 1 || pub.dropped%1000 == 0 {
-			pub.c.log.Warn("rtmp video frame refused by the packetizer", "err", err, "dropped", pub.dropped)
+		if n := pub.dropped.Add(1); n == 1 || n%1000 == 0 {
+			pub.c.log.Warn("rtmp video frame refused by the packetizer", "err", err, "dropped", n)
 		}
 		return nil
 	}
@@ -353,7 +355,7 @@ func (pub *publisher) onAudio(ts uint32, r io.Reader) error {
 		frame := bytes.Clone(tag.Data)
 		rtpTS := a.clock.at(ms)
 		if err := a.w.Write(uint32(rtpTS), [][]byte{frame}); err != nil {
-			pub.dropped++
+			pub.dropped.Add(1)
 		}
 	case rtmpproto.PacketSequenceEnd, rtmpproto.PacketOther: // nothing to play
 	}
@@ -429,12 +431,20 @@ func (pub *publisher) startStream() error {
 	if pub.meta.AudioCodecID > 0 {
 		expect++
 	}
-	st, err := pub.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: pub.c.protocol, RemoteAddr: pub.c.remote, ExpectTracks: expect})
+	st, err := pub.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: pub.c.protocol, RemoteAddr: pub.c.remote,
+		ExpectTracks: expect, Stats: pub.stats})
 	if err != nil {
 		return err
 	}
 	pub.stream = st
 	return nil
+}
+
+// stats returns the RTMP figures of stream.stats: the bytes read from the connection and the
+// frames dropped. Called from the hub's goroutine.
+func (pub *publisher) stats() sfu.ProtocolStats {
+	bytes, dropped := pub.c.bytesIn.Load(), pub.dropped.Load()
+	return sfu.ProtocolStats{Bytes: &bytes, DroppedFrames: &dropped}
 }
 
 // setMetadata records onMetaData; its resolution stands until a sequence header gives one.
@@ -467,8 +477,8 @@ func (pub *publisher) unsupportedCodec(kind, format string) {
 // summary returns log attributes of the session's media.
 func (pub *publisher) summary() []any {
 	attrs := []any{"video_frames", pub.frames}
-	if pub.dropped > 0 {
-		attrs = append(attrs, "dropped", pub.dropped)
+	if n := pub.dropped.Load(); n > 0 {
+		attrs = append(attrs, "dropped", n)
 	}
 	if pub.clock.jumps > 0 {
 		attrs = append(attrs, "timestamp_jumps", pub.clock.jumps)

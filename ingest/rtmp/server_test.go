@@ -534,3 +534,30 @@ func TestParamsSize(t *testing.T) {
 		t.Fatalf("size %dx%d", w, h)
 	}
 }
+
+// The publish stream's RTMP figures: the bytes read from the connection and the frames that
+// could not be used (here one before the sequence header).
+func TestStreamStatsCountBytesAndDroppedFrames(t *testing.T) {
+	h := newHarness(t, harnessOptions{})
+	defer h.Close()
+	c := dialClient(t, h.addr, nil)
+	defer c.close()
+	c.mustPublish("studio/cam")
+	must(t, c.video(0, rtmptest.AVCTag(true, 1, 0, rtmptest.LengthPrefixed(rtmptest.FakeIDR(3000))))) // no configuration yet
+	f := startFeeder(t, c)
+	var st *sfu.StreamInfo
+	sfutest.WaitFor(t, "the stream's figures", 10*time.Second, func() bool {
+		streams := h.Participant("studio", "cam").Streams()
+		if len(streams) != 1 {
+			return false
+		}
+		st = streams[0].Info(true)
+		return st.Bytes != nil && *st.Bytes > 30000 && f.sent.Load() > 10
+	})
+	if st.DroppedFrames == nil || *st.DroppedFrames != 1 {
+		t.Errorf("dropped frames %v, want 1", st.DroppedFrames)
+	}
+	if st.Protocol != sfu.ProtocolRTMP || st.PacketsLost != nil || st.RTTMs != nil {
+		t.Errorf("stream %+v: RTMP has no loss or round trip figures", st)
+	}
+}

@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/description"
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/pion/rtcp"
 	"github.com/pion/rtp"
 	"github.com/pion/webrtc/v4"
 
@@ -316,6 +317,8 @@ type rtspPlayer struct {
 	firstKeyframe atomic.Int32 // 1: the first video packet started a keyframe, 2: it did not
 	mu            sync.Mutex
 	seqs          []uint16 // video sequence numbers
+	videoSSRC     uint32
+	videoMedia    *description.Media
 }
 
 func playRTSP(t *testing.T, rawURL, transport string) *rtspPlayer {
@@ -351,12 +354,26 @@ func playRTSP(t *testing.T, rawURL, transport string) *rtspPlayer {
 		}
 		pl.mu.Lock()
 		pl.seqs = append(pl.seqs, pkt.SequenceNumber)
+		pl.videoSSRC, pl.videoMedia = pkt.SSRC, m
 		pl.mu.Unlock()
 	})
 	if _, err := pl.c.Play(nil); err != nil {
 		t.Fatal(err)
 	}
 	return pl
+}
+
+// report sends a receiver report about the video with these figures (gortsplib's own go out
+// over UDP only, every 5 s).
+func (pl *rtspPlayer) report(t *testing.T, lost, jitter uint32) {
+	t.Helper()
+	pl.mu.Lock()
+	ssrc, m := pl.videoSSRC, pl.videoMedia
+	pl.mu.Unlock()
+	rr := &rtcp.ReceiverReport{SSRC: 1, Reports: []rtcp.ReceptionReport{{SSRC: ssrc, TotalLost: lost, Jitter: jitter}}}
+	if err := pl.c.WritePacketRTCP(m, rr); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // seqJumps counts video packets whose sequence number is not the previous one plus one.

@@ -49,6 +49,7 @@ type player struct {
 	stopReason string
 
 	writeErrors atomic.Uint64
+	reports     *sfu.ReportStats // from the player's receiver reports
 }
 
 // playSlot is one outgoing media of a player and its current subscription.
@@ -84,7 +85,7 @@ func (s *Server) newPlayer(ss *gortsplib.ServerSession, sc *gortsplib.ServerConn
 	pl := &player{
 		s: s, ss: ss, t: t, remote: remoteAddr(sc), stream: stream,
 		log:    s.log.With("room", t.room, "protocol", "rtsp", "direction", "play", "remote", remoteAddr(sc)),
-		active: make(chan struct{}), ended: make(chan struct{}), done: make(chan struct{}),
+		active: make(chan struct{}), ended: make(chan struct{}), done: make(chan struct{}), reports: sfu.NewReportStats(),
 	}
 	pl.ctx, pl.cancel = context.WithCancel(context.Background())
 	for _, d := range medias {
@@ -120,6 +121,9 @@ func (pl *player) play() (*base.Response, error) {
 				sl.m.Switch() // continue numbering across the switch
 			},
 		})
+	}
+	for _, sl := range pl.slots {
+		pl.ss.OnPacketRTCP(sl.media, sl.observeReports)
 	}
 	pl.f = sfu.NewFollower(pl.s.opts.Hub, sfu.FollowerSpec{Room: pl.t.room, Select: sfu.Selector{Identity: pl.t.identity}, Legs: legs, Subscriber: p})
 	pl.followDone = make(chan struct{})
@@ -164,7 +168,7 @@ func (pl *player) markActive() {
 // session ends.
 func (pl *player) follow() {
 	defer pl.f.Close()
-	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote}
+	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolRTSP, RemoteAddr: pl.remote, Stats: pl.stats}
 	if reason := pl.f.Play(pl.ctx, spec); reason != "" {
 		pl.stopAsync(reason)
 	}

@@ -184,10 +184,7 @@ func (w *pullWorker) serve(ctx context.Context, c *gortsplib.Client, u *base.URL
 		// every track of the SDP is published above
 		ExpectTracks: len(inputs),
 		RemoteAddr:   u.Host,
-		Stats: func() sfu.ProtocolStats {
-			n := int64(w.lost.Load())
-			return sfu.ProtocolStats{PacketsLost: &n}
-		},
+		Stats:        func() sfu.ProtocolStats { return receivedStats(&c.Stats().Session, w.lost.Load()) },
 	}); err != nil {
 		cause = err
 		return err

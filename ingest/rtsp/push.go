@@ -83,10 +83,7 @@ func (pub *publisher) record() (*base.Response, error) {
 		// every track of the SDP is published above
 		ExpectTracks: len(pub.inputs),
 		RemoteAddr:   pub.remote,
-		Stats: func() sfu.ProtocolStats {
-			n := int64(pub.lost.Load())
-			return sfu.ProtocolStats{PacketsLost: &n}
-		},
+		Stats:        func() sfu.ProtocolStats { return receivedStats(pub.ss.Stats(), pub.lost.Load()) },
 	}); err != nil {
 		return &base.Response{StatusCode: base.StatusServiceUnavailable}, err
 	}

@@ -101,6 +101,8 @@ func TestPushAndPlay(t *testing.T) {
 					t.Errorf("%d medias described", len(pl.desc.Medias))
 				}
 			}
+			main.report(t, 3, 900) // 900 in 90 kHz: 10 ms
+			checkRTSPStats(t, h)
 			seq := h.lastSeq()
 			pub.close()
 			ev := h.waitEvent("stream.unpublished", seq, 10*time.Second, func(e sfu.Event) bool {
@@ -328,4 +330,42 @@ func rawAnnounce(t *testing.T, addr, path, authorization string) int {
 	var code int
 	_, _ = fmt.Sscanf(line, "RTSP/1.0 %d", &code)
 	return code
+}
+
+// checkRTSPStats waits until the stream.stats figures of the room's publisher (bytes, jitter,
+// loss) and players (bytes; loss and jitter once a receiver report came) are known, and checks
+// them: the player that reported 3 packets lost and 10 ms of jitter is shown with those.
+func checkRTSPStats(t *testing.T, h *harness) {
+	t.Helper()
+	var streams []*sfu.StreamInfo
+	reported := func(s *sfu.StreamInfo) bool { return s.PacketsLost != nil && s.JitterMs != nil }
+	sfutest.WaitFor(t, "the streams' protocol figures", 10*time.Second, func() bool {
+		streams = streams[:0]
+		withReports := 0
+		for _, p := range h.hub.Room("studio").Status().Participants {
+			for _, s := range p.Streams {
+				if s.Bytes == nil || *s.Bytes == 0 || s.Direction == sfu.DirectionPublish && !reported(s) {
+					return false
+				}
+				if s.Direction == sfu.DirectionPlay && reported(s) && *s.PacketsLost == 3 {
+					withReports++
+				}
+				streams = append(streams, s)
+			}
+		}
+		return len(streams) == 3 && withReports >= 1
+	})
+	for _, s := range streams {
+		if !reported(s) {
+			t.Logf("%s: %d bytes, no receiver report", s.Direction, *s.Bytes)
+			continue
+		}
+		if *s.PacketsLost < 0 || *s.PacketsLost > 10 || *s.JitterMs < 0 || *s.JitterMs > 1000 {
+			t.Errorf("%s stream: %d packets lost, jitter %v ms on loopback", s.Direction, *s.PacketsLost, *s.JitterMs)
+		}
+		if s.Direction == sfu.DirectionPlay && *s.PacketsLost == 3 && *s.JitterMs != 10 {
+			t.Errorf("the reporting player's jitter is %v ms, want 10", *s.JitterMs)
+		}
+		t.Logf("%s: %d bytes, %d lost, jitter %v ms", s.Direction, *s.Bytes, *s.PacketsLost, *s.JitterMs)
+	}
 }

@@ -73,7 +73,7 @@ func TestFFmpegPublish(t *testing.T) {
 	st := h.WaitEvent("stream.stats with rtt", 10*time.Second, func(e sfu.Event) bool {
 		return e.Type == sfu.EventStreamStats && e.Stream.RTTMs != nil && e.Stream.Retransmits != nil
 	})
-	if *st.Stream.RTTMs < 0 || st.Stream.PacketsLost == nil {
+	if *st.Stream.RTTMs < 0 || st.Stream.PacketsLost == nil || st.Stream.Bytes == nil || *st.Stream.Bytes <= 0 {
 		t.Errorf("stream.stats %+v", st.Stream)
 	}
 	<-exited

@@ -278,7 +278,8 @@ func connStats(c gosrt.Conn, sender bool) sfu.ProtocolStats {
 		lost, resent = int64(st.Accumulated.PktSendLoss), int64(st.Accumulated.PktRetrans)
 	}
 	rtt := st.Instantaneous.MsRTT
-	return sfu.ProtocolStats{PacketsLost: &lost, RTTMs: &rtt, Retransmits: &resent}
+	bytes := int64(st.Accumulated.ByteRecv) //nolint:gosec // counters stay below 2^63
+	return sfu.ProtocolStats{PacketsLost: &lost, RTTMs: &rtt, Retransmits: &resent, Bytes: &bytes}
 }
 
 func (pub *publisher) unsupportedCodec(name string) {

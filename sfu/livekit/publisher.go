@@ -231,7 +231,8 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	p.published[pt.sid] = track
 	muted := pt.muted
 	if p.stream == nil {
-		p.stream, _ = p.s.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWebRTC, RemoteAddr: p.s.p.Info().RemoteAddr})
+		p.stream, _ = p.s.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWebRTC,
+			RemoteAddr: p.s.p.Info().RemoteAddr, Stats: p.s.srv.engine.Stats(pc)})
 	}
 	p.wg.Add(2)
 	p.mu.Unlock()

@@ -35,6 +35,7 @@ type subscriber struct {
 	// settings pause them.
 	explicit map[string]bool
 	disabled map[string]bool
+	playing  bool // the play stream was started (its first subscription)
 
 	// Data channels to the client, made before the first offer.
 	reliable, lossy *webrtc.DataChannel
@@ -208,11 +209,25 @@ func (b *subscriber) sync(others []*sfu.Track) {
 		}()
 		changed = true
 	}
+	b.startStream()
 	b.s.mu.Lock()
 	ready := b.s.offered
 	b.s.mu.Unlock()
 	if changed && ready { // before the client's first offer, that offer starts ours
 		b.negotiate()
+	}
+}
+
+// startStream starts the play stream (stream.playing) at the first subscription; it ends when
+// the participant leaves. Its figures come from the client's receiver reports.
+func (b *subscriber) startStream() {
+	b.mu.Lock()
+	start := !b.playing && !b.closed && len(b.downs) > 0
+	b.playing = b.playing || start
+	b.mu.Unlock()
+	if start {
+		_, _ = b.s.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWebRTC,
+			RemoteAddr: b.s.p.Info().RemoteAddr, Stats: b.s.srv.engine.Stats(b.pc)})
 	}
 }
 

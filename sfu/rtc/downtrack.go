@@ -259,6 +259,21 @@ func (d *DownTrack) senderReport(now time.Time) (*rtcp.SenderReport, bool) {
 	return &rtcp.SenderReport{SSRC: b.ssrc, NTPTime: sfu.ToNTP(now), RTPTime: rtpTime, PacketCount: d.srPkts, OctetCount: d.srBytes}, true
 }
 
+// observeReports keeps the viewer's report blocks about this track in f (stream.stats).
+func (d *DownTrack) observeReports(f *sfu.ReportStats, reports []rtcp.ReceptionReport) {
+	b := d.binding.Load()
+	if b == nil {
+		return
+	}
+	f.SetClock(b.ssrc, d.codec.ClockRate)
+	now := time.Now()
+	for _, r := range reports {
+		if r.SSRC == b.ssrc {
+			f.ObservePeer(r, now)
+		}
+	}
+}
+
 // Resent returns the number of retransmitted packets.
 func (d *DownTrack) Resent() uint64 { return d.resent.Load() }
 

@@ -30,10 +30,12 @@ type Engine struct {
 	// reports and the media itself are ours, egress.go) and no transport-cc, which only a
 	// sender's bandwidth estimation reads and ours does none.
 	viewAPI *webrtc.API
-	udp     net.PacketConn
-	conns   []*batchConn // every media socket
-	tcp     net.Listener
-	udpMux  ice.UDPMux
+	// taps read the receiver reports of the publishers' connections (stats.go).
+	taps   *reportTaps
+	udp    net.PacketConn
+	conns  []*batchConn // every media socket
+	tcp    net.Listener
+	udpMux ice.UDPMux
 	// localAddr is what LocalAddr reports when there is no single socket.
 	localAddr net.Addr
 	tcpMux    ice.TCPMux
@@ -145,6 +147,9 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	reg := &interceptor.Registry{}
+	// First, so that the report interceptor's receiver reports pass through it (stats.go).
+	e.taps = &reportTaps{}
+	reg.Add(e.taps)
 	// NACKs from publishers come from pion's generator. Retransmissions to viewers are ours
 	// (DownTrack keeps pointers to the shared packets): pion's responder would copy every
 	// packet for every viewer.

@@ -29,7 +29,8 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	pub := &publisher{sessionLife: newSessionLife(parent, pc, p, s.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", "whip"))}
+	pub := &publisher{sessionLife: newSessionLife(parent, pc, p, s.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", "whip")),
+		stats: s.engine.Stats(pc)}
 	pc.OnTrack(pub.onTrack)
 	pub.watchConnection()
 	sdpAnswer, err := answer(pc, nil)
@@ -96,6 +97,7 @@ type publisher struct {
 	streamMu  sync.Mutex
 	stream    *sfu.Stream
 	streamErr bool
+	stats     func() sfu.ProtocolStats
 }
 
 func (p *publisher) run() {
@@ -163,7 +165,7 @@ func (p *publisher) startStream() {
 		}
 	}
 	st, err := p.participant.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWHIP,
-		RemoteAddr: p.participant.Info().RemoteAddr, ExpectTracks: expect})
+		RemoteAddr: p.participant.Info().RemoteAddr, ExpectTracks: expect, Stats: p.stats})
 	if err != nil {
 		p.streamErr = true
 		return

@@ -53,6 +53,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		engine:      s.engine,
 		hub:         s.hub,
 		connected:   make(chan struct{}),
+		figures:     sfu.NewReportStats(),
 	}
 	fail := func(reason string, err, answer error) {
 		_ = pc.Close()
@@ -92,6 +93,7 @@ type viewer struct {
 	wg        sync.WaitGroup
 	connected chan struct{}
 	connOnce  sync.Once
+	figures   *sfu.ReportStats // from the viewer's receiver reports
 }
 
 // slot is one outgoing track of the viewer; its follower leg feeds dt.
@@ -221,7 +223,8 @@ func (v *viewer) serve() {
 		return
 	}
 	v.routeDirect()
-	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr}
+	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr,
+		Stats: func() sfu.ProtocolStats { return iceRTT(v.figures.Stats(), v.pc) }}
 	if reason := v.f.Play(v.ctx, spec); reason != "" {
 		v.close(reason, nil)
 	}
@@ -259,6 +262,8 @@ func (v *viewer) readRTCP(sl *slot) {
 				if sub := v.f.Subscription(sl.kind); sub != nil {
 					sub.RequestKeyframe()
 				}
+			case *rtcp.ReceiverReport:
+				sl.dt.observeReports(v.figures, pk.Reports)
 			case *rtcp.TransportLayerNack:
 				if v.hub.Congested() {
 					continue
