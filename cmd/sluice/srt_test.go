@@ -1,8 +1,10 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -117,6 +119,8 @@ func TestSRTEndToEnd(t *testing.T) {
 		t.Errorf("the WHEP viewer got %d H.264 access units", len(aus))
 	} else if types := naluTypes(aus[0]); !containsInt(types, 5) {
 		t.Errorf("the WHEP viewer's first access unit is no keyframe: NAL types %v", types)
+	} else if n := decodedFrames(t, aus); n < len(aus)-1 {
+		t.Errorf("ffmpeg decoded %d frames of the WHEP viewer's %d access units", n, len(aus))
 	}
 	if _, err := d.cli("record", "stop", rec); err != nil {
 		t.Fatalf("record stop: %v", err)
@@ -185,4 +189,32 @@ func TestSRTPlaysWebRTC(t *testing.T) {
 			t.Errorf("%s: decode errors:\n%s", c.streamID, e)
 		}
 	}
+}
+
+// decodedFrames decodes access units (H.264 NAL units) with ffmpeg and counts the pictures.
+func decodedFrames(t *testing.T, aus [][][]byte) int {
+	t.Helper()
+	var annexB bytes.Buffer
+	for _, au := range aus {
+		for _, n := range au {
+			annexB.Write([]byte{0, 0, 0, 1})
+			annexB.Write(n)
+		}
+	}
+	path := filepath.Join(t.TempDir(), "whep.h264")
+	if err := os.WriteFile(path, annexB.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(sfutest.RequireTool(t, "ffmpeg"), "-hide_banner", "-loglevel", "error", "-xerror", //nolint:gosec // a test file
+		"-f", "h264", "-i", path, "-f", "framecrc", "-").CombinedOutput()
+	if err != nil {
+		t.Fatalf("decoding the WHEP viewer's H.264: %v\n%s", err, out)
+	}
+	n := 0
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "0,") {
+			n++
+		}
+	}
+	return n
 }
