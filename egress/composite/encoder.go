@@ -116,7 +116,9 @@ wait:
 			}
 		case <-ctx.Done():
 			result = context.Cause(ctx)
-			_ = <-readErr // the reader ends with the process
+			if err := <-readErr; err != nil { // the reader ends with the process
+				c.log.Debug("composite: encoder output ended", "err", err)
+			}
 			break wait
 		}
 	}

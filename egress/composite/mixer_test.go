@@ -74,9 +74,9 @@ func TestMixerNormalisesAndLimits(t *testing.T) {
 			}
 		}
 	}
-	var peak int16
+	peak := 0
 	for _, v := range mono {
-		peak = max(peak, v, -v)
+		peak = max(peak, int(v), -int(v))
 	}
 	if peak >= 32767 {
 		t.Errorf("the mix clips (peak %d)", peak)

@@ -26,10 +26,10 @@ type ConnLimiter struct {
 	refused atomic.Uint64
 }
 
-// NewConnLimiter caps l at max connections and perAddr connections from one address (0 for
-// no cap).
-func NewConnLimiter(l net.Listener, max, perAddr int) *ConnLimiter {
-	return &ConnLimiter{Listener: l, max: max, perAddr: perAddr, byAddr: map[string]int{}}
+// NewConnLimiter caps l at maxConns connections and perAddr connections from one address (0
+// for no cap).
+func NewConnLimiter(l net.Listener, maxConns, perAddr int) *ConnLimiter {
+	return &ConnLimiter{Listener: l, max: maxConns, perAddr: perAddr, byAddr: map[string]int{}}
 }
 
 // Accept returns the next connection within the caps; those over a cap are closed and counted.

@@ -193,7 +193,7 @@ func (v *Verifier) Verify(token string) (*Claims, error) {
 	if c.IssuedAt != 0 && c.IssuedAt < now {
 		from = c.IssuedAt
 	}
-	if max := int64(v.maxLifetime / time.Second); c.ExpiresAt-from > max+30 { // 30 s of clock skew
+	if limit := int64(v.maxLifetime / time.Second); c.ExpiresAt-from > limit+30 { // 30 s of clock skew
 		return nil, fmt.Errorf("%w: lifetime longer than auth.max_token_lifetime", ErrInvalidToken)
 	}
 	return &c, nil
