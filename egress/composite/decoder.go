@@ -218,21 +218,23 @@ func (d *decoder) start() error {
 		cancel()
 		return err
 	}
-	var stderr tail
-	pr.cmd.Stderr = &stderr
-	d.mu.Lock()
-	if d.closed {
-		d.mu.Unlock()
-		cancel()
-		return errors.New("closed")
-	}
+	stderr := &transcode.StderrTail{Log: d.log}
+	pr.cmd.Stderr = stderr
 	if err := pr.cmd.Start(); err != nil {
-		d.mu.Unlock()
 		cancel()
 		return fmt.Errorf("starting ffmpeg: %w", err)
 	}
-	d.cur = pr
+	d.mu.Lock() // not across Start: close must not wait for a fork
+	closed := d.closed
+	if !closed {
+		d.cur = pr
+	}
 	d.mu.Unlock()
+	if closed { // closed meanwhile: this process is nobody's
+		cancel()
+		_ = pr.cmd.Wait()
+		return errors.New("closed")
+	}
 	pipe.w = stdin
 	d.proc, d.feeder, d.started = pr, feeder, false
 	go func() {
@@ -309,25 +311,3 @@ func (d *decoder) close() {
 type lazyWriter struct{ w io.Writer }
 
 func (l *lazyWriter) Write(b []byte) (int, error) { return l.w.Write(b) }
-
-// tail keeps the last 2 kB ffmpeg wrote to stderr. Safe for concurrent use.
-type tail struct {
-	mu  sync.Mutex
-	buf []byte
-}
-
-func (t *tail) Write(b []byte) (int, error) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.buf = append(t.buf, b...)
-	if len(t.buf) > 2048 {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-2048:]...)
-	}
-	return len(b), nil
-}
-
-func (t *tail) String() string {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	return string(t.buf)
-}

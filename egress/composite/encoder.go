@@ -15,6 +15,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/mpegts"
 
+	"github.com/sluice-media/sluice/egress/transcode"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/media"
 )
@@ -78,8 +79,8 @@ func (c *Composite) runEncoder(parent context.Context) error {
 		_ = audioW.Close()
 		return err
 	}
-	var stderr tail
-	cmd.Stderr = &stderr
+	stderr := &transcode.StderrTail{Log: c.log}
+	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		_ = audioW.Close()
 		return fmt.Errorf("starting ffmpeg: %w", err)
@@ -130,22 +131,7 @@ wait:
 	if result == nil || errors.Is(result, io.EOF) {
 		result = errors.New("ffmpeg ended")
 	}
-	if t := stderr.String(); t != "" {
-		result = fmt.Errorf("%w: %s", result, lastLine(t))
-	}
-	return result
-}
-
-func lastLine(s string) string {
-	for len(s) > 0 && (s[len(s)-1] == '\n' || s[len(s)-1] == '\r') {
-		s = s[:len(s)-1]
-	}
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '\n' {
-			return s[i+1:]
-		}
-	}
-	return s
+	return fmt.Errorf("%w%s", result, stderr)
 }
 
 // readEncoder turns the encoder's MPEG-TS into the composite's tracks.

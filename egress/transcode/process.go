@@ -2,6 +2,7 @@ package transcode
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -54,12 +55,12 @@ func (c *conversion) runProcess(parent context.Context) error {
 	c.pendingSince.Store(0)
 	c.pid.Store(int64(pid))
 
-	tail := &lineTail{}
+	tail := &StderrTail{Log: log}
 	var readers sync.WaitGroup
 	readers.Add(2)
 	go func() {
 		defer readers.Done()
-		tail.collect(stderr, log)
+		_, _ = io.Copy(tail, stderr) // until ffmpeg closes it
 	}()
 	go func() {
 		defer readers.Done()
@@ -216,42 +217,65 @@ const tailLines = 8
 // logBurst is how many stderr lines of one process are logged before rate limiting.
 const logBurst = 50
 
-// lineTail keeps a process's last stderr lines and logs them at debug level, rate-limited so
-// that a warning ffmpeg repeats per packet cannot flood the log.
-type lineTail struct {
-	mu    sync.Mutex
-	lines []string
+// StderrTail keeps a process's last stderr lines, which String quotes in an error, and logs
+// each at debug level, rate-limited so that a warning ffmpeg repeats per packet cannot flood
+// the log. It is an io.Writer: set it as exec.Cmd.Stderr, or copy a pipe into it. Safe for
+// concurrent use.
+type StderrTail struct {
+	// Log gets the lines (slog.Default when nil).
+	Log *slog.Logger
+
+	mu         sync.Mutex
+	lines      []string
+	partial    []byte
+	n          int
+	suppressed int
+	lastLog    time.Time
 }
 
-func (t *lineTail) collect(r io.Reader, log *slog.Logger) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 4096), 64<<10)
-	n, suppressed := 0, 0
-	var lastLog time.Time
-	for sc.Scan() {
-		line := strings.TrimSpace(strings.ReplaceAll(sc.Text(), "\r", " "))
+// Write takes stderr output, a line ending at each newline or carriage return (progress).
+func (t *StderrTail) Write(b []byte) (int, error) {
+	var logged []string
+	var suppressed []int
+	t.mu.Lock()
+	t.partial = append(t.partial, b...)
+	for {
+		i := bytes.IndexAny(t.partial, "\n\r")
+		if i < 0 && len(t.partial) < 64<<10 { // a longer line is cut
+			break
+		}
+		if i < 0 {
+			i = len(t.partial)
+		}
+		line := strings.TrimSpace(string(t.partial[:i]))
+		t.partial = t.partial[min(i+1, len(t.partial)):]
 		if line == "" {
 			continue
 		}
-		t.mu.Lock()
-		t.lines = append(t.lines, line)
-		if len(t.lines) > tailLines {
+		if t.lines = append(t.lines, line); len(t.lines) > tailLines {
 			t.lines = t.lines[len(t.lines)-tailLines:]
 		}
-		t.mu.Unlock()
-		n++
-		if now := time.Now(); n <= logBurst || now.Sub(lastLog) >= time.Second {
-			log.Debug("ffmpeg", "line", line, "suppressed", suppressed)
-			lastLog, suppressed = now, 0
+		if t.n++; t.n <= logBurst || time.Since(t.lastLog) >= time.Second {
+			logged, suppressed = append(logged, line), append(suppressed, t.suppressed)
+			t.lastLog, t.suppressed = time.Now(), 0
 		} else {
-			suppressed++
+			t.suppressed++
 		}
 	}
-	_, _ = io.Copy(io.Discard, r) // a line longer than the scanner's limit: keep the pipe flowing
+	t.partial = append(t.partial[:0:0], t.partial...) // do not hold what was consumed
+	log := t.Log
+	t.mu.Unlock()
+	if log == nil {
+		log = slog.Default()
+	}
+	for i, line := range logged { // logged outside the lock
+		log.Debug("ffmpeg", "line", line, "suppressed", suppressed[i])
+	}
+	return len(b), nil
 }
 
 // String returns ": " and the last lines joined, or "" when ffmpeg said nothing.
-func (t *lineTail) String() string {
+func (t *StderrTail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if len(t.lines) == 0 {
