@@ -363,7 +363,7 @@ func (r *Recorder) Start(req Request) (*Recording, error) {
 		return nil, ErrClosed
 	}
 	for _, e := range r.recs {
-		if e.rec != nil && e.rec.req.Room == req.Room && e.rec.req.Participant == req.Participant && e.rec.req.Track == req.Track {
+		if e.rec != nil && !e.rec.ended() && e.rec.req.Room == req.Room && e.rec.req.Participant == req.Participant && e.rec.req.Track == req.Track {
 			return nil, fmt.Errorf("%w by %s", ErrConflict, e.rec.m.ID)
 		}
 	}

@@ -466,3 +466,14 @@ func recordingDir(room, id string) string {
 
 // absDir joins the recordings directory and a relative path.
 func absDir(root, rel string) string { return filepath.Join(root, filepath.FromSlash(rel)) }
+
+// ended reports whether the recording's goroutine has finished (Stop has returned), although
+// the catalogue may not hold its final entry yet: a new recording of the same source may start.
+func (rec *recording) ended() bool {
+	select {
+	case <-rec.done:
+		return true
+	default:
+		return false
+	}
+}
