@@ -146,6 +146,11 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.runStats(ctx)
 		}()
 	}
+	stats.Add(1)
+	go func() {
+		defer stats.Done()
+		h.runActivity(ctx)
+	}()
 	tick := time.NewTicker(h.opts.Tick)
 	defer tick.Stop()
 	var lastRates time.Time
@@ -179,6 +184,29 @@ func (h *Hub) runStats(ctx context.Context) {
 			return
 		case <-tick.C:
 			h.emitStats()
+		}
+	}
+}
+
+// runActivity evaluates the rooms' active speakers every speakerTick and the participants'
+// connection quality every QualityInterval, until ctx ends.
+func (h *Hub) runActivity(ctx context.Context) {
+	tick := time.NewTicker(speakerTick)
+	defer tick.Stop()
+	var lastQuality time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := h.clock()
+		for _, r := range h.Rooms() {
+			r.evalSpeakers(now)
+		}
+		if now.Sub(lastQuality) >= QualityInterval-speakerTick/2 {
+			h.evalQuality(now)
+			lastQuality = now
 		}
 	}
 }
