@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
 
@@ -69,6 +70,9 @@ type lkClient struct {
 
 	pub, sub *webrtc.PeerConnection
 	audio    *webrtc.TrackLocalStaticRTP
+	sender   *webrtc.RTPSender
+	// level is the RFC 6464 audio level (-dBov) the audio packets carry.
+	level    atomic.Uint32
 	stopSend chan struct{}
 	sendDone chan struct{}
 
@@ -121,10 +125,24 @@ func openToken(identity string) string {
 // publishes an Opus track sending 50 packets a second.
 func (e *env) connect(t testing.TB, identity string, publish bool, autoSub string) *lkClient {
 	t.Helper()
-	a, err := rtc.LoopbackAPI(nil)
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		t.Fatal(err)
+	}
+	a, err := rtc.LoopbackAPI(m)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e.connectWith(t, a, identity, publish, autoSub)
+}
+
+// connectWith is connect on the pion stack a.
+func (e *env) connectWith(t testing.TB, a *webrtc.API, identity string, publish bool, autoSub string) *lkClient {
+	t.Helper()
+	var err error
 	c := &lkClient{t: t, e: e, identity: identity, api: a, packets: map[string]*atomic.Int64{}}
 	if c.pub, err = a.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
@@ -167,6 +185,8 @@ func (e *env) connect(t testing.TB, identity string, publish bool, autoSub strin
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.sender = sender
+		c.level.Store(127) // silence
 		go func() {
 			for {
 				if _, _, err := sender.ReadRTCP(); err != nil {
@@ -186,17 +206,29 @@ func (e *env) connect(t testing.TB, identity string, publish bool, autoSub strin
 	return c
 }
 
-// send writes Opus-sized packets until stopped.
+// send writes Opus-sized packets until stopped, with the audio level extension once it is
+// negotiated.
 func (c *lkClient) send() {
 	defer close(c.sendDone)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111}, Payload: make([]byte, 80)}
+	var levelID uint8
 	for {
 		select {
 		case <-tick.C:
 			pkt.SequenceNumber++
 			pkt.Timestamp += 960
+			if levelID == 0 {
+				for _, h := range c.sender.GetParameters().HeaderExtensions {
+					if h.URI == sdp.AudioLevelURI {
+						levelID = uint8(h.ID)
+					}
+				}
+			}
+			if levelID != 0 {
+				_ = pkt.Header.SetExtension(levelID, []byte{uint8(c.level.Load())})
+			}
 			_ = c.audio.WriteRTP(pkt)
 		case <-c.stopSend:
 			return
