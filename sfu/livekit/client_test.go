@@ -36,9 +36,15 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, rtc.Config{Port: 0, BindIP: "127.0.0.1"})
+}
+
+// newEnvWith is newEnv with the WebRTC engine configured by cfg.
+func newEnvWith(t testing.TB, cfg rtc.Config) *env {
+	t.Helper()
 	hub, em := sfutest.NewHub(t, nil)
 	sfutest.RunHub(t, hub)
-	engine, err := rtc.NewEngine(rtc.Config{Port: 0, BindIP: "127.0.0.1"}, nil)
+	engine, err := rtc.NewEngine(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,18 +142,18 @@ func (e *env) connect(t testing.TB, identity string, publish bool, autoSub strin
 	if err != nil {
 		t.Fatal(err)
 	}
-	return e.connectWith(t, a, identity, publish, autoSub)
+	return e.connectWith(t, a, a, identity, publish, autoSub)
 }
 
-// connectWith is connect on the pion stack a.
-func (e *env) connectWith(t testing.TB, a *webrtc.API, identity string, publish bool, autoSub string) *lkClient {
+// connectWith is connect with the publisher connection made by a, the subscriber's by b.
+func (e *env) connectWith(t testing.TB, a, b *webrtc.API, identity string, publish bool, autoSub string) *lkClient {
 	t.Helper()
 	var err error
 	c := &lkClient{t: t, e: e, identity: identity, api: a, packets: map[string]*atomic.Int64{}}
 	if c.pub, err = a.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
 	}
-	if c.sub, err = a.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if c.sub, err = b.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
 	}
 	c.pub.OnICECandidate(func(cand *webrtc.ICECandidate) { c.trickle(cand, lkp.SignalTarget_PUBLISHER) })
