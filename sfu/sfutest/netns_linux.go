@@ -48,8 +48,8 @@ func NewNamespace(t testing.TB) *Namespace {
 	ns.IP = ns.HostIP[:strings.LastIndex(ns.HostIP, ".")+1] + fmt.Sprint(id%64*4+2)
 	ns.run(t, ns.ip, "netns", "add", ns.Name)
 	t.Cleanup(func() {
-		_ = exec.Command(ns.ip, "link", "del", ns.hostDev).Run()  //nolint:gosec // the test's own tools
-		_ = exec.Command(ns.ip, "netns", "del", ns.Name).Run() //nolint:gosec // the test's own tools
+		_ = exec.Command(ns.ip, "link", "del", ns.hostDev).Run() //nolint:gosec // the test's own tools
+		_ = exec.Command(ns.ip, "netns", "del", ns.Name).Run()   //nolint:gosec // the test's own tools
 	})
 	ns.run(t, ns.ip, "link", "add", ns.hostDev, "type", "veth", "peer", "name", ns.dev, "netns", ns.Name)
 	ns.run(t, ns.ip, "addr", "add", ns.HostIP+"/30", "dev", ns.hostDev)
