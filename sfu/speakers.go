@@ -88,7 +88,9 @@ func (a *AudioLevel) take() int {
 	if w.voice < speakerMinPackets || w.voice*100 < w.packets*speakerMinPercent {
 		return 0
 	}
-	level := int((w.sum/uint64(w.voice) + 50) / 100) // mean amplitude, 0-100
+	// The mean amplitude over every packet of the window, silent ones counting 0, so that a
+	// speaker who stops fades while one who starts rises.
+	level := int((w.sum/uint64(w.packets) + 50) / 100)
 	return max(level, 1)
 }
 
