@@ -131,6 +131,17 @@ func openToken(identity string) string {
 // publishes an Opus track sending 50 packets a second.
 func (e *env) connect(t testing.TB, identity string, publish bool, autoSub string) *lkClient {
 	t.Helper()
+	a, err := rtc.LoopbackAPI(clientMedia(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e.connectWith(t, a, a, identity, publish, autoSub)
+}
+
+// clientMedia is pion's default codecs with the audio level extension (RFC 6464), as a
+// browser offers them.
+func clientMedia(t testing.TB) *webrtc.MediaEngine {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -138,11 +149,7 @@ func (e *env) connect(t testing.TB, identity string, publish bool, autoSub strin
 	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
 		t.Fatal(err)
 	}
-	a, err := rtc.LoopbackAPI(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e.connectWith(t, a, a, identity, publish, autoSub)
+	return m
 }
 
 // connectWith is connect with the publisher connection made by a, the subscriber's by b.

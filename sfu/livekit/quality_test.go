@@ -7,7 +7,6 @@ import (
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/sluice-media/sluice/sfu"
@@ -20,13 +19,7 @@ import (
 // socket and the server's address, which ICE cannot tell apart.
 func namespaceAPI(t *testing.T, ns *sfutest.Namespace) *webrtc.API {
 	t.Helper()
-	m := &webrtc.MediaEngine{}
-	if err := m.RegisterDefaultCodecs(); err != nil {
-		t.Fatal(err)
-	}
-	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
-		t.Fatal(err)
-	}
+	m := clientMedia(t)
 	reg := &interceptor.Registry{}
 	if err := webrtc.RegisterDefaultInterceptors(m, reg); err != nil {
 		t.Fatal(err)
