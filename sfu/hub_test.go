@@ -440,7 +440,7 @@ func TestWaitingSubscriberAsksAgain(t *testing.T) {
 	if requests.Load() != 1 {
 		t.Fatalf("requests = %d at subscribe, want 1", requests.Load())
 	}
-	const gop = 1000 // packets 1..999 are delta frames
+	const gop = 1000   // packets 1..999 are delta frames
 	for i := range 6 { // the publisher ignores the request: delta frames go on (from the first, 1 s)
 		advance(keyframeRetry / 5)
 		video.WritePacket(videoPacket(i+1, gop))
