@@ -50,15 +50,15 @@ type linkFigures struct {
 }
 
 // worst combines two streams' figures of the same direction.
-func (a linkFigures) worst(b linkFigures) linkFigures {
-	if !a.known {
-		return b
+func (f linkFigures) worst(g linkFigures) linkFigures {
+	if !f.known {
+		return g
 	}
-	if !b.known {
-		return a
+	if !g.known {
+		return f
 	}
-	return linkFigures{known: true, down: a.down || b.down, lossPct: max(a.lossPct, b.lossPct),
-		jitterMs: max(a.jitterMs, b.jitterMs), rttMs: max(a.rttMs, b.rttMs)}
+	return linkFigures{known: true, down: f.down || g.down, lossPct: max(f.lossPct, g.lossPct),
+		jitterMs: max(f.jitterMs, g.jitterMs), rttMs: max(f.rttMs, g.rttMs)}
 }
 
 // rate returns the level of f with the thresholds scaled by scale.

@@ -34,7 +34,7 @@ func checkTurns(t *testing.T, who string, from int64, firsts []string, times []i
 		start := times[i] / turnPeriod * turnPeriod
 		if speakerOf(times[i]) != id || times[i]-start > 1000 {
 			// A change just after a turn began may still name the previous speaker fading out.
-			if !(times[i]-start < 1000 && speakerOf(start-1) == id) {
+			if times[i]-start >= 1000 || speakerOf(start-1) != id {
 				t.Errorf("%s: %s became the loudest %d ms into %s's turn", who, id, times[i]-start, speakerOf(times[i]))
 			}
 			continue

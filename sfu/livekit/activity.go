@@ -77,14 +77,14 @@ func (s *session) qualityUpdates(sent map[string]lkp.ConnectionQuality) []*lkp.C
 // and a score (5 best … 1 worst); false when both are unknown.
 func lkQuality(uplink, downlink int) (lkp.ConnectionQuality, float32, bool) {
 	level := max(uplink, downlink)
-	switch {
-	case level == sfu.QualityUnknown:
+	switch level {
+	case sfu.QualityUnknown:
 		return 0, 0, false
-	case level == sfu.QualityExcellent:
+	case sfu.QualityExcellent:
 		return lkp.ConnectionQuality_EXCELLENT, 5, true
-	case level == sfu.QualityGood:
+	case sfu.QualityGood:
 		return lkp.ConnectionQuality_GOOD, 4, true
-	case level == sfu.QualityDown:
+	case sfu.QualityDown:
 		return lkp.ConnectionQuality_LOST, 0, true
 	}
 	return lkp.ConnectionQuality_POOR, float32(6 - level), true // 3 … 1

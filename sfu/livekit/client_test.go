@@ -240,7 +240,7 @@ func (c *lkClient) send() {
 				}
 			}
 			if levelID != 0 {
-				_ = pkt.Header.SetExtension(levelID, []byte{uint8(c.level.Load())})
+				_ = pkt.SetExtension(levelID, []byte{uint8(c.level.Load())})
 			}
 			_ = c.audio.WriteRTP(pkt)
 		case <-c.stopSend:

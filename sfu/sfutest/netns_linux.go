@@ -107,13 +107,13 @@ func (ns *Namespace) ListenUDP(t testing.TB) *net.UDPConn {
 			ch <- result{err: err}
 			return
 		}
-		defer orig.Close()
+		defer func() { _ = orig.Close() }()
 		target, err := os.Open("/run/netns/" + ns.Name)
 		if err != nil {
 			ch <- result{err: err}
 			return
 		}
-		defer target.Close()
+		defer func() { _ = target.Close() }()
 		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
 			ch <- result{err: err}
 			return
