@@ -10,13 +10,12 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-media/sluice/sfu/rawio"
 )
 
-// rawTCPReader reads a TCP connection with raw read(2) calls. Every system call entered through
-// the scheduler wakes its monitor when the process was idle, which then polls at its fastest
-// rate for a while: a publisher's packets, arriving a frame at a time, kept it doing that for
-// ever (the same reason sfu/rtc reads and sends its UDP raw). A non-blocking read never
-// sleeps; EAGAIN parks in the poller, and read deadlines and Close hold as for any read. One
+// rawTCPReader reads a TCP connection with raw read(2) calls (package rawio says why): a
+// publisher's packets, arriving a frame at a time, kept the scheduler's monitor awake. One
 // goroutine reads at a time (gortsplib's connection reader).
 type rawTCPReader struct {
 	conn  net.Conn
@@ -64,18 +63,10 @@ func (r *rawTCPReader) Read(b []byte) (int, error) {
 
 // readFD is the read callback: what the socket holds, up to len(r.buf).
 func (r *rawTCPReader) readFD(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf))) //nolint:gosec // G103: read(2) into the caller's buffer
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // wait until readable
-		case 0:
-			r.n = int(n)
-		default:
-			r.errno = e
-		}
-		return true
+	n, e, ok := rawio.Call(unix.SYS_READ, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0, 0, 0) //nolint:gosec // G103: read(2) into the caller's buffer
+	if !ok {
+		return false // wait until readable
 	}
+	r.n, r.errno = int(n), e
+	return true
 }
