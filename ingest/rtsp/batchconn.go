@@ -1,6 +1,7 @@
 package rtsp
 
 import (
+	"io"
 	"net"
 	"sync"
 )
@@ -19,8 +20,25 @@ func (l batchListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &batchConn{Conn: c}, nil
+	return newBatchConn(c), nil
 }
+
+// newBatchConn wraps c, reading it raw where it is a socket of this system.
+func newBatchConn(c net.Conn) *batchConn {
+	bc := &batchConn{Conn: c, r: c}
+	if r := newRawTCPReader(c); r != nil {
+		bc.r = r
+	}
+	return bc
+}
+
+// readBufSize is the read buffer of a connection that sends media (a publisher): a video
+// frame or more per system call.
+const readBufSize = 64 << 10
+
+// fullReadBuffers is the read size whose filling tells a connection that sends media: gortsplib
+// reads through a buffer of 4 KiB, and a player's requests and receiver reports never fill it.
+const fullReadBuffers = 4 << 10
 
 // maxHeldAudio bounds the audio packets held back for the next video write: at 30 fps a video
 // frame ends every 33 ms, and when the video pauses audio goes out every 60 ms (20 ms frames).
@@ -50,6 +68,36 @@ type batchConn struct {
 	heldTS    uint32
 	heldAudio int
 	err       error
+
+	// The read side: the connection reader's goroutine only.
+	r          io.Reader // the raw reader, or the connection
+	rbuf       []byte    // nil until a read fills a buffer of fullReadBuffers
+	rpos, rend int
+}
+
+// Read implements net.Conn for one reading goroutine. gortsplib reads 4 KiB at a time, which a
+// publisher's video frame takes several system calls to satisfy; once a read fills such a
+// buffer, the connection reads through one of readBufSize, so that what the socket holds comes
+// out in one call.
+func (c *batchConn) Read(p []byte) (int, error) {
+	if c.rpos < c.rend {
+		n := copy(p, c.rbuf[c.rpos:c.rend])
+		c.rpos += n
+		return n, nil
+	}
+	if c.rbuf == nil || len(p) >= len(c.rbuf) {
+		n, err := c.r.Read(p)
+		if c.rbuf == nil && n == len(p) && n >= fullReadBuffers {
+			c.rbuf = make([]byte, readBufSize)
+		}
+		return n, err
+	}
+	n, err := c.r.Read(c.rbuf)
+	if n <= 0 {
+		return 0, err
+	}
+	c.rpos, c.rend = copy(p, c.rbuf[:n]), n
+	return c.rpos, err
 }
 
 // frameKind is what a write carries.

@@ -1,12 +1,15 @@
 package rtsp
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
+	"time"
 )
 
 // recordConn records each Write as one system call would see it.
@@ -64,7 +67,7 @@ func TestBatchConn(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			rc := &recordConn{}
-			c := &batchConn{Conn: rc}
+			c := newBatchConn(rc)
 			if tc.hold {
 				c.hold(96, true)
 				c.hold(111, false)
@@ -95,7 +98,7 @@ func TestBatchConn(t *testing.T) {
 func TestBatchConnError(t *testing.T) {
 	boom := errors.New("boom")
 	rc := &recordConn{}
-	c := &batchConn{Conn: rc}
+	c := newBatchConn(rc)
 	c.hold(96, true)
 	if _, err := c.Write(interleaved(0, 96, false, 1, 10)); err != nil {
 		t.Fatal(err)
@@ -140,7 +143,7 @@ func BenchmarkBatchConn(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			c := &batchConn{Conn: nc}
+			c := newBatchConn(nc)
 			if batched {
 				c.hold(96, true)
 				c.hold(111, false)
@@ -165,4 +168,121 @@ func BenchmarkBatchConn(b *testing.B) {
 			wg.Wait()
 		})
 	}
+}
+
+// tcpPair returns both ends of a loopback TCP connection, the accepted one wrapped as the
+// server wraps it.
+func tcpPair(t *testing.T) (client net.Conn, server *batchConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	client, err = net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	c, err := batchListener{l}.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return client, c.(*batchConn)
+}
+
+// A publisher's stream comes out of the read side whole, in order and read as gortsplib
+// reads it (4 KiB at a time, then whole payloads); the first full read gives the connection
+// its large buffer, which a player's small requests never do. The end, deadlines and Close
+// read as net.Conn's do.
+func TestBatchConnRead(t *testing.T) {
+	t.Run("publisher", func(t *testing.T) {
+		client, c := tcpPair(t)
+		var sent bytes.Buffer
+		for i := range 400 {
+			size := []int{1100, 12, 180, maxHeld, 1400, 3}[i%6]
+			sent.Write(interleaved(uint8(i%4), 96, i%3 == 0, uint32(i), size))
+		}
+		want := sent.Bytes()
+		go func() {
+			for b := want; len(b) > 0; { // in uneven pieces, as a sender's packets arrive
+				n := min(len(b), 777+len(b)%5000)
+				if _, err := client.Write(b[:n]); err != nil {
+					return
+				}
+				b = b[n:]
+			}
+			client.Close()
+		}()
+		br := bufio.NewReaderSize(c, 4096)
+		var got []byte
+		for {
+			var hdr [4]byte
+			if _, err := io.ReadFull(br, hdr[:]); err != nil {
+				if !errors.Is(err, io.EOF) {
+					t.Fatalf("reading a header: %v", err)
+				}
+				break
+			}
+			payload := make([]byte, int(hdr[2])<<8|int(hdr[3]))
+			if _, err := io.ReadFull(br, payload); err != nil {
+				t.Fatalf("reading a payload: %v", err)
+			}
+			got = append(append(got, hdr[:]...), payload...)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("read %d bytes, not the %d sent", len(got), len(want))
+		}
+		if len(c.rbuf) != readBufSize {
+			t.Errorf("a publisher's connection reads through %d bytes, want %d", len(c.rbuf), readBufSize)
+		}
+	})
+	t.Run("player", func(t *testing.T) {
+		client, c := tcpPair(t)
+		msgs := [][]byte{[]byte("OPTIONS rtsp://127.0.0.1/room RTSP/1.0\r\nCSeq: 9\r\n\r\n"), interleaved(1, 201, false, 0, 20)}
+		for _, m := range msgs {
+			if _, err := client.Write(m); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(m))
+			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, m) {
+				t.Fatalf("read %q, %v; want %q", got, err, m)
+			}
+		}
+		if c.rbuf != nil {
+			t.Errorf("a player's connection got a read buffer of %d bytes", len(c.rbuf))
+		}
+	})
+	t.Run("deadline and close", func(t *testing.T) {
+		_, c := tcpPair(t)
+		if err := c.SetReadDeadline(time.Now().Add(-time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		var ne net.Error
+		if _, err := c.Read(make([]byte, 10)); !errors.Is(err, os.ErrDeadlineExceeded) || !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("read past the deadline: %v, want a timeout", err)
+		}
+		c.Close()
+		if _, err := c.Read(make([]byte, 10)); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("read after Close: %v, want net.ErrClosed", err)
+		}
+	})
+	t.Run("no allocation per read", func(t *testing.T) {
+		client, c := tcpPair(t)
+		chunk := make([]byte, 4096)
+		if _, err := client.Write(bytes.Repeat(chunk, 200)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, chunk); err != nil { // the first full read: the buffer
+			t.Fatal(err)
+		}
+		if a := testing.AllocsPerRun(100, func() {
+			if _, err := io.ReadFull(c, chunk); err != nil {
+				t.Fatal(err)
+			}
+		}); a != 0 {
+			t.Errorf("%.1f allocations per read", a)
+		}
+	})
 }

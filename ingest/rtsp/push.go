@@ -7,10 +7,12 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
 	"github.com/bluenviron/gortsplib/v4/pkg/liberrors"
+	"github.com/pion/rtp"
 
 	"github.com/sluice-media/sluice/ingest"
 	"github.com/sluice-media/sluice/sfu"
@@ -37,7 +39,16 @@ type publisher struct {
 
 	lost         atomic.Uint64
 	decodeErrors atomic.Uint64
+
+	// The session's figures, sampled on the goroutine that delivers its packets: gortsplib's
+	// ServerSession.Stats read from another goroutine races with the end of the session, which
+	// stops its formats before OnSessionClose (and after that goroutine's last callback).
+	stats     atomic.Pointer[gortsplib.StatsSession]
+	nextStats int64 // unix nanoseconds; the delivering goroutine only
 }
+
+// statsEvery is how often the publisher samples its session's figures.
+const statsEvery = time.Second
 
 // announce admits a publisher whose SDP has at least one track sluice takes.
 func (s *Server) announce(ctx *gortsplib.ServerHandlerOnAnnounceCtx, t target) (*base.Response, error) {
@@ -74,7 +85,10 @@ func (pub *publisher) record() (*base.Response, error) {
 		if err != nil {
 			return &base.Response{StatusCode: base.StatusInternalServerError}, err
 		}
-		pub.ss.OnPacketRTP(in.media, in.format, in.onRTP)
+		pub.ss.OnPacketRTP(in.media, in.format, func(pkt *rtp.Packet) {
+			in.onRTP(pkt)
+			pub.sampleStats(in.lastPacketAt.Load())
+		})
 		pub.ss.OnPacketRTCP(in.media, in.onRTCP)
 	}
 	if _, err := p.StartStream(sfu.StreamSpec{
@@ -83,7 +97,7 @@ func (pub *publisher) record() (*base.Response, error) {
 		// every track of the SDP is published above
 		ExpectTracks: len(pub.inputs),
 		RemoteAddr:   pub.remote,
-		Stats:        func() sfu.ProtocolStats { return receivedStats(pub.ss.Stats(), pub.lost.Load()) },
+		Stats:        pub.protocolStats,
 	}); err != nil {
 		return &base.Response{StatusCode: base.StatusServiceUnavailable}, err
 	}
@@ -106,6 +120,25 @@ func (pub *publisher) record() (*base.Response, error) {
 }
 
 func (pub *publisher) ingestID() string { return pub.t.ingestID }
+
+// sampleStats keeps the session's figures once per statsEvery; it runs on the goroutine that
+// delivers the session's RTP packets, with the arrival time of the last one.
+func (pub *publisher) sampleStats(now int64) {
+	if now < pub.nextStats {
+		return
+	}
+	pub.nextStats = now + int64(statsEvery)
+	pub.stats.Store(pub.ss.Stats())
+}
+
+// protocolStats returns the stream.stats figures of the last sample; safe for concurrent use.
+func (pub *publisher) protocolStats() sfu.ProtocolStats {
+	st := pub.stats.Load()
+	if st == nil {
+		st = &gortsplib.StatsSession{}
+	}
+	return receivedStats(st, pub.lost.Load())
+}
 
 // stopAsync closes the session with reason without waiting.
 func (pub *publisher) stopAsync(reason string) {

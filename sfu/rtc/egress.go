@@ -41,7 +41,7 @@ type directRoute struct {
 var errNoDirectRoute = errors.New("no direct route")
 
 // srtpKeys returns the local SRTP master key and salt of a connected DTLS transport, and the
-// profile. pion v4.2.20 keeps the DTLS connection unexported: its keying material is read the
+// profile. pion v4.2.26 still keeps the DTLS connection unexported: its keying material is read the
 // way pion itself reads it, from DTLSTransport.conn (TestDirectRouteKeys fails if a pion
 // upgrade renames or retypes it).
 func srtpKeys(t *webrtc.DTLSTransport, isClient bool) (key, salt []byte, profile srtp.ProtectionProfile, err error) {

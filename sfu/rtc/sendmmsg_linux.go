@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sluice-media/sluice/sfu/rawio"
 )
 
 // mmsghdr is struct mmsghdr of sendmmsg(2).
@@ -84,20 +86,15 @@ func (w *mmsgWriter) writeBatch(ms []message) (int, error) {
 	var sent int
 	var errno syscall.Errno
 	err := w.raw.Write(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[0])), uintptr(len(ms)), 0, 0, 0) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
-			switch e {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false // wait until the socket is writable
-			case 0:
-				sent = int(r)
-			default:
-				errno = e
-			}
-			return true
+		r, e, ok := rawio.Call(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&w.hdrs[0])), uintptr(len(ms)), 0, 0, 0) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
+		if !ok {
+			return false // wait until the socket is writable
 		}
+		if e == 0 {
+			sent = int(r)
+		}
+		errno = e
+		return true
 	})
 	if err != nil {
 		return 0, err
@@ -178,22 +175,17 @@ func (r *rawReader) readFrom(b []byte) (int, netip.AddrPort, error) {
 
 // recvfrom is the read callback: one datagram into r.buf.
 func (r *rawReader) recvfrom(fd uintptr) bool {
-	for {
-		r.salen = unix.SizeofSockaddrInet6
-		n, _, e := unix.RawSyscall6(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0, //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
-			uintptr(unsafe.Pointer(&r.sa)), uintptr(unsafe.Pointer(&r.salen))) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
-		switch e {
-		case syscall.EINTR:
-			continue
-		case syscall.EAGAIN:
-			return false // wait until readable
-		case 0:
-			r.n = int(n)
-		default:
-			r.errno = e
-		}
-		return true
+	r.salen = unix.SizeofSockaddrInet6
+	n, e, ok := rawio.Call(unix.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(unsafe.SliceData(r.buf))), uintptr(len(r.buf)), 0, //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
+		uintptr(unsafe.Pointer(&r.sa)), uintptr(unsafe.Pointer(&r.salen))) //nolint:gosec // G103: kernel ABI structures of sendmmsg(2)/recvfrom(2)
+	if !ok {
+		return false // wait until readable
 	}
+	if e == 0 {
+		r.n = int(n)
+	}
+	r.errno = e
+	return true
 }
 
 // addr decodes the sender's address of the last read.
