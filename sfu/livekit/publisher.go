@@ -38,7 +38,7 @@ func (p *publisher) stop() {
 	p.closed = true
 	p.mu.Unlock()
 	if p.pc != nil {
-		_ = p.pc.Close()
+		_ = p.s.srv.engine.ClosePC(p.pc)
 	}
 	p.wg.Wait()
 }

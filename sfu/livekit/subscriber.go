@@ -94,7 +94,7 @@ func (b *subscriber) stop() {
 	b.downs = map[string]*down{}
 	b.mu.Unlock()
 	if b.pc != nil {
-		_ = b.pc.Close()
+		_ = b.s.srv.engine.ClosePC(b.pc)
 	}
 	for _, d := range downs {
 		if d.release != nil {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,10 +35,12 @@ type Engine struct {
 	taps *reportTaps
 	// levels read the audio levels publishers put on their audio (audiolevel.go).
 	levels *levelTaps
-	udp    net.PacketConn
-	conns  []*batchConn // every media socket
-	tcp    net.Listener
-	udpMux ice.UDPMux
+	// statsGuards keep GetStats off a closing connection (stats.go): *PeerConnection → *statsGuard.
+	statsGuards sync.Map
+	udp         net.PacketConn
+	conns       []*batchConn // every media socket
+	tcp         net.Listener
+	udpMux      ice.UDPMux
 	// localAddr is what LocalAddr reports when there is no single socket.
 	localAddr net.Addr
 	tcpMux    ice.TCPMux

@@ -30,19 +30,19 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pub := &publisher{sessionLife: newSessionLife(parent, pc, p, s.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", "whip")),
-		stats: s.engine.Stats(pc), levels: s.engine.AudioLevel}
+		engine: s.engine, stats: s.engine.Stats(pc)}
 	pc.OnTrack(pub.onTrack)
 	pub.watchConnection()
 	sdpAnswer, err := answer(pc, nil)
 	if err != nil {
-		_ = pc.Close()
+		_ = s.engine.ClosePC(pc)
 		p.Close(sfu.ReasonError, err)
 		api.WriteError(w, err)
 		return
 	}
 	id, ok := s.add("whip", pub, sessionOwner(r, claims))
 	if !ok {
-		_ = pc.Close()
+		_ = s.engine.ClosePC(pc)
 		p.Close(sfu.ReasonServerShutdown, nil)
 		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "shutting down"))
 		return
@@ -97,8 +97,8 @@ type publisher struct {
 	streamMu  sync.Mutex
 	stream    *sfu.Stream
 	streamErr bool
+	engine    *Engine
 	stats     func() sfu.ProtocolStats
-	levels    func(*webrtc.PeerConnection, uint32) *sfu.AudioLevel
 }
 
 func (p *publisher) run() {
@@ -109,7 +109,7 @@ func (p *publisher) run() {
 	}
 	reason, err := p.cause()
 	// Teardown from producer to consumers: stop reading, then leave (tracks close, viewers see it).
-	_ = p.pc.Close()
+	_ = p.engine.ClosePC(p.pc)
 	p.wg.Wait()
 	p.participant.Close(reason, err)
 	p.log.Info("whip session ended", "reason", reason)
@@ -133,7 +133,7 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 		Codec:      sfu.Codec{Name: name, ClockRate: codec.ClockRate, Channels: codec.Channels, Fmtp: codec.SDPFmtpLine, PayloadType: uint8(codec.PayloadType)},
 		Source:     source,
 		Name:       remote.ID(),
-		AudioLevel: p.levels(pc, ssrc),
+		AudioLevel: p.engine.AudioLevel(pc, ssrc),
 		Keyframes: sfu.KeyframeRequesterFunc(func() {
 			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 		}),

@@ -12,6 +12,42 @@ import (
 	"github.com/sluice-media/sluice/sfu"
 )
 
+// statsGuard serializes GetStats with Close on one connection: pion's Close clears the stats
+// getter that GetStats reads without its lock, so the hub's stats and quality readers, which
+// ask from their own goroutines, raced with every session's end (pion v4.2.26).
+type statsGuard struct {
+	mu     sync.Mutex
+	closed bool
+}
+
+// rtt is iceRTT unless the connection is closing.
+func (g *statsGuard) rtt(ps sfu.ProtocolStats, pc *webrtc.PeerConnection) sfu.ProtocolStats {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return ps
+	}
+	return iceRTT(ps, pc)
+}
+
+// guard returns the stats guard of pc.
+func (e *Engine) guard(pc *webrtc.PeerConnection) *statsGuard {
+	g, _ := e.statsGuards.LoadOrStore(pc, &statsGuard{})
+	return g.(*statsGuard)
+}
+
+// ClosePC closes pc, a connection of e, once no stats reader is in GetStats; later stats
+// readers skip its ICE figures. Sessions whose stats were asked for close through it.
+func (e *Engine) ClosePC(pc *webrtc.PeerConnection) error {
+	if g, ok := e.statsGuards.LoadAndDelete(pc); ok {
+		g := g.(*statsGuard)
+		g.mu.Lock()
+		g.closed = true
+		g.mu.Unlock()
+	}
+	return pc.Close()
+}
+
 // iceRTT adds to ps the round trip of pc's ICE consent checks (RFC 7675: a STUN request every
 // 2 s on the selected pair, whichever side sends the media) when RTCP measured none. It reads
 // them from GetStats: ICETransport.GetSelectedCandidatePairStats races with an ICE restart
@@ -140,6 +176,6 @@ func (r *reportTap) Close() error {
 // and jitter from the receiver reports about what pc receives (ours) and sends (the peer's),
 // the round trip from the peer's reports, else from ICE. Safe to call from any goroutine.
 func (e *Engine) Stats(pc *webrtc.PeerConnection) func() sfu.ProtocolStats {
-	f := e.taps.of(pc)
-	return func() sfu.ProtocolStats { return iceRTT(f.Stats(), pc) }
+	f, g := e.taps.of(pc), e.guard(pc)
+	return func() sfu.ProtocolStats { return g.rtt(f.Stats(), pc) }
 }

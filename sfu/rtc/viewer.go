@@ -203,7 +203,7 @@ func (v *viewer) run() {
 	// it read, then close the connection.
 	v.participant.Close(reason, err)
 	v.f.Close()
-	_ = v.pc.Close()
+	_ = v.engine.ClosePC(v.pc)
 	v.wg.Wait()
 	v.log.Info("whep session ended", "reason", reason)
 }
@@ -223,8 +223,9 @@ func (v *viewer) serve() {
 		return
 	}
 	v.routeDirect()
+	g := v.engine.guard(v.pc)
 	spec := sfu.StreamSpec{Direction: sfu.DirectionPlay, Protocol: sfu.ProtocolWHEP, RemoteAddr: v.participant.Info().RemoteAddr,
-		Stats: func() sfu.ProtocolStats { return iceRTT(v.figures.Stats(), v.pc) }}
+		Stats: func() sfu.ProtocolStats { return g.rtt(v.figures.Stats(), v.pc) }}
 	if reason := v.f.Play(v.ctx, spec); reason != "" {
 		v.close(reason, nil)
 	}
