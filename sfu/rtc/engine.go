@@ -146,6 +146,11 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		_ = e.Close()
 		return nil, err
 	}
+	// Publishers may send simulcast (RFC 8853): their layers are told apart by rid.
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
 	reg := &interceptor.Registry{}
 	// First, so that the report interceptor's receiver reports pass through it (stats.go).
 	e.taps = &reportTaps{}

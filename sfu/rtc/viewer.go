@@ -251,6 +251,7 @@ func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
 // resending packets that are dropped again).
 func (v *viewer) readRTCP(sl *slot) {
 	var lost []uint16
+	est := NewEstimator()
 	for {
 		pkts, _, err := sl.sender.ReadRTCP()
 		if err != nil {
@@ -264,6 +265,11 @@ func (v *viewer) readRTCP(sl *slot) {
 				}
 			case *rtcp.ReceiverReport:
 				sl.dt.observeReports(v.figures, pk.Reports)
+				if sub := v.f.Subscription(sl.kind); sub != nil {
+					sl.dt.Adapt(sub, est, pk.Reports, sfu.LayerHighest)
+				}
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				est.OnREMB(float64(pk.Bitrate), time.Now())
 			case *rtcp.TransportLayerNack:
 				if v.hub.Congested() {
 					continue
