@@ -4,8 +4,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net/http"
 	"math/bits"
+	"net/http"
 	"slices"
 	"sync"
 
