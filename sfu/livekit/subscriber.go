@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/rtcp"
@@ -336,8 +335,9 @@ func (b *subscriber) readRTCP(d *down) {
 			case *rtcp.ReceiverReport:
 				d.dt.Adapt(d.sub, est, pk.Reports, int(d.limit.Load()))
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
-				est.OnREMB(float64(pk.Bitrate), time.Now())
+				d.dt.AdaptREMB(d.sub, est, float64(pk.Bitrate), int(d.limit.Load()))
 			case *rtcp.TransportLayerNack:
+				d.dt.AdaptNACK(d.sub, est, int(d.limit.Load()))
 				if b.s.srv.hub.Congested() {
 					continue
 				}

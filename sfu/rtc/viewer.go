@@ -252,6 +252,7 @@ func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
 func (v *viewer) readRTCP(sl *slot) {
 	var lost []uint16
 	est := NewEstimator()
+	est.Log = v.log
 	for {
 		pkts, _, err := sl.sender.ReadRTCP()
 		if err != nil {
@@ -269,8 +270,13 @@ func (v *viewer) readRTCP(sl *slot) {
 					sl.dt.Adapt(sub, est, pk.Reports, sfu.LayerHighest)
 				}
 			case *rtcp.ReceiverEstimatedMaximumBitrate:
-				est.OnREMB(float64(pk.Bitrate), time.Now())
+				if sub := v.f.Subscription(sl.kind); sub != nil {
+					sl.dt.AdaptREMB(sub, est, float64(pk.Bitrate), sfu.LayerHighest)
+				}
 			case *rtcp.TransportLayerNack:
+				if sub := v.f.Subscription(sl.kind); sub != nil {
+					sl.dt.AdaptNACK(sub, est, sfu.LayerHighest)
+				}
 				if v.hub.Congested() {
 					continue
 				}
