@@ -145,9 +145,8 @@ func (s *Subscription) pickLayer(p *Packet) bool {
 	}
 	layer := int32(p.Layer)
 	if layer == s.cur {
-		if want != s.cur && want != s.asked {
-			s.asked = want
-			t.RequestLayerKeyframe(int(want))
+		if want != s.cur {
+			s.askLayer(want, p.Arrival)
 		}
 		return true
 	}
@@ -155,10 +154,7 @@ func (s *Subscription) pickLayer(p *Packet) bool {
 		return false
 	}
 	if !p.Keyframe {
-		if s.asked != want {
-			s.asked = want
-			t.RequestLayerKeyframe(int(want))
-		}
+		s.askLayer(want, p.Arrival)
 		return false
 	}
 	s.cur, s.asked = want, -1
@@ -166,6 +162,15 @@ func (s *Subscription) pickLayer(p *Packet) bool {
 	s.skipping = false // the keyframe starts the new layer; what was being skipped is behind
 	s.pendingGap = true
 	return true
+}
+
+// askLayer requests layer's keyframe for a switch: once, and again every keyframeRetry while
+// it does not come.
+func (s *Subscription) askLayer(layer int32, now int64) {
+	if s.asked != layer || now-s.askedAt >= int64(keyframeRetry) {
+		s.asked, s.askedAt = layer, now
+		s.track.RequestLayerKeyframe(int(layer))
+	}
 }
 
 // SetMaxLayer caps the layer the subscription reads (0: the lowest; LayerHighest, the default,

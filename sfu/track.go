@@ -46,6 +46,10 @@ type TrackSpec struct {
 	// Packets then carry their layer in Packet.Layer and may be written from one goroutine per
 	// layer; Keyframes should implement LayerKeyframeRequester.
 	Layers int
+	// AudioLevel, when set, is fed the levels of an audio track's packets (the RFC 6464
+	// header extension) by the producer: the track's participant is then a candidate speaker
+	// (speakers.changed).
+	AudioLevel *AudioLevel
 }
 
 // SenderReport maps a track's RTP clock to wall-clock time (RTCP SR, RFC 3550 §6.4.1). Ingests
