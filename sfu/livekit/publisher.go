@@ -255,29 +255,21 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	if pt.sim != nil {
 		pt.sim.Track = track
 		p.readLayer(pt, remote)
+	} else {
 		p.wg.Add(1)
-		p.mu.Unlock()
-		if muted {
-			_ = p.s.p.SetTrackMuted(track, true)
-		}
 		go func() {
 			defer p.wg.Done()
-			rtc.ReadRTCP(recv, track)
+			rtc.ReadRTP(remote, track, p.s.log)
+			if p.s.ctx.Err() == nil { // the client stopped sending it; else the leave ends it
+				_ = p.s.p.Unpublish(track, sfu.ReasonUnpublished)
+			}
 		}()
-		return
 	}
-	p.wg.Add(2)
+	p.wg.Add(1)
 	p.mu.Unlock()
 	if muted {
 		_ = p.s.p.SetTrackMuted(track, true)
 	}
-	go func() {
-		defer p.wg.Done()
-		rtc.ReadRTP(remote, track, p.s.log)
-		if p.s.ctx.Err() == nil { // the client stopped sending it; else the leave ends it
-			_ = p.s.p.Unpublish(track, sfu.ReasonUnpublished)
-		}
-	}()
 	go func() {
 		defer p.wg.Done()
 		rtc.ReadRTCP(recv, track)
