@@ -389,6 +389,9 @@ func (h *Hub) updateRates(now time.Time) {
 		for _, p := range r.Participants() {
 			for _, t := range p.Tracks() {
 				t.rate.update(now, t.bytes.Load(), t.frames.Load())
+				if t.sim != nil {
+					t.sim.update(now)
+				}
 				for _, s := range t.Subscriptions() {
 					s.rate.update(now, s.bytesOut.Load(), s.framesOut.Load())
 				}

@@ -18,7 +18,10 @@ type Packet struct {
 	// DTSOffset is then the frame's presentation minus decode time in RTP ticks (its
 	// composition offset, > 0 for frames behind B-frames). Readers of other packets derive
 	// decode times themselves (sfu/media). Both fit in the padding after Keyframe.
-	HasDTS    bool
+	HasDTS bool
+	// Layer is the simulcast layer of a packet of a simulcast track (0: the lowest; see
+	// TrackSpec.Layers). A reader that rewrites numbering re-anchors when it changes.
+	Layer     uint8
 	DTSOffset int32
 	// Arrival is when the track received the packet (unix nanoseconds), set by
 	// Track.WritePacket so that subscribers need no clock read of their own.

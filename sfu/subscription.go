@@ -49,7 +49,13 @@ type Subscription struct {
 	subscriber   *Participant
 	unsubscribed bool // guarded by the room's op lock
 
+	// Simulcast: the cap set by SetMaxLayer, and the layer being read (a mirror of cur).
+	maxLayer atomic.Int32
+	layer    atomic.Int32
+
 	// Producer-owned state.
+	cur        int32 // simulcast layer read (-1 before the first keyframe)
+	asked      int32 // layer whose keyframe was requested for a switch (-1: none)
 	primed     bool
 	skipping   bool
 	pendingGap bool
@@ -80,7 +86,7 @@ func newSubscription(t *Track, sink Sink, opts SubscribeOptions) *Subscription {
 			size = 1024
 		}
 	}
-	return &Subscription{
+	s := &Subscription{
 		track: t,
 		sink:  sink,
 		q:     newQueue(size),
@@ -88,7 +94,12 @@ func newSubscription(t *Track, sink Sink, opts SubscribeOptions) *Subscription {
 		stop:  make(chan struct{}),
 		done:  make(chan struct{}),
 		since: t.hub.clock().UnixNano(),
+		cur:   -1,
+		asked: -1,
 	}
+	s.maxLayer.Store(LayerHighest)
+	s.layer.Store(-1)
+	return s
 }
 
 // Track returns the subscribed track.
@@ -113,7 +124,15 @@ func (s *Subscription) Delivered() uint64 { return s.delivered.Load() }
 
 // RequestKeyframe asks the track's publisher for a keyframe (throttled), e.g. on a viewer's
 // PLI. Safe for concurrent use.
-func (s *Subscription) RequestKeyframe() { s.track.RequestKeyframe() }
+func (s *Subscription) RequestKeyframe() {
+	if s.track.sim != nil {
+		if l := s.layer.Load(); l >= 0 {
+			s.track.RequestLayerKeyframe(int(l))
+			return
+		}
+	}
+	s.track.RequestKeyframe()
+}
 
 // Close detaches the subscription and waits for its goroutine. Idempotent; safe from any
 // goroutine except the sink's own callbacks.
@@ -130,7 +149,11 @@ func (s *Subscription) start() {
 // offer queues p for the subscriber; called by the track's producer only.
 func (s *Subscription) offer(p *Packet) {
 	t := s.track
-	if !s.primed {
+	if t.sim != nil {
+		if !s.pickLayer(p) {
+			return
+		}
+	} else if !s.primed {
 		s.primed = true
 		if t.kind == KindVideo {
 			if t.spec.CacheGOP && t.gopValid && len(t.gop) <= s.q.free() {
@@ -149,7 +172,7 @@ func (s *Subscription) offer(p *Packet) {
 		if !p.Keyframe {
 			if p.Arrival-s.askedAt >= int64(keyframeRetry) {
 				s.askedAt = p.Arrival
-				t.RequestKeyframe()
+				s.RequestKeyframe()
 			}
 			return
 		}
@@ -160,7 +183,7 @@ func (s *Subscription) offer(p *Packet) {
 		s.pendingGap = true
 		if t.kind == KindVideo {
 			s.skipping, s.askedAt = true, p.Arrival
-			t.RequestKeyframe()
+			s.RequestKeyframe()
 		}
 		return
 	}

@@ -1,6 +1,7 @@
 package sfu
 
 import (
+	"math/bits"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,6 +42,10 @@ type TrackSpec struct {
 	// SID, when set, is the track's server id instead of a new one: signalling protocols
 	// (LiveKit) announce a track before its first packet tells its codec.
 	SID string
+	// Layers is how many simulcast layers the publisher sends (up to MaxLayers; 0 or 1: none).
+	// Packets then carry their layer in Packet.Layer and may be written from one goroutine per
+	// layer; Keyframes should implement LayerKeyframeRequester.
+	Layers int
 	// AudioLevel, when set, is fed the levels of an audio track's packets (the RFC 6464
 	// header extension) by the producer: the track's participant is then a candidate speaker
 	// (speakers.changed).
@@ -86,6 +91,7 @@ type Track struct {
 	kind        Kind
 	hub         *Hub
 	keyframes   KeyframeRequester
+	sim         *layers // nil without simulcast
 
 	subs   atomic.Pointer[[]*Subscription]
 	subsMu sync.Mutex // serializes changes to subs and derived
@@ -154,6 +160,9 @@ func newTrack(p *Participant, spec TrackSpec) *Track {
 	}
 	empty := []*Subscription{}
 	t.subs.Store(&empty)
+	if spec.Layers > 1 && t.kind == KindVideo {
+		t.sim = &layers{n: min(spec.Layers, MaxLayers)}
+	}
 	t.width.Store(int32(spec.Width))
 	t.height.Store(int32(spec.Height))
 	return t
@@ -240,12 +249,24 @@ func (t *Track) WritePacket(p *Packet) {
 	if t.closed.Load() {
 		return
 	}
+	primary := true // the packet is of the layer the track's figures follow
+	if t.sim != nil {
+		if int(p.Layer) >= t.sim.n {
+			return
+		}
+		t.sim.mu.Lock()
+		defer t.sim.mu.Unlock()
+	}
 	now := t.prodClock().UnixNano()
 	p.Arrival = now
+	if t.sim != nil {
+		t.sim.noteLayer(p, now)
+		primary = bits.Len32(t.sim.active.Load()) == int(p.Layer)+1
+	}
 	t.packets.Add(1)
 	t.bytes.Add(uint64(len(p.Payload) + rtpHeaderSize))
 	t.lastPacketAt.Store(now)
-	if t.kind == KindVideo {
+	if t.kind == KindVideo && primary {
 		if p.Header.Marker {
 			t.frames.Add(1)
 		}

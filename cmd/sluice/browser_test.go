@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -44,6 +45,13 @@ type pageServer struct {
 // extra adds routes of a test's own (the built-in pages, a library).
 func newPageServer(t *testing.T, extra ...func(*http.ServeMux)) *pageServer {
 	t.Helper()
+	return newPageServerAt(t, "127.0.0.1:0", extra...)
+}
+
+// newPageServerAt is newPageServer listening on addr (an address a page in a network namespace
+// reaches).
+func newPageServerAt(t *testing.T, addr string, extra ...func(*http.ServeMux)) *pageServer {
+	t.Helper()
 	ps := &pageServer{reports: map[string]map[string]any{}, pages: map[string]*exec.Cmd{}}
 	mux := http.NewServeMux()
 	mux.Handle("GET /", http.FileServer(http.Dir("testdata/pages")))
@@ -62,7 +70,12 @@ func newPageServer(t *testing.T, extra ...func(*http.ServeMux)) *pageServer {
 	for _, add := range extra {
 		add(mux)
 	}
-	ps.srv = httptest.NewServer(mux)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps.srv = &httptest.Server{Listener: ln, Config: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}}
+	ps.srv.Start()
 	t.Cleanup(ps.srv.Close)
 	return ps
 }
@@ -103,11 +116,19 @@ func (ps *pageServer) waitReport(t *testing.T, id, what string, d time.Duration,
 // openPage starts a headless Chromium on a test page; it is killed when the test ends.
 func (ps *pageServer) openPage(t *testing.T, page, id string, query url.Values) {
 	t.Helper()
+	ps.openPageUnder(t, nil, nil, page, id, query)
+}
+
+// openPageUnder is openPage with Chromium run under a command (ip netns exec NS …) and with
+// flags added after chromiumFlags (a flag given twice takes its last value).
+func (ps *pageServer) openPageUnder(t *testing.T, prefix, flags []string, page, id string, query url.Values) {
+	t.Helper()
 	bin := sfutest.RequireTool(t, "chromium")
 	query.Set("id", id)
 	target := ps.srv.URL + "/" + page + "?" + query.Encode()
-	args := append(append([]string{}, chromiumFlags...), "--user-data-dir="+t.TempDir(), target)
-	cmd := exec.Command(bin, args...)
+	args := append(append(append(append([]string{}, prefix...), bin), chromiumFlags...), flags...)
+	args = append(args, "--user-data-dir="+t.TempDir(), target)
+	cmd := exec.Command(args[0], args[1:]...) //nolint:gosec // the test's own tools
 	logs := &sfutest.Buffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // kill its helper processes too

@@ -61,7 +61,8 @@ type daemonProc struct {
 	admin string
 }
 
-// startDaemon runs sluice with a test config (loopback only, short timeouts) plus extra YAML.
+// startDaemon runs sluice with a test config (loopback only, short timeouts) plus extra YAML;
+// extra that starts with a webrtc: line replaces the WebRTC settings.
 func startDaemon(t *testing.T, extra string) *daemonProc {
 	t.Helper()
 	return startDaemonUnder(t, extra)
@@ -82,14 +83,17 @@ func startDaemonOn(t *testing.T, dir, extra string, prefix ...string) *daemonPro
 	d.RTMPPort, d.RTSPPort = sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t)
 	d.URL = fmt.Sprintf("http://127.0.0.1:%d", http)
 	rtpPort, rtcpPort := sfutest.FreeUDPPair(t)
+	webrtcLine := "webrtc: { port: 0, bind_ip: 127.0.0.1 }\n"
+	if strings.HasPrefix(extra, "webrtc:") { // the test's own WebRTC settings
+		webrtcLine = ""
+	}
 	cfg := fmt.Sprintf(`node: { name: e2e, data_dir: %q }
 log: { level: debug }
 http: { listen: "127.0.0.1:%d" }
-webrtc: { port: 0, bind_ip: 127.0.0.1 }
-rtmp: { listen: "127.0.0.1:%d" }
+%srtmp: { listen: "127.0.0.1:%d" }
 rtsp: { listen: "127.0.0.1:%d", udp_rtp_listen: "127.0.0.1:%d", udp_rtcp_listen: "127.0.0.1:%d" }
 outbound: { allow_loopback: true }
-`, filepath.Join(d.dir, "data"), http, d.RTMPPort, d.RTSPPort, rtpPort, rtcpPort) + extra
+`, filepath.Join(d.dir, "data"), http, webrtcLine, d.RTMPPort, d.RTSPPort, rtpPort, rtcpPort) + extra
 	d.config = filepath.Join(d.dir, "sluice.yaml")
 	if err := os.WriteFile(d.config, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

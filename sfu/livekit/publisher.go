@@ -3,8 +3,10 @@ package livekit
 import (
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"strings"
 	"sync"
+	"time"
 
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/rtcp"
@@ -30,6 +32,7 @@ type publisher struct {
 	candidates []webrtc.ICECandidateInit
 	stream     *sfu.Stream
 	closed     bool // set by stop: no more readers start
+	qualities  bool // the subscribed-quality loop runs
 }
 
 // stop closes the connection and waits for the track readers.
@@ -49,6 +52,10 @@ type pendingTrack struct {
 	req   *lkp.AddTrackRequest
 	muted bool
 	track *sfu.Track // set once published
+	// sim is the track's simulcast state (nil without simulcast); quality is the mask of the
+	// layers last said wanted (SubscribedQualityUpdate), -1 before the first.
+	sim     *rtc.SimulcastTrack
+	quality int64
 }
 
 func (p *publisher) setup() {
@@ -204,8 +211,11 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 		p.pending[remote.ID()] = pt
 	}
 	if pt.track != nil {
+		if pt.sim != nil && remote.RID() != "" {
+			p.readLayer(pt, remote) // another simulcast layer
+		}
 		p.mu.Unlock()
-		return // another simulcast layer
+		return
 	}
 	source := sfuSource(pt.req.GetSource(), pt.req.GetType())
 	if pt.req.GetType() == lkp.TrackType_AUDIO && remote.Kind() == webrtc.RTPCodecTypeVideo {
@@ -213,7 +223,7 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	}
 	ssrc := uint32(remote.SSRC())
 	pc := p.pc
-	track, err := p.s.p.Publish(sfu.TrackSpec{
+	spec := sfu.TrackSpec{
 		Codec:  sfu.Codec{Name: name, ClockRate: codec.ClockRate, Channels: codec.Channels, Fmtp: codec.SDPFmtpLine, PayloadType: uint8(codec.PayloadType)},
 		Source: source,
 		Name:   pt.req.GetName(),
@@ -223,7 +233,14 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 		Keyframes: sfu.KeyframeRequesterFunc(func() {
 			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 		}),
-	})
+	}
+	if remote.RID() != "" && remote.Kind() == webrtc.RTPCodecTypeVideo {
+		// A simulcast track: one sfu track, its layers read into it (rid q, h, f).
+		pt.sim = &rtc.SimulcastTrack{PC: pc}
+		pt.quality = -1
+		spec.Keyframes, spec.Layers = pt.sim, max(len(recv.Tracks()), len(pt.req.GetLayers()), 2)
+	}
+	track, err := p.s.p.Publish(spec)
 	if err != nil {
 		p.mu.Unlock()
 		return // the session is ending
@@ -235,20 +252,94 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 		p.stream, _ = p.s.p.StartStream(sfu.StreamSpec{Direction: sfu.DirectionPublish, Protocol: sfu.ProtocolWebRTC,
 			RemoteAddr: p.s.p.Info().RemoteAddr, Stats: p.s.srv.engine.Stats(pc)})
 	}
-	p.wg.Add(2)
+	if pt.sim != nil {
+		pt.sim.Track = track
+		p.readLayer(pt, remote)
+	} else {
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			rtc.ReadRTP(remote, track, p.s.log)
+			if p.s.ctx.Err() == nil { // the client stopped sending it; else the leave ends it
+				_ = p.s.p.Unpublish(track, sfu.ReasonUnpublished)
+			}
+		}()
+	}
+	p.wg.Add(1)
 	p.mu.Unlock()
 	if muted {
 		_ = p.s.p.SetTrackMuted(track, true)
 	}
 	go func() {
 		defer p.wg.Done()
-		rtc.ReadRTP(remote, track, p.s.log)
-		if p.s.ctx.Err() == nil { // the client stopped sending it; else the leave ends it
+		rtc.ReadRTCP(recv, track)
+	}()
+}
+
+// readLayer starts reading one simulcast layer of pt into its track, and the subscribed-quality
+// loop with the first. p.mu is held.
+func (p *publisher) readLayer(pt *pendingTrack, remote *webrtc.TrackRemote) {
+	layer := rtc.RIDLayer(remote.RID(), nil)
+	pt.sim.SetSSRC(layer, uint32(remote.SSRC()))
+	track := pt.track
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		rtc.ReadLayerRTP(remote, track, layer, p.s.log)
+		if p.s.ctx.Err() == nil {
 			_ = p.s.p.Unpublish(track, sfu.ReasonUnpublished)
 		}
 	}()
-	go func() {
-		defer p.wg.Done()
-		rtc.ReadRTCP(recv, track)
-	}()
+	if !p.qualities {
+		p.qualities = true
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			p.qualityLoop()
+		}()
+	}
+}
+
+// qualityInterval is how often the layers subscribers want are compared with what the
+// publisher was told.
+const qualityInterval = 500 * time.Millisecond
+
+// qualityLoop tells the client which layers of its simulcast tracks someone reads
+// (SubscribedQualityUpdate), so that it stops encoding the others, until the session ends. As
+// LiveKit does, every layer up to the highest one read stays on; a track nobody reads has none.
+func (p *publisher) qualityLoop() {
+	tick := time.NewTicker(qualityInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-p.s.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		var updates []*lkp.SubscribedQualityUpdate
+		p.mu.Lock()
+		for _, pt := range p.pending {
+			if pt.sim == nil || pt.track == nil {
+				continue
+			}
+			want := int64(0)
+			if w := pt.track.WantedLayers(); w != 0 {
+				want = 1<<bits.Len32(w) - 1 // every layer up to the highest wanted
+			}
+			if want == pt.quality {
+				continue
+			}
+			pt.quality = want
+			qs := make([]*lkp.SubscribedQuality, 0, sfu.MaxLayers)
+			for l := range sfu.MaxLayers {
+				qs = append(qs, &lkp.SubscribedQuality{Quality: lkp.VideoQuality(l), Enabled: want&(1<<l) != 0})
+			}
+			updates = append(updates, &lkp.SubscribedQualityUpdate{TrackSid: pt.sid, SubscribedQualities: qs,
+				SubscribedCodecs: []*lkp.SubscribedCodec{{Codec: strings.ToLower(pt.track.Codec().Name), Qualities: qs}}})
+		}
+		p.mu.Unlock()
+		for _, u := range updates {
+			p.s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_SubscribedQualityUpdate{SubscribedQualityUpdate: u}})
+		}
+	}
 }

@@ -377,9 +377,10 @@ func (s *session) handle(req *lkp.SignalRequest) error {
 	case *lkp.SignalRequest_Subscription:
 		s.updateSubscription(m.Subscription)
 	case *lkp.SignalRequest_TrackSetting:
-		// Without simulcast there is one layer: quality, size and fps are satisfied as they
-		// are; disabled pauses the track.
+		// Disabled pauses the track; the size (else the quality) caps its simulcast layer; fps
+		// is satisfied as it is.
 		s.sub.setDisabled(m.TrackSetting.GetTrackSids(), m.TrackSetting.GetDisabled())
+		s.sub.setLimit(m.TrackSetting)
 	case nil:
 		return errors.New("empty signal request")
 	default:

@@ -50,6 +50,8 @@ type down struct {
 	gate    *pauseGate
 	sender  *webrtc.RTPSender
 	sub     *sfu.Subscription
+	// limit is the highest simulcast layer the client asked for (UpdateTrackSettings).
+	limit atomic.Int32
 }
 
 // pauseGate passes packets to the down track unless the client disabled the track
@@ -148,6 +150,45 @@ func (b *subscriber) setDisabled(sids []string, off bool) {
 	}
 }
 
+// setLimit caps the simulcast layer of the tracks sids at what the client asked for: a size
+// (adaptive stream: its video element's), else a quality. Track settings that come before the
+// subscription are not kept.
+func (b *subscriber) setLimit(ts *lkp.UpdateTrackSettings) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, sid := range ts.GetTrackSids() {
+		if d := b.downs[sid]; d != nil {
+			d.limit.Store(int32(limitLayer(d.src, ts)))
+			if d.sub != nil {
+				d.sub.SetMaxLayer(min(d.sub.MaxLayer(), int(d.limit.Load())))
+			}
+		}
+	}
+}
+
+// limitLayer is the layer of t that a client asking for ts needs: LiveKit's layers are a quarter,
+// half and all of the full size.
+func limitLayer(t *sfu.Track, ts *lkp.UpdateTrackSettings) int {
+	w, h := t.Size()
+	switch {
+	case ts.GetWidth() == 0 && ts.GetHeight() == 0:
+		if q := int(ts.GetQuality()); q <= sfu.LayerHighest {
+			return q
+		}
+		return sfu.LayerHighest
+	case w == 0 || h == 0:
+		return sfu.LayerHighest
+	}
+	ratio := max(float64(ts.GetWidth())/float64(w), float64(ts.GetHeight())/float64(h))
+	switch {
+	case ratio <= 0.3:
+		return 0
+	case ratio <= 0.6:
+		return 1
+	}
+	return sfu.LayerHighest
+}
+
 // sync makes the subscribed set the tracks of others that the client wants: new tracks get a
 // down track, gone ones lose theirs; a change starts a negotiation.
 func (b *subscriber) sync(others []*sfu.Track) {
@@ -235,6 +276,7 @@ func (b *subscriber) startStream() {
 // subscribes it.
 func (b *subscriber) attach(t *sfu.Track) (*down, error) {
 	d := &down{src: t}
+	d.limit.Store(sfu.LayerHighest)
 	feed := t
 	if want := deliveredCodec(t.Codec()); want.Name != t.Codec().Name {
 		out, release, err := b.s.srv.hub.Transcode(t, want.Name)
@@ -280,6 +322,7 @@ func (b *subscriber) attach(t *sfu.Track) (*down, error) {
 // answered from the down track's history.
 func (b *subscriber) readRTCP(d *down) {
 	var lost []uint16
+	est := rtc.NewEstimator()
 	for {
 		pkts, _, err := d.sender.ReadRTCP()
 		if err != nil {
@@ -289,7 +332,12 @@ func (b *subscriber) readRTCP(d *down) {
 			switch pk := pk.(type) {
 			case *rtcp.PictureLossIndication, *rtcp.FullIntraRequest:
 				d.sub.RequestKeyframe()
+			case *rtcp.ReceiverReport:
+				d.dt.Adapt(d.sub, est, pk.Reports, int(d.limit.Load()))
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				d.dt.AdaptREMB(d.sub, est, float64(pk.Bitrate), int(d.limit.Load()))
 			case *rtcp.TransportLayerNack:
+				d.dt.AdaptNACK(d.sub, est, int(d.limit.Load()))
 				if b.s.srv.hub.Congested() {
 					continue
 				}

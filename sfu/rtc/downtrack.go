@@ -35,8 +35,9 @@ type DownTrack struct {
 	binding atomic.Pointer[binding]
 
 	// Owned by the writing goroutine.
-	hdr rtp.Header // reused: WriteRTP takes a pointer, a fresh header would escape
-	m   sfu.Munger
+	hdr   rtp.Header // reused: WriteRTP takes a pointer, a fresh header would escape
+	m     sfu.Munger
+	layer uint8 // the simulcast layer of the last packet: a change re-anchors the munger
 
 	sent atomic.Uint64
 
@@ -139,6 +140,10 @@ func (d *DownTrack) WritePacket(p *sfu.Packet, gap bool) error {
 	b := d.binding.Load()
 	if b == nil {
 		return nil // not negotiated yet or being torn down; the subscription keeps running
+	}
+	if p.Layer != d.layer {
+		d.layer = p.Layer
+		d.m.Switch() // each layer has its own numbering and clock
 	}
 	h := &d.hdr
 	*h = p.Header

@@ -151,6 +151,11 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		_ = e.Close()
 		return nil, err
 	}
+	// Publishers may send simulcast (RFC 8853): their layers are told apart by rid.
+	if err := webrtc.ConfigureSimulcastExtensionHeaders(m); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
 	if err := registerAudioLevel(m); err != nil {
 		_ = e.Close()
 		return nil, err

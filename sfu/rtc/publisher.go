@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net/http"
 	"slices"
 	"sync"
@@ -99,6 +100,8 @@ type publisher struct {
 	streamErr bool
 	engine    *Engine
 	stats     func() sfu.ProtocolStats
+	simMu     sync.Mutex
+	sim       map[*webrtc.RTPReceiver]*SimulcastTrack
 }
 
 func (p *publisher) run() {
@@ -127,6 +130,10 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	if remote.Kind() == webrtc.RTPCodecTypeVideo {
 		source = sfu.SourceCamera
 	}
+	if remote.RID() != "" && remote.Kind() == webrtc.RTPCodecTypeVideo {
+		p.onLayer(remote, recv, source)
+		return
+	}
 	ssrc := uint32(remote.SSRC())
 	pc := p.pc
 	track, err := p.participant.Publish(sfu.TrackSpec{
@@ -150,6 +157,47 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	go func() {
 		defer p.wg.Done()
 		ReadRTCP(recv, track)
+	}()
+}
+
+// onLayer publishes the first layer of a simulcast track as the track and attaches the others to
+// it, each read by its own goroutine.
+func (p *publisher) onLayer(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver, source string) {
+	p.simMu.Lock()
+	st := p.sim[recv]
+	if st == nil {
+		codec := remote.Codec()
+		st = &SimulcastTrack{PC: p.pc}
+		track, err := p.participant.Publish(sfu.TrackSpec{
+			Codec:     sfu.Codec{Name: sfu.CodecFromMime(codec.MimeType), ClockRate: codec.ClockRate, Fmtp: codec.SDPFmtpLine, PayloadType: uint8(codec.PayloadType)},
+			Source:    source,
+			Name:      remote.ID(),
+			Layers:    max(len(recv.Tracks()), sfu.MaxLayers),
+			Keyframes: st,
+		})
+		if err != nil {
+			p.simMu.Unlock()
+			return // the session is ending
+		}
+		st.Track = track
+		if p.sim == nil {
+			p.sim = map[*webrtc.RTPReceiver]*SimulcastTrack{}
+		}
+		p.sim[recv] = st
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			ReadRTCP(recv, track)
+		}()
+	}
+	p.simMu.Unlock()
+	layer := RIDLayer(remote.RID(), recv)
+	st.SetSSRC(layer, uint32(remote.SSRC()))
+	p.startStream()
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		ReadLayerRTP(remote, st.Track, layer, p.log)
 	}()
 }
 
@@ -178,6 +226,12 @@ func (p *publisher) startStream() {
 // ReadRTP copies each packet of remote once into its own buffer and writes it to track (the
 // track's participant learns the video size from keyframes), until the remote track ends.
 func ReadRTP(remote *webrtc.TrackRemote, track *sfu.Track, log *slog.Logger) {
+	ReadLayerRTP(remote, track, 0, log)
+}
+
+// ReadLayerRTP is ReadRTP for one simulcast layer of track; the track's size is the highest
+// layer's being sent.
+func ReadLayerRTP(remote *webrtc.TrackRemote, track *sfu.Track, layer int, log *slog.Logger) {
 	buf := make([]byte, 1500)
 	codec := track.Codec().Name
 	video := track.Kind() == sfu.KindVideo
@@ -199,10 +253,10 @@ func ReadRTP(remote *webrtc.TrackRemote, track *sfu.Track, log *slog.Logger) {
 		if len(rp.Payload) == 0 {
 			continue // padding only
 		}
-		pkt.Header, pkt.Payload = rp.Header, rp.Payload
+		pkt.Header, pkt.Payload, pkt.Layer = rp.Header, rp.Payload, uint8(layer)
 		if video {
 			pkt.Keyframe = sfu.IsKeyframe(codec, rp.Payload)
-			if pkt.Keyframe {
+			if pkt.Keyframe && bits.Len32(track.ActiveLayers()) <= layer+1 {
 				if w, h, ok := sfu.VideoSize(codec, rp.Payload); ok {
 					_ = track.Participant().SetTrackSize(track, w, h) // track.updated when it changed
 				}

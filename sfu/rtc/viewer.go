@@ -252,6 +252,8 @@ func (s sinkClosing) WritePacket(p *sfu.Packet, gap bool) error {
 // resending packets that are dropped again).
 func (v *viewer) readRTCP(sl *slot) {
 	var lost []uint16
+	est := NewEstimator()
+	est.Log = v.log
 	for {
 		pkts, _, err := sl.sender.ReadRTCP()
 		if err != nil {
@@ -265,7 +267,17 @@ func (v *viewer) readRTCP(sl *slot) {
 				}
 			case *rtcp.ReceiverReport:
 				sl.dt.observeReports(v.figures, pk.Reports)
+				if sub := v.f.Subscription(sl.kind); sub != nil {
+					sl.dt.Adapt(sub, est, pk.Reports, sfu.LayerHighest)
+				}
+			case *rtcp.ReceiverEstimatedMaximumBitrate:
+				if sub := v.f.Subscription(sl.kind); sub != nil {
+					sl.dt.AdaptREMB(sub, est, float64(pk.Bitrate), sfu.LayerHighest)
+				}
 			case *rtcp.TransportLayerNack:
+				if sub := v.f.Subscription(sl.kind); sub != nil {
+					sl.dt.AdaptNACK(sub, est, sfu.LayerHighest)
+				}
 				if v.hub.Congested() {
 					continue
 				}

@@ -1,4 +1,5 @@
-// Shared by the test pages: report to the test's own origin, keep only loopback candidates.
+// Shared by the test pages: report to the test's own origin, keep only loopback candidates (or
+// those of the address the test names in ?host=, for a page in a network namespace).
 const params = new URLSearchParams(location.search);
 async function report(o) {
   try {
@@ -6,7 +7,8 @@ async function report(o) {
   } catch (e) { /* the test may be gone */ }
 }
 function loopbackOnly(sdp) {
-  return sdp.split('\r\n').filter(l => !l.startsWith('a=candidate:') || l.includes(' 127.0.0.1 ')).join('\r\n');
+  const host = ' ' + (params.get('host') || '127.0.0.1') + ' ';
+  return sdp.split('\r\n').filter(l => !l.startsWith('a=candidate:') || l.includes(host)).join('\r\n');
 }
 async function gathered(pc) {
   if (pc.iceGatheringState === 'complete') return;
