@@ -47,6 +47,25 @@ type LogOptions struct {
 	// EgressGrace is how long Reconcile leaves recordings and broadcasts to the components that
 	// recover them before it ends those still open (default 15 s).
 	EgressGrace time.Duration
+	// Routes, when set, make the embedded server one member of a NATS cluster: it listens for
+	// routes and connects to its peers' (ignored with an external server).
+	Routes *Routes
+	// Replicas is the replication factor of the log's streams and buckets when they are
+	// created (default 1).
+	Replicas int
+}
+
+// Routes are the cluster settings of the embedded server.
+type Routes struct {
+	// Name is the NATS cluster name, the same on every node.
+	Name string
+	// Host and Port are where the server listens for its peers' routes.
+	Host string
+	Port int
+	// Peers are the route URLs of the other nodes (nats-route://host:port).
+	Peers []*url.URL
+	// User and Password authenticate routes in both directions; never logged.
+	User, Password string
 }
 
 // Log is the durable event log: a JetStream stream, embedded in the process (file store under
@@ -164,7 +183,7 @@ func (l *Log) startEmbedded() error {
 // newEmbedded starts an embedded server on DataDir/events.
 func (l *Log) newEmbedded() (*server.Server, error) {
 	dir := filepath.Join(l.opts.DataDir, "events")
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName:         "sluice",
 		DontListen:         true, // in-process connections only: no TCP port at all
 		JetStream:          true,
@@ -173,7 +192,14 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 		MaxPayload:         8 << 20, // room for the open-objects snapshot
 		NoSigs:             true,
 		NoLog:              true,
-	})
+	}
+	if r := l.opts.Routes; r != nil {
+		// JetStream names each member of its cluster: the node name must be unique
+		opts.ServerName = l.opts.Node
+		opts.Cluster = server.ClusterOpts{Name: r.Name, Host: r.Host, Port: r.Port, Username: r.User, Password: r.Password}
+		opts.Routes = r.Peers
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("events: embedded server: %w", err)
 	}
@@ -186,13 +212,31 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 	return srv, nil
 }
 
+// ensureStreams makes sure the streams and the state bucket exist. In a cluster that is still
+// forming (no JetStream leader yet) it retries until ctx ends.
 func (l *Log) ensureStreams(ctx context.Context) error {
+	for {
+		err := l.ensureStreamsOnce(ctx)
+		if err == nil || l.opts.Routes == nil {
+			return err
+		}
+		l.log.Info("events: waiting for the cluster's JetStream", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Log) ensureStreamsOnce(ctx context.Context) error {
 	retention := l.opts.Config.Retention
+	replicas := max(l.opts.Replicas, 1)
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: streamEvents, Subjects: []string{subjectPrefix + ">"}, Storage: jetstream.FileStorage, MaxAge: retention,
-			Duplicates: 2 * time.Minute, Description: "sluice event log"},
+			Duplicates: 2 * time.Minute, Description: "sluice event log", Replicas: replicas},
 		{Name: streamDeliveries, Subjects: []string{deliverySubjectPrefix + ">"}, Storage: jetstream.FileStorage, MaxAge: retention,
-			Description: "sluice webhook delivery records"},
+			Description: "sluice webhook delivery records", Replicas: replicas},
 	} {
 		if err := ensureStream(ctx, l.js, cfg); err != nil {
 			return err
@@ -203,7 +247,7 @@ func (l *Log) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("events: %w", err)
 	}
 	l.stream = s
-	l.state, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, Description: "sluice endpoints, cursors and open objects", Storage: jetstream.FileStorage})
+	l.state, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, Description: "sluice endpoints, cursors and open objects", Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return fmt.Errorf("events: state bucket: %w", err)
 	}
@@ -373,8 +417,11 @@ func (l *Log) Close() error {
 // nodes) rather than embedded.
 func (l *Log) External() bool { return l.opts.Config.NATSURL != "" }
 
-// JetStream returns the JetStream context, for the webhook deliverer.
+// JetStream returns the JetStream context, for the webhook deliverer and the cluster.
 func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Replicas is the replication factor of the log's streams and buckets.
+func (l *Log) Replicas() int { return max(l.opts.Replicas, 1) }
 
 // State returns the key-value bucket of endpoints, cursors and snapshots.
 func (l *Log) State() jetstream.KeyValue { return l.state }

@@ -74,7 +74,7 @@ func goldenEvents() map[string]*sfu.Event {
 	e.Reason, e.RemoteAddr, e.Protocol = sfu.AuthExpiredToken, "198.51.100.9:4711", "rtmp"
 	out["auth.failed"] = e
 	e = base(sfu.EventServerStarted, 1)
-	e.Version, e.Node = "v1.0.0", "edge-1"
+	e.Version, e.Node = "v1.0.0", sfu.NodeRef{ID: "edge-1"}
 	out["server.started"] = e
 	addEveryType(out, base, room, part, track, stream, later)
 	return out
@@ -196,7 +196,7 @@ func addEveryType(out map[string]*sfu.Event, base func(string, uint64) *sfu.Even
 		e.Room, e.Broadcast, e.Error = room, bc("failed", tw), tw.Error
 		e.Broadcast.EndedAt, e.Broadcast.Error = &later, tw.Error
 	})
-	add(sfu.EventServerStopping, func(e *sfu.Event) { e.Version, e.Node = "v1.0.0", "edge-1" })
+	add(sfu.EventServerStopping, func(e *sfu.Event) { e.Version, e.Node = "v1.0.0", sfu.NodeRef{ID: "edge-1"} })
 }
 
 // Every type of the catalogue has a golden wire form, except node.joined/node.left: their

@@ -269,7 +269,7 @@ func (d *daemon) run(ctx context.Context) error {
 		// grace that leaves the recorder and broadcaster time to end their own)
 		d.events.Reconcile(ctx)
 	}
-	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: d.node})
+	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: sfu.NodeRef{ID: d.node}})
 	d.api.SetReady(true)
 	d.log.Info("sluice is serving", "version", version, "http", d.listener.Addr().String(), "data_dir", d.cfg.Node.DataDir)
 
@@ -283,7 +283,7 @@ func (d *daemon) run(ctx context.Context) error {
 		runErr = err
 	}
 	d.api.SetReady(false)
-	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStopping, Version: version, Node: d.node})
+	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStopping, Version: version, Node: sfu.NodeRef{ID: d.node}})
 
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
