@@ -67,15 +67,19 @@ const (
 const (
 	ReasonClientDisconnected = "client_disconnected"
 	ReasonServerShutdown     = "server_shutdown"
-	ReasonRemoved            = "removed"
-	ReasonBanned             = "banned"
-	ReasonDuplicateIdentity  = "duplicate_identity"
-	ReasonTokenExpired       = "token_expired"
-	ReasonReconnectTimeout   = "reconnect_timeout"
-	ReasonNoMediaTimeout     = "no_media_timeout"
-	ReasonRoomDeleted        = "room_deleted"
-	ReasonError              = "error"
-	ReasonEmptyTimeout       = "empty_timeout"
+	// ReasonNodeShutdown and ReasonNodeLost are the reasons of node.left: the node stopped
+	// cleanly, or its heartbeat expired.
+	ReasonNodeShutdown      = "shutdown"
+	ReasonNodeLost          = "lost"
+	ReasonRemoved           = "removed"
+	ReasonBanned            = "banned"
+	ReasonDuplicateIdentity = "duplicate_identity"
+	ReasonTokenExpired      = "token_expired"
+	ReasonReconnectTimeout  = "reconnect_timeout"
+	ReasonNoMediaTimeout    = "no_media_timeout"
+	ReasonRoomDeleted       = "room_deleted"
+	ReasonError             = "error"
+	ReasonEmptyTimeout      = "empty_timeout"
 	// ReasonDeleted is room.finished's reason for a room deleted by the API (its participants
 	// leave with room_deleted).
 	ReasonDeleted       = "deleted"

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-media/sluice/cluster"
 	"github.com/sluice-media/sluice/configs"
 	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/ingest"
@@ -116,6 +117,10 @@ type daemon struct {
 	// comps make rooms' programs for broadcasts and recordings with a layout (nil when
 	// transcoding is off).
 	comps *composite.Manager
+	// egressWorkers count the running recordings and broadcasts, for the cluster's load.
+	egressWorkers []func() int
+	// nodes is the cluster's node registry (nil on a single node).
+	nodes *cluster.Registry
 }
 
 // serve builds the daemon, runs it until ctx ends, then shuts it down.
@@ -171,7 +176,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireHLS, d.wireWeb, d.wireRecorder} {
+	for _, wire := range []func() error{d.wireEvents, d.wireCluster, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireHLS, d.wireWeb, d.wireRecorder} {
 		if err := wire(); err != nil {
 			return nil, err
 		}

@@ -13,11 +13,17 @@ import (
 func (d *daemon) openEvents() error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
+	routes, err := d.clusterRoutes()
+	if err != nil {
+		return err
+	}
 	l, err := webhooks.OpenLog(ctx, webhooks.LogOptions{
-		Config:  d.cfg.Events,
-		DataDir: d.cfg.Node.DataDir,
-		Node:    d.node,
-		Logger:  d.log.With("component", "events"),
+		Config:   d.cfg.Events,
+		DataDir:  d.cfg.Node.DataDir,
+		Node:     d.node,
+		Logger:   d.log.With("component", "events"),
+		Routes:   routes,
+		Replicas: d.cfg.Cluster.Replicas(),
 	})
 	if err != nil {
 		return err
