@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,6 +108,9 @@ type Log struct {
 	repairing     atomic.Bool  // a repair is pending or running
 	repairBackoff atomic.Int64 // wait before the next repair (ns); doubles while it fails
 	unconfirmed   atomic.Bool  // a repair ran and no event was stored since
+	// clientToken guards the loopback client port a clustered embedded server must open
+	// ("" without routes: no client port at all).
+	clientToken string
 }
 
 // OpenLog starts the embedded JetStream server (or connects to cfg.NATSURL), makes sure the
@@ -137,11 +141,11 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 	l.recoveries = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_store_recoveries_total", Help: "Restarts of the embedded event store after it failed to store (full disk, no file descriptors)."})
 	l.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_events_emit_seconds", Help: "Time to store one event.",
 		Buckets: []float64{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3}})
-	defer func() {
+	defer func(opened *Log) { // l is nil once an error is returned
 		if err != nil {
-			_ = l.Close()
+			_ = opened.Close()
 		}
-	}()
+	}(l)
 	if opts.Config.NATSURL == "" {
 		if err := l.startEmbedded(); err != nil {
 			return nil, err
@@ -167,13 +171,17 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 }
 
 func (l *Log) startEmbedded() error {
+	if l.opts.Routes != nil {
+		l.clientToken = sfu.NewID("")
+	}
 	srv, err := l.newEmbedded()
 	if err != nil {
 		return err
 	}
 	l.srv = srv
 	l.ref.p.Store(srv)
-	l.nc, err = nats.Connect("", nats.InProcessServer(&l.ref), nats.Name("sluice"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	l.nc, err = nats.Connect("", nats.InProcessServer(&l.ref), nats.Name("sluice"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.Token(l.clientToken))
 	if err != nil {
 		return fmt.Errorf("events: in-process connection: %w", err)
 	}
@@ -196,6 +204,9 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 	if r := l.opts.Routes; r != nil {
 		// JetStream names each member of its cluster: the node name must be unique
 		opts.ServerName = l.opts.Node
+		// the server starts its routes only once a client listener is up: a random loopback
+		// port, closed to all but this process by a random token
+		opts.DontListen, opts.Host, opts.Port, opts.Authorization = false, "127.0.0.1", server.RANDOM_PORT, l.clientToken
 		opts.Cluster = server.ClusterOpts{Name: r.Name, Host: r.Host, Port: r.Port, Username: r.User, Password: r.Password}
 		opts.Routes = r.Peers
 	}
@@ -215,10 +226,16 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 // ensureStreams makes sure the streams and the state bucket exist. In a cluster that is still
 // forming (no JetStream leader yet) it retries until ctx ends.
 func (l *Log) ensureStreams(ctx context.Context) error {
+	if l.opts.Routes == nil {
+		return l.ensureStreamsOnce(ctx)
+	}
 	for {
-		err := l.ensureStreamsOnce(ctx)
-		if err == nil || l.opts.Routes == nil {
-			return err
+		// a request made before the cluster has a leader may get no answer at all: bound each try
+		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		err := l.ensureStreamsOnce(actx)
+		cancel()
+		if err == nil {
+			return nil
 		}
 		l.log.Info("events: waiting for the cluster's JetStream", "err", err)
 		select {
@@ -509,6 +526,9 @@ func (n natsLogger) Errorf(format string, v ...any)  { n.errorf(slog.LevelError,
 
 func (n natsLogger) errorf(level slog.Level, format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "connect to route") {
+		level = slog.LevelInfo // a peer not up yet, or gone: the server retries
+	}
 	n.log.Log(context.Background(), level, msg)
 	if isStoreFailure(msg) {
 		n.storeFailed(msg)

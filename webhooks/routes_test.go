@@ -1,0 +1,80 @@
+package webhooks
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
+)
+
+// Three embedded servers routed to each other form one JetStream cluster: the log is replicated
+// on the three, an event stored through one is read through the others, and EndNode ends a
+// node's open objects as that node's events.
+func TestEmbeddedRoutesReplicate(t *testing.T) {
+	ports := []int{sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t)}
+	logs := make([]*Log, 3)
+	errs := make([]error, 3)
+	var wg sync.WaitGroup
+	for i := range logs {
+		var peers []*url.URL
+		for j, p := range ports {
+			if j != i {
+				peers = append(peers, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p), User: url.UserPassword("u", "p")})
+			}
+		}
+		opts := LogOptions{Config: DefaultEventsConfig(), DataDir: t.TempDir(), Node: fmt.Sprintf("n%d", i), SnapshotInterval: time.Hour,
+			Routes: &Routes{Name: "t", Host: "127.0.0.1", Port: ports[i], Peers: peers, User: "u", Password: "p"}, Replicas: 3}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			logs[i], errs[i] = OpenLog(ctx, opts)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+		t.Cleanup(func() { _ = logs[i].Close() })
+	}
+	ctx := context.Background()
+	info, err := logs[0].stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Config.Replicas != 3 {
+		t.Fatalf("replicas %d, want 3", info.Config.Replicas)
+	}
+	room := &sfu.RoomInfo{Name: "r", SID: "RM_1"}
+	logs[2].Emit(&sfu.Event{Type: sfu.EventRoomStarted, Room: room})
+	logs[2].Emit(&sfu.Event{Type: sfu.EventParticipantJoined, Room: room, Participant: &sfu.ParticipantInfo{SID: "PA_1", Identity: "cam"}})
+	n, err := logs[0].EndNode(ctx, "n2", "n0")
+	if err != nil || n != 2 {
+		t.Fatalf("EndNode: %d events, %v; want 2", n, err)
+	}
+	var types []string
+	if err := logs[1].Read(ctx, Query{}, func(r Record) error {
+		if r.Node != "n2" {
+			t.Errorf("%s stored as node %q, want n2", r.Type, r.Node)
+		}
+		types = append(types, r.Type)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprint([]string{sfu.EventRoomStarted, sfu.EventParticipantJoined, sfu.EventParticipantLeft, sfu.EventRoomFinished})
+	if fmt.Sprint(types) != want {
+		t.Fatalf("log %v, want %v", types, want)
+	}
+	// a second EndNode finds nothing open
+	if n, err := logs[1].EndNode(ctx, "n2", "n1"); err != nil || n != 0 {
+		t.Fatalf("second EndNode: %d, %v", n, err)
+	}
+}
