@@ -132,30 +132,43 @@ func (r *Registry) Node(id string) (Node, bool) {
 	return n, ok
 }
 
+// bucket creates or opens a bucket, retrying until ctx ends: a replicated bucket waits for
+// its peers, which may be slow to answer while the cluster forms.
 func (r *Registry) bucket(ctx context.Context, name string, ttl time.Duration, desc string) (jetstream.KeyValue, error) {
-	kv, err := r.opts.JetStream.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl,
-		Replicas: max(r.opts.Replicas, 1), Storage: jetstream.FileStorage, Description: desc})
-	if err != nil {
-		return nil, fmt.Errorf("cluster: bucket %s: %w", name, err)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		kv, err := r.opts.JetStream.CreateOrUpdateKeyValue(tctx, jetstream.KeyValueConfig{Bucket: name, TTL: ttl,
+			Replicas: max(r.opts.Replicas, 1), Storage: jetstream.FileStorage, Description: desc})
+		cancel()
+		if err == nil {
+			return kv, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("cluster: bucket %s: %w", name, err)
+		}
+		r.log.Warn("cluster: creating a bucket; retrying", "bucket", name, "err", err)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
-	return kv, nil
 }
 
 // Run heartbeats and watches until ctx ends, then marks this node as left.
 func (r *Registry) Run(ctx context.Context) error {
 	kv, err := r.bucket(ctx, bucketNodes, r.opts.Config.NodeTTL, "sluice nodes: heartbeats with load")
 	if err != nil {
-		return err
+		return nil //nolint:nilerr // stopped before the cluster answered
 	}
 	claims, err := r.bucket(ctx, bucketClaims, 24*time.Hour, "sluice: which node handled a lost node")
 	if err != nil {
-		return err
+		return nil //nolint:nilerr // stopped before the cluster answered
 	}
 	r.mu.Lock()
 	r.kv = kv
 	r.mu.Unlock()
-	if err := r.beat(ctx, kv, false); err != nil {
-		return err
+	if err := r.beat(ctx, kv, false); err != nil && ctx.Err() == nil {
+		r.log.Warn("cluster: first heartbeat", "err", err)
 	}
 	r.opts.Emitter.Emit(r.event(sfu.EventNodeJoined, r.self, ""))
 	r.log.Info("cluster: joined", "node", r.self.ID, "url", r.self.URL)

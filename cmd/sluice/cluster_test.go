@@ -32,6 +32,8 @@ func startCluster(t *testing.T, n int) []*daemonProc {
 		}
 		extra := fmt.Sprintf("cluster: { name: test, listen: \"127.0.0.1:%d\", peers: [%s], user: sluice, password: route-secret-xyz, heartbeat: 500ms, node_ttl: 3s }\n",
 			routes[i], strings.Join(peers, ", "))
+		srtPort, _ := sfutest.FreeUDPPair(t)
+		extra += fmt.Sprintf("srt: { listen: \"127.0.0.1:%d\" }\n", srtPort)
 		d := newDaemonProc(t, t.TempDir(), extra)
 		d.env = []string{fmt.Sprintf("SLUICE_NODE_NAME=n%d", i), "SLUICE_CLUSTER_PUBLIC_URL=" + d.URL}
 		nodes[i] = d
