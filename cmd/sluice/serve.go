@@ -119,8 +119,10 @@ type daemon struct {
 	comps *composite.Manager
 	// egressWorkers count the running recordings and broadcasts, for the cluster's load.
 	egressWorkers []func() int
-	// nodes is the cluster's node registry (nil on a single node).
-	nodes *cluster.Registry
+	// nodes is the cluster's node registry, router answers for the rooms of other nodes (both
+	// nil on a single node).
+	nodes  *cluster.Registry
+	router *cluster.Router
 }
 
 // serve builds the daemon, runs it until ctx ends, then shuts it down.
@@ -189,8 +191,12 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	limiter := api.NewConnLimiter(d.listener, httpConnCap(cfg.HTTP.MaxConns, log), cfg.HTTP.MaxConnsPerIP)
 	d.registry.MustRegister(limiter.Collectors()...)
 	d.listener = limiter
+	handler := d.api.Handler()
+	if d.router != nil {
+		handler = d.router.Wrap(handler)
+	}
 	d.http = &http.Server{
-		Handler:           api.BodyTimeout(cfg.HTTP.BodyTimeout, d.api.Handler()),
+		Handler:           api.BodyTimeout(cfg.HTTP.BodyTimeout, handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -25,7 +25,8 @@ func (d *daemon) clusterRoutes() (*webhooks.Routes, error) {
 }
 
 // wireCluster adds the node registry (heartbeats with load, node.joined and node.left), the
-// "nodes" status section and GET /v1/nodes. Nothing is added on a single node. The registry
+// "nodes" status section and GET /v1/nodes, and the placement of rooms with the router that
+// redirects WHIP/WHEP to a room's node and makes /v1/rooms cluster-wide. Nothing is added on a single node. The registry
 // runs in the core phase: at shutdown it marks this node as left after the sessions ended.
 func (d *daemon) wireCluster() error {
 	if !d.cfg.Cluster.Enabled() {
@@ -53,6 +54,15 @@ func (d *daemon) wireCluster() error {
 		return err
 	}
 	d.nodes = reg
+	placer := cluster.NewPlacer(reg, func() []string {
+		var names []string
+		for _, r := range d.hub.Rooms() {
+			names = append(names, r.Name())
+		}
+		return names
+	})
+	d.router = &cluster.Router{Placer: placer}
+	d.add(phaseCore, "placement", placer.Run)
 	d.api.AddStatus("nodes", func(context.Context) any { return reg.Nodes() })
 	d.api.Handle("GET /v1/nodes", d.gate.Admin(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		api.WriteJSON(w, http.StatusOK, map[string]any{"nodes": reg.Nodes()})
