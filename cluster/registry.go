@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"sort"
 	"sync"
 	"time"
@@ -31,9 +32,12 @@ type Load struct {
 	Egress int `json:"egress"`
 }
 
-// score orders loads: lower is less loaded. The CPU budget weighs most, then sessions; an
-// egress worker counts as ten sessions (an ffmpeg or a muxer per worker).
-func (l Load) score() float64 { return l.CPU*1000 + float64(l.Sessions) + 10*float64(l.Egress) }
+// score orders loads: lower is less loaded. The CPU budget weighs most, in steps of a tenth
+// of the budget (finer differences are measurement noise), then sessions; an egress worker
+// counts as ten sessions (an ffmpeg or a muxer per worker).
+func (l Load) score() float64 {
+	return math.Floor(l.CPU*10)*1000 + float64(l.Sessions) + 10*float64(l.Egress)
+}
 
 // Node is one member of the cluster as its heartbeat shows it.
 type Node struct {
