@@ -76,7 +76,7 @@ func TestClusterJoinPlaceAndNodeLoss(t *testing.T) {
 	byURL := map[string]*daemonProc{}
 	for _, d := range nodes {
 		byURL[d.URL] = d
-		sfutest.WaitFor(t, d.URL+" lists 3 nodes", 20*time.Second, func() bool { return len(clusterNodes(t, d)) == 3 })
+		sfutest.WaitFor(t, d.URL+" lists 3 nodes", 60*time.Second, func() bool { return len(clusterNodes(t, d)) == 3 })
 	}
 	out, err := nodes[0].cli("status")
 	if err != nil || !strings.Contains(out, "nodes: 3") || !strings.Contains(out, "n1") || !strings.Contains(out, "SESSIONS") {
