@@ -16,34 +16,7 @@ import (
 // on the three, an event stored through one is read through the others, and EndNode ends a
 // node's open objects as that node's events.
 func TestEmbeddedRoutesReplicate(t *testing.T) {
-	ports := []int{sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t), sfutest.FreeTCPPort(t)}
-	logs := make([]*Log, 3)
-	errs := make([]error, 3)
-	var wg sync.WaitGroup
-	for i := range logs {
-		var peers []*url.URL
-		for j, p := range ports {
-			if j != i {
-				peers = append(peers, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p), User: url.UserPassword("u", "p")})
-			}
-		}
-		opts := LogOptions{Config: DefaultEventsConfig(), DataDir: t.TempDir(), Node: fmt.Sprintf("n%d", i), SnapshotInterval: time.Hour,
-			Routes: &Routes{Name: "t", Host: "127.0.0.1", Port: ports[i], Peers: peers, User: "u", Password: "p"}, Replicas: 3}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
-			logs[i], errs[i] = OpenLog(ctx, opts)
-		}()
-	}
-	wg.Wait()
-	for i, err := range errs {
-		if err != nil {
-			t.Fatalf("node %d: %v", i, err)
-		}
-		t.Cleanup(func() { _ = logs[i].Close() })
-	}
+	logs := openRoutedLogs(t, 3)
 	ctx := context.Background()
 	info, err := logs[0].stream.Info(ctx)
 	if err != nil {
@@ -76,5 +49,58 @@ func TestEmbeddedRoutesReplicate(t *testing.T) {
 	// a second EndNode finds nothing open
 	if n, err := logs[1].EndNode(ctx, "n2", "n1"); err != nil || n != 0 {
 		t.Fatalf("second EndNode: %d, %v", n, err)
+	}
+}
+
+// openRoutedLogs opens n logs whose embedded servers route to each other (nodes n0, n1, …),
+// replicated on min(3, n), and closes them at cleanup.
+func openRoutedLogs(tb testing.TB, n int) []*Log {
+	tb.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		ports[i] = sfutest.FreeTCPPort(tb)
+	}
+	logs := make([]*Log, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range logs {
+		var peers []*url.URL
+		for j, p := range ports {
+			if j != i {
+				peers = append(peers, &url.URL{Scheme: "nats-route", Host: fmt.Sprintf("127.0.0.1:%d", p), User: url.UserPassword("u", "p")})
+			}
+		}
+		opts := LogOptions{Config: DefaultEventsConfig(), DataDir: tb.TempDir(), Node: fmt.Sprintf("n%d", i), SnapshotInterval: time.Hour,
+			Routes: &Routes{Name: "t", Host: "127.0.0.1", Port: ports[i], Peers: peers, User: "u", Password: "p"}, Replicas: min(3, n)}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			logs[i], errs[i] = OpenLog(ctx, opts)
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if logs[i] != nil {
+			tb.Cleanup(func() { _ = logs[i].Close() })
+		}
+		if err != nil {
+			tb.Fatalf("node %d: %v", i, err)
+		}
+	}
+	return logs
+}
+
+// BenchmarkEmitReplicated is BenchmarkEmit on a log replicated on three routed servers: the
+// ack waits for a quorum (two of three) to store the event.
+func BenchmarkEmitReplicated(b *testing.B) {
+	l := openRoutedLogs(b, 3)[1] // not necessarily the stream leader: the common case
+	room := &sfu.RoomInfo{Name: "lobby", SID: "RM_1", CreatedAt: time.Now()}
+	part := &sfu.ParticipantInfo{SID: "PA_1", Identity: "obs", Kind: "rtmp", JoinedAt: time.Now()}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		l.Emit(&sfu.Event{Type: sfu.EventParticipantUpdated, Room: room, Participant: part})
 	}
 }
