@@ -25,6 +25,4 @@ var Catalogue = []string{
 var Pending = map[string]int{
 	sfu.EventSpeakersChanged:    16, // simulcast, active speakers, connection quality
 	sfu.EventParticipantQuality: 16,
-	sfu.EventNodeJoined:         23, // cluster
-	sfu.EventNodeLeft:           23,
 }
