@@ -164,9 +164,6 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 	if err := l.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
-	if err := l.recover(ctx); err != nil {
-		return nil, err
-	}
 	return l, nil
 }
 
@@ -223,16 +220,25 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 	return srv, nil
 }
 
-// ensureStreams makes sure the streams and the state bucket exist. In a cluster that is still
-// forming (no JetStream leader yet) it retries until ctx ends.
+// ensureStreams makes sure the streams and the state bucket exist, then recovers the open
+// objects. In a cluster that is still forming (no JetStream leader yet) it retries both until
+// ctx ends.
 func (l *Log) ensureStreams(ctx context.Context) error {
 	if l.opts.Routes == nil {
-		return l.ensureStreamsOnce(ctx)
+		if err := l.ensureStreamsOnce(ctx); err != nil {
+			return err
+		}
+		return l.recover(ctx)
 	}
 	for {
-		// a request made before the cluster has a leader may get no answer at all: bound each try
-		actx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		// a request made before the cluster (or a new bucket) has a leader may get no answer at
+		// all: bound each try
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err := l.ensureStreamsOnce(actx)
+		if err == nil {
+			l.index = newIndex(l.opts.Node)
+			err = l.recover(actx)
+		}
 		cancel()
 		if err == nil {
 			return nil
