@@ -95,12 +95,5 @@ func openRoutedLogs(tb testing.TB, n int) []*Log {
 // BenchmarkEmitReplicated is BenchmarkEmit on a log replicated on three routed servers: the
 // ack waits for a quorum (two of three) to store the event.
 func BenchmarkEmitReplicated(b *testing.B) {
-	l := openRoutedLogs(b, 3)[1] // not necessarily the stream leader: the common case
-	room := &sfu.RoomInfo{Name: "lobby", SID: "RM_1", CreatedAt: time.Now()}
-	part := &sfu.ParticipantInfo{SID: "PA_1", Identity: "obs", Kind: "rtmp", JoinedAt: time.Now()}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for range b.N {
-		l.Emit(&sfu.Event{Type: sfu.EventParticipantUpdated, Room: room, Participant: part})
-	}
+	benchEmit(b, openRoutedLogs(b, 3)[1]) // not necessarily the stream leader: the common case
 }
