@@ -277,9 +277,14 @@ func (r *Registry) event(typ string, n Node, reason string) *sfu.Event {
 func nodeKey(id string) string {
 	b := []byte(id)
 	for i, c := range b {
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+		if !keyByte(c) {
 			b[i] = '_'
 		}
 	}
 	return string(b)
+}
+
+// keyByte reports whether c may stand in a key token as it is.
+func keyByte(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_'
 }
