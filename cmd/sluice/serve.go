@@ -128,14 +128,16 @@ type daemon struct {
 // serve builds the daemon, runs it until ctx ends, then shuts it down.
 func serve(ctx context.Context, cfg *configs.Config, logOut io.Writer) error {
 	log := newLogger(cfg, logOut)
-	d, err := newDaemon(cfg, log)
+	d, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	return d.run(ctx)
 }
 
-func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
+// newDaemon wires the daemon; ctx (the process's signals) cuts short the wait for the event
+// log, which in a forming cluster waits for its peers.
+func newDaemon(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := os.MkdirAll(cfg.Node.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -149,7 +151,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			d.closeSockets()
 		}
 	}()
-	if err := d.openEvents(); err != nil {
+	if err := d.openEvents(ctx); err != nil {
 		return nil, err
 	}
 	d.hub, err = sfu.NewHub(sfu.Options{

@@ -10,8 +10,8 @@ import (
 
 // openEvents opens the durable event log (embedded JetStream under the data dir, or the
 // external NATS of events.nats_url) before anything can emit. It is released last.
-func (d *daemon) openEvents() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+func (d *daemon) openEvents(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	routes, err := d.clusterRoutes()
 	if err != nil {
