@@ -15,6 +15,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/sluice-media/sluice/cluster"
 	"github.com/sluice-media/sluice/egress"
 	"github.com/sluice-media/sluice/egress/hls"
 	"github.com/sluice-media/sluice/ingest"
@@ -56,6 +57,7 @@ type Config struct {
 	Webhooks  webhooks.Config        `yaml:"webhooks"`
 	Outbound  netguard.Config        `yaml:"outbound"`
 	Transcode egress.TranscodeConfig `yaml:"transcode"`
+	Cluster   cluster.Config         `yaml:"cluster"`
 }
 
 // Node is the `node:` section.
@@ -213,11 +215,15 @@ func (c *Config) validate(lines map[string]source) error {
 		{"node", c.Node}, {"log", c.Log}, {"http", c.HTTP}, {"rtmp", c.RTMP}, {"rtsp", c.RTSP}, {"srt", c.SRT}, {"hls", c.HLS},
 		{"webrtc", c.WebRTC}, {"auth", c.Auth}, {"rooms", c.Rooms}, {"limits", c.Limits}, {"recording", c.Recording}, {"storage", c.Storage},
 		{"broadcast", c.Broadcast}, {"events", c.Events}, {"webhooks", c.Webhooks}, {"transcode", c.Transcode}, {"outbound", c.Outbound},
+		{"cluster", c.Cluster},
 	}
 	for _, s := range sections {
 		if err := s.v.Validate(); err != nil {
 			return located(s.key, err, lines)
 		}
+	}
+	if len(c.Cluster.Peers) > 0 && c.Events.NATSURL != "" {
+		return located("cluster.peers", errors.New("set either cluster.peers (embedded servers route to each other) or events.nats_url (an external NATS cluster), not both"), lines)
 	}
 	ids := map[string]bool{}
 	for i, d := range c.Ingests {

@@ -1,6 +1,9 @@
 package sfu
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Event types of the catalogue (shared/EVENTS.md). Nothing else emits events.
 const (
@@ -64,15 +67,19 @@ const (
 const (
 	ReasonClientDisconnected = "client_disconnected"
 	ReasonServerShutdown     = "server_shutdown"
-	ReasonRemoved            = "removed"
-	ReasonBanned             = "banned"
-	ReasonDuplicateIdentity  = "duplicate_identity"
-	ReasonTokenExpired       = "token_expired"
-	ReasonReconnectTimeout   = "reconnect_timeout"
-	ReasonNoMediaTimeout     = "no_media_timeout"
-	ReasonRoomDeleted        = "room_deleted"
-	ReasonError              = "error"
-	ReasonEmptyTimeout       = "empty_timeout"
+	// ReasonNodeShutdown and ReasonNodeLost are the reasons of node.left: the node stopped
+	// cleanly, or its heartbeat expired.
+	ReasonNodeShutdown      = "shutdown"
+	ReasonNodeLost          = "lost"
+	ReasonRemoved           = "removed"
+	ReasonBanned            = "banned"
+	ReasonDuplicateIdentity = "duplicate_identity"
+	ReasonTokenExpired      = "token_expired"
+	ReasonReconnectTimeout  = "reconnect_timeout"
+	ReasonNoMediaTimeout    = "no_media_timeout"
+	ReasonRoomDeleted       = "room_deleted"
+	ReasonError             = "error"
+	ReasonEmptyTimeout      = "empty_timeout"
 	// ReasonDeleted is room.finished's reason for a room deleted by the API (its participants
 	// leave with room_deleted).
 	ReasonDeleted       = "deleted"
@@ -125,9 +132,42 @@ type Event struct {
 	// RemoteAddr and Protocol say where an auth.failed attempt came from.
 	RemoteAddr string `json:"remote_addr,omitempty"`
 	Protocol   string `json:"protocol,omitempty"`
-	// Version and Node identify the daemon on server.* events.
+	// Version and Node identify the daemon on server.* events (Node as a bare id) and the
+	// node that joined or left on node.* events (Node as the node object).
+	Version string  `json:"version,omitempty"`
+	Node    NodeRef `json:"node,omitzero"`
+}
+
+// NodeRef is the `node` of an event. server.* events carry the bare node id, a JSON string
+// (the wire form they always had); node.joined and node.left carry the node object of
+// shared/EVENTS.md (`id`, `address`, `version`), written as an object whenever Address or
+// Version is set. Decoding accepts both forms.
+type NodeRef struct {
+	ID      string `json:"id"`
+	Address string `json:"address,omitempty"`
 	Version string `json:"version,omitempty"`
-	Node    string `json:"node,omitempty"`
+}
+
+// IsZero reports whether no node is set (the field is then left out).
+func (n NodeRef) IsZero() bool { return n == NodeRef{} }
+
+// MarshalJSON writes the bare id, or the object when Address or Version is set.
+func (n NodeRef) MarshalJSON() ([]byte, error) {
+	if n.Address == "" && n.Version == "" {
+		return json.Marshal(n.ID)
+	}
+	type object NodeRef
+	return json.Marshal(object(n))
+}
+
+// UnmarshalJSON reads either form.
+func (n *NodeRef) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '"' {
+		*n = NodeRef{}
+		return json.Unmarshal(b, &n.ID)
+	}
+	type object NodeRef
+	return json.Unmarshal(b, (*object)(n))
 }
 
 // RoomName returns the name of the room the event concerns, or "".

@@ -17,8 +17,10 @@ import (
 )
 
 // BenchmarkEmit measures storing one event in the embedded log (synchronous ack).
-func BenchmarkEmit(b *testing.B) {
-	l := openTestLog(b, b.TempDir(), nil)
+func BenchmarkEmit(b *testing.B) { benchEmit(b, openTestLog(b, b.TempDir(), nil)) }
+
+// benchEmit stores b.N participant.updated events of one room in l.
+func benchEmit(b *testing.B, l *Log) {
 	room := &sfu.RoomInfo{Name: "lobby", SID: "RM_1", CreatedAt: time.Now()}
 	part := &sfu.ParticipantInfo{SID: "PA_1", Identity: "obs", Kind: "rtmp", JoinedAt: time.Now()}
 	b.ReportAllocs()

@@ -206,53 +206,73 @@ func (l *Log) saveSnapshot(ctx context.Context) error {
 	if !dirty {
 		return nil
 	}
-	var buf bytes.Buffer
-	zw := gzip.NewWriter(&buf)
-	if err := json.NewEncoder(zw).Encode(s); err != nil {
+	raw, err := encodeSnapshot(s)
+	if err != nil {
 		return err
 	}
-	if err := zw.Close(); err != nil {
-		return err
-	}
-	if _, err := l.state.Put(ctx, l.snapshotKey(), buf.Bytes()); err != nil {
+	if _, err := l.state.Put(ctx, l.snapshotKey(), raw); err != nil {
 		l.index.mu.Lock()
 		l.index.dirty = true
 		l.index.mu.Unlock()
-		return fmt.Errorf("saving the open objects (%d bytes): %w", buf.Len(), err)
+		return fmt.Errorf("saving the open objects (%d bytes): %w", len(raw), err)
 	}
 	return nil
 }
 
+// encodeSnapshot is the stored form of s: gzipped JSON.
+func encodeSnapshot(s snapshot) ([]byte, error) {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(s); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
 // recover rebuilds the index: the last snapshot, then this node's events stored after it.
 func (l *Log) recover(ctx context.Context) error {
+	last, err := l.loadIndex(ctx, l.index)
+	if err != nil {
+		return err
+	}
+	l.startSeq = last
+	return l.saveSnapshot(ctx)
+}
+
+// loadIndex fills x (empty) with its node's last snapshot and the node's events stored after
+// it, and returns the last seq of the log.
+func (l *Log) loadIndex(ctx context.Context, x *index) (uint64, error) {
 	var snap snapshot
-	entry, err := l.state.Get(ctx, l.snapshotKey())
+	entry, err := l.state.Get(ctx, "open."+kvKey(x.node))
 	switch {
 	case errors.Is(err, jetstream.ErrKeyNotFound):
 	case err != nil:
-		return fmt.Errorf("events: reading the open objects: %w", err)
+		return 0, fmt.Errorf("events: reading the open objects: %w", err)
 	default:
 		if err := decodeSnapshot(entry.Value(), &snap); err != nil {
-			l.log.Warn("events: the open-objects snapshot is unreadable; rebuilding it from the whole log", "err", err)
+			l.log.Warn("events: the open-objects snapshot is unreadable; rebuilding it from the whole log", "node", x.node, "err", err)
 			snap = snapshot{}
 		}
 	}
-	l.index.mu.Lock()
-	l.index.seq, l.index.stopping = snap.Seq, snap.Stopping
+	x.mu.Lock()
+	x.seq, x.stopping = snap.Seq, snap.Stopping
 	if snap.Open != nil {
-		l.index.open = snap.Open
+		x.open = snap.Open
 	}
-	l.index.mu.Unlock()
+	x.mu.Unlock()
 
 	last, err := l.LastSeq(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	replayed := 0
 	if last > snap.Seq {
 		start := time.Now()
 		err := l.Read(ctx, Query{After: snap.Seq}, func(r Record) error {
-			if r.Node != l.opts.Node {
+			if r.Node != x.node {
 				return nil
 			}
 			ev, err := r.Event()
@@ -260,17 +280,63 @@ func (l *Log) recover(ctx context.Context) error {
 				l.log.Warn("events: undecodable event in the log", "seq", r.Seq, "err", err)
 				return nil
 			}
-			l.index.apply(ev, r.Seq)
+			x.apply(ev, r.Seq)
 			replayed++
 			return nil
 		})
 		if err != nil {
-			return err
+			return 0, err
 		}
-		l.log.Info("events: rebuilt the open objects from the log", "from_seq", snap.Seq+1, "to_seq", last, "events", replayed, "took", time.Since(start).Round(time.Millisecond))
+		l.log.Info("events: rebuilt the open objects from the log", "node", x.node, "from_seq", snap.Seq+1, "to_seq", last, "events", replayed, "took", time.Since(start).Round(time.Millisecond))
 	}
-	l.startSeq = last
-	return l.saveSnapshot(ctx)
+	return last, nil
+}
+
+// EndNode gives every object another node left open its one terminal event, for a cluster
+// node found dead (its heartbeat expired). The events are stored as that node's (so the node,
+// should it come back, finds them ended and does not end them again), then its snapshot is
+// saved. Rooms, participants, tracks and streams end with reason error; recordings and
+// broadcasts with recording.failed and broadcast.failed. It returns the number of events
+// stored. The caller makes sure one node calls it once per dead node.
+func (l *Log) EndNode(ctx context.Context, node, by string) (int, error) {
+	if node == l.opts.Node {
+		return 0, fmt.Errorf("events: a node cannot end its own objects as a dead node's")
+	}
+	x := newIndex(node)
+	if _, err := l.loadIndex(ctx, x); err != nil {
+		return 0, err
+	}
+	objs, _ := x.pending(^uint64(0), reconcileOrder...)
+	n := 0
+	for _, o := range objs {
+		ev := terminalEvent(o, sfu.ReasonError, l.clock())
+		if ev.Error != nil {
+			ev.Error.Code, ev.Error.Message = "node_lost", "node "+node+" was lost (its heartbeat expired); ended by node "+by
+		}
+		msg, err := l.message(ev)
+		if err != nil {
+			return n, err
+		}
+		msg.Header.Set(headerNode, node)
+		ack, err := l.js.PublishMsg(ctx, msg)
+		if err != nil {
+			return n, fmt.Errorf("events: storing %s of lost node %s: %w", ev.Type, node, err)
+		}
+		ev.Seq = ack.Sequence
+		l.emitted.Inc()
+		x.apply(ev, ack.Sequence)
+		n++
+		l.log.Info("events: ended an object of a lost node", "node", node, "kind", o.Kind, "type", ev.Type, "room", ev.RoomName())
+	}
+	s, _ := x.snapshot()
+	raw, err := encodeSnapshot(s)
+	if err != nil {
+		return n, err
+	}
+	if _, err := l.state.Put(ctx, "open."+kvKey(node), raw); err != nil {
+		return n, fmt.Errorf("events: saving the open objects of lost node %s: %w", node, err)
+	}
+	return n, nil
 }
 
 func decodeSnapshot(raw []byte, s *snapshot) error {

@@ -20,7 +20,7 @@ const (
 
 // leadLoop delivers while this node holds the lease, and waits for it otherwise, until ctx ends.
 func (d *Deliverer) leadLoop(ctx context.Context) {
-	kv, err := d.events.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: leaseBucket, TTL: leaseTTL,
+	kv, err := d.events.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: leaseBucket, TTL: leaseTTL, Replicas: d.events.Replicas(),
 		Description: "which sluice node delivers webhooks"})
 	if err != nil {
 		d.log.Error("webhooks: lease bucket; not delivering", "err", err)

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,25 @@ type LogOptions struct {
 	// EgressGrace is how long Reconcile leaves recordings and broadcasts to the components that
 	// recover them before it ends those still open (default 15 s).
 	EgressGrace time.Duration
+	// Routes, when set, make the embedded server one member of a NATS cluster: it listens for
+	// routes and connects to its peers' (ignored with an external server).
+	Routes *Routes
+	// Replicas is the replication factor of the log's streams and buckets when they are
+	// created (default 1).
+	Replicas int
+}
+
+// Routes are the cluster settings of the embedded server.
+type Routes struct {
+	// Name is the NATS cluster name, the same on every node.
+	Name string
+	// Host and Port are where the server listens for its peers' routes.
+	Host string
+	Port int
+	// Peers are the route URLs of the other nodes (nats-route://host:port).
+	Peers []*url.URL
+	// User and Password authenticate routes in both directions; never logged.
+	User, Password string
 }
 
 // Log is the durable event log: a JetStream stream, embedded in the process (file store under
@@ -88,6 +108,9 @@ type Log struct {
 	repairing     atomic.Bool  // a repair is pending or running
 	repairBackoff atomic.Int64 // wait before the next repair (ns); doubles while it fails
 	unconfirmed   atomic.Bool  // a repair ran and no event was stored since
+	// clientToken guards the loopback client port a clustered embedded server must open
+	// ("" without routes: no client port at all).
+	clientToken string
 }
 
 // OpenLog starts the embedded JetStream server (or connects to cfg.NATSURL), makes sure the
@@ -118,11 +141,11 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 	l.recoveries = prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_events_store_recoveries_total", Help: "Restarts of the embedded event store after it failed to store (full disk, no file descriptors)."})
 	l.latency = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "sluice_events_emit_seconds", Help: "Time to store one event.",
 		Buckets: []float64{0.0001, 0.0003, 0.001, 0.003, 0.01, 0.03, 0.1, 0.3, 1, 3}})
-	defer func() {
+	defer func(opened *Log) { // l is nil once an error is returned
 		if err != nil {
-			_ = l.Close()
+			_ = opened.Close()
 		}
-	}()
+	}(l)
 	if opts.Config.NATSURL == "" {
 		if err := l.startEmbedded(); err != nil {
 			return nil, err
@@ -141,20 +164,21 @@ func OpenLog(ctx context.Context, opts LogOptions) (l *Log, err error) {
 	if err := l.ensureStreams(ctx); err != nil {
 		return nil, err
 	}
-	if err := l.recover(ctx); err != nil {
-		return nil, err
-	}
 	return l, nil
 }
 
 func (l *Log) startEmbedded() error {
+	if l.opts.Routes != nil {
+		l.clientToken = sfu.NewID("")
+	}
 	srv, err := l.newEmbedded()
 	if err != nil {
 		return err
 	}
 	l.srv = srv
 	l.ref.p.Store(srv)
-	l.nc, err = nats.Connect("", nats.InProcessServer(&l.ref), nats.Name("sluice"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond))
+	l.nc, err = nats.Connect("", nats.InProcessServer(&l.ref), nats.Name("sluice"), nats.MaxReconnects(-1), nats.ReconnectWait(100*time.Millisecond),
+		nats.Token(l.clientToken))
 	if err != nil {
 		return fmt.Errorf("events: in-process connection: %w", err)
 	}
@@ -164,7 +188,7 @@ func (l *Log) startEmbedded() error {
 // newEmbedded starts an embedded server on DataDir/events.
 func (l *Log) newEmbedded() (*server.Server, error) {
 	dir := filepath.Join(l.opts.DataDir, "events")
-	srv, err := server.NewServer(&server.Options{
+	opts := &server.Options{
 		ServerName:         "sluice",
 		DontListen:         true, // in-process connections only: no TCP port at all
 		JetStream:          true,
@@ -173,7 +197,17 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 		MaxPayload:         8 << 20, // room for the open-objects snapshot
 		NoSigs:             true,
 		NoLog:              true,
-	})
+	}
+	if r := l.opts.Routes; r != nil {
+		// JetStream names each member of its cluster: the node name must be unique
+		opts.ServerName = l.opts.Node
+		// the server starts its routes only once a client listener is up: a random loopback
+		// port, closed to all but this process by a random token
+		opts.DontListen, opts.Host, opts.Port, opts.Authorization = false, "127.0.0.1", server.RANDOM_PORT, l.clientToken
+		opts.Cluster = server.ClusterOpts{Name: r.Name, Host: r.Host, Port: r.Port, Username: r.User, Password: r.Password}
+		opts.Routes = r.Peers
+	}
+	srv, err := server.NewServer(opts)
 	if err != nil {
 		return nil, fmt.Errorf("events: embedded server: %w", err)
 	}
@@ -186,13 +220,46 @@ func (l *Log) newEmbedded() (*server.Server, error) {
 	return srv, nil
 }
 
+// ensureStreams makes sure the streams and the state bucket exist, then recovers the open
+// objects. In a cluster that is still forming (no JetStream leader yet) it retries both until
+// ctx ends.
 func (l *Log) ensureStreams(ctx context.Context) error {
+	if l.opts.Routes == nil {
+		if err := l.ensureStreamsOnce(ctx); err != nil {
+			return err
+		}
+		return l.recover(ctx)
+	}
+	for {
+		// a request made before the cluster (or a new bucket) has a leader may get no answer at
+		// all: bound each try
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := l.ensureStreamsOnce(actx)
+		if err == nil {
+			l.index = newIndex(l.opts.Node)
+			err = l.recover(actx)
+		}
+		cancel()
+		if err == nil {
+			return nil
+		}
+		l.log.Info("events: waiting for the cluster's JetStream", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (l *Log) ensureStreamsOnce(ctx context.Context) error {
 	retention := l.opts.Config.Retention
+	replicas := max(l.opts.Replicas, 1)
 	for _, cfg := range []jetstream.StreamConfig{
 		{Name: streamEvents, Subjects: []string{subjectPrefix + ">"}, Storage: jetstream.FileStorage, MaxAge: retention,
-			Duplicates: 2 * time.Minute, Description: "sluice event log"},
+			Duplicates: 2 * time.Minute, Description: "sluice event log", Replicas: replicas},
 		{Name: streamDeliveries, Subjects: []string{deliverySubjectPrefix + ">"}, Storage: jetstream.FileStorage, MaxAge: retention,
-			Description: "sluice webhook delivery records"},
+			Description: "sluice webhook delivery records", Replicas: replicas},
 	} {
 		if err := ensureStream(ctx, l.js, cfg); err != nil {
 			return err
@@ -203,7 +270,7 @@ func (l *Log) ensureStreams(ctx context.Context) error {
 		return fmt.Errorf("events: %w", err)
 	}
 	l.stream = s
-	l.state, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, Description: "sluice endpoints, cursors and open objects", Storage: jetstream.FileStorage})
+	l.state, err = l.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: bucketState, Description: "sluice endpoints, cursors and open objects", Storage: jetstream.FileStorage, Replicas: replicas})
 	if err != nil {
 		return fmt.Errorf("events: state bucket: %w", err)
 	}
@@ -373,8 +440,11 @@ func (l *Log) Close() error {
 // nodes) rather than embedded.
 func (l *Log) External() bool { return l.opts.Config.NATSURL != "" }
 
-// JetStream returns the JetStream context, for the webhook deliverer.
+// JetStream returns the JetStream context, for the webhook deliverer and the cluster.
 func (l *Log) JetStream() jetstream.JetStream { return l.js }
+
+// Replicas is the replication factor of the log's streams and buckets.
+func (l *Log) Replicas() int { return max(l.opts.Replicas, 1) }
 
 // State returns the key-value bucket of endpoints, cursors and snapshots.
 func (l *Log) State() jetstream.KeyValue { return l.state }
@@ -462,6 +532,9 @@ func (n natsLogger) Errorf(format string, v ...any)  { n.errorf(slog.LevelError,
 
 func (n natsLogger) errorf(level slog.Level, format string, v ...any) {
 	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "connect to route") {
+		level = slog.LevelInfo // a peer not up yet, or gone: the server retries
+	}
 	n.log.Log(context.Background(), level, msg)
 	if isStoreFailure(msg) {
 		n.storeFailed(msg)

@@ -74,7 +74,7 @@ func goldenEvents() map[string]*sfu.Event {
 	e.Reason, e.RemoteAddr, e.Protocol = sfu.AuthExpiredToken, "198.51.100.9:4711", "rtmp"
 	out["auth.failed"] = e
 	e = base(sfu.EventServerStarted, 1)
-	e.Version, e.Node = "v1.0.0", "edge-1"
+	e.Version, e.Node = "v1.0.0", sfu.NodeRef{ID: "edge-1"}
 	out["server.started"] = e
 	addEveryType(out, base, room, part, track, stream, later)
 	return out
@@ -196,18 +196,17 @@ func addEveryType(out map[string]*sfu.Event, base func(string, uint64) *sfu.Even
 		e.Room, e.Broadcast, e.Error = room, bc("failed", tw), tw.Error
 		e.Broadcast.EndedAt, e.Broadcast.Error = &later, tw.Error
 	})
-	add(sfu.EventServerStopping, func(e *sfu.Event) { e.Version, e.Node = "v1.0.0", "edge-1" })
+	add(sfu.EventServerStopping, func(e *sfu.Event) { e.Version, e.Node = "v1.0.0", sfu.NodeRef{ID: "edge-1"} })
+	node := sfu.NodeRef{ID: "edge-2", Address: "http://10.0.0.2:8800", Version: "v1.0.0"}
+	add(sfu.EventNodeJoined, func(e *sfu.Event) { e.Node = node })
+	add(sfu.EventNodeLeft, func(e *sfu.Event) { e.Node, e.Reason = node, sfu.ReasonNodeLost })
 }
 
-// Every type of the catalogue has a golden wire form, except node.joined/node.left: their
-// node object (id, address, version) would clash with the node string of server.* events, a
-// shape issue 23 settles.
+// Every type of the catalogue has a golden wire form. node.joined and node.left carry the node
+// object (id, address, version); server.* events keep their node as a bare id (sfu.NodeRef).
 func TestGoldenCoversCatalogue(t *testing.T) {
 	golden := goldenEvents()
 	for _, typ := range sfutest.Catalogue {
-		if typ == sfu.EventNodeJoined || typ == sfu.EventNodeLeft {
-			continue
-		}
 		if golden[typ] == nil || golden[typ].Type != typ {
 			t.Errorf("no golden event of type %s", typ)
 		}

@@ -267,8 +267,9 @@ func eventFacts(ev *sfu.Event) []string {
 	}
 	add("protocol", ev.Protocol)
 	add("addr", ev.RemoteAddr)
-	add("version", ev.Version)
-	add("node", ev.Node)
+	add("version", ev.Version+ev.Node.Version)
+	add("node", ev.Node.ID)
+	add("node_address", ev.Node.Address)
 	add("reason", ev.Reason)
 	if ev.Error != nil {
 		add("error", strconv.Quote(ev.Error.Code+": "+ev.Error.Message))

@@ -59,6 +59,8 @@ type daemonProc struct {
 	prefix []string
 	// admin is an admin token of the config's first API key ("" in open mode).
 	admin string
+	// env are extra environment variables of the daemon (SLUICE_NODE_NAME=a).
+	env []string
 }
 
 // startDaemon runs sluice with a test config (loopback only, short timeouts) plus extra YAML;
@@ -77,6 +79,15 @@ func startDaemonUnder(t *testing.T, extra string, prefix ...string) *daemonProc 
 
 // startDaemonOn is startDaemonUnder with the daemon's files (config, data dir) under dir.
 func startDaemonOn(t *testing.T, dir, extra string, prefix ...string) *daemonProc {
+	t.Helper()
+	d := newDaemonProc(t, dir, extra, prefix...)
+	d.start()
+	return d
+}
+
+// newDaemonProc writes the daemon's config under dir and registers its stop at cleanup; it
+// does not start it (start, or launch then waitReady).
+func newDaemonProc(t *testing.T, dir, extra string, prefix ...string) *daemonProc {
 	t.Helper()
 	d := &daemonProc{t: t, dir: dir, logs: &sfutest.Buffer{}, prefix: prefix}
 	http := sfutest.FreeTCPPort(t)
@@ -99,7 +110,6 @@ outbound: { allow_loopback: true }
 		t.Fatal(err)
 	}
 	d.admin = adminToken(t, cfg)
-	d.start()
 	t.Cleanup(func() {
 		noteSeen(d.loggedEvents())
 		d.stop()
@@ -115,16 +125,28 @@ outbound: { allow_loopback: true }
 
 func (d *daemonProc) start() {
 	d.t.Helper()
+	d.launch()
+	d.waitReady(15 * time.Second)
+}
+
+// launch starts the process without waiting for it to be ready.
+func (d *daemonProc) launch() {
+	d.t.Helper()
 	args := append(append([]string(nil), d.prefix...), binary, "serve", "--config", d.config)
 	d.cmd = exec.Command(args[0], args[1:]...) //nolint:gosec // the test's own binary and tools
 	d.cmd.Stdout, d.cmd.Stderr = d.logs, d.logs
-	d.cmd.Env = append(os.Environ(), "SLUICE_URL="+d.URL)
+	d.cmd.Env = append(append(os.Environ(), "SLUICE_URL="+d.URL), d.env...)
 	if err := d.cmd.Start(); err != nil {
 		d.t.Fatal(err)
 	}
 	d.exited = make(chan struct{})
 	go func() { _ = d.cmd.Wait(); close(d.exited) }()
-	deadline := time.Now().Add(15 * time.Second)
+}
+
+// waitReady waits until the launched daemon answers /readyz.
+func (d *daemonProc) waitReady(within time.Duration) {
+	d.t.Helper()
+	deadline := time.Now().Add(within)
 	for {
 		resp, err := http.Get(d.URL + "/readyz")
 		if err == nil {
@@ -139,7 +161,7 @@ func (d *daemonProc) start() {
 		default:
 		}
 		if time.Now().After(deadline) {
-			d.t.Fatalf("sluice not ready after 15 s:\n%s", d.logs.String())
+			d.t.Fatalf("sluice not ready after %s:\n%s", within, d.logs.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-media/sluice/cluster"
 	"github.com/sluice-media/sluice/configs"
 	"github.com/sluice-media/sluice/egress/composite"
 	"github.com/sluice-media/sluice/ingest"
@@ -116,19 +117,27 @@ type daemon struct {
 	// comps make rooms' programs for broadcasts and recordings with a layout (nil when
 	// transcoding is off).
 	comps *composite.Manager
+	// egressWorkers count the running recordings and broadcasts, for the cluster's load.
+	egressWorkers []func() int
+	// nodes is the cluster's node registry, router answers for the rooms of other nodes (both
+	// nil on a single node).
+	nodes  *cluster.Registry
+	router *cluster.Router
 }
 
 // serve builds the daemon, runs it until ctx ends, then shuts it down.
 func serve(ctx context.Context, cfg *configs.Config, logOut io.Writer) error {
 	log := newLogger(cfg, logOut)
-	d, err := newDaemon(cfg, log)
+	d, err := newDaemon(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
 	return d.run(ctx)
 }
 
-func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
+// newDaemon wires the daemon; ctx (the process's signals) cuts short the wait for the event
+// log, which in a forming cluster waits for its peers.
+func newDaemon(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := os.MkdirAll(cfg.Node.DataDir, 0o750); err != nil {
 		return nil, fmt.Errorf("data dir: %w", err)
 	}
@@ -142,7 +151,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 			d.closeSockets()
 		}
 	}()
-	if err := d.openEvents(); err != nil {
+	if err := d.openEvents(ctx); err != nil {
 		return nil, err
 	}
 	d.hub, err = sfu.NewHub(sfu.Options{
@@ -171,7 +180,7 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	d.add(phaseCore, "sfu", d.hub.Run)
 
 	// Each edge package is wired in its own wire_*.go file.
-	for _, wire := range []func() error{d.wireEvents, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireHLS, d.wireWeb, d.wireRecorder} {
+	for _, wire := range []func() error{d.wireEvents, d.wireCluster, d.wireIngests, d.wireTranscode, d.wireBroadcast, d.wireWebRTC, d.wireRTMP, d.wireRTSP, d.wireSRT, d.wireHLS, d.wireWeb, d.wireRecorder} {
 		if err := wire(); err != nil {
 			return nil, err
 		}
@@ -184,8 +193,12 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	limiter := api.NewConnLimiter(d.listener, httpConnCap(cfg.HTTP.MaxConns, log), cfg.HTTP.MaxConnsPerIP)
 	d.registry.MustRegister(limiter.Collectors()...)
 	d.listener = limiter
+	handler := d.api.Handler()
+	if d.router != nil {
+		handler = d.router.Wrap(handler)
+	}
 	d.http = &http.Server{
-		Handler:           api.BodyTimeout(cfg.HTTP.BodyTimeout, d.api.Handler()),
+		Handler:           api.BodyTimeout(cfg.HTTP.BodyTimeout, handler),
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       cfg.HTTP.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
@@ -269,7 +282,7 @@ func (d *daemon) run(ctx context.Context) error {
 		// grace that leaves the recorder and broadcaster time to end their own)
 		d.events.Reconcile(ctx)
 	}
-	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: d.node})
+	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStarted, Version: version, Node: sfu.NodeRef{ID: d.node}})
 	d.api.SetReady(true)
 	d.log.Info("sluice is serving", "version", version, "http", d.listener.Addr().String(), "data_dir", d.cfg.Node.DataDir)
 
@@ -283,7 +296,7 @@ func (d *daemon) run(ctx context.Context) error {
 		runErr = err
 	}
 	d.api.SetReady(false)
-	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStopping, Version: version, Node: d.node})
+	d.emitter.Emit(&sfu.Event{Type: sfu.EventServerStopping, Version: version, Node: sfu.NodeRef{ID: d.node}})
 
 	shutCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

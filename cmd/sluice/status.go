@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/sluice-media/sluice/cluster"
 	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/api"
 )
@@ -139,6 +140,12 @@ func renderSections(w io.Writer, raw json.RawMessage) error {
 			}
 			continue
 		}
+		if k == "nodes" {
+			if err := renderNodes(w, all[k]); err != nil {
+				return err
+			}
+			continue
+		}
 		var list []statusItem
 		if json.Unmarshal(all[k], &list) != nil {
 			continue
@@ -238,4 +245,19 @@ func trackState(t sfu.TrackStatus) string {
 		return "live"
 	}
 	return strings.Join(s, ", ")
+}
+
+// renderNodes prints the cluster's nodes with their load.
+func renderNodes(w io.Writer, raw json.RawMessage) error {
+	var nodes []cluster.Node
+	if err := json.Unmarshal(raw, &nodes); err != nil {
+		return fmt.Errorf("reading nodes: %w", err)
+	}
+	fmt.Fprintf(w, "\nnodes: %d\n", len(nodes))
+	t := newTable(w, "NODE", "URL", "VERSION", "CPU", "SESSIONS", "EGRESS", "HEARTBEAT")
+	for _, n := range nodes {
+		t.row(n.ID, orDash(n.URL), orDash(n.Version), fmt.Sprintf("%.0f%%", 100*n.Load.CPU), fmt.Sprint(n.Load.Sessions),
+			fmt.Sprint(n.Load.Egress), time.Since(n.Updated).Round(time.Second).String()+" ago")
+	}
+	return t.flush()
 }

@@ -21,6 +21,15 @@ func (d *daemon) wireBroadcast() error {
 		return err
 	}
 	m.Routes(d.api, d.gate)
+	d.egressWorkers = append(d.egressWorkers, func() int {
+		n := 0
+		for _, b := range m.List() {
+			if b.EndedAt == nil {
+				n++
+			}
+		}
+		return n
+	})
 	d.registry.MustRegister(m)
 	d.add(phaseEgress, "broadcast", m.Run)
 	return nil

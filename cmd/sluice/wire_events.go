@@ -10,14 +10,20 @@ import (
 
 // openEvents opens the durable event log (embedded JetStream under the data dir, or the
 // external NATS of events.nats_url) before anything can emit. It is released last.
-func (d *daemon) openEvents() error {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+func (d *daemon) openEvents(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
+	routes, err := d.clusterRoutes()
+	if err != nil {
+		return err
+	}
 	l, err := webhooks.OpenLog(ctx, webhooks.LogOptions{
-		Config:  d.cfg.Events,
-		DataDir: d.cfg.Node.DataDir,
-		Node:    d.node,
-		Logger:  d.log.With("component", "events"),
+		Config:   d.cfg.Events,
+		DataDir:  d.cfg.Node.DataDir,
+		Node:     d.node,
+		Logger:   d.log.With("component", "events"),
+		Routes:   routes,
+		Replicas: d.cfg.Cluster.Replicas(),
 	})
 	if err != nil {
 		return err

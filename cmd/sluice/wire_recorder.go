@@ -18,6 +18,7 @@ func (d *daemon) wireRecorder() error {
 		return err
 	}
 	rec.Register(d.api, d.gate)
+	d.egressWorkers = append(d.egressWorkers, func() int { return len(rec.Active()) })
 	d.add(phaseEgress, "recorder", rec.Run)
 	return nil
 }
