@@ -145,9 +145,12 @@ func newDaemon(cfg *configs.Config, log *slog.Logger) (_ *daemon, err error) {
 	if err := d.openEvents(); err != nil {
 		return nil, err
 	}
+	memBudget, memUsed := memoryBudget(cfg.Limits.MemoryMB, log)
 	d.hub, err = sfu.NewHub(sfu.Options{
 		Config:        cfg.Rooms,
 		Limits:        cfg.Limits,
+		MemoryBudget:  memBudget,
+		Memory:        memUsed,
 		StatsInterval: cfg.Events.StatsInterval,
 		Emitter:       d.emitter,
 		Logger:        log.With("component", "sfu"),
