@@ -14,8 +14,9 @@ const MaxClockSkew = 5 * time.Second
 // Rebaser keeps the RTP timestamps of one track continuous when the source's clock jumps
 // (RFC 3550 §5.1 timestamps only ever advance with the sampling clock): a timestamp that moves
 // more than MaxClockSkew ahead of the time elapsed since the previous packet, or more than
-// MaxClockSkew back, starts a new offset that places it the elapsed time after the previous
-// one. Wrapping around 2^32 is not a jump. Reordered packets (a few tens of ms back) pass
+// MaxClockSkew back, starts a new offset that places it one usual step (the source's last
+// forward step) after the previous one, or the time elapsed since it when the jump came with a
+// pause. Wrapping around 2^32 is not a jump. Reordered packets (a few tens of ms back) pass
 // unchanged. Rebase is owned by the one goroutine that reads the track's packets; Offset may
 // be read from any goroutine.
 type Rebaser struct {
@@ -24,6 +25,7 @@ type Rebaser struct {
 	lastIn    uint32
 	lastOut   uint32
 	lastAt    time.Time
+	lastStep  int64 // the last forward step of the source's clock, in ticks
 	offset    uint32
 	offsetPub atomic.Uint32
 }
@@ -44,9 +46,17 @@ func (r *Rebaser) Rebase(ts uint32, now time.Time) (out uint32, jump time.Durati
 	skew := int64(MaxClockSkew) * r.clock / int64(time.Second)
 	if step-elapsedTicks > skew || step < -skew {
 		jump = time.Duration((step - elapsedTicks) * int64(time.Second) / r.clock)
-		next := r.lastOut + uint32(max(elapsedTicks, 1)) //nolint:gosec // RTP time wraps by design
+		// Continue one usual step on, which keeps a steady source's frame grid exact; after a
+		// pause, by the time elapsed.
+		move := max(elapsedTicks, 1)
+		if r.lastStep > 0 && elapsedTicks < 2*r.lastStep {
+			move = r.lastStep
+		}
+		next := r.lastOut + uint32(move) //nolint:gosec // RTP time wraps by design
 		r.offset = next - ts
 		r.offsetPub.Store(r.offset)
+	} else if step > 0 {
+		r.lastStep = step
 	}
 	out = ts + r.offset
 	r.lastIn, r.lastOut, r.lastAt = ts, out, now

@@ -22,6 +22,8 @@ func TestRebaser(t *testing.T) {
 		{"paused source", 0, []int64{frame, 30 * 90000, frame}, []time.Duration{40, 30000, 40}, []int64{frame, 30 * 90000, frame}, 0},
 		{"burst after a stall", 0, []int64{frame, frame, frame}, []time.Duration{40, 6000, 0}, []int64{frame, frame, frame}, 0},
 		{"6 h forward", 0, []int64{frame, 6*3600*90000 + frame, frame}, []time.Duration{40, 40, 40}, []int64{frame, frame, frame}, 1},
+		{"jump with jittery arrival", 0, []int64{frame, 6*3600*90000 + frame, frame}, []time.Duration{40, 12, 68}, []int64{frame, frame, frame}, 1},
+		{"jump after a pause", 0, []int64{frame, 6*3600*90000 + frame, frame}, []time.Duration{40, 20000, 40}, []int64{frame, 20000 * 90, frame}, 1},
 		{"10 min back", 0, []int64{frame, -600*90000 + frame, frame}, []time.Duration{40, 40, 40}, []int64{frame, frame, frame}, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
