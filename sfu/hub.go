@@ -18,15 +18,17 @@ type Config struct {
 	// InterruptAfter is how long a published, unmuted track may go without media before
 	// track.interrupted (default 3s).
 	InterruptAfter time.Duration `yaml:"interrupt_after"`
-	// KeyframeRequestInterval throttles keyframe requests forwarded to a publisher (default 200ms):
-	// a new viewer waits at most this long for its keyframe, and a publisher is asked for at most
-	// 5 keyframes a second however many viewers join.
+	// KeyframeRequestInterval throttles keyframe requests forwarded to a publisher (default
+	// 500ms): a new viewer waits at most this long for its keyframe, and a publisher is asked for
+	// at most 2 keyframes a second however many viewers join. Under 300ms, browsers drop some
+	// (libwebrtc ignores a request within 300 ms of the previous one); LiveKit's server waits
+	// 500ms to 1s.
 	KeyframeRequestInterval time.Duration `yaml:"keyframe_request_interval"`
 }
 
 // DefaultConfig returns the documented defaults.
 func DefaultConfig() Config {
-	return Config{EmptyTimeout: 5 * time.Minute, InterruptAfter: 3 * time.Second, KeyframeRequestInterval: 200 * time.Millisecond}
+	return Config{EmptyTimeout: 5 * time.Minute, InterruptAfter: 3 * time.Second, KeyframeRequestInterval: 500 * time.Millisecond}
 }
 
 // Validate reports the first invalid value.
@@ -163,6 +165,11 @@ func (h *Hub) Run(ctx context.Context) error {
 			h.runStats(ctx)
 		}()
 	}
+	stats.Add(1)
+	go func() {
+		defer stats.Done()
+		h.runActivity(ctx)
+	}()
 	tick := time.NewTicker(h.opts.Tick)
 	defer tick.Stop()
 	var lastRates time.Time
@@ -197,6 +204,29 @@ func (h *Hub) runStats(ctx context.Context) {
 			return
 		case <-tick.C:
 			h.emitStats()
+		}
+	}
+}
+
+// runActivity evaluates the rooms' active speakers every speakerTick and the participants'
+// connection quality every QualityInterval, until ctx ends.
+func (h *Hub) runActivity(ctx context.Context) {
+	tick := time.NewTicker(speakerTick)
+	defer tick.Stop()
+	var lastQuality time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := h.clock()
+		for _, r := range h.Rooms() {
+			r.evalSpeakers(now)
+		}
+		if now.Sub(lastQuality) >= QualityInterval-speakerTick/2 {
+			h.evalQuality(now)
+			lastQuality = now
 		}
 	}
 }

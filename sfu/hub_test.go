@@ -388,8 +388,9 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 	if requests.Load() != 1 {
 		t.Fatalf("requests = %d, want 1 within the interval", requests.Load())
 	}
+	after := DefaultConfig().KeyframeRequestInterval + 50*time.Millisecond
 	clockMu.Lock()
-	now = now.Add(250 * time.Millisecond)
+	now = now.Add(after)
 	clockMu.Unlock()
 	video.RequestKeyframe()
 	if requests.Load() != 2 {
@@ -402,7 +403,7 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 		t.Fatalf("requests = %d: the held request went out early", requests.Load())
 	}
 	clockMu.Lock()
-	now = now.Add(250 * time.Millisecond)
+	now = now.Add(after)
 	clockMu.Unlock()
 	video.WritePacket(videoPacket(2, 30))
 	if requests.Load() != 3 {
@@ -411,6 +412,63 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 	video.WritePacket(videoPacket(3, 30))
 	if requests.Load() != 3 {
 		t.Fatal("the held request was sent twice")
+	}
+}
+
+// A subscriber waiting for its first keyframe asks again every keyframeRetry: a publisher may
+// drop a request (browsers ignore one within 300 ms of the previous), and nothing else would
+// ask for it.
+func TestWaitingSubscriberAsksAgain(t *testing.T) {
+	now := time.Unix(1000, 0)
+	var clockMu sync.Mutex
+	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
+	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	var requests atomic.Int32
+	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
+	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	sink := &collectSink{}
+	sub, err := video.Subscribe(sink, SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if requests.Load() != 1 {
+		t.Fatalf("requests = %d at subscribe, want 1", requests.Load())
+	}
+	const gop = 1000   // packets 1..999 are delta frames
+	for i := range 6 { // the publisher ignores the request: delta frames go on (from the first, 1 s)
+		advance(keyframeRetry / 5)
+		video.WritePacket(videoPacket(i+1, gop))
+	}
+	if requests.Load() != 2 {
+		t.Fatalf("requests = %d after %v of delta frames, want 2", requests.Load(), keyframeRetry)
+	}
+	video.WritePacket(videoPacket(gop, gop))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		sink.mu.Lock()
+		n, first := len(sink.kf), len(sink.kf) > 0 && sink.kf[0]
+		sink.mu.Unlock()
+		if n > 0 {
+			if !first {
+				t.Fatal("delivery started with a delta frame")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the keyframe was not delivered")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	advance(2 * keyframeRetry)
+	video.WritePacket(videoPacket(gop+1, gop))
+	if requests.Load() != 2 {
+		t.Fatalf("requests = %d once delivering, want no more", requests.Load())
 	}
 }
 

@@ -50,6 +50,7 @@ type Participant struct {
 	joinedAt   time.Time
 	done       chan struct{}
 	data       atomic.Pointer[receiverBox] // takes data packets (SetDataReceiver)
+	quality    participantQuality          // participant.quality (quality.go)
 
 	// Guarded by mu; changed only with the room's opMu held.
 	mu      sync.Mutex

@@ -18,17 +18,22 @@ type ReportStats struct {
 	blocks map[uint32]reportBlock
 	rttMs  float64 // from the last block that answered one of our sender reports
 	hasRTT bool
+	// firstSeq is the extended highest sequence number of each SSRC's first block: the base
+	// of the packets expected (connection quality).
+	firstSeq   map[uint32]uint32
+	reportedAt time.Time // when the latest block came
 }
 
 // reportBlock is the latest report block about one SSRC.
 type reportBlock struct {
 	lost     int64
 	jitterMs float64
+	expected int64 // packets expected since the first block (RFC 3550 §6.4.1)
 }
 
 // NewReportStats returns an empty set of figures.
 func NewReportStats() *ReportStats {
-	return &ReportStats{clock: map[uint32]uint32{}, blocks: map[uint32]reportBlock{}}
+	return &ReportStats{clock: map[uint32]uint32{}, blocks: map[uint32]reportBlock{}, firstSeq: map[uint32]uint32{}}
 }
 
 // SetClock records the clock rate of a stream, which turns its jitter into time; blocks about
@@ -44,7 +49,7 @@ func (f *ReportStats) ObserveOwn(r rtcp.ReceptionReport) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if rate := f.clock[r.SSRC]; rate > 0 {
-		f.blocks[r.SSRC] = newBlock(r, rate)
+		f.keep(r, rate, time.Now())
 	}
 }
 
@@ -58,7 +63,7 @@ func (f *ReportStats) ObservePeer(r rtcp.ReceptionReport, now time.Time) {
 	if rate == 0 {
 		return // not a stream of ours
 	}
-	f.blocks[r.SSRC] = newBlock(r, rate)
+	f.keep(r, rate, now)
 	if r.LastSenderReport == 0 {
 		return
 	}
@@ -68,8 +73,16 @@ func (f *ReportStats) ObservePeer(r rtcp.ReceptionReport, now time.Time) {
 	}
 }
 
-func newBlock(r rtcp.ReceptionReport, rate uint32) reportBlock {
-	return reportBlock{lost: int64(r.TotalLost), jitterMs: float64(r.Jitter) * 1000 / float64(rate)}
+// keep records r, a block about a stream of clock rate, received at now; f.mu is held.
+func (f *ReportStats) keep(r rtcp.ReceptionReport, rate uint32, now time.Time) {
+	first, ok := f.firstSeq[r.SSRC]
+	if !ok {
+		first = r.LastSequenceNumber
+		f.firstSeq[r.SSRC] = first
+	}
+	f.blocks[r.SSRC] = reportBlock{lost: int64(r.TotalLost), jitterMs: float64(r.Jitter) * 1000 / float64(rate),
+		expected: int64(r.LastSequenceNumber - first)}
+	f.reportedAt = now
 }
 
 // Stats returns the figures: packets lost summed over the streams, the highest jitter, and the
@@ -79,14 +92,16 @@ func (f *ReportStats) Stats() ProtocolStats {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(f.blocks) > 0 {
-		var lost int64
+		var lost, expected int64
 		var jitter float64
 		for _, b := range f.blocks {
 			lost += b.lost
+			expected += b.expected
 			jitter = max(jitter, b.jitterMs)
 		}
 		jitter = RoundMs(jitter)
-		ps.PacketsLost, ps.JitterMs = &lost, &jitter
+		ps.PacketsLost, ps.JitterMs, ps.PacketsExpected = &lost, &jitter, &expected
+		ps.ReportedAt = f.reportedAt
 	}
 	if f.hasRTT {
 		rtt := RoundMs(f.rttMs)

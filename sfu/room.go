@@ -30,6 +30,10 @@ type Room struct {
 	emptyTimeout time.Duration
 
 	changed signal // fired at each change of the room
+
+	speakers       speakerSet   // the active speakers, for watchers (speakers.go)
+	speakerEval    speakerState // owned by the hub's housekeeping
+	qualityChanged signal       // fired at each participant.quality (quality.go)
 }
 
 func newRoom(h *Hub, name string, opts RoomOptions) *Room {

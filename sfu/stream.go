@@ -39,6 +39,11 @@ type ProtocolStats struct {
 	// DroppedFrames counts the frames the server could not use or deliver (RTMP: before a
 	// sequence header, refused by the packetizer).
 	DroppedFrames *int64
+	// PacketsExpected counts the packets the RTCP receiver reports expected so far (the base
+	// of PacketsLost), and ReportedAt is when the latest report came: with them the hub rates
+	// the connection's quality (participant.quality). Not part of stream.stats.
+	PacketsExpected *int64
+	ReportedAt      time.Time
 }
 
 // StreamSpec describes one media session on one protocol connection.
@@ -76,6 +81,8 @@ type Stream struct {
 
 	mu  sync.Mutex
 	had []string // every track the stream carried, for its terminal event
+
+	window streamWindow // loss over the last evaluations, owned by the hub's quality evaluation
 }
 
 // StartStream opens a stream of the participant and reports it (stream.publishing for publish,

@@ -53,6 +53,7 @@ type Subscription struct {
 	primed     bool
 	skipping   bool
 	pendingGap bool
+	askedAt    int64 // arrival (unix ns) of the packet at which a keyframe was last asked for
 
 	// Counters: dropped is written by the producer, the rest by the subscription goroutine.
 	dropped   atomic.Uint64
@@ -141,11 +142,15 @@ func (s *Subscription) offer(p *Packet) {
 				s.signal()
 				return
 			}
-			s.skipping = true
+			s.skipping, s.askedAt = true, p.Arrival // Subscribe asked for the keyframe
 		}
 	}
 	if s.skipping {
 		if !p.Keyframe {
+			if p.Arrival-s.askedAt >= int64(keyframeRetry) {
+				s.askedAt = p.Arrival
+				t.RequestKeyframe()
+			}
 			return
 		}
 		s.skipping = false
@@ -154,7 +159,7 @@ func (s *Subscription) offer(p *Packet) {
 		s.dropped.Add(1)
 		s.pendingGap = true
 		if t.kind == KindVideo {
-			s.skipping = true
+			s.skipping, s.askedAt = true, p.Arrival
 			t.RequestKeyframe()
 		}
 		return
@@ -162,6 +167,12 @@ func (s *Subscription) offer(p *Packet) {
 	s.pendingGap = false
 	s.signal()
 }
+
+// keyframeRetry is how often a video subscription waiting for a keyframe asks again. A
+// request can be lost with its RTCP packet, or dropped by the publisher: libwebrtc ignores
+// requests that come within 300 ms of the previous one, and the track then has no waiting
+// subscriber left to remember.
+const keyframeRetry = time.Second
 
 func (s *Subscription) signal() {
 	select {

@@ -41,6 +41,10 @@ type TrackSpec struct {
 	// SID, when set, is the track's server id instead of a new one: signalling protocols
 	// (LiveKit) announce a track before its first packet tells its codec.
 	SID string
+	// AudioLevel, when set, is fed the levels of an audio track's packets (the RFC 6464
+	// header extension) by the producer: the track's participant is then a candidate speaker
+	// (speakers.changed).
+	AudioLevel *AudioLevel
 }
 
 // SenderReport maps a track's RTP clock to wall-clock time (RTCP SR, RFC 3550 §6.4.1). Ingests

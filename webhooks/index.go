@@ -69,6 +69,29 @@ func objectID(kind string, ev *sfu.Event) string {
 	return ""
 }
 
+// Lifecycle operations an event performs on its object (ObjectOf).
+const (
+	OpBegin  = 'b'
+	OpUpdate = 'u'
+	OpEnd    = 'e'
+)
+
+// ObjectOf says which object an event begins, updates or ends: its key (kind:id, such as
+// "track:TR_…") and the operation. ok is false for events of no lifecycle (stream.stats,
+// subscriptions, auth.failed…) and for events missing their object. Every begun object gets
+// exactly one end.
+func ObjectOf(ev *sfu.Event) (key string, op byte, ok bool) {
+	lc, tracked := lifecycles[ev.Type]
+	if !tracked {
+		return "", 0, false
+	}
+	id := objectID(lc.kind, ev)
+	if id == "" {
+		return "", 0, false
+	}
+	return lc.kind + ":" + id, lc.op, true
+}
+
 // openObject is an object the log shows begun and not ended: its kind, the seq that began it
 // and the latest event that carried it (whose objects the terminal event repeats).
 type openObject struct {
@@ -94,7 +117,7 @@ func newIndex(node string) *index { return &index{node: node, open: map[string]*
 
 // apply records the effect of an event of this node stored at seq.
 func (x *index) apply(ev *sfu.Event, seq uint64) {
-	lc, tracked := lifecycles[ev.Type]
+	key, op, tracked := ObjectOf(ev)
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if seq > x.seq {
@@ -108,19 +131,14 @@ func (x *index) apply(ev *sfu.Event, seq uint64) {
 	if !tracked {
 		return
 	}
-	id := objectID(lc.kind, ev)
-	if id == "" {
-		return
-	}
-	key := lc.kind + ":" + id
-	switch lc.op {
-	case 'b':
-		x.open[key] = &openObject{Kind: lc.kind, Begin: seq, Last: ev}
-	case 'u':
+	switch op {
+	case OpBegin:
+		x.open[key] = &openObject{Kind: lifecycles[ev.Type].kind, Begin: seq, Last: ev}
+	case OpUpdate:
 		if o := x.open[key]; o != nil {
 			o.Last = ev
 		}
-	case 'e':
+	case OpEnd:
 		delete(x.open, key)
 	}
 }

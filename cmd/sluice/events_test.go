@@ -67,6 +67,36 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// lifecycles checks the objects the received events begin, update and end (deliveries of one
+// event id counted once): nothing of an object arrives after its terminal event, and no object
+// has two. It returns each object's state: 'b' begun and open, 'e' ended, 'u' only updated
+// (begun before the receiver listened).
+func (h *hookReceiver) lifecycles(t *testing.T) map[string]byte {
+	t.Helper()
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	state := map[string]byte{}
+	seen := map[string]bool{}
+	for _, ev := range h.events {
+		if seen[ev.ID] {
+			continue
+		}
+		seen[ev.ID] = true
+		key, op, ok := webhooks.ObjectOf(&ev)
+		if !ok {
+			continue
+		}
+		if state[key] == webhooks.OpEnd {
+			t.Errorf("webhook %s (seq %d) for %s after its terminal event", ev.Type, ev.Seq, key)
+			continue
+		}
+		if op != webhooks.OpUpdate || state[key] == 0 {
+			state[key] = op
+		}
+	}
+	return state
+}
+
 func (h *hookReceiver) has(ids []string) (missing int) {
 	h.mu.Lock()
 	defer h.mu.Unlock()

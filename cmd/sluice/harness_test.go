@@ -101,6 +101,9 @@ outbound: { allow_loopback: true }
 		d.stop()
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", tail(d.logs.String(), 200))
+			if dir := os.Getenv("SLUICE_FAILED_LOGS"); dir != "" { // the whole log, for a closer look
+				_ = os.WriteFile(filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".log"), []byte(d.logs.String()), 0o600)
+			}
 		}
 	})
 	return d

@@ -132,6 +132,13 @@ func TestLivekitClientRoom(t *testing.T) {
 		}
 	}
 
+	// alice mutes and unmutes her camera, sets her metadata and sends data. This ends before
+	// the recording below starts: a file written while her camera is muted holds audio only.
+	ps.waitReport(t, "bob", "alice's room life", 30*time.Second, func(r map[string]any) bool {
+		return hasEvent(r, "TrackMuted:alice/video") && hasEvent(r, "TrackUnmuted:alice/video") &&
+			hasEvent(r, `ParticipantMetadataChanged:alice={"hand":"up"}`) && hasEvent(r, "DataReceived:alice=hello from alice")
+	})
+
 	// A WHEP viewer of alice decodes her H.264, and a recording of her plays.
 	viewer, err := playH264(d.URL+"/whep/meet/alice", pionAPI(t, h264Only, webrtc.RTPCodecTypeVideo))
 	if err != nil {
@@ -177,12 +184,6 @@ func TestLivekitClientRoom(t *testing.T) {
 			t.Errorf("%s: ffmpeg decode errors:\n%s", f.Path, e)
 		}
 	}
-
-	// alice mutes and unmutes her camera, sets her metadata and sends data.
-	ps.waitReport(t, "bob", "alice's room life", 30*time.Second, func(r map[string]any) bool {
-		return hasEvent(r, "TrackMuted:alice/video") && hasEvent(r, "TrackUnmuted:alice/video") &&
-			hasEvent(r, `ParticipantMetadataChanged:alice={"hand":"up"}`) && hasEvent(r, "DataReceived:alice=hello from alice")
-	})
 
 	// The server sets the room's metadata and sends data: both browsers get them.
 	for _, args := range [][]string{
@@ -283,6 +284,32 @@ func TestLivekitClientRoom(t *testing.T) {
 	}
 	if count["alice"] != 2 || count["bob"] != 1 {
 		t.Errorf("participants by webhook %v: want alice twice (before and after her full reconnect), bob once", count)
+	}
+
+	// One terminal event per object: every track and stream of a participant who left (bob,
+	// alice before her full reconnect, the WHEP viewer) has ended, and so has the recording.
+	state := rx.lifecycles(t)
+	left := map[string]bool{}    // participant SIDs
+	owner := map[string]string{} // track and stream keys: their participant's SID
+	rx.mu.Lock()
+	for _, ev := range rx.events {
+		key, _, ok := webhooks.ObjectOf(&ev)
+		switch {
+		case !ok || ev.Participant == nil:
+		case ev.Type == sfu.EventParticipantLeft:
+			left[ev.Participant.SID] = true
+		case strings.HasPrefix(key, "track:") || strings.HasPrefix(key, "stream:"):
+			owner[key] = ev.Participant.SID
+		}
+	}
+	rx.mu.Unlock()
+	for key, sid := range owner {
+		if left[sid] && state[key] != webhooks.OpEnd {
+			t.Errorf("%s of participant %s (%s) has no terminal event by webhook", key, sid, names[sid])
+		}
+	}
+	if st := state["recording:"+rec]; st != webhooks.OpEnd {
+		t.Errorf("recording %s by webhook: state %q, want ended", rec, st)
 	}
 }
 

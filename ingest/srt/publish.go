@@ -101,14 +101,18 @@ func (pub *publisher) run(r io.Reader) (err error) {
 		case *mpegts.CodecMPEG4Audio:
 			if !hasAudio {
 				hasAudio = true
-				cfg := c.Config
-				rd.OnDataMPEG4Audio(tr, func(pts int64, aus [][]byte) error { return pub.onAAC(&cfg, pts, aus) })
+				if err := pub.publishAAC(&c.Config); err != nil {
+					return err
+				}
+				rd.OnDataMPEG4Audio(tr, pub.onAAC)
 			}
 		case *mpegts.CodecOpus:
 			if !hasAudio {
 				hasAudio = true
-				channels := c.ChannelCount
-				rd.OnDataOpus(tr, func(pts int64, pkts [][]byte) error { return pub.onOpus(channels, pts, pkts) })
+				if err := pub.publishOpus(c.ChannelCount); err != nil {
+					return err
+				}
+				rd.OnDataOpus(tr, pub.onOpus)
 			}
 		default:
 			pub.unsupportedCodec(fmt.Sprintf("%T", tr.Codec))
@@ -125,10 +129,13 @@ func (pub *publisher) run(r io.Reader) (err error) {
 }
 
 // rtpTime returns the time of an MPEG-TS timestamp since the session's first, in 90 kHz
-// units, fixing the wall time of the first.
+// units, fixing the wall time of the first (RTP time 0 of the tracks published so far and later).
 func (pub *publisher) rtpTime(pts int64) int64 {
 	if pub.t0.IsZero() {
 		pub.t0 = pub.s.hub.Now()
+		if pub.audio != nil {
+			pub.audio.track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+		}
 	}
 	return pub.td.Decode(pts)
 }
@@ -180,23 +187,29 @@ func (pub *publisher) publishVideo(codec string, params [][]byte) error {
 	return nil
 }
 
-func (pub *publisher) onAAC(cfg *mpeg4audio.AudioSpecificConfig, pts int64, aus [][]byte) error {
-	ts := pub.rtpTime(pts)
-	if pub.audio == nil {
-		raw, err := cfg.Marshal()
-		if err != nil {
-			pub.unsupportedCodec("aac (" + err.Error() + ")")
-			return nil
-		}
-		channels := cfg.ChannelCount
-		if channels == 0 {
-			channels = 2 // defined by a program config element
-		}
-		if err := pub.publishAudio(media.AACCodec(raw, cfg.SampleRate, channels, ptAAC)); err != nil {
-			return err
-		}
+// publishAAC publishes the audio track as soon as the program shows it, before the first
+// video frame: a reader that joins then finds both tracks, and its MPEG-TS program announces
+// both from its first table (demuxers that read the first PMT only would miss audio added
+// later). An AAC configuration it cannot carry leaves the audio out.
+func (pub *publisher) publishAAC(cfg *mpeg4audio.AudioSpecificConfig) error {
+	raw, err := cfg.Marshal()
+	if err != nil {
+		pub.unsupportedCodec("aac (" + err.Error() + ")")
+		return nil
 	}
+	channels := cfg.ChannelCount
+	if channels == 0 {
+		channels = 2 // defined by a program config element
+	}
+	return pub.publishAudio(media.AACCodec(raw, cfg.SampleRate, channels, ptAAC))
+}
+
+func (pub *publisher) onAAC(pts int64, aus [][]byte) error {
+	ts := pub.rtpTime(pts)
 	a := pub.audio
+	if a == nil {
+		return nil // not carried (publishAAC)
+	}
 	base := ts * a.rate / 90000
 	for i, au := range aus {
 		if err := a.w.Write(uint32(base+int64(i)*mpeg4audio.SamplesPerAccessUnit), [][]byte{au}); err != nil {
@@ -206,17 +219,16 @@ func (pub *publisher) onAAC(cfg *mpeg4audio.AudioSpecificConfig, pts int64, aus 
 	return pub.startStream()
 }
 
-func (pub *publisher) onOpus(channels int, pts int64, pkts [][]byte) error {
-	ts := pub.rtpTime(pts)
-	if pub.audio == nil {
-		if channels != 1 {
-			channels = 2
-		}
-		c := sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: uint16(channels), PayloadType: ptOpus}
-		if err := pub.publishAudio(c); err != nil {
-			return err
-		}
+// publishOpus publishes the audio track as soon as the program shows it (see publishAAC).
+func (pub *publisher) publishOpus(channels int) error {
+	if channels != 1 {
+		channels = 2
 	}
+	return pub.publishAudio(sfu.Codec{Name: sfu.CodecOpus, ClockRate: 48000, Channels: uint16(channels), PayloadType: ptOpus})
+}
+
+func (pub *publisher) onOpus(pts int64, pkts [][]byte) error {
+	ts := pub.rtpTime(pts)
 	a := pub.audio
 	at := ts * 48000 / 90000
 	for _, p := range pkts {
@@ -239,13 +251,15 @@ func (pub *publisher) publishAudio(c sfu.Codec) error {
 }
 
 // publishTrack publishes a track whose RTP time 0 is the session's first timestamp, with its
-// packetizer.
+// packetizer. A track published before that timestamp gets its sender report with it (rtpTime).
 func (pub *publisher) publishTrack(spec sfu.TrackSpec) (*sfu.Track, *media.Writer, error) {
 	track, err := pub.pub.P.Publish(spec)
 	if err != nil {
 		return nil, nil, err
 	}
-	track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+	if !pub.t0.IsZero() {
+		track.SetSenderReport(sfu.SenderReport{RTPTime: 0, NTPTime: pub.t0})
+	}
 	w, err := media.NewWriter(track)
 	return track, w, err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/coder/websocket"
 	lkp "github.com/livekit/protocol/livekit"
 	"github.com/pion/rtp"
+	"github.com/pion/sdp/v3"
 	"github.com/pion/webrtc/v4"
 	"google.golang.org/protobuf/proto"
 
@@ -35,9 +36,15 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
+	return newEnvWith(t, rtc.Config{Port: 0, BindIP: "127.0.0.1"})
+}
+
+// newEnvWith is newEnv with the WebRTC engine configured by cfg.
+func newEnvWith(t testing.TB, cfg rtc.Config) *env {
+	t.Helper()
 	hub, em := sfutest.NewHub(t, nil)
 	sfutest.RunHub(t, hub)
-	engine, err := rtc.NewEngine(rtc.Config{Port: 0, BindIP: "127.0.0.1"}, nil)
+	engine, err := rtc.NewEngine(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,6 +76,9 @@ type lkClient struct {
 
 	pub, sub *webrtc.PeerConnection
 	audio    *webrtc.TrackLocalStaticRTP
+	sender   *webrtc.RTPSender
+	// level is the RFC 6464 audio level (-dBov) the audio packets carry.
+	level    atomic.Uint32
 	stopSend chan struct{}
 	sendDone chan struct{}
 
@@ -121,15 +131,36 @@ func openToken(identity string) string {
 // publishes an Opus track sending 50 packets a second.
 func (e *env) connect(t testing.TB, identity string, publish bool, autoSub string) *lkClient {
 	t.Helper()
-	a, err := rtc.LoopbackAPI(nil)
+	a, err := rtc.LoopbackAPI(clientMedia(t))
 	if err != nil {
 		t.Fatal(err)
 	}
+	return e.connectWith(t, a, a, identity, publish, autoSub)
+}
+
+// clientMedia is pion's default codecs with the audio level extension (RFC 6464), as a
+// browser offers them.
+func clientMedia(t testing.TB) *webrtc.MediaEngine {
+	t.Helper()
+	m := &webrtc.MediaEngine{}
+	if err := m.RegisterDefaultCodecs(); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.RegisterHeaderExtension(webrtc.RTPHeaderExtensionCapability{URI: sdp.AudioLevelURI}, webrtc.RTPCodecTypeAudio); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// connectWith is connect with the publisher connection made by a, the subscriber's by b.
+func (e *env) connectWith(t testing.TB, a, b *webrtc.API, identity string, publish bool, autoSub string) *lkClient {
+	t.Helper()
+	var err error
 	c := &lkClient{t: t, e: e, identity: identity, api: a, packets: map[string]*atomic.Int64{}}
 	if c.pub, err = a.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
 	}
-	if c.sub, err = a.NewPeerConnection(webrtc.Configuration{}); err != nil {
+	if c.sub, err = b.NewPeerConnection(webrtc.Configuration{}); err != nil {
 		t.Fatal(err)
 	}
 	c.pub.OnICECandidate(func(cand *webrtc.ICECandidate) { c.trickle(cand, lkp.SignalTarget_PUBLISHER) })
@@ -167,6 +198,8 @@ func (e *env) connect(t testing.TB, identity string, publish bool, autoSub strin
 		if err != nil {
 			t.Fatal(err)
 		}
+		c.sender = sender
+		c.level.Store(127) // silence
 		go func() {
 			for {
 				if _, _, err := sender.ReadRTCP(); err != nil {
@@ -186,17 +219,29 @@ func (e *env) connect(t testing.TB, identity string, publish bool, autoSub strin
 	return c
 }
 
-// send writes Opus-sized packets until stopped.
+// send writes Opus-sized packets until stopped, with the audio level extension once it is
+// negotiated.
 func (c *lkClient) send() {
 	defer close(c.sendDone)
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
 	pkt := &rtp.Packet{Header: rtp.Header{Version: 2, PayloadType: 111}, Payload: make([]byte, 80)}
+	var levelID uint8
 	for {
 		select {
 		case <-tick.C:
 			pkt.SequenceNumber++
 			pkt.Timestamp += 960
+			if levelID == 0 {
+				for _, h := range c.sender.GetParameters().HeaderExtensions {
+					if h.URI == sdp.AudioLevelURI {
+						levelID = uint8(h.ID)
+					}
+				}
+			}
+			if levelID != 0 {
+				_ = pkt.SetExtension(levelID, []byte{uint8(c.level.Load())})
+			}
 			_ = c.audio.WriteRTP(pkt)
 		case <-c.stopSend:
 			return

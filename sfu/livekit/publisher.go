@@ -218,7 +218,8 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 		Source: source,
 		Name:   pt.req.GetName(),
 		Width:  int(pt.req.GetWidth()), Height: int(pt.req.GetHeight()),
-		SID: pt.sid,
+		SID:        pt.sid,
+		AudioLevel: p.s.srv.engine.AudioLevel(pc, ssrc),
 		Keyframes: sfu.KeyframeRequesterFunc(func() {
 			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 		}),

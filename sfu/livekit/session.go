@@ -133,10 +133,14 @@ func (s *session) run() {
 		s.p.SetDataReceiver(s)
 		s.send(&lkp.SignalResponse{Message: &lkp.SignalResponse_Join{Join: s.joinResponse()}})
 	}
-	s.wg.Add(1)
+	s.wg.Add(2)
 	go func() {
 		defer s.wg.Done()
 		s.watch()
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.relayActivity()
 	}()
 	for conn := s.conn; conn != nil; conn = s.waitResume() {
 		s.serveConn(conn)

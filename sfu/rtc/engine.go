@@ -31,7 +31,9 @@ type Engine struct {
 	// sender's bandwidth estimation reads and ours does none.
 	viewAPI *webrtc.API
 	// taps read the receiver reports of the publishers' connections (stats.go).
-	taps   *reportTaps
+	taps *reportTaps
+	// levels read the audio levels publishers put on their audio (audiolevel.go).
+	levels *levelTaps
 	udp    net.PacketConn
 	conns  []*batchConn // every media socket
 	tcp    net.Listener
@@ -146,6 +148,10 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		_ = e.Close()
 		return nil, err
 	}
+	if err := registerAudioLevel(m); err != nil {
+		_ = e.Close()
+		return nil, err
+	}
 	reg := &interceptor.Registry{}
 	// First, so that the report interceptor's receiver reports pass through it (stats.go).
 	e.taps = &reportTaps{}
@@ -159,6 +165,8 @@ func newEngine(cfg Config, log *slog.Logger) (*Engine, error) {
 		return nil, err
 	}
 	reg.Add(gen)
+	e.levels = &levelTaps{}
+	reg.Add(e.levels)
 	if err := webrtc.ConfigureRTCPReports(reg); err != nil {
 		_ = e.Close()
 		return nil, err

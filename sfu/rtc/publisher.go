@@ -30,7 +30,7 @@ func (s *Server) postWHIP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pub := &publisher{sessionLife: newSessionLife(parent, pc, p, s.log.With("room", p.Room().Name(), "participant", p.Identity(), "protocol", "whip")),
-		stats: s.engine.Stats(pc)}
+		stats: s.engine.Stats(pc), levels: s.engine.AudioLevel}
 	pc.OnTrack(pub.onTrack)
 	pub.watchConnection()
 	sdpAnswer, err := answer(pc, nil)
@@ -98,6 +98,7 @@ type publisher struct {
 	stream    *sfu.Stream
 	streamErr bool
 	stats     func() sfu.ProtocolStats
+	levels    func(*webrtc.PeerConnection, uint32) *sfu.AudioLevel
 }
 
 func (p *publisher) run() {
@@ -129,9 +130,10 @@ func (p *publisher) onTrack(remote *webrtc.TrackRemote, recv *webrtc.RTPReceiver
 	ssrc := uint32(remote.SSRC())
 	pc := p.pc
 	track, err := p.participant.Publish(sfu.TrackSpec{
-		Codec:  sfu.Codec{Name: name, ClockRate: codec.ClockRate, Channels: codec.Channels, Fmtp: codec.SDPFmtpLine, PayloadType: uint8(codec.PayloadType)},
-		Source: source,
-		Name:   remote.ID(),
+		Codec:      sfu.Codec{Name: name, ClockRate: codec.ClockRate, Channels: codec.Channels, Fmtp: codec.SDPFmtpLine, PayloadType: uint8(codec.PayloadType)},
+		Source:     source,
+		Name:       remote.ID(),
+		AudioLevel: p.levels(pc, ssrc),
 		Keyframes: sfu.KeyframeRequesterFunc(func() {
 			_ = pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
 		}),

@@ -99,7 +99,7 @@ func checkScenarioEvents(t *testing.T, evs []sfu.Event) {
 	of := func(sid string) []string {
 		var out []string
 		for _, e := range evs {
-			if e.Participant != nil && e.Participant.SID == sid && e.Type != sfu.EventStreamStats {
+			if e.Participant != nil && e.Participant.SID == sid && e.Type != sfu.EventStreamStats && e.Type != sfu.EventParticipantQuality {
 				out = append(out, e.Type)
 			}
 		}

@@ -13,14 +13,20 @@ import (
 )
 
 // iceRTT adds to ps the round trip of pc's ICE consent checks (RFC 7675: a STUN request every
-// 2 s on the selected pair, whichever side sends the media) when RTCP measured none.
+// 2 s on the selected pair, whichever side sends the media) when RTCP measured none. It reads
+// them from GetStats: ICETransport.GetSelectedCandidatePairStats races with an ICE restart
+// (pion v4.2.23 reads the transport's gatherer without its lock), and the hub asks every
+// second (connection quality).
 func iceRTT(ps sfu.ProtocolStats, pc *webrtc.PeerConnection) sfu.ProtocolStats {
 	if ps.RTTMs != nil {
 		return ps
 	}
-	if cp, ok := pc.SCTP().Transport().ICETransport().GetSelectedCandidatePairStats(); ok && cp.CurrentRoundTripTime > 0 {
-		rtt := sfu.RoundMs(cp.CurrentRoundTripTime * 1000)
-		ps.RTTMs = &rtt
+	for _, s := range pc.GetStats() {
+		if cp, ok := s.(webrtc.ICECandidatePairStats); ok && cp.Nominated && cp.CurrentRoundTripTime > 0 {
+			rtt := sfu.RoundMs(cp.CurrentRoundTripTime * 1000)
+			ps.RTTMs = &rtt
+			break
+		}
 	}
 	return ps
 }
