@@ -105,8 +105,7 @@ func codecLabel(f format.Format) string {
 // codecs that sluice does not publish and with another error for a format whose parameters are
 // unusable; it never panics on what came from the network.
 func newInput(m *description.Media, f format.Format, clock func() time.Time) (*input, error) {
-	in := &input{media: m, format: f, label: string(m.Type), clock: clock, log: slog.New(slog.DiscardHandler),
-		rebase: media.NewRebaser(uint32(max(f.ClockRate(), 1)))} //nolint:gosec // clock rates are small
+	in := &input{media: m, format: f, label: string(m.Type), clock: clock, log: slog.New(slog.DiscardHandler)}
 	pt := f.PayloadType()
 	switch f := f.(type) {
 	case *format.H264:
@@ -181,6 +180,7 @@ func newInput(m *description.Media, f format.Format, clock func() time.Time) (*i
 	if in.codec.ClockRate == 0 {
 		return nil, fmt.Errorf("%s: no clock rate", in.codec.Name)
 	}
+	in.rebase = media.NewRebaser(in.codec.ClockRate) // the format's own ClockRate may panic on a bad config
 	return in, nil
 }
 
