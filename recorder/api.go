@@ -75,6 +75,10 @@ func (r *Recorder) httpStart(w http.ResponseWriter, req *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	if err := r.hub.Admit(sfu.ParticipantSpec{Kind: "recording", RemoteAddr: req.RemoteAddr}); err != nil {
+		api.WriteError(w, err) // 503 overloaded
+		return
+	}
 	rec, err := r.Start(Request{Room: body.Room, Participant: body.Participant, Track: body.Track, Format: body.Format, Segment: seg,
 		MaxDuration: maxDur, Storage: body.Storage, Composite: body.Options})
 	if err != nil {

@@ -59,6 +59,12 @@ type Options struct {
 	Limits Limits
 	// CPU returns the process's CPU time (ProcessCPU when nil; injectable for tests).
 	CPU func() time.Duration
+	// MemoryBudget is the memory budget in bytes, resolved from Limits.MemoryMB by the caller
+	// (which knows the cgroup); 0 turns memory admission off.
+	MemoryBudget uint64
+	// Memory returns the bytes the daemon uses, sampled once a second while there is a budget
+	// (GoMemory when nil; the daemon adds its cgroup's working set, which counts its children).
+	Memory func() uint64
 }
 
 // Hub is the SFU core: the set of rooms, and the housekeeping goroutine that closes empty rooms,
@@ -80,6 +86,7 @@ type Hub struct {
 
 	retired    counters
 	load       loadState
+	mem        memoryState
 	transcoder atomic.Pointer[transcoderBox]
 }
 
@@ -114,14 +121,24 @@ func NewHub(opts Options) (*Hub, error) {
 	if opts.CPU == nil {
 		opts.CPU = ProcessCPU
 	}
-	return &Hub{
+	if opts.Memory == nil {
+		opts.Memory = GoMemory
+	}
+	high := opts.Limits.MemoryHigh
+	if high == 0 {
+		high = defaultMemoryHigh
+	}
+	h := &Hub{
 		cfg:   opts.Config,
 		opts:  opts,
 		emit:  opts.Emitter,
 		log:   opts.Logger,
 		clock: opts.Clock,
 		rooms: map[string]*Room{},
-	}, nil
+	}
+	h.mem.budget, h.mem.mark = opts.MemoryBudget, uint64(float64(opts.MemoryBudget)*high)
+	h.measureMemory()
+	return h, nil
 }
 
 // Emitter returns the hub's event emitter, for edge packages that emit their own events.
@@ -168,6 +185,7 @@ func (h *Hub) Run(ctx context.Context) error {
 		if now.Sub(lastRates) >= time.Second {
 			h.updateRates(now)
 			h.measureLoad(now)
+			h.measureMemory()
 			h.shed()
 			lastRates = now
 		}
@@ -323,10 +341,15 @@ func (h *Hub) getOrCreate(name string, opts RoomOptions) (*Room, bool, error) {
 
 // Join admits a participant into the named room, creating the room on first join. Events:
 // room.started when the room is new, participant.joined; an identity already present leaves
-// first with reason duplicate_identity unless spec.RefuseDuplicate is set.
+// first with reason duplicate_identity unless spec.RefuseDuplicate is set. While the daemon's
+// memory is over its high-water mark, Join refuses with an *OverloadError (auth.failed, reason
+// overloaded).
 func (h *Hub) Join(room string, spec ParticipantSpec) (*Participant, error) {
 	if err := ValidateName(room); err != nil {
 		return nil, fmt.Errorf("room %w", err)
+	}
+	if err := h.admitMemory(spec); err != nil {
+		return nil, err
 	}
 	if spec.Identity == "" {
 		spec.Identity = NewID(spec.Kind + "-")[:len(spec.Kind)+9] // kind-XXXXXXXX

@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// Limits is the `limits:` section: how the daemon protects the viewers it has when it runs out
-// of CPU.
+// Limits is the `limits:` section: how the daemon protects the sessions it has when it runs out
+// of CPU or memory.
 type Limits struct {
 	// CPUBudget is the share of the machine's cores (0..1) the daemon may use before new viewers
 	// are refused (default 0.9).
@@ -22,15 +22,28 @@ type Limits struct {
 	// cannot keep up (many viewers' queues overflowing at once), instead of letting every viewer
 	// lose packets.
 	Shed bool `yaml:"shed"`
+	// MemoryMB is the daemon's memory budget in MiB. 0 (the default) takes the limit of the
+	// memory cgroup the daemon runs in, if it has one, and otherwise sets no budget; -1 sets
+	// none. The Go runtime's memory limit (GOMEMLIMIT, unless set in the environment) is put
+	// at 90 % of it, so that the collector works harder before the kernel's OOM killer acts.
+	MemoryMB int `yaml:"memory_mb"`
+	// MemoryHigh is the share of the budget (0..1, default 0.8) above which new sessions
+	// (publishers, viewers, egress) are refused; those already admitted keep being served.
+	MemoryHigh float64 `yaml:"memory_high"`
 }
 
 // DefaultLimits returns the documented defaults.
-func DefaultLimits() Limits { return Limits{CPUBudget: 0.9, Shed: true} }
+func DefaultLimits() Limits { return Limits{CPUBudget: 0.9, Shed: true, MemoryHigh: defaultMemoryHigh} }
 
 // Validate reports the first invalid value.
 func (l Limits) Validate() error {
-	if l.CPUBudget <= 0 || l.CPUBudget > 1 {
+	switch {
+	case l.CPUBudget <= 0 || l.CPUBudget > 1:
 		return fmt.Errorf("cpu_budget: %v is not a share of the cores between 0 and 1", l.CPUBudget)
+	case l.MemoryMB < -1:
+		return fmt.Errorf("memory_mb: %d is neither a budget in MiB, 0 (the cgroup's limit) nor -1 (none)", l.MemoryMB)
+	case l.MemoryHigh < 0 || l.MemoryHigh > 1:
+		return fmt.Errorf("memory_high: %v is not a share of the budget between 0 and 1", l.MemoryHigh)
 	}
 	return nil
 }

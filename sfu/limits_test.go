@@ -2,6 +2,7 @@ package sfu
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"sync"
@@ -261,4 +262,58 @@ func clockHub(t *testing.T) (*Hub, func(time.Duration)) {
 		t.Fatal(err)
 	}
 	return h, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+}
+
+// Over the memory high-water mark, new sessions of every kind are refused with an
+// OverloadError and a (rate-limited) auth.failed reason overloaded; those already in the room
+// are untouched, and admission resumes once memory falls.
+func TestMemoryAdmission(t *testing.T) {
+	var used atomic.Uint64
+	em := NewLocalEmitter(0, nil)
+	h, err := NewHub(Options{Config: DefaultConfig(), Emitter: em, Tick: 10 * time.Millisecond,
+		MemoryBudget: 100 << 20, Memory: used.Load})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	used.Store(79 << 20)
+	pub, err := h.Join("r", ParticipantSpec{Identity: "pub", Kind: ParticipantRTMP})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used.Store(81 << 20)
+	waitFor(t, "the sample", func() bool { u, _, _ := h.MemoryUsage(); return u == 81<<20 })
+	for i := range 15 {
+		_, err := h.Join("r", ParticipantSpec{Identity: fmt.Sprintf("v%d", i), Kind: ParticipantWebRTC, RemoteAddr: "127.0.0.1:9"})
+		var oe *OverloadError
+		if !errors.As(err, &oe) || !errors.Is(err, ErrOverloaded) || oe.Resource != "memory" || oe.Mark != 80<<20 {
+			t.Fatalf("join %d over the mark: %v, want an OverloadError for memory", i, err)
+		}
+	}
+	if total, unreported := h.Refusals(); total != 15 || unreported == 0 {
+		t.Errorf("refusals %d (%d unreported), want 15 with some over the event rate", total, unreported)
+	}
+	refusals := 0
+	for _, e := range em.Events(0) {
+		if e.Type == EventAuthFailed && e.Reason == ReasonOverloaded && e.Error != nil && e.Error.Code == "memory" && e.Protocol == ParticipantWebRTC {
+			refusals++
+		}
+	}
+	if refusals != overloadEventBurst {
+		t.Errorf("%d refusal events, want the burst of %d", refusals, overloadEventBurst)
+	}
+	select {
+	case <-pub.Done():
+		t.Fatal("the admitted publisher was closed")
+	default:
+	}
+	used.Store(50 << 20)
+	waitFor(t, "admission to resume", func() bool {
+		_, err := h.Join("r", ParticipantSpec{Identity: "late"})
+		return err == nil
+	})
 }

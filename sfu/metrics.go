@@ -12,13 +12,16 @@ var (
 	descPacketsOut   = prometheus.NewDesc("sluice_packets_out_total", "RTP packets delivered to subscribers.", nil, nil)
 	descBytesOut     = prometheus.NewDesc("sluice_bytes_out_total", "RTP bytes delivered to subscribers.", nil, nil)
 	descDropped      = prometheus.NewDesc("sluice_packets_dropped_total", "Packets dropped because a subscriber's queue was full.", nil, nil)
+	descMemUsed      = prometheus.NewDesc("sluice_memory_used_bytes", "Memory the daemon used at the last sample (with a memory budget).", nil, nil)
+	descMemBudget    = prometheus.NewDesc("sluice_memory_budget_bytes", "The memory budget (limits.memory_mb; 0: none).", nil, nil)
+	descMemRefused   = prometheus.NewDesc("sluice_memory_refusals_total", "Sessions refused because memory was over its high-water mark.", nil, nil)
 	descKeyframes    = prometheus.NewDesc("sluice_keyframe_requests_total", "Keyframe requests forwarded to publishers.", nil, nil)
 )
 
 // Describe implements prometheus.Collector.
 func (h *Hub) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descRooms, descParticipants, descTracks, descSubs, descPacketsIn,
-		descBytesIn, descPacketsOut, descBytesOut, descDropped, descKeyframes} {
+		descBytesIn, descPacketsOut, descBytesOut, descDropped, descKeyframes, descMemUsed, descMemBudget, descMemRefused} {
 		ch <- d
 	}
 }
@@ -74,6 +77,11 @@ func (h *Hub) Collect(ch chan<- prometheus.Metric) {
 	counter(descBytesOut, bout)
 	counter(descDropped, drop)
 	counter(descKeyframes, kf)
+	used, budget, _ := h.MemoryUsage()
+	refused, _ := h.Refusals()
+	ch <- prometheus.MustNewConstMetric(descMemUsed, prometheus.GaugeValue, float64(used))
+	ch <- prometheus.MustNewConstMetric(descMemBudget, prometheus.GaugeValue, float64(budget))
+	counter(descMemRefused, refused)
 }
 
 // retireTrack adds an ended track's counters to the totals.

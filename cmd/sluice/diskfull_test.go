@@ -144,11 +144,22 @@ webhooks:
 
 // seqViewer is a WHEP viewer that keeps its video sequence numbers.
 type seqViewer struct {
-	mu   sync.Mutex
-	seqs []uint16
+	mu     sync.Mutex
+	seqs   []uint16
+	frames int // video packets with the marker bit: the last of a frame
 }
 
 func newSeqViewer(t *testing.T, endpoint string) *seqViewer {
+	t.Helper()
+	v, err := dialSeqViewer(t, endpoint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// dialSeqViewer is newSeqViewer that returns the endpoint's refusal (an *rtc.StatusError).
+func dialSeqViewer(t *testing.T, endpoint string) (*seqViewer, error) {
 	t.Helper()
 	pc, err := newViewerAPI(t).NewPeerConnection(webrtc.Configuration{})
 	if err != nil {
@@ -170,6 +181,9 @@ func newSeqViewer(t *testing.T, endpoint string) *seqViewer {
 			if tr.Kind() == webrtc.RTPCodecTypeVideo {
 				v.mu.Lock()
 				v.seqs = append(v.seqs, pkt.SequenceNumber)
+				if pkt.Marker {
+					v.frames++
+				}
 				v.mu.Unlock()
 			}
 		}
@@ -177,15 +191,23 @@ func newSeqViewer(t *testing.T, endpoint string) *seqViewer {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if _, err := rtc.Negotiate(ctx, endpoint, "", pc); err != nil {
-		t.Fatal(err)
+		_ = pc.Close()
+		return nil, err
 	}
-	return v
+	return v, nil
 }
 
 func (v *seqViewer) count() int {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	return len(v.seqs)
+}
+
+// frameCount returns how many video frames arrived.
+func (v *seqViewer) frameCount() int {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	return v.frames
 }
 
 // jumps counts video packets whose sequence number is not the previous one plus one.

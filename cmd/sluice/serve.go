@@ -154,9 +154,12 @@ func newDaemon(ctx context.Context, cfg *configs.Config, log *slog.Logger) (_ *d
 	if err := d.openEvents(ctx); err != nil {
 		return nil, err
 	}
+	memBudget, memUsed := memoryBudget(cfg.Limits.MemoryMB, log)
 	d.hub, err = sfu.NewHub(sfu.Options{
 		Config:        cfg.Rooms,
 		Limits:        cfg.Limits,
+		MemoryBudget:  memBudget,
+		Memory:        memUsed,
 		StatsInterval: cfg.Events.StatsInterval,
 		Emitter:       d.emitter,
 		Logger:        log.With("component", "sfu"),

@@ -45,6 +45,10 @@ func (m *Manager) handleStart(w http.ResponseWriter, r *http.Request) {
 		api.WriteError(w, err)
 		return
 	}
+	if err := m.hub.Admit(sfu.ParticipantSpec{Kind: "broadcast", RemoteAddr: r.RemoteAddr}); err != nil {
+		api.WriteError(w, err) // 503 overloaded
+		return
+	}
 	info, err := m.Start(req)
 	if err != nil && info != nil {
 		// The broadcast was made and failed at once (no transcoder, a codec RTMP cannot carry):

@@ -7,6 +7,7 @@ import (
 	"github.com/yutopp/go-rtmp/message"
 
 	"github.com/sluice-media/sluice/ingest"
+	"github.com/sluice-media/sluice/sfu"
 	"github.com/sluice-media/sluice/sfu/auth"
 )
 
@@ -58,6 +59,8 @@ func (s *Server) admit(c *conn, g ingest.Grant) (*session, *refusal) {
 		return nil, badName("The identity is taken in the room.", err)
 	case errors.Is(err, ingest.ErrShutdown):
 		return nil, &refusal{code: message.NetStreamOnStatusCodePublishFailed, desc: "The server is shutting down.", err: err}
+	case errors.Is(err, sfu.ErrOverloaded):
+		return nil, &refusal{code: message.NetStreamOnStatusCodePublishFailed, desc: "The server is overloaded; try again later.", err: err}
 	}
 	return nil, &refusal{code: message.NetStreamOnStatusCodePublishFailed, desc: "The room cannot be joined.", err: err}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync/atomic"
 	"time"
 
@@ -52,9 +53,14 @@ type input struct {
 
 	out   atomic.Pointer[output]
 	clock func() time.Time
+	log   *slog.Logger
+
+	// rebase keeps the timestamps continuous across jumps of the source's clock.
+	rebase *media.Rebaser
 
 	// Producer-owned.
 	lastSPS    []byte
+	jumpLogged time.Time // when a clock jump was last logged
 	firstSeen  bool
 	prevTS     uint32 // timestamp and marker of the previous packet (video)
 	prevMarker bool
@@ -65,6 +71,15 @@ type input struct {
 	packets      atomic.Uint64
 	decodeErrors atomic.Uint64
 	realSR       atomic.Bool
+	clockJumps   atomic.Uint64 // jumps of the source's RTP clock or of its sender reports' NTP time
+
+	// The RTCP goroutine's: the previous sender report (its NTP time as sent, and when it
+	// came) and the correction applied to later reports' NTP time after a jump.
+	srSeen    bool
+	srNTP     time.Time
+	srAt      time.Time
+	ntpOff    time.Duration
+	ntpLogged time.Time
 }
 
 // output is where an attached input writes.
@@ -90,7 +105,7 @@ func codecLabel(f format.Format) string {
 // codecs that sluice does not publish and with another error for a format whose parameters are
 // unusable; it never panics on what came from the network.
 func newInput(m *description.Media, f format.Format, clock func() time.Time) (*input, error) {
-	in := &input{media: m, format: f, label: string(m.Type), clock: clock}
+	in := &input{media: m, format: f, label: string(m.Type), clock: clock, log: slog.New(slog.DiscardHandler)}
 	pt := f.PayloadType()
 	switch f := f.(type) {
 	case *format.H264:
@@ -165,6 +180,7 @@ func newInput(m *description.Media, f format.Format, clock func() time.Time) (*i
 	if in.codec.ClockRate == 0 {
 		return nil, fmt.Errorf("%s: no clock rate", in.codec.Name)
 	}
+	in.rebase = media.NewRebaser(in.codec.ClockRate) // the format's own ClockRate may panic on a bad config
 	return in, nil
 }
 
@@ -322,28 +338,37 @@ func (in *input) onRTP(pkt *rtp.Packet) {
 	if out == nil {
 		return // not admitted yet
 	}
+	ts, jump := in.rebase.Rebase(pkt.Timestamp, now)
+	if jump != 0 {
+		in.clockJumps.Add(1)
+		if now.Sub(in.jumpLogged) >= 10*time.Second {
+			in.jumpLogged = now
+			in.log.Warn("the source's RTP clock jumped; timestamps continue from the arrival time",
+				"jump", jump.Round(time.Millisecond), "jumps", in.clockJumps.Load())
+		}
+	}
 	if !in.firstSeen {
 		in.firstSeen = true
 		if !in.realSR.Load() {
 			// Until the source's first RTCP sender report, map its clock to the arrival time so
 			// that recorders can align the tracks from the start.
-			out.track.SetSenderReport(sfu.SenderReport{RTPTime: pkt.Timestamp, NTPTime: now})
+			out.track.SetSenderReport(sfu.SenderReport{RTPTime: ts, NTPTime: now})
 		}
 	}
 	if in.pass {
-		in.forward(out.track, pkt)
+		in.forward(out.track, ts, pkt)
 		return
 	}
 	video := in.codec.Kind() == sfu.KindVideo
-	base := pkt.Timestamp
+	base := ts
 	if video {
 		// A decoder also ends an access unit when the timestamp changes after a packet without
 		// the marker bit (cameras that never set it): what it returns then belongs to the
 		// previous timestamp.
-		if in.havePrev && pkt.Timestamp != in.prevTS && !in.prevMarker {
+		if in.havePrev && ts != in.prevTS && !in.prevMarker {
 			base = in.prevTS
 		}
-		in.prevTS, in.prevMarker, in.havePrev = pkt.Timestamp, pkt.Marker, true
+		in.prevTS, in.prevMarker, in.havePrev = ts, pkt.Marker, true
 	}
 	frames, err := in.decode(pkt)
 	if err != nil {
@@ -364,14 +389,17 @@ func (in *input) onRTP(pkt *rtp.Packet) {
 	}
 }
 
-// forward writes a pass-through packet; a G.711 packet too large for the WebRTC MTU is split
-// (one byte per sample and channel, RFC 3551 §4.5.14), anything else too large is dropped.
-func (in *input) forward(t *sfu.Track, pkt *rtp.Packet) {
+// forward writes a pass-through packet with timestamp ts; a G.711 packet too large for the
+// WebRTC MTU is split (one byte per sample and channel, RFC 3551 §4.5.14), anything else too
+// large is dropped.
+func (in *input) forward(t *sfu.Track, ts uint32, pkt *rtp.Packet) {
 	if len(pkt.Payload) == 0 {
 		return
 	}
 	if len(pkt.Payload) <= media.MaxPayload {
-		t.WritePacket(&sfu.Packet{Header: pkt.Header, Payload: pkt.Payload})
+		h := pkt.Header
+		h.Timestamp = ts
+		t.WritePacket(&sfu.Packet{Header: h, Payload: pkt.Payload})
 		return
 	}
 	if in.codec.Name != sfu.CodecPCMU && in.codec.Name != sfu.CodecPCMA {
@@ -383,7 +411,7 @@ func (in *input) forward(t *sfu.Track, pkt *rtp.Packet) {
 	for off := 0; off < len(pkt.Payload); off += step {
 		end := min(off+step, len(pkt.Payload))
 		h := pkt.Header
-		h.Timestamp += uint32(off / ch)
+		h.Timestamp = ts + uint32(off/ch) //nolint:gosec // off is below the payload size
 		h.Marker = false
 		t.WritePacket(&sfu.Packet{Header: h, Payload: pkt.Payload[off:end]})
 	}
@@ -418,7 +446,10 @@ func (in *input) watchSize(t *sfu.Track, au [][]byte) {
 }
 
 // onRTCP keeps the source's sender reports, which map its RTP clock to wall time so that
-// recorders align audio and video (RFC 3550 §6.4.1).
+// recorders align audio and video (RFC 3550 §6.4.1). The RTP time is moved into the rebased
+// clock of the packets; an NTP time that moved more than media.MaxClockSkew unlike the time
+// between the reports is a jump of the source's wall clock, and is taken out of this report
+// and the next ones.
 func (in *input) onRTCP(pkt rtcp.Packet) {
 	sr, ok := pkt.(*rtcp.SenderReport)
 	if !ok {
@@ -429,5 +460,18 @@ func (in *input) onRTCP(pkt rtcp.Packet) {
 		return
 	}
 	in.realSR.Store(true)
-	out.track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime, NTPTime: sfu.FromNTP(sr.NTPTime)})
+	now, ntp := in.clock(), sfu.FromNTP(sr.NTPTime)
+	if in.srSeen {
+		if d := ntp.Sub(in.srNTP) - now.Sub(in.srAt); d > media.MaxClockSkew || d < -media.MaxClockSkew {
+			in.ntpOff -= d
+			in.clockJumps.Add(1)
+			if now.Sub(in.ntpLogged) >= 10*time.Second {
+				in.ntpLogged = now
+				in.log.Warn("the source's sender reports' NTP time jumped; it is corrected by the time between reports",
+					"jump", d.Round(time.Millisecond), "jumps", in.clockJumps.Load())
+			}
+		}
+	}
+	in.srSeen, in.srNTP, in.srAt = true, ntp, now
+	out.track.SetSenderReport(sfu.SenderReport{RTPTime: sr.RTPTime + in.rebase.Offset(), NTPTime: ntp.Add(in.ntpOff)})
 }

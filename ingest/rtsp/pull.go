@@ -136,6 +136,7 @@ func buildInputs(desc *description.Session, clock func() time.Time, log *slog.Lo
 			}
 		}
 		if chosen != nil {
+			chosen.log = log.With("media", m.Type)
 			inputs = append(inputs, chosen)
 			continue
 		}

@@ -16,6 +16,17 @@ import (
 // loopback, for d in real time. stop waits for the feed to end and closes the session.
 func WHIPPublish(t testing.TB, endpoint string, d time.Duration, srcs ...*Track) (stop func()) {
 	t.Helper()
+	return whipPublish(t, endpoint, d, false, srcs)
+}
+
+// WHIPPublishFor is WHIPPublish whose stop ends the feed at once instead of waiting for d.
+func WHIPPublishFor(t testing.TB, endpoint string, d time.Duration, srcs ...*Track) (stop func()) {
+	t.Helper()
+	return whipPublish(t, endpoint, d, true, srcs)
+}
+
+func whipPublish(t testing.TB, endpoint string, d time.Duration, cut bool, srcs []*Track) (stop func()) {
+	t.Helper()
 	m := &webrtc.MediaEngine{}
 	if err := m.RegisterDefaultCodecs(); err != nil {
 		t.Fatal(err)
@@ -68,6 +79,9 @@ func WHIPPublish(t testing.TB, endpoint string, d time.Duration, srcs ...*Track)
 	var once sync.Once
 	return func() {
 		once.Do(func() {
+			if cut {
+				close(quit)
+			}
 			<-done
 			_ = sess.Close(context.Background())
 			_ = pc.Close()

@@ -12,6 +12,8 @@ import (
 	"net/http"
 	"os"
 	"strings"
+
+	"github.com/sluice-media/sluice/sfu"
 )
 
 // MaxJSONBody bounds a JSON request body.
@@ -44,7 +46,13 @@ const (
 	CodeInternal         = "internal"
 	CodeUnavailable      = "unavailable"
 	CodeTimeout          = "timeout"
+	// CodeOverloaded refuses a new session while the daemon is at its CPU or memory budget
+	// (503 with Retry-After).
+	CodeOverloaded = "overloaded"
 )
+
+// overloadRetryAfter is the Retry-After of an overloaded refusal, in seconds.
+const overloadRetryAfter = "10"
 
 // WriteJSON writes v with status.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
@@ -59,8 +67,15 @@ func WriteJSON(w http.ResponseWriter, status int, v any) {
 // message (their text may hold internals).
 func WriteError(w http.ResponseWriter, err error) {
 	var e *Error
-	if !errors.As(err, &e) {
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, sfu.ErrOverloaded):
+		e = &Error{Status: http.StatusServiceUnavailable, Code: CodeOverloaded, Message: err.Error()}
+	default:
 		e = &Error{Status: http.StatusInternalServerError, Code: CodeInternal, Message: "internal error"}
+	}
+	if e.Code == CodeOverloaded {
+		w.Header().Set("Retry-After", overloadRetryAfter)
 	}
 	WriteJSON(w, e.Status, map[string]*Error{"error": e})
 }

@@ -169,6 +169,9 @@ func (s *Server) acceptOffer(w http.ResponseWriter, r *http.Request, room string
 		spec.Identity, spec.Name = claims.Identity, claims.Name
 	}
 	p, err := s.hub.Join(room, spec)
+	if errors.Is(err, sfu.ErrOverloaded) {
+		return fail(err) // 503 overloaded, Retry-After
+	}
 	if err != nil {
 		return fail(api.Errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "cannot join: %v", err))
 	}

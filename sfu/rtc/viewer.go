@@ -26,8 +26,7 @@ func (s *Server) postWHEP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.hub.Overloaded() {
-		w.Header().Set("Retry-After", "10")
-		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, "overloaded", "the server is at its CPU budget; try again later"))
+		api.WriteError(w, api.Errorf(http.StatusServiceUnavailable, api.CodeOverloaded, "the server is at its CPU budget; try again later"))
 		return
 	}
 	roomName, identity := r.PathValue("room"), r.PathValue("identity")

@@ -149,6 +149,43 @@ type CameraOptions struct {
 	NoUDP      bool   // TCP only
 	Inband     bool   // also send SPS/PPS in-band (default: only in the SDP, as many cameras do)
 	MJPEG      bool   // add an M-JPEG video media (not supported by sluice)
+
+	// Clock, when set, makes the camera's clocks jump while it runs (Clock.JumpRTP, JumpNTP).
+	Clock *Clock
+	// WrapAfter starts the RTP clocks this long before they wrap around 2^32 (0: at 0).
+	WrapAfter time.Duration
+	// Reorder sends every fifth RTP packet of each media after the packet that follows it, as
+	// a network that reorders packets would (the test kernel has no netem).
+	Reorder bool
+}
+
+// Clock holds a camera's clock faults: offsets of its RTP clocks and of the NTP time of its
+// RTCP sender reports, changed by jumps while it runs. Safe for concurrent use.
+type Clock struct {
+	rtp, ntp atomic.Int64 // nanoseconds
+}
+
+// JumpRTP moves the camera's RTP clocks (every media's) by d, forward or back.
+func (c *Clock) JumpRTP(d time.Duration) { c.rtp.Add(int64(d)) }
+
+// JumpNTP moves the wall-clock time the camera's sender reports give by d.
+func (c *Clock) JumpNTP(d time.Duration) { c.ntp.Add(int64(d)) }
+
+// rtpTicks returns the RTP clock offset in ticks of a clock rate.
+func (c *Clock) rtpTicks(rate int64) int64 {
+	if c == nil {
+		return 0
+	}
+	d := c.rtp.Load()
+	return d/int64(time.Second)*rate + d%int64(time.Second)*rate/int64(time.Second)
+}
+
+// NTP returns the wall-clock time the camera's sender reports give for now.
+func (c *Clock) NTP(now time.Time) time.Time {
+	if c == nil {
+		return now
+	}
+	return now.Add(time.Duration(c.ntp.Load()))
 }
 
 // Camera is an IP camera: a gortsplib server serving /stream with H.264 (from the fixture,
@@ -278,14 +315,48 @@ func (e *Camera) Shutdown() {
 
 // feed runs the camera's media into its stream until stop.
 func (e *Camera) feed(stream *gortsplib.ServerStream, stop <-chan struct{}, done chan<- struct{}) {
-	FeedMedia(e.fx, e.opts, e.media, &e.Paused, &e.SentVideo, stream.WritePacketRTP, stop, done)
+	write := func(m *description.Media, p *rtp.Packet) error {
+		return stream.WritePacketRTPWithNTP(m, p, e.opts.Clock.NTP(time.Now()))
+	}
+	FeedMedia(e.fx, e.opts, e.media, &e.Paused, &e.SentVideo, write, stop, done)
+}
+
+// reorderer holds back every fifth packet of each media until the next one is written.
+type reorderer struct {
+	write func(*description.Media, *rtp.Packet) error
+	n     map[*description.Media]int
+	held  map[*description.Media]*rtp.Packet
+}
+
+func (r *reorderer) writePacket(m *description.Media, p *rtp.Packet) error {
+	r.n[m]++
+	if r.n[m]%5 == 0 {
+		r.held[m] = p
+		return nil
+	}
+	err := r.write(m, p)
+	if h := r.held[m]; h != nil {
+		delete(r.held, m)
+		_ = r.write(m, h)
+	}
+	return err
 }
 
 // FeedMedia writes the fixtures in real time until stop: video at 25 fps, audio every 20 ms (AAC
-// per 1024 samples). While paused nothing is sent; timestamps run on.
+// per 1024 samples). While paused nothing is sent; timestamps run on. The clock faults and
+// reordering of opts apply.
 func FeedMedia(fx *Fixtures, opts CameraOptions, medias map[string]*description.Media, paused *atomic.Bool, sentVideo *atomic.Int64,
 	write func(*description.Media, *rtp.Packet) error, stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
+	if opts.Reorder {
+		r := &reorderer{write: write, n: map[*description.Media]int{}, held: map[*description.Media]*rtp.Packet{}}
+		write = r.writePacket
+	}
+	// stamp is the RTP timestamp of tick n of a clock of rate Hz.
+	stamp := func(n int, rate int64) uint32 {
+		wrap := -(int64(opts.WrapAfter) / int64(time.Millisecond) * rate / 1000)
+		return uint32(int64(n) + wrap + opts.Clock.rtpTicks(rate)) //nolint:gosec // RTP timestamps wrap by design
+	}
 	vm := medias["video"]
 	venc := &rtph264.Encoder{PayloadType: 96, PayloadMaxSize: 1400, PacketizationMode: 1}
 	_ = venc.Init()
@@ -330,7 +401,7 @@ func FeedMedia(fx *Fixtures, opts CameraOptions, medias map[string]*description.
 				continue
 			}
 			for _, p := range pkts {
-				p.Timestamp = uint32(frames * 3600)
+				p.Timestamp = stamp(frames*3600, 90000)
 				if write(vm, p) == nil {
 					sentVideo.Add(1)
 				}
@@ -345,7 +416,7 @@ func FeedMedia(fx *Fixtures, opts CameraOptions, medias map[string]*description.
 				off := (audioChunks * 160) % (len(fx.ULaw) - 160)
 				p, err := ulaw.Encode(fx.ULaw[off : off+160])
 				if err == nil {
-					p.Timestamp = uint32(audioChunks * 160)
+					p.Timestamp = stamp(audioChunks*160, 8000)
 					_ = write(am, p)
 				}
 			}
@@ -360,7 +431,7 @@ func FeedMedia(fx *Fixtures, opts CameraOptions, medias map[string]*description.
 					continue
 				}
 				for _, p := range pkts {
-					p.Timestamp = uint32(aacFrames * 1024)
+					p.Timestamp = stamp(aacFrames*1024, 48000)
 					_ = write(am, p)
 				}
 			}
