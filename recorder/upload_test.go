@@ -11,6 +11,7 @@ import (
 
 	"github.com/sluice-media/sluice/recorder/rectest"
 	"github.com/sluice-media/sluice/sfu"
+	"github.com/sluice-media/sluice/sfu/sfutest"
 )
 
 // s3Storage is a storage section with one target, "s3", on the test server.
@@ -200,12 +201,17 @@ func TestUploadWrongCredentials(t *testing.T) {
 	if got.Upload.Attempts != 1 {
 		t.Errorf("a credentials error was retried: %d attempts", got.Upload.Attempts)
 	}
-	evs := e.recordingEvents(rec.ID)
-	last := evs[len(evs)-1]
-	if last.Type != sfu.EventRecordingUpdated || last.Error == nil || last.Error.Code != CodeUploadFailed || last.Reason != sfu.ReasonError {
-		t.Errorf("last event: %s %+v", last.Type, last.Error)
+	// The status is read before the event that reports it has been emitted.
+	var evs []sfu.Event
+	var last sfu.Event
+	sfutest.WaitFor(t, "the upload failure's event", 10*time.Second, func() bool {
+		evs = e.recordingEvents(rec.ID)
+		last = evs[len(evs)-1]
+		return last.Error != nil
+	})
+	if last.Type != sfu.EventRecordingUpdated || last.Error.Code != CodeUploadFailed || last.Reason != sfu.ReasonError {
+		t.Errorf("last event: %s %s %+v", last.Type, last.Reason, last.Error)
 	}
-	t.Logf("error event: %s", last.Error.Message)
 	checkNoSecret(t, evs, wrong)
 	if _, err := os.Stat(e.file(got, 0)); err != nil {
 		t.Errorf("local file after a failed upload: %v", err)
