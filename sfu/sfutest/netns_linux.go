@@ -89,6 +89,18 @@ func (ns *Namespace) SetLoss(t testing.TB, percent int) {
 	}
 }
 
+// Shape limits what this side sends into the namespace to rate (tc syntax, "400kbit") with a
+// token bucket filter (sch_tbf; sch_netem is missing on this project's VMs); "" lifts it.
+func (ns *Namespace) Shape(t testing.TB, rate string) {
+	t.Helper()
+	tc := RequireTool(t, "tc")
+	if rate == "" {
+		ns.run(t, tc, "qdisc", "del", "dev", ns.hostDev, "root")
+		return
+	}
+	ns.run(t, tc, "qdisc", "replace", "dev", ns.hostDev, "root", "tbf", "rate", rate, "burst", "16kbit", "latency", "200ms")
+}
+
 // ListenUDP opens a UDP socket on the namespace's address (port 0: any). The calling thread
 // enters the namespace only while it makes the socket.
 func (ns *Namespace) ListenUDP(t testing.TB) *net.UDPConn {
