@@ -83,8 +83,8 @@ func sequence(evs []sfu.Event, pick func(sfu.Event) bool) []string {
 	start := 0
 	var lastType string
 	for _, ev := range evs {
-		if ev.Type == sfu.EventStreamStats || !pick(ev) {
-			continue
+		if ev.Type == sfu.EventStreamStats || ev.Type == sfu.EventParticipantQuality || !pick(ev) {
+			continue // figures that follow the link, at any time
 		}
 		if ev.Type != lastType || !strings.HasPrefix(ev.Type, "track.") {
 			sort.Strings(out[start:])
