@@ -3,6 +3,7 @@ package rtc
 import (
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -52,6 +53,7 @@ func TestUDPGarbageAtTheMediaPort(t *testing.T) {
 		}
 		return sfutest.RandomGarbage(i, buf)
 	}}
+	cpu0, wall0 := processCPU(t), time.Now()
 	g.Start(t)
 	startSent := pub.videoSent.Load()
 	// a publisher negotiating while the garbage flows connects and is played
@@ -66,6 +68,10 @@ func TestUDPGarbageAtTheMediaPort(t *testing.T) {
 	waitUntil(t, "the late publisher's media to reach its viewer", 15*time.Second, func() bool { return lateViewer.video.Load() > 0 })
 	time.Sleep(3 * time.Second)
 	total := g.Stop()
+	// The issue asks the daemon to stay under one core: this process holds the server, the
+	// clients and the generator, so its share bounds the server's (a figure, not asserted:
+	// -race multiplies it).
+	t.Logf("this process used %.2f cores while the garbage flowed", (processCPU(t)-cpu0).Seconds()/time.Since(wall0).Seconds())
 	if total < 10000 {
 		t.Fatalf("only %d garbage datagrams sent", total)
 	}
@@ -78,4 +84,14 @@ func TestUDPGarbageAtTheMediaPort(t *testing.T) {
 	if r := h.hub.Room("noisy"); r == nil || len(r.Participants()) != 2 {
 		t.Errorf("the garbage changed the room: %v", r)
 	}
+}
+
+// processCPU is the user and system CPU time this process has used.
+func processCPU(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
