@@ -370,7 +370,10 @@ func TestOverflowResyncsOnKeyframe(t *testing.T) {
 	}
 }
 
-func TestKeyframeRequestsThrottled(t *testing.T) {
+// keyframeCountingTrack publishes a video track on a hub whose clock moves only by advance, and
+// counts the keyframe requests its publisher gets.
+func keyframeCountingTrack(t *testing.T) (*Track, *atomic.Int32, func(time.Duration)) {
+	t.Helper()
 	now := time.Unix(1000, 0)
 	var clockMu sync.Mutex
 	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
@@ -378,10 +381,15 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer h.Close()
-	var requests atomic.Int32
+	t.Cleanup(h.Close)
+	requests := &atomic.Int32{}
 	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
 	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	return video, requests, func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
+}
+
+func TestKeyframeRequestsThrottled(t *testing.T) {
+	video, requests, advance := keyframeCountingTrack(t)
 	for range 100 {
 		video.RequestKeyframe()
 	}
@@ -389,9 +397,7 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 		t.Fatalf("requests = %d, want 1 within the interval", requests.Load())
 	}
 	after := DefaultConfig().KeyframeRequestInterval + 50*time.Millisecond
-	clockMu.Lock()
-	now = now.Add(after)
-	clockMu.Unlock()
+	advance(after)
 	video.RequestKeyframe()
 	if requests.Load() != 2 {
 		t.Fatalf("requests = %d, want 2 after the interval", requests.Load())
@@ -402,9 +408,7 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 	if requests.Load() != 2 {
 		t.Fatalf("requests = %d: the held request went out early", requests.Load())
 	}
-	clockMu.Lock()
-	now = now.Add(after)
-	clockMu.Unlock()
+	advance(after)
 	video.WritePacket(videoPacket(2, 30))
 	if requests.Load() != 3 {
 		t.Fatalf("requests = %d, want the held request sent with the first packet after the interval", requests.Load())
@@ -419,18 +423,7 @@ func TestKeyframeRequestsThrottled(t *testing.T) {
 // drop a request (browsers ignore one within 300 ms of the previous), and nothing else would
 // ask for it.
 func TestWaitingSubscriberAsksAgain(t *testing.T) {
-	now := time.Unix(1000, 0)
-	var clockMu sync.Mutex
-	clock := func() time.Time { clockMu.Lock(); defer clockMu.Unlock(); return now }
-	advance := func(d time.Duration) { clockMu.Lock(); now = now.Add(d); clockMu.Unlock() }
-	h, err := NewHub(Options{Config: DefaultConfig(), Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	var requests atomic.Int32
-	pub, _ := h.Join("r", ParticipantSpec{Identity: "p"})
-	video, _ := pub.Publish(TrackSpec{Codec: testH264, Keyframes: KeyframeRequesterFunc(func() { requests.Add(1) })})
+	video, requests, advance := keyframeCountingTrack(t)
 	sink := &collectSink{}
 	sub, err := video.Subscribe(sink, SubscribeOptions{})
 	if err != nil {
